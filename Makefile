@@ -1,0 +1,47 @@
+# Two entry points: `make up` runs the server, `make test` runs the whole suite.
+# Both bootstrap a fresh Debian machine (as root) and are quick when already set up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+INIT := src/cloche/_bin/cloche-init
+APT_PACKAGES := runc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux
+STAMP := .cloche-setup
+
+.PHONY: up test bench lint setup clean
+
+setup: $(STAMP)/apt $(STAMP)/venv $(INIT)
+
+$(STAMP)/apt:
+	@mkdir -p $(STAMP)
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@touch $@
+
+$(STAMP)/venv: pyproject.toml
+	@mkdir -p $(STAMP)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+$(INIT): supervisor/cloche-init.c
+	@mkdir -p $(dir $@)
+	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
+
+up: setup
+	$(VENV)/bin/cloche up
+
+test: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+clean:
+	rm -rf $(STAMP) $(VENV) src/cloche/_bin

@@ -1,0 +1,127 @@
+"""Builds the OCI runtime spec (config.json) for one sandbox: the single place where
+cloche's isolation policy becomes runc configuration, like runc's own specconv."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cloche.node import seccomp
+from cloche.node.spec import Limits
+
+UID_RANGE = 65536
+CPU_PERIOD_US = 100_000
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+INIT_PATH = "/.cloche/init"
+
+# Docker's default capability set minus NET_RAW and MKNOD.
+CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]  # fmt: skip
+
+# As moby's oci/defaults.go and runc's spec template.
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/proc/interrupts", "/sys/firmware", "/sys/devices/virtual/powercap",
+]  # fmt: skip
+READONLY_PATHS = [
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HostBind:
+    """A read-only bind of a host directory into the sandbox (used by the `base` template)."""
+
+    source: str
+    destination: str
+
+
+def _mounts(init_binary: str, binds: list[HostBind]) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": INIT_PATH, "type": "bind", "source": init_binary,
+         "options": ["bind", "ro", "nosuid", "nodev"]},
+    ]  # fmt: skip
+    for bind in binds:
+        mounts.append(
+            {
+                "destination": bind.destination,
+                "type": "bind",
+                "source": bind.source,
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            }
+        )
+    return mounts
+
+
+def _resources(limits: Limits, swap_control: bool) -> dict[str, Any]:
+    memory = limits.memory_mb * 1024 * 1024
+    mem: dict[str, Any] = {"limit": memory}
+    if swap_control:
+        mem["swap"] = memory  # memory+swap == memory: no swap at all
+    return {
+        "devices": [{"allow": False, "access": "rwm"}],
+        "memory": mem,
+        "cpu": {"quota": int(limits.cpu * CPU_PERIOD_US), "period": CPU_PERIOD_US},
+        "pids": {"limit": limits.pids},
+    }
+
+
+def build_config(
+    *,
+    sandbox_id: str,
+    uid_base: int,
+    limits: Limits,
+    init_binary: str,
+    binds: list[HostBind],
+    cgroup_path: str,
+    swap_control: bool,
+) -> dict[str, Any]:
+    """The full config.json for a sandbox whose merged root is at ./rootfs."""
+    caps = list(CAPABILITIES)
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": [INIT_PATH],
+            "env": [f"PATH={DEFAULT_PATH}", "HOME=/root"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": sandbox_id.replace("_", "-"),
+        "mounts": _mounts(init_binary, binds),
+        "linux": {
+            "uidMappings": [{"containerID": 0, "hostID": uid_base, "size": UID_RANGE}],
+            "gidMappings": [{"containerID": 0, "hostID": uid_base, "size": UID_RANGE}],
+            "namespaces": [
+                {"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup", "user")
+            ],
+            "cgroupsPath": cgroup_path,
+            "resources": _resources(limits, swap_control),
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp.profile(),
+        },
+    }

@@ -1,0 +1,110 @@
+"""The OCI runtime driver: runc by default, runsc (gVisor) as the stronger tier.
+
+Both take the same bundle and are driven through the same CLI verbs; a driver only
+knows how to start, inspect, freeze and destroy one container by id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from cloche.node.errors import RuntimeFailure
+
+
+class OciDriver:
+    """Drives an OCI runtime binary with its own state root."""
+
+    binary_name = "runc"
+
+    def __init__(self, state_root: Path, binary: str | None = None) -> None:
+        self.state_root = state_root
+        found = binary or shutil.which(self.binary_name)
+        if not found:
+            raise RuntimeFailure(f"{self.binary_name} is not installed (apt-get install {self.binary_name})")
+        self.binary = found
+        state_root.mkdir(parents=True, exist_ok=True)
+
+    def _base(self) -> list[str]:
+        return [self.binary, "--root", str(self.state_root)]
+
+    def _call(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self._base() + list(args), capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise RuntimeFailure(f"{self.binary_name} {args[0]} failed: {proc.stderr.strip()}")
+        return proc
+
+    def run(self, container_id: str, bundle: Path, listen_fd: int, log: Path) -> None:
+        """Start the container detached, handing it `listen_fd` as its fd 3."""
+        argv = self._base() + ["--log", str(log), "--log-format", "json", "run", "--detach",
+                               "--preserve-fds", "1", "--bundle", str(bundle), container_id]  # fmt: skip
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            actions = [
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, devnull, 2),
+                (os.POSIX_SPAWN_DUP2, listen_fd, 3),
+            ]
+            pid = os.posix_spawn(self.binary, argv, os.environ, file_actions=actions)
+        finally:
+            os.close(devnull)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeFailure(f"{self.binary_name} run failed: {_last_error(log)}")
+
+    def state(self, container_id: str) -> dict[str, Any] | None:
+        proc = self._call("state", container_id, check=False)
+        if proc.returncode != 0:
+            return None
+        return json.loads(proc.stdout)
+
+    def list_ids(self) -> list[str]:
+        proc = self._call("list", "--format", "json", check=False)
+        if proc.returncode != 0 or not proc.stdout.strip() or proc.stdout.strip() == "null":
+            return []
+        return [c["id"] for c in json.loads(proc.stdout)]
+
+    def pause(self, container_id: str) -> None:
+        self._call("pause", container_id)
+
+    def resume(self, container_id: str) -> None:
+        self._call("resume", container_id)
+
+    def delete(self, container_id: str) -> None:
+        """Kill every process of the container and remove its state and cgroup."""
+        proc = self._call("delete", "--force", container_id, check=False)
+        if proc.returncode != 0 and "does not exist" not in proc.stderr:
+            raise RuntimeFailure(f"{self.binary_name} delete failed: {proc.stderr.strip()}")
+
+
+class RuncDriver(OciDriver):
+    binary_name = "runc"
+
+
+class RunscDriver(OciDriver):
+    """gVisor: a user-space kernel between the sandbox and the host."""
+
+    binary_name = "runsc"
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = log.read_text().strip().splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return line
+        if entry.get("level") in ("error", "fatal"):
+            return str(entry.get("msg"))
+    return lines[-1] if lines else "no log"
+
+
+DRIVERS: dict[str, type[OciDriver]] = {"runc": RuncDriver, "runsc": RunscDriver}

@@ -1,0 +1,70 @@
+"""What a sandbox is made of: its template, limits and environment (runtime level)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cloche.node.errors import InvalidSpec
+
+MAX_CPU = 64.0
+MAX_MEMORY_MB = 256 * 1024
+MAX_DISK_MB = 1024 * 1024
+MIN_DISK_MB = 16
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits enforced by cgroups and the per-sandbox disk image."""
+
+    cpu: float = 1.0
+    memory_mb: int = 512
+    disk_mb: int = 1024
+    pids: int = 512
+    inodes: int = 0  # 0: derived from disk_mb (one inode per 16 KiB)
+
+    def validate(self) -> None:
+        if not 0.01 <= self.cpu <= MAX_CPU:
+            raise InvalidSpec(f"cpu must be between 0.01 and {MAX_CPU}, got {self.cpu}")
+        if not 16 <= self.memory_mb <= MAX_MEMORY_MB:
+            raise InvalidSpec(f"memory_mb must be between 16 and {MAX_MEMORY_MB}")
+        if not MIN_DISK_MB <= self.disk_mb <= MAX_DISK_MB:
+            raise InvalidSpec(f"disk_mb must be between {MIN_DISK_MB} and {MAX_DISK_MB}")
+        if not 8 <= self.pids <= 65536:
+            raise InvalidSpec("pids must be between 8 and 65536")
+        if self.inodes and not 64 <= self.inodes <= 10_000_000:
+            raise InvalidSpec("inodes must be between 64 and 10000000")
+
+    @property
+    def inode_count(self) -> int:
+        return self.inodes or max(1024, self.disk_mb * 64)
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything needed to (re)create a sandbox on a node."""
+
+    template: str = "base"
+    limits: Limits = field(default_factory=Limits)
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+    def validate(self) -> None:
+        self.limits.validate()
+        for key in self.env:
+            if not key or "=" in key or "\0" in key:
+                raise InvalidSpec(f"invalid environment variable name {key!r}")
+        if self.timeout_s is not None and not 0 < self.timeout_s <= 30 * 86400:
+            raise InvalidSpec("timeout_s must be between 0 and 30 days")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SandboxSpec:
+        return cls(
+            template=data.get("template", "base"),
+            limits=Limits(**data.get("limits", {})),
+            env=dict(data.get("env", {})),
+            timeout_s=data.get("timeout_s"),
+        )

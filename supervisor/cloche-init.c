@@ -1,0 +1,481 @@
+/*
+ * cloche-init: the resident supervisor that runs as pid 1 inside every sandbox.
+ *
+ * Why it exists: `runc exec` costs ~20 ms per command. cloche-init is started once
+ * with the sandbox and accepts exec requests on a listening unix socket that the host
+ * created and handed over as fd 3 (runc --preserve-fds 1), so the socket file lives only
+ * on the host and is invisible inside the sandbox. Each connection carries one request;
+ * pid 1 forks a handler per connection, and the handler forks the command, relays
+ * stdin/stdout/stderr as frames and reports the exit status. pid 1 also reaps orphans.
+ *
+ * It is a static C binary so that it runs in any template, busybox or distroless alike.
+ *
+ * Wire format (both directions): 1 byte type, 4 byte big-endian length, payload.
+ *   host -> sandbox: 'E' exec request, 'I' stdin bytes, 'C' close stdin,
+ *                    'S' signal (u32), 'W' window size (u16 rows, u16 cols),
+ *                    'K' kill process group (u32 pid, u32 signal), 'P' ping.
+ *   sandbox -> host: 'S' started (u32 pid), 'O' stdout, 'E' stderr,
+ *                    'X' exit (i32 exit code, i32 signal, u8 truncated, u8 timed out),
+ *                    'K' kill result (i32 errno), 'P' pong.
+ * Exec payload: u32 flags, u32 timeout_ms, u64 output_cap, u16 rows, u16 cols,
+ *   u32 uid, u32 gid, u32 argc, argc strings, u32 envc, envc strings, cwd string;
+ *   a string is u32 length + bytes.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FLAG_PTY 1u
+#define FLAG_DETACH 2u
+#define FLAG_STDIN 4u
+#define MAX_FRAME (8u << 20)
+#define CHUNK 65536
+
+extern char **environ;
+
+static int conn = -1;  /* -1 once the host has gone away */
+
+static int write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len) {
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void send_frame(char type, const void *data, uint32_t len) {
+    if (conn < 0) return;
+    unsigned char hdr[5] = {(unsigned char)type, len >> 24, len >> 16, len >> 8, len};
+    struct iovec iov[2] = {{hdr, 5}, {(void *)data, len}};
+    size_t total = 5 + len;
+    while (total > 0) {
+        ssize_t n = writev(conn, iov, 2);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            close(conn);
+            conn = -1;
+            return;
+        }
+        total -= (size_t)n;
+        for (int i = 0; i < 2 && n > 0; i++) {
+            size_t take = (size_t)n < iov[i].iov_len ? (size_t)n : iov[i].iov_len;
+            iov[i].iov_base = (char *)iov[i].iov_base + take;
+            iov[i].iov_len -= take;
+            n -= (ssize_t)take;
+        }
+    }
+}
+
+/* Reads one frame; returns its type, or 0 on EOF or error. *out is malloc'd. */
+static char recv_frame(int fd, unsigned char **out, uint32_t *len) {
+    unsigned char hdr[5];
+    if (read_all(fd, hdr, 5) < 0) return 0;
+    *len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+    if (*len > MAX_FRAME) return 0;
+    *out = malloc(*len + 1);
+    if (!*out) return 0;
+    if (read_all(fd, *out, *len) < 0) {
+        free(*out);
+        return 0;
+    }
+    (*out)[*len] = 0;
+    return (char)hdr[0];
+}
+
+struct cursor {
+    unsigned char *p;
+    uint32_t left;
+    int bad;
+};
+
+static uint64_t take_uint(struct cursor *c, int bytes) {
+    uint64_t v = 0;
+    if (c->left < (uint32_t)bytes) {
+        c->bad = 1;
+        return 0;
+    }
+    for (int i = 0; i < bytes; i++) v = (v << 8) | c->p[i];
+    c->p += bytes;
+    c->left -= (uint32_t)bytes;
+    return v;
+}
+
+/* Returns a NUL-terminated copy of the next string. */
+static char *take_str(struct cursor *c) {
+    uint32_t n = (uint32_t)take_uint(c, 4);
+    if (c->bad || c->left < n) {
+        c->bad = 1;
+        return NULL;
+    }
+    char *s = malloc(n + 1);
+    if (!s) {
+        c->bad = 1;
+        return NULL;
+    }
+    memcpy(s, c->p, n);
+    s[n] = 0;
+    c->p += n;
+    c->left -= n;
+    return s;
+}
+
+static char **take_list(struct cursor *c) {
+    uint32_t n = (uint32_t)take_uint(c, 4);
+    if (c->bad || n > 65536) {
+        c->bad = 1;
+        return NULL;
+    }
+    char **v = calloc(n + 1, sizeof(char *));
+    for (uint32_t i = 0; v && i < n && !c->bad; i++) v[i] = take_str(c);
+    return v;
+}
+
+static void put_u32(unsigned char *b, uint32_t v) {
+    b[0] = v >> 24;
+    b[1] = v >> 16;
+    b[2] = v >> 8;
+    b[3] = v;
+}
+
+static void send_exit(int code, int sig, int truncated, int timed_out) {
+    unsigned char b[10];
+    put_u32(b, (uint32_t)code);
+    put_u32(b + 4, (uint32_t)sig);
+    b[8] = (unsigned char)truncated;
+    b[9] = (unsigned char)timed_out;
+    send_frame('X', b, sizeof b);
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct outstream {
+    int fd;
+    char type;
+};
+
+static uint64_t out_sent, out_cap;
+static int out_truncated;
+
+/* Reads what is available on s and forwards it, within the output cap. Returns 0 on EOF. */
+static int pump(struct outstream *s, int nonblock_drain) {
+    char buf[CHUNK];
+    for (;;) {
+        ssize_t n = read(s->fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (n < 0 && errno == EAGAIN) return 1;
+            close(s->fd);
+            s->fd = -1;
+            return 0;
+        }
+        uint64_t room = out_cap > out_sent ? out_cap - out_sent : 0;
+        uint64_t give = (uint64_t)n < room ? (uint64_t)n : room;
+        if (give < (uint64_t)n) out_truncated = 1;
+        if (give > 0) send_frame(s->type, buf, (uint32_t)give);
+        out_sent += give;
+        if (!nonblock_drain) return 1;
+    }
+}
+
+static void set_winsize(int fd, unsigned rows, unsigned cols) {
+    if (rows == 0 || cols == 0) return;
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+    ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+static void reset_signals(void) {
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+}
+
+static void child_exec(int flags, int pty_slave, int in_fd, int out_fd, int err_fd, int errpipe,
+                       uint32_t uid, uint32_t gid, char **argv, char **envp, const char *cwd) {
+    reset_signals();
+    setsid();
+    if (flags & FLAG_PTY) {
+        ioctl(pty_slave, TIOCSCTTY, 0);
+        in_fd = out_fd = err_fd = pty_slave;
+    }
+    dup2(in_fd, 0);
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+    int stage = 0;
+    if (cwd[0] && chdir(cwd) < 0) goto fail;
+    stage = 1;
+    if (gid != 0 && setgid(gid) < 0) goto fail;
+    if (uid != 0 && (setgroups(0, NULL), setuid(uid) < 0)) goto fail;
+    stage = 2;
+    environ = envp;
+    execvp(argv[0], argv);
+fail : {
+    int report[2] = {errno, stage};
+    write_all(errpipe, report, sizeof report);
+    _exit(127);
+}
+}
+
+static void handle_kill(unsigned char *payload, uint32_t len) {
+    struct cursor c = {payload, len, 0};
+    pid_t pid = (pid_t)take_uint(&c, 4);
+    int sig = (int)take_uint(&c, 4);
+    int err = 0;
+    if (c.bad || pid <= 1) {
+        err = EINVAL;
+    } else if (kill(-pid, sig) < 0 && kill(pid, sig) < 0) {
+        err = errno;
+    }
+    unsigned char b[4];
+    put_u32(b, (uint32_t)err);
+    send_frame('K', b, 4);
+}
+
+static void handle_exec(unsigned char *payload, uint32_t len) {
+    struct cursor c = {payload, len, 0};
+    uint32_t flags = (uint32_t)take_uint(&c, 4);
+    uint32_t timeout_ms = (uint32_t)take_uint(&c, 4);
+    out_cap = take_uint(&c, 8);
+    unsigned rows = (unsigned)take_uint(&c, 2), cols = (unsigned)take_uint(&c, 2);
+    uint32_t uid = (uint32_t)take_uint(&c, 4), gid = (uint32_t)take_uint(&c, 4);
+    char **argv = take_list(&c);
+    char **envp = take_list(&c);
+    char *cwd = take_str(&c);
+    if (c.bad || !argv || !argv[0] || !envp || !cwd) {
+        const char msg[] = "cloche-init: malformed exec request\n";
+        send_frame('E', msg, sizeof msg - 1);
+        send_exit(126, 0, 0, 0);
+        return;
+    }
+
+    int errpipe[2], in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    int master = -1, slave = -1;
+    pipe2(errpipe, O_CLOEXEC);
+    if (flags & FLAG_PTY) {
+        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
+            const char msg[] = "cloche-init: cannot allocate a pty\n";
+            send_frame('E', msg, sizeof msg - 1);
+            send_exit(126, 0, 0, 0);
+            return;
+        }
+        slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+        set_winsize(master, rows, cols);
+    } else {
+        if (flags & FLAG_STDIN) {
+            pipe2(in, O_CLOEXEC);
+        } else {
+            in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+        pipe2(out, O_CLOEXEC);
+        pipe2(err, O_CLOEXEC);
+    }
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_exec((int)flags, slave, in[0], out[1], err[1], errpipe[1], uid, gid, argv, envp, cwd);
+    }
+    close(errpipe[1]);
+    if (slave >= 0) close(slave);
+    if (in[0] >= 0) close(in[0]);
+    if (out[1] >= 0) close(out[1]);
+    if (err[1] >= 0) close(err[1]);
+    if (pid < 0) {
+        const char msg[] = "cloche-init: fork failed (pids limit reached?)\n";
+        send_frame('E', msg, sizeof msg - 1);
+        send_exit(126, 0, 0, 0);
+        return;
+    }
+    int report[2];
+    if (read_all(errpipe[0], report, sizeof report) == 0) {
+        char msg[512];
+        const char *what = report[1] == 0 ? "chdir" : report[1] == 1 ? "setuid" : "exec";
+        int n = snprintf(msg, sizeof msg, "cloche: %s %s: %s\n", what,
+                         report[1] == 0 ? cwd : argv[0], strerror(report[0]));
+        waitpid(pid, NULL, 0);
+        send_frame('E', msg, (uint32_t)n);
+        send_exit(report[0] == ENOENT ? 127 : 126, 0, 0, 0);
+        return;
+    }
+    close(errpipe[0]);
+    unsigned char started[4];
+    put_u32(started, (uint32_t)pid);
+    send_frame('S', started, 4);
+
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    struct outstream streams[2] = {{master >= 0 ? master : out[0], 'O'}, {err[0], 'E'}};
+    int stdin_fd = master >= 0 ? master : in[1];
+    if (!(flags & FLAG_STDIN) && master < 0) stdin_fd = -1;
+    int64_t deadline = timeout_ms ? now_ms() + timeout_ms : 0;
+    int timed_out = 0, status = 0;
+
+    for (;;) {
+        struct pollfd pfd[4];
+        int n = 0, i_conn = -1, i_out = -1, i_err = -1, i_pid = -1;
+        if (conn >= 0) pfd[i_conn = n++] = (struct pollfd){conn, POLLIN, 0};
+        if (streams[0].fd >= 0) pfd[i_out = n++] = (struct pollfd){streams[0].fd, POLLIN, 0};
+        if (streams[1].fd >= 0) pfd[i_err = n++] = (struct pollfd){streams[1].fd, POLLIN, 0};
+        pfd[i_pid = n++] = (struct pollfd){pidfd, POLLIN, 0};
+        int wait = -1;
+        if (deadline && !timed_out) {
+            int64_t left = deadline - now_ms();
+            wait = left > 0 ? (int)left : 0;
+        }
+        int r = poll(pfd, (nfds_t)n, wait);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0 && deadline && !timed_out) {
+            timed_out = 1;
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+            continue;
+        }
+        if (i_out >= 0 && pfd[i_out].revents) pump(&streams[0], 0);
+        if (i_err >= 0 && pfd[i_err].revents) pump(&streams[1], 0);
+        if (i_conn >= 0 && pfd[i_conn].revents) {
+            unsigned char *data = NULL;
+            uint32_t len2 = 0;
+            char t = recv_frame(conn, &data, &len2);
+            if (t == 0) {
+                close(conn);
+                conn = -1;
+                if (!(flags & FLAG_DETACH)) {
+                    kill(-pid, SIGKILL);
+                    kill(pid, SIGKILL);
+                }
+            } else if (t == 'I' && stdin_fd >= 0) {
+                write_all(stdin_fd, data, len2);
+            } else if (t == 'C' && stdin_fd >= 0 && master < 0) {
+                close(stdin_fd);
+                stdin_fd = -1;
+            } else if (t == 'C' && master >= 0) {
+                const char eot = 4;
+                write_all(master, &eot, 1);
+            } else if (t == 'S' && len2 >= 4) {
+                int sig = (int)(((uint32_t)data[0] << 24) | ((uint32_t)data[1] << 16) |
+                                ((uint32_t)data[2] << 8) | data[3]);
+                if (kill(-pid, sig) < 0) kill(pid, sig);
+            } else if (t == 'W' && len2 >= 4 && master >= 0) {
+                set_winsize(master, ((unsigned)data[0] << 8) | data[1],
+                            ((unsigned)data[2] << 8) | data[3]);
+            }
+            free(data);
+        }
+        if (pfd[i_pid].revents) {
+            waitpid(pid, &status, 0);
+            break;
+        }
+    }
+    /* The command has exited: forward what is already buffered, but do not wait for
+     * daemons that inherited the pipes. */
+    for (int i = 0; i < 2; i++) {
+        if (streams[i].fd >= 0) {
+            fcntl(streams[i].fd, F_SETFL, O_NONBLOCK);
+            pump(&streams[i], 1);
+        }
+    }
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + sig;
+    send_exit(code, sig, out_truncated, timed_out);
+}
+
+static void serve(int fd) {
+    conn = fd;
+    unsigned char *payload = NULL;
+    uint32_t len = 0;
+    char t = recv_frame(conn, &payload, &len);
+    if (t == 'E') {
+        handle_exec(payload, len);
+    } else if (t == 'K') {
+        handle_kill(payload, len);
+    } else if (t == 'P') {
+        send_frame('P', NULL, 0);
+    }
+    free(payload);
+}
+
+static void reap(int sig) {
+    (void)sig;
+    int saved = errno;
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    }
+    errno = saved;
+}
+
+/* `cloche-init userns`: enter a new user namespace and wait until stdin closes. The host
+ * writes this process's uid_map and takes its namespace as the id-mapping for an
+ * idmapped mount of the template, which makes template files owned by the sandbox's
+ * own root without copying them. */
+static int hold_userns(void) {
+    char c;
+    if (unshare(CLONE_NEWUSER) < 0) return 1;
+    if (write(1, "r", 1) != 1) return 1;
+    while (read(0, &c, 1) > 0) {
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "userns") == 0) return hold_userns();
+    struct sigaction sa = {0};
+    sa.sa_handler = reap;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    for (;;) {
+        int fd = accept4(3, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE) continue;
+            if (errno == EBADF || errno == ENOTSOCK) return 1;
+            continue;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            signal(SIGCHLD, SIG_DFL);
+            close(3);
+            serve(fd);
+            _exit(0);
+        }
+        close(fd);
+    }
+}
