@@ -1,0 +1,116 @@
+"""Shared fixtures: a real node runtime (real runc, real mounts) driven from sync tests.
+
+The runtime is asynchronous; `Node` runs it on an event loop in a background thread so
+tests stay plain functions. Each test module gets its own node on its own data
+directory, and the node is torn down (every sandbox killed) when the module ends, so
+the leak check, which runs last, sees a clean host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cloche.node.protocol import ExecRequest
+from cloche.node.records import SandboxRecord
+from cloche.node.runtime import NodeConfig, NodeRuntime
+from cloche.node.spec import Limits, SandboxSpec
+from cloche.node.supervisor import ExecResult
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Node:
+    """A NodeRuntime plus sync helpers for tests."""
+
+    def __init__(self, data_dir: Path, pool_size: int = 0) -> None:
+        self.loop = LoopThread()
+        config = NodeConfig(data_dir=data_dir, init_binary=INIT_BINARY, pool_size=pool_size)
+        self.rt = self.loop.run(_make_runtime(config))
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return self.loop.run(coro, timeout)
+
+    def create(self, template: str = "base", env: dict[str, str] | None = None,
+               **limits: Any) -> SandboxRecord:  # fmt: skip
+        spec = SandboxSpec(template=template, limits=Limits(**limits), env=env or {})
+        return self.run(self.rt.create(spec))
+
+    def exec(self, sandbox_id: str, cmd: list[str] | str, **kw: Any) -> ExecResult:
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
+        return self.run(self.rt.exec(sandbox_id, ExecRequest(cmd=argv, **kw)))
+
+    def sh(self, sandbox_id: str, script: str, **kw: Any) -> ExecResult:
+        return self.exec(sandbox_id, script, **kw)
+
+    def kill(self, sandbox_id: str) -> None:
+        self.run(self.rt.kill(sandbox_id))
+
+    def close(self) -> None:
+        for rec in self.rt.all_records():
+            try:
+                self.run(self.rt.kill(rec.id))
+            except Exception:
+                pass
+        self.run(self.rt.close())
+        self.loop.stop()
+
+
+async def _make_runtime(config: NodeConfig) -> NodeRuntime:
+    rt = NodeRuntime(config)
+    await rt.start()
+    return rt
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    n = Node(tmp_path_factory.mktemp("node"))
+    yield n
+    n.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox(node: Node) -> Iterator[SandboxRecord]:
+    """One running `base` sandbox shared by a module's read-only checks."""
+    rec = node.create()
+    yield rec
+    node.kill(rec.id)
+
+
+@pytest.fixture(scope="session")
+def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rootfs tarball with Debian's static busybox and nothing else (no Python, no libc)."""
+    import shutil
+    import tarfile
+
+    root = tmp_path_factory.mktemp("busybox-rootfs")
+    (root / "bin").mkdir()
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "ls", "cat", "echo", "id", "rm", "mkdir", "touch", "sleep", "dd", "grep",
+                   "head", "wc", "ps", "true", "false", "env", "pwd", "stat", "ln", "df"):  # fmt: skip
+        (root / "bin" / applet).symlink_to("busybox")
+    tarball = tmp_path_factory.mktemp("busybox") / "busybox.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(root, arcname=".")
+    return tarball

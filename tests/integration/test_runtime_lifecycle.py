@@ -1,0 +1,76 @@
+"""Node runtime lifecycle with real runc: create, exec, pause/resume, stop/start, kill."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cloche.node.errors import InvalidState, SandboxNotFound
+
+
+def test_exec_returns_output_and_exit_code(node, sandbox):
+    r = node.sh(sandbox.id, "echo out; echo err >&2; exit 3")
+    assert (r.exit_code, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+
+
+def test_exec_env_cwd_and_stdin(node, sandbox):
+    r = node.exec(sandbox.id, ["sh", "-c", 'echo "$GREETING"; pwd; cat'], env={"GREETING": "hi"},
+                  cwd="/tmp", stdin=b"from-stdin")  # fmt: skip
+    assert r.stdout == b"hi\n/tmp\nfrom-stdin"
+
+
+def test_missing_command_is_127(node, sandbox):
+    r = node.exec(sandbox.id, ["no-such-binary"])
+    assert r.exit_code == 127 and b"no-such-binary" in r.stderr
+
+
+def test_timeout_kills_process_group(node, sandbox):
+    r = node.sh(sandbox.id, "sleep 30 & sleep 30", timeout_s=0.5)
+    assert r.timed_out and r.exit_code == 137
+    ps = node.sh(sandbox.id, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert b"sleep" not in ps.stdout
+
+
+def test_output_cap_sets_truncated(node, sandbox):
+    r = node.sh(sandbox.id, "head -c 100000 /dev/zero", output_cap=1000)
+    assert r.truncated and len(r.stdout) == 1000 and r.exit_code == 0
+
+
+def test_python_runs_in_base_template(node, sandbox):
+    r = node.exec(sandbox.id, ["python3", "-c", "print(6*7)"])
+    assert r.stdout == b"42\n"
+
+
+def test_pause_freezes_and_resume_thaws(node):
+    rec = node.create()
+    node.run(node.rt.pause(rec.id))
+    with pytest.raises(InvalidState):
+        node.sh(rec.id, "true")
+    node.run(node.rt.resume(rec.id))
+    assert node.sh(rec.id, "echo back").stdout == b"back\n"
+    node.kill(rec.id)
+
+
+def test_stop_keeps_files_and_start_brings_them_back(node):
+    rec = node.create()
+    node.sh(rec.id, "echo keep > /workspace/note; echo gone > /tmp/x")
+    node.run(node.rt.stop(rec.id))
+    assert node.rt.get(rec.id).state == "stopped"
+    node.run(node.rt.start_sandbox(rec.id))
+    assert node.sh(rec.id, "cat /workspace/note").stdout == b"keep\n"
+    node.kill(rec.id)
+
+
+def test_kill_leaves_nothing(node):
+    rec = node.create()
+    rdir = node.rt.run / rec.id
+    assert rdir.exists()
+    node.kill(rec.id)
+    assert not rdir.exists()
+    assert not node.rt.records.dir(rec.id).exists()
+    assert rec.id not in node.rt.driver.list_ids()
+    with pytest.raises(SandboxNotFound):
+        node.rt.get(rec.id)
+    assert not [m for m in open("/proc/self/mountinfo") if rec.id in m]
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/cloche/{node.rt.key}/{rec.id}")
