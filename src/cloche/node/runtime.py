@@ -148,6 +148,11 @@ class NodeRuntime:
     def all_records(self) -> list[SandboxRecord]:
         return list(self._sandboxes.values())
 
+    def capacity(self) -> dict[str, float]:
+        with open("/proc/meminfo") as f:
+            total_kb = int(f.readline().split()[1])
+        return {"cpu": float(os.cpu_count() or 1), "memory_mb": total_kb // 1024}
+
     def usage(self, sandbox_id: str) -> cgroups.Usage:
         return cgroups.manager(self._cgroup(sandbox_id)).usage()
 

@@ -1,0 +1,137 @@
+"""The one record shape every benchmark module returns, plus small shared helpers.
+
+A benchmark module is any module listed in run.MODULES with `def run() -> list[Result]`.
+run.py knows nothing about what a module measures: it groups results into tables by
+`table`, resolves `baseline` (the key of another result, usually from baseline.py,
+measured in the same run) into a ratio, checks `goal`, and plots every result that
+names a `plot` (a CDF when it carries raw `samples`, a bar otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Goal:
+    """`value <op> target`, checked on the figure itself or on its ratio to the baseline."""
+
+    op: str  # "<=" or ">="
+    target: float
+    on: str = "value"  # "value" or "ratio"
+
+    def met(self, value: float | None, ratio: float | None) -> bool | None:
+        x = ratio if self.on == "ratio" else value
+        if x is None:
+            return None
+        return x <= self.target if self.op == "<=" else x >= self.target
+
+    def describe(self, unit: str) -> str:
+        if self.on == "ratio":
+            return f"{self.op} {self.target:g}x baseline"
+        return f"{self.op} {self.target:g} {unit}"
+
+
+@dataclass
+class Result:
+    key: str  # unique across the run, e.g. "runtime.exec.p50"
+    table: str  # the section/table this row belongs to
+    metric: str  # row label
+    value: float | None  # None when the measurement failed (see error)
+    unit: str
+    goal: Goal | None = None
+    baseline: str | None = None  # key of another Result in the same unit
+    note: str = ""  # printed as a footnote under the table
+    samples: list[float] | None = None  # raw samples, in `unit`, for CDF plots
+    plot: str | None = None  # plot title; results sharing it are drawn together
+    label: str | None = None  # legend / bar label in that plot
+    error: str | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """Linear-interpolated percentile (numpy's default), p in [0, 100]."""
+    xs = sorted(samples)
+    if not xs:
+        raise ValueError("no samples")
+    k = (len(xs) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def latency_results(
+    prefix: str,
+    table: str,
+    name: str,
+    samples_ms: list[float],
+    *,
+    percentiles: tuple[int, ...] = (50, 95, 99),
+    goals: dict[int, Goal] | None = None,
+    baselines: dict[int, str] | None = None,
+    plot: str | None = None,
+    note: str = "",
+) -> list[Result]:
+    """One row per percentile (plus the mean); the p50 row carries the samples for plots."""
+    goals = goals or {}
+    baselines = baselines or {}
+    out = []
+    for p in percentiles:
+        out.append(
+            Result(
+                key=f"{prefix}.p{p}",
+                table=table,
+                metric=f"{name} p{p} (n={len(samples_ms)})",
+                value=percentile(samples_ms, p),
+                unit="ms",
+                goal=goals.get(p),
+                baseline=baselines.get(p),
+                samples=list(samples_ms) if p == percentiles[0] else None,
+                plot=plot if p == percentiles[0] else None,
+                label=name,
+                note=note if p == percentiles[0] else "",
+            )
+        )
+    out.append(
+        Result(key=f"{prefix}.mean", table=table, metric=f"{name} mean", unit="ms",
+               value=sum(samples_ms) / len(samples_ms))  # fmt: skip
+    )
+    return out
+
+
+def failed(key: str, table: str, metric: str, exc: BaseException, unit: str = "") -> Result:
+    return Result(key=key, table=table, metric=metric, value=None, unit=unit,
+                  error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+
+
+@contextmanager
+def stopwatch() -> Iterator[Callable[[], float]]:
+    """`with stopwatch() as ms: ...; ms()` gives elapsed milliseconds (also after the block)."""
+    start = time.perf_counter()
+    end: list[float] = []
+
+    def elapsed() -> float:
+        return ((end[0] if end else time.perf_counter()) - start) * 1000
+
+    try:
+        yield elapsed
+    finally:
+        end.append(time.perf_counter())
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)

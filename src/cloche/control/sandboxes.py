@@ -1,0 +1,151 @@
+"""Sandbox service: the tenant-facing lifecycle on top of the node runtime.
+
+It owns what the runtime does not know about: which tenant a sandbox belongs to, its
+name (idempotent create) and metadata, and per-tenant quotas. Another tenant's sandbox
+is answered exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cloche.control.errors import ApiError, not_found
+from cloche.node.records import SandboxRecord
+from cloche.node.runtime import NodeRuntime
+from cloche.node.spec import Limits, SandboxSpec
+from cloche.store.db import SandboxRow, Store, Tenant
+
+
+@dataclass
+class SandboxView:
+    row: SandboxRow
+    record: SandboxRecord
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.row.id,
+            "name": self.row.name,
+            "state": self.record.state,
+            "template": self.row.template,
+            "cpu": self.record.spec.limits.cpu,
+            "memory_mb": self.record.spec.limits.memory_mb,
+            "disk_mb": self.record.spec.limits.disk_mb,
+            "timeout_s": self.record.spec.timeout_s,
+            "metadata": self.row.metadata,
+            "created_at": self.row.created_at,
+            "expires_at": self.record.expires_at,
+            "last_active_at": self.record.last_active_at,
+            "node": "local",
+        }
+
+
+class SandboxService:
+    def __init__(self, store: Store, runtime: NodeRuntime, defaults: Limits) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.defaults = defaults
+        self._create_locks: dict[str, asyncio.Lock] = {}
+        runtime.on_expire = store.delete_sandbox
+
+    async def reconcile(self) -> None:
+        """Make ownership records and the node agree after a restart."""
+        owned = {row.id for row in self.store.sandboxes()}
+        for rec in self.runtime.list():
+            if rec.id not in owned:
+                await self.runtime.kill(rec.id)
+        live = {rec.id for rec in self.runtime.list()}
+        for sid in owned - live:
+            self.store.delete_sandbox(sid)
+
+    def get(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
+        row = self.store.sandbox(sandbox_id)
+        if row is None or row.tenant_id != tenant.id:
+            raise not_found("sandbox", sandbox_id)
+        try:
+            return SandboxView(row, self.runtime.get(sandbox_id))
+        except Exception:
+            raise not_found("sandbox", sandbox_id) from None
+
+    def list(self, tenant: Tenant, state: str | None = None,
+             metadata: dict[str, str] | None = None) -> list[SandboxView]:  # fmt: skip
+        views = []
+        for row in self.store.sandboxes(tenant.id):
+            try:
+                view = SandboxView(row, self.runtime.get(row.id))
+            except Exception:
+                continue
+            if state and view.record.state != state:
+                continue
+            if metadata and any(row.metadata.get(k) != v for k, v in metadata.items()):
+                continue
+            views.append(view)
+        return views
+
+    def _check_quota(self, tenant: Tenant, limits: Limits) -> None:
+        views = self.list(tenant)
+        if len(views) + 1 > tenant.max_sandboxes:
+            raise ApiError(429, "quota_exceeded",
+                           f"quota max_sandboxes={tenant.max_sandboxes} reached")  # fmt: skip
+        active = [v for v in views if v.record.state in ("running", "paused", "creating")]
+        cpu = sum(v.record.spec.limits.cpu for v in active) + limits.cpu
+        if cpu > tenant.max_cpu + 1e-9:
+            raise ApiError(429, "quota_exceeded",
+                           f"quota max_cpu={tenant.max_cpu} would be exceeded ({cpu:g} requested in total)")  # fmt: skip
+        mem = sum(v.record.spec.limits.memory_mb for v in active) + limits.memory_mb
+        if mem > tenant.max_memory_mb:
+            raise ApiError(429, "quota_exceeded",
+                           f"quota max_memory_mb={tenant.max_memory_mb} would be exceeded ({mem} MB in total)")  # fmt: skip
+
+    async def create(self, tenant: Tenant, *, template: str | None, cpu: float | None,
+                     memory_mb: int | None, disk_mb: int | None, timeout_s: float | None,
+                     name: str | None, metadata: dict[str, str],
+                     env: dict[str, str]) -> tuple[SandboxView, bool]:  # fmt: skip
+        """Create a sandbox, or return the tenant's existing one with this name.
+        Returns (view, created)."""
+        lock = self._create_locks.setdefault(f"{tenant.id}/{name}", asyncio.Lock()) if name else None
+        if lock:
+            await lock.acquire()
+        try:
+            if name:
+                existing = self.store.sandbox_by_name(tenant.id, name)
+                if existing is not None:
+                    return self.get(tenant, existing.id), False
+            limits = Limits(
+                cpu=cpu if cpu is not None else self.defaults.cpu,
+                memory_mb=memory_mb if memory_mb is not None else self.defaults.memory_mb,
+                disk_mb=disk_mb if disk_mb is not None else self.defaults.disk_mb,
+                pids=self.defaults.pids,
+            )
+            spec = SandboxSpec(template=template or "base", limits=limits, env=env,
+                               timeout_s=timeout_s)  # fmt: skip
+            spec.validate()
+            self._check_quota(tenant, limits)
+            rec = await self.runtime.create(spec)
+            row = SandboxRow(rec.id, tenant.id, name, spec.template, limits.cpu, limits.memory_mb,
+                             limits.disk_mb, metadata, time.time())  # fmt: skip
+            try:
+                self.store.add_sandbox(row)
+            except BaseException:
+                await self.runtime.kill(rec.id)
+                raise
+            return SandboxView(row, rec), True
+        finally:
+            if lock:
+                lock.release()
+
+    async def kill(self, tenant: Tenant, sandbox_id: str) -> None:
+        self.get(tenant, sandbox_id)
+        self.store.delete_sandbox(sandbox_id)
+        await self.runtime.kill(sandbox_id)
+
+    async def running(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
+        """The sandbox, woken if it was paused or stopped: waking is transparent."""
+        view = self.get(tenant, sandbox_id)
+        if view.record.state == "paused":
+            await self.runtime.resume(sandbox_id)
+        elif view.record.state == "stopped":
+            await self.runtime.start_sandbox(sandbox_id)
+        return self.get(tenant, sandbox_id)

@@ -1,0 +1,87 @@
+"""The FastAPI application factory: wires settings, store, node runtime and routes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from cloche import __version__
+from cloche.config import INIT_BINARY, Settings
+from cloche.control.ratelimit import RateLimiter
+from cloche.control.sandboxes import SandboxService
+from cloche.metrics import Metrics
+from cloche.node.runtime import NodeConfig, NodeRuntime
+from cloche.server import errors
+from cloche.server.context import Context
+from cloche.server.limits import BodyLimit, BodyTooLarge
+from cloche.server.routes import exec as exec_routes
+from cloche.server.routes import files, health, nodes, sandboxes, tenants
+from cloche.store.db import Store
+
+
+def ensure_admin_key(store: Store, settings: Settings) -> str:
+    """Create the admin tenant on first start and keep DIR/admin-key (0600) valid."""
+    path = settings.admin_key_path
+    if path.exists():
+        key = path.read_text().strip()
+        if store.authenticate(key) is not None:
+            return key
+    admin = store.tenant_by_name("admin")
+    if admin is None:
+        _, _, key = store.create_tenant("admin", settings.max_sandboxes, settings.max_cpu,
+                                        settings.max_memory_mb, is_admin=True)  # fmt: skip
+    else:
+        _, key = store.add_key(admin.id)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    return key
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.db_path)
+        ensure_admin_key(store, settings)
+        runtime = NodeRuntime(NodeConfig(
+            data_dir=settings.data_dir, init_binary=INIT_BINARY, driver=settings.driver,
+            pool_size=settings.pool_size, pool_template=settings.pool_template,
+            pool_limits=settings.default_limits,
+        ))  # fmt: skip
+        await runtime.start()
+        service = SandboxService(store, runtime, settings.default_limits)
+        await service.reconcile()
+        app.state.ctx = Context(settings, store, runtime, service,
+                                RateLimiter(settings.rate_per_s, settings.rate_burst), Metrics())  # fmt: skip
+        try:
+            yield
+        finally:
+            await runtime.close()
+            store.close()
+
+    app = FastAPI(
+        title="cloche",
+        version=__version__,
+        description="Isolated, durable, per-user sandboxes for one-to-one AI agents.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(errors.error_body("too_large", "request body is too large"), 413)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
+        return JSONResponse(errors.error_body("invalid_request", "JSON is nested too deeply"), 400)
+
+    for module in (health, tenants, sandboxes, exec_routes, files, nodes):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, settings=settings)
+    return app

@@ -1,0 +1,46 @@
+"""Bearer-key authentication and the per-tenant rate limit, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from cloche.control.errors import ApiError
+from cloche.server.context import ctx
+from cloche.store.db import Tenant
+
+
+def _key_from(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if header is None:
+        token = request.query_params.get("token")
+        if token and request.scope["type"] == "websocket":
+            return token
+        raise ApiError(401, "unauthorized", "missing Authorization header (expected 'Bearer KEY')")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "malformed Authorization header (expected 'Bearer KEY')")
+    return key.strip()
+
+
+def authenticate(request: Request) -> Tenant:
+    c = ctx(request)
+    tenant = c.store.authenticate(_key_from(request))
+    if tenant is None:
+        raise ApiError(401, "unauthorized", "invalid or revoked API key")
+    wait = c.limiter.take(tenant.id)
+    if wait:
+        raise ApiError(429, "rate_limited", "rate limit exceeded for this tenant; retry later",
+                       {"Retry-After": c.limiter.retry_after(wait)})  # fmt: skip
+    return tenant
+
+
+def admin(tenant: Annotated[Tenant, Depends(authenticate)]) -> Tenant:
+    if not tenant.is_admin:
+        raise ApiError(403, "forbidden", "this operation needs the admin key")
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(authenticate)]
+Admin = Annotated[Tenant, Depends(admin)]

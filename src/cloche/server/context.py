@@ -1,0 +1,28 @@
+"""Everything a request handler needs, built once per server (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from cloche.config import Settings
+from cloche.control.ratelimit import RateLimiter
+from cloche.control.sandboxes import SandboxService
+from cloche.metrics import Metrics
+from cloche.node.runtime import NodeRuntime
+from cloche.store.db import Store
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: Store
+    runtime: NodeRuntime
+    sandboxes: SandboxService
+    limiter: RateLimiter
+    metrics: Metrics
+
+
+def ctx(request: Request) -> Context:
+    return request.app.state.ctx

@@ -1,0 +1,62 @@
+"""Every error leaves the server as `{"error": {"code": ..., "message": ...}}`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloche.control.errors import ApiError
+from cloche.node.errors import (
+    FileError,
+    InvalidSpec,
+    InvalidState,
+    RuntimeFailure,
+    SandboxNotFound,
+    TemplateNotFound,
+)
+
+RUNTIME_STATUS: list[tuple[type[RuntimeFailure], int]] = [
+    (SandboxNotFound, 404),
+    (InvalidState, 409),
+    (InvalidSpec, 400),
+    (TemplateNotFound, 400),
+]
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
+
+    @app.exception_handler(FileError)
+    async def file_error(_: Request, exc: FileError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, str(exc)), exc.status)
+
+    @app.exception_handler(RuntimeFailure)
+    async def runtime_error(_: Request, exc: RuntimeFailure) -> JSONResponse:
+        for kind, status in RUNTIME_STATUS:
+            if isinstance(exc, kind):
+                return JSONResponse(error_body(exc.code, str(exc)), status)
+        return JSONResponse(error_body("runtime_error", str(exc)), 500)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{_field(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:10]]
+        return JSONResponse(error_body("validation_error", "; ".join(problems)), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code,
+                            headers=getattr(exc, "headers", None))  # fmt: skip

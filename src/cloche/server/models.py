@@ -1,0 +1,141 @@
+"""Request and response bodies (pydantic). Unknown fields are rejected, so a
+`tenant_id` or other privileged field in a body is an error, never obeyed."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloche.node.spec import MAX_CPU, MAX_DISK_MB, MAX_MEMORY_MB, MIN_DISK_MB
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(Strict):
+    name: str = Field(..., min_length=1, max_length=128, pattern=NAME_PATTERN)
+    max_sandboxes: int | None = Field(None, ge=0, le=100_000)
+    max_cpu: float | None = Field(None, ge=0, le=100_000)
+    max_memory_mb: int | None = Field(None, ge=0, le=1 << 30)
+
+
+class TenantCreated(BaseModel):
+    id: str
+    name: str
+    api_key: str
+    key_id: str
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    max_sandboxes: int
+    max_cpu: float
+    max_memory_mb: int
+    created_at: float
+
+
+class KeyCreated(BaseModel):
+    id: str
+    api_key: str
+
+
+class SandboxCreate(Strict):
+    template: str | None = Field(None, max_length=63)
+    cpu: float | None = Field(None, ge=0.01, le=MAX_CPU)
+    memory_mb: int | None = Field(None, ge=16, le=MAX_MEMORY_MB)
+    disk_mb: int | None = Field(None, ge=MIN_DISK_MB, le=MAX_DISK_MB)
+    timeout_s: float | None = Field(None, gt=0, le=30 * 86400)
+    name: str | None = Field(None, min_length=1, max_length=128, pattern=NAME_PATTERN)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+
+
+class SandboxOut(BaseModel):
+    id: str
+    name: str | None
+    state: str
+    template: str
+    cpu: float
+    memory_mb: int
+    disk_mb: int
+    timeout_s: float | None
+    metadata: dict[str, str]
+    created_at: float
+    expires_at: float | None
+    last_active_at: float
+    node: str
+
+
+class SandboxList(BaseModel):
+    items: list[SandboxOut]
+
+
+class TimeoutUpdate(Strict):
+    timeout_s: float | None = Field(..., gt=0, le=30 * 86400)
+
+
+class ExecBody(Strict):
+    cmd: list[str] | str = Field(..., description="argv list, or a shell string run with /bin/sh -c")
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    cwd: str = Field("/workspace", min_length=1, max_length=4096)
+    stdin: str | None = Field(None, max_length=8 << 20)
+    timeout_s: float | None = Field(None, gt=0, le=86400)
+
+
+class ExecOut(BaseModel):
+    exit_code: int
+    signal: int
+    stdout: str
+    stderr: str
+    duration_ms: float
+    truncated: bool
+    timed_out: bool
+
+
+class EntryOut(BaseModel):
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime: float
+    target: str | None = None
+
+
+class DirListing(BaseModel):
+    path: str
+    entries: list[EntryOut]
+
+
+class WriteResult(BaseModel):
+    path: str
+    size: int
+
+
+class PathBody(Strict):
+    path: str = Field(..., min_length=1, max_length=4096)
+
+
+class RenameBody(Strict):
+    src: str = Field(..., min_length=1, max_length=4096)
+    dst: str = Field(..., min_length=1, max_length=4096)
+
+
+class Skipped(BaseModel):
+    name: str
+    reason: str
+
+
+class UploadOut(BaseModel):
+    files: int
+    dirs: int
+    links: int
+    bytes: int
+    skipped: list[Skipped]
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,34 @@
+"""The nodes this control plane runs sandboxes on (embedded mode: one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from cloche.server.auth import Admin
+from cloche.server.context import ctx
+
+router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+
+
+@router.get("")
+async def list_nodes(request: Request, _: Admin) -> dict[str, list[dict[str, Any]]]:
+    rt = ctx(request).runtime
+    active = [r for r in rt.list() if r.state in ("running", "paused")]
+    pool = rt.pool
+    return {
+        "items": [
+            {
+                "id": rt.key,
+                "state": "ready",
+                "capacity": rt.capacity(),
+                "allocated": {
+                    "cpu": sum(r.spec.limits.cpu for r in active),
+                    "memory_mb": sum(r.spec.limits.memory_mb for r in active),
+                },
+                "sandboxes": len(rt.list()),
+                "pools": [{"template": pool.template, "ready": len(pool.ready), "size": pool.size}],
+            }
+        ]
+    }

@@ -1,0 +1,69 @@
+"""Sandbox lifecycle routes."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from cloche.server.auth import CurrentTenant
+from cloche.server.context import ctx
+from cloche.server.models import SandboxCreate, SandboxList, SandboxOut, TimeoutUpdate
+
+router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
+
+
+@router.post("", status_code=201, response_model=SandboxOut,
+             responses={200: {"model": SandboxOut, "description": "existing sandbox with this name"}})  # fmt: skip
+async def create_sandbox(body: SandboxCreate, request: Request, tenant: CurrentTenant) -> Response:
+    c = ctx(request)
+    started = time.perf_counter()
+    pool_claims = c.runtime.pool.claims
+    view, created = await c.sandboxes.create(tenant, **body.model_dump())
+    if created:
+        source = "pool" if c.runtime.pool.claims > pool_claims else "cold"
+        c.metrics.create_seconds.labels(source).observe(time.perf_counter() - started)
+    return JSONResponse(view.to_json(), status_code=201 if created else 200)
+
+
+@router.get("", response_model=SandboxList)
+async def list_sandboxes(request: Request, tenant: CurrentTenant, state: str | None = None) -> SandboxList:
+    metadata = {k[len("metadata."):]: v for k, v in request.query_params.items()
+                if k.startswith("metadata.")}  # fmt: skip
+    views = ctx(request).sandboxes.list(tenant, state=state, metadata=metadata)
+    return SandboxList(items=[SandboxOut(**v.to_json()) for v in views])
+
+
+@router.get("/{sandbox_id}", response_model=SandboxOut)
+async def get_sandbox(sandbox_id: str, request: Request, tenant: CurrentTenant) -> SandboxOut:
+    return SandboxOut(**ctx(request).sandboxes.get(tenant, sandbox_id).to_json())
+
+
+@router.delete("/{sandbox_id}", status_code=204, response_class=Response)
+async def kill_sandbox(sandbox_id: str, request: Request, tenant: CurrentTenant) -> Response:
+    await ctx(request).sandboxes.kill(tenant, sandbox_id)
+    return Response(status_code=204)
+
+
+@router.post("/{sandbox_id}/timeout", response_model=SandboxOut)
+async def set_timeout(sandbox_id: str, body: TimeoutUpdate, request: Request,
+                      tenant: CurrentTenant) -> SandboxOut:  # fmt: skip
+    c = ctx(request)
+    c.sandboxes.get(tenant, sandbox_id)
+    await c.runtime.set_timeout(sandbox_id, body.timeout_s)
+    return SandboxOut(**c.sandboxes.get(tenant, sandbox_id).to_json())
+
+
+@router.post("/{sandbox_id}/pause", response_model=SandboxOut)
+async def pause(sandbox_id: str, request: Request, tenant: CurrentTenant) -> SandboxOut:
+    c = ctx(request)
+    c.sandboxes.get(tenant, sandbox_id)
+    await c.runtime.pause(sandbox_id)
+    return SandboxOut(**c.sandboxes.get(tenant, sandbox_id).to_json())
+
+
+@router.post("/{sandbox_id}/resume", response_model=SandboxOut)
+async def resume(sandbox_id: str, request: Request, tenant: CurrentTenant) -> SandboxOut:
+    view = await ctx(request).sandboxes.running(tenant, sandbox_id)
+    return SandboxOut(**view.to_json())

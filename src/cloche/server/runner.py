@@ -1,0 +1,32 @@
+"""`cloche up`: run the API server with the embedded node on this host."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from cloche.config import Settings
+from cloche.server.app import create_app
+
+
+def serve(data_dir: Path, host: str, port: int, pool_size: int) -> None:
+    settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, pool_size=pool_size)
+    console = Console(stderr=True)
+    url = f"http://{host}:{port}"
+    key_path = settings.admin_key_path
+    console.print(Panel.fit(
+        f"[bold]cloche[/] serving on [cyan]{url}[/]\n"
+        f"admin key: [cyan]{key_path}[/] (written on first start, mode 0600)\n\n"
+        f"[bold]quickstart[/]\n"
+        f"  export CLOCHE_URL={url} CLOCHE_API_KEY=$(cat {key_path})\n"
+        f"  cloche sandbox create            # prints the sandbox id\n"
+        f"  cloche sandbox exec ID -- python3 -c 'print(6*7)'",
+        title="cloche up",
+    ))  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=10)  # fmt: skip

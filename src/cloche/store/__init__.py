@@ -1,0 +1,1 @@
+"""Control-plane records (tenants, API keys, sandbox ownership)."""

@@ -1,0 +1,199 @@
+"""Control-plane records in SQLite (WAL, synchronous=FULL: an acknowledged write
+survives a crash or power loss). API keys are stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    max_sandboxes INTEGER NOT NULL,
+    max_cpu REAL NOT NULL,
+    max_memory_mb INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    name TEXT,
+    template TEXT NOT NULL,
+    cpu REAL NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    disk_mb INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (tenant_id, name)
+);
+"""
+
+
+@dataclass
+class Tenant:
+    id: str
+    name: str
+    is_admin: bool
+    max_sandboxes: int
+    max_cpu: float
+    max_memory_mb: int
+    created_at: float
+
+
+@dataclass
+class SandboxRow:
+    id: str
+    tenant_id: str
+    name: str | None
+    template: str
+    cpu: float
+    memory_mb: int
+    disk_mb: int
+    metadata: dict[str, str]
+    created_at: float
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "ck_" + secrets.token_urlsafe(32)
+
+
+class Store:
+    """Thread-safe access to the control-plane database."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def integrity_ok(self) -> bool:
+        return self._q("PRAGMA integrity_check")[0][0] == "ok"
+
+    # ---- tenants and keys -----------------------------------------------------
+
+    def create_tenant(self, name: str, max_sandboxes: int, max_cpu: float, max_memory_mb: int,
+                      is_admin: bool = False) -> tuple[Tenant, str, str]:  # fmt: skip
+        """Create a tenant with its first key. Returns (tenant, key id, key)."""
+        tenant = Tenant("tn_" + secrets.token_hex(8), name, is_admin, max_sandboxes, max_cpu,
+                        max_memory_mb, time.time())  # fmt: skip
+        key_id, key = "key_" + secrets.token_hex(8), new_key()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO tenants VALUES (?,?,?,?,?,?,?)",
+                    (tenant.id, name, int(is_admin), max_sandboxes, max_cpu, max_memory_mb,
+                     tenant.created_at),  # fmt: skip
+                )
+                self._db.execute("INSERT INTO api_keys VALUES (?,?,?,?,NULL)",
+                                 (key_id, tenant.id, hash_key(key), time.time()))  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return tenant, key_id, key
+
+    def tenant_by_name(self, name: str) -> Tenant | None:
+        rows = self._q("SELECT * FROM tenants WHERE name=?", (name,))
+        return _tenant(rows[0]) if rows else None
+
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        rows = self._q("SELECT * FROM tenants WHERE id=?", (tenant_id,))
+        return _tenant(rows[0]) if rows else None
+
+    def tenants(self) -> list[Tenant]:
+        return [_tenant(r) for r in self._q("SELECT * FROM tenants ORDER BY created_at")]
+
+    def add_key(self, tenant_id: str) -> tuple[str, str]:
+        key_id, key = "key_" + secrets.token_hex(8), new_key()
+        self._q("INSERT INTO api_keys VALUES (?,?,?,?,NULL)",
+                (key_id, tenant_id, hash_key(key), time.time()))  # fmt: skip
+        return key_id, key
+
+    def revoke_key(self, tenant_id: str, key_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE api_keys SET revoked_at=? WHERE id=? AND tenant_id=? AND revoked_at IS NULL",
+                (time.time(), key_id, tenant_id),
+            )
+            return cur.rowcount == 1
+
+    def authenticate(self, key: str) -> Tenant | None:
+        rows = self._q(
+            "SELECT t.* FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+            "WHERE k.key_hash=? AND k.revoked_at IS NULL",
+            (hash_key(key),),
+        )
+        return _tenant(rows[0]) if rows else None
+
+    # ---- sandboxes ------------------------------------------------------------
+
+    def add_sandbox(self, row: SandboxRow) -> None:
+        self._q(
+            "INSERT INTO sandboxes VALUES (?,?,?,?,?,?,?,?,?)",
+            (row.id, row.tenant_id, row.name, row.template, row.cpu, row.memory_mb, row.disk_mb,
+             json.dumps(row.metadata), row.created_at),  # fmt: skip
+        )
+
+    def sandbox(self, sandbox_id: str) -> SandboxRow | None:
+        rows = self._q("SELECT * FROM sandboxes WHERE id=?", (sandbox_id,))
+        return _sandbox(rows[0]) if rows else None
+
+    def sandbox_by_name(self, tenant_id: str, name: str) -> SandboxRow | None:
+        rows = self._q("SELECT * FROM sandboxes WHERE tenant_id=? AND name=?", (tenant_id, name))
+        return _sandbox(rows[0]) if rows else None
+
+    def sandboxes(self, tenant_id: str | None = None) -> list[SandboxRow]:
+        if tenant_id is None:
+            return [_sandbox(r) for r in self._q("SELECT * FROM sandboxes ORDER BY created_at")]
+        rows = self._q("SELECT * FROM sandboxes WHERE tenant_id=? ORDER BY created_at", (tenant_id,))
+        return [_sandbox(r) for r in rows]
+
+    def update_limits(self, sandbox_id: str, cpu: float, memory_mb: int) -> None:
+        self._q("UPDATE sandboxes SET cpu=?, memory_mb=? WHERE id=?", (cpu, memory_mb, sandbox_id))
+
+    def delete_sandbox(self, sandbox_id: str) -> None:
+        self._q("DELETE FROM sandboxes WHERE id=?", (sandbox_id,))
+
+
+def _tenant(r: sqlite3.Row) -> Tenant:
+    return Tenant(r["id"], r["name"], bool(r["is_admin"]), r["max_sandboxes"], r["max_cpu"],
+                  r["max_memory_mb"], r["created_at"])  # fmt: skip
+
+
+def _sandbox(r: sqlite3.Row) -> SandboxRow:
+    return SandboxRow(r["id"], r["tenant_id"], r["name"], r["template"], r["cpu"], r["memory_mb"],
+                      r["disk_mb"], json.loads(r["metadata"]), r["created_at"])  # fmt: skip

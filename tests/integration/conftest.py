@@ -1,0 +1,100 @@
+"""A real `cloche up` subprocess on a free loopback port, per test module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Node
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path, pool_size: int = 1) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.pool_size = pool_size
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cloche.cli", "up", "--data-dir", str(self.data_dir),
+             "--port", str(self.port), "--pool-size", str(self.pool_size)],
+            stdout=logf, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cloche up exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("cloche up did not become healthy")
+        self.admin_key = (self.data_dir / "admin-key").read_text().strip()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60,
+                            headers={"Authorization": f"Bearer {key or self.admin_key}"})  # fmt: skip
+
+    def tenant(self, **quotas: object) -> tuple[str, str]:
+        with self.client() as c:
+            r = c.post("/v1/tenants", json={"name": f"t-{uuid.uuid4().hex[:10]}", **quotas})
+            r.raise_for_status()
+            body = r.json()
+            return body["id"], body["api_key"]
+
+    def wipe(self) -> None:
+        """Kill every sandbox this server's node holds, whoever owns it."""
+        node = Node(self.data_dir)
+        node.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("server") / "data")
+    srv.start()
+    yield srv
+    if srv.proc and srv.proc.poll() is None:
+        srv.stop()
+    srv.wipe()
+
+
+@pytest.fixture()
+def tenant_client(server: Server) -> Iterator[httpx.Client]:
+    _, key = server.tenant()
+    with server.client(key) as c:
+        yield c
+
+
+os.environ.setdefault("NO_COLOR", "1")
