@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cloche.node.spec import Limits
@@ -30,6 +31,17 @@ class Settings:
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20
     max_archive_bytes: int = 1 << 30
+
+    def apply_env(self, environ: Mapping[str, str]) -> Settings:
+        """Override numeric settings from CLOCHE_<FIELD> variables (e.g. CLOCHE_RATE_PER_S)."""
+        for f in fields(self):
+            raw = environ.get(f"CLOCHE_{f.name.upper()}")
+            if raw is not None and f.type in ("int", "float"):
+                try:
+                    setattr(self, f.name, int(raw) if f.type == "int" else float(raw))
+                except ValueError:
+                    raise ValueError(f"CLOCHE_{f.name.upper()} must be a number, got {raw!r}") from None
+        return self
 
     @property
     def db_path(self) -> Path:

@@ -25,7 +25,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, pool_size: int = 1) -> None:
+    def __init__(self, data_dir: Path, pool_size: int = 1, env: dict[str, str] | None = None) -> None:
+        self.env = {**os.environ, **(env or {})}
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,9 +38,9 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logf = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cloche.cli", "up", "--data-dir", str(self.data_dir),
+            [sys.executable, "-c", "import sys;from pathlib import Path;from cloche.server.runner import serve;serve(Path(sys.argv[3]),\"127.0.0.1\",int(sys.argv[5]),int(sys.argv[7]))", "up", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--pool-size", str(self.pool_size)],
-            stdout=logf, stderr=subprocess.STDOUT,
+            stdout=logf, stderr=subprocess.STDOUT, env=self.env,
         )  # fmt: skip
         deadline = time.time() + 60
         while time.time() < deadline:

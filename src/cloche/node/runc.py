@@ -82,6 +82,11 @@ class OciDriver:
             raise RuntimeFailure(f"{self.binary_name} delete failed: {proc.stderr.strip()}")
 
 
+    def delete_all(self) -> None:
+        for container_id in self.list_ids():
+            self.delete(container_id)
+
+
 class RuncDriver(OciDriver):
     binary_name = "runc"
 

@@ -77,9 +77,12 @@ class NodeRuntime:
         if not config.init_binary.exists():
             raise RuntimeFailure(f"supervisor binary {config.init_binary} is missing (run `make`)")
         # runc binds the supervisor from a path the sandbox's root can traverse.
+        # Replaced by rename: running sandboxes may be executing the old copy.
         self.init_path = self.run / "cloche-init"
-        shutil.copy2(config.init_binary, self.init_path)
-        os.chmod(self.init_path, 0o755)
+        staging = self.run / f".cloche-init.{os.getpid()}"
+        shutil.copy2(config.init_binary, staging)
+        os.chmod(staging, 0o755)
+        os.rename(staging, self.init_path)
         self.records = RecordStore(self.data / "sandboxes")
         self.templates = TemplateStore(config.data_dir / "templates")
         self.driver: OciDriver = DRIVERS[config.driver](self.run / "runc")
@@ -105,6 +108,14 @@ class NodeRuntime:
         if self._reaper:
             self._reaper.cancel()
         await self.pool.close()
+        if not any(r.state in ("running", "paused") for r in self._sandboxes.values()):
+            await asyncio.to_thread(self._remove_run_dir)
+
+    def _remove_run_dir(self) -> None:
+        """With no live sandbox left, the node's runtime directory goes too."""
+        self.driver.delete_all()
+        shutil.rmtree(self.run, ignore_errors=True)
+        cgroups.remove_tree(self.cgroup_parent)
 
     def _reconcile(self) -> None:
         running = set(self.driver.list_ids())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import uvicorn
@@ -15,6 +16,7 @@ from cloche.server.app import create_app
 
 def serve(data_dir: Path, host: str, port: int, pool_size: int) -> None:
     settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, pool_size=pool_size)
+    settings.apply_env(os.environ)
     console = Console(stderr=True)
     url = f"http://{host}:{port}"
     key_path = settings.admin_key_path

@@ -1,0 +1,64 @@
+"""Runs last (its directory sorts last): after the whole suite, nothing of cloche's may
+remain on the host: no runc container, mount, cgroup, loop device, process or
+runtime directory. Every earlier module kills what it made; this proves it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from cloche.node import cgroups
+
+RUN_ROOT = Path("/run/cloche")
+
+
+def test_no_runtime_directories_or_uid_ranges():
+    leftovers = [p.name for p in RUN_ROOT.iterdir() if p.name != "uids"] if RUN_ROOT.exists() else []
+    assert leftovers == []
+    uids = list((RUN_ROOT / "uids").iterdir()) if (RUN_ROOT / "uids").exists() else []
+    assert uids == []
+
+
+def test_no_runc_containers():
+    found = []
+    for state_root in RUN_ROOT.glob("*/runc"):
+        out = subprocess.run(["runc", "--root", str(state_root), "list", "--format", "json"],
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        found += [c["id"] for c in json.loads(out or "null") or []]
+    assert found == []
+
+
+def test_no_mounts():
+    with open("/proc/self/mountinfo") as f:
+        ours = [line for line in f if "/run/cloche/" in line]
+    assert ours == []
+
+
+def test_no_cgroups():
+    assert cgroups.leftovers() == []
+
+
+def test_no_loop_devices_on_sandbox_disks():
+    backing = []
+    for dev in Path("/sys/block").glob("loop*"):
+        try:
+            name = (dev / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if name.endswith("disk.img"):
+            backing.append(name)
+    assert backing == []
+
+
+def test_no_supervisor_processes():
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if "cloche-init" in exe:
+            procs.append((pid, exe))
+    assert procs == []
