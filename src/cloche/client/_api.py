@@ -131,18 +131,29 @@ def health() -> Call[Health]:
 # --- sandboxes -----------------------------------------------------------------------------
 
 
-def create_sandbox(*, template: str | None = None, cpu: float | None = None,
-                   memory_mb: int | None = None, disk_mb: int | None = None,
-                   timeout_s: float | None = None, name: str | None = None,
-                   metadata: Mapping[str, str] | None = None,
-                   env: Mapping[str, str] | None = None) -> Call[SandboxInfo]:  # fmt: skip
+def create_sandbox(
+    *,
+    template: str | None = None,
+    cpu: float | None = None,
+    memory_mb: int | None = None,
+    disk_mb: int | None = None,
+    timeout_s: float | None = None,
+    name: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes``; only the fields given are sent, the rest default server-side."""
-    body = _compact(template=template, cpu=cpu, memory_mb=memory_mb, disk_mb=disk_mb,
-                    timeout_s=timeout_s, name=name,
-                    metadata=dict(metadata) if metadata is not None else None,
-                    env=dict(env) if env is not None else None)  # fmt: skip
-    return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body,
-                read_timeout=CREATE_TIMEOUT)  # fmt: skip
+    body = _compact(
+        template=template,
+        cpu=cpu,
+        memory_mb=memory_mb,
+        disk_mb=disk_mb,
+        timeout_s=timeout_s,
+        name=name,
+        metadata=dict(metadata) if metadata is not None else None,
+        env=dict(env) if env is not None else None,
+    )
+    return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body, read_timeout=CREATE_TIMEOUT)
 
 
 def get_sandbox(sandbox_id: str) -> Call[SandboxInfo]:
@@ -150,8 +161,9 @@ def get_sandbox(sandbox_id: str) -> Call[SandboxInfo]:
     return Call("GET", sbx(sandbox_id), _json(SandboxInfo))
 
 
-def list_sandboxes(state: str | None = None,
-                   metadata: Mapping[str, str] | None = None) -> Call[list[SandboxInfo]]:  # fmt: skip
+def list_sandboxes(
+    state: str | None = None, metadata: Mapping[str, str] | None = None
+) -> Call[list[SandboxInfo]]:
     """``GET /v1/sandboxes`` filtered by state and exact metadata matches."""
     params: dict[str, str] = _compact(state=state)
     for key, value in (metadata or {}).items():
@@ -166,8 +178,9 @@ def kill_sandbox(sandbox_id: str) -> Call[None]:
 
 def set_timeout(sandbox_id: str, timeout_s: float) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes/{id}/timeout``."""
-    return Call("POST", sbx(sandbox_id, "timeout"), _json(SandboxInfo),
-                json={"timeout_s": timeout_s})  # fmt: skip
+    return Call(
+        "POST", sbx(sandbox_id, "timeout"), _json(SandboxInfo), json={"timeout_s": timeout_s}
+    )
 
 
 def pause(sandbox_id: str) -> Call[SandboxInfo]:
@@ -177,20 +190,29 @@ def pause(sandbox_id: str) -> Call[SandboxInfo]:
 
 def resume(sandbox_id: str) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes/{id}/resume``."""
-    return Call("POST", sbx(sandbox_id, "resume"), _json(SandboxInfo),
-                read_timeout=CREATE_TIMEOUT)  # fmt: skip
+    return Call("POST", sbx(sandbox_id, "resume"), _json(SandboxInfo), read_timeout=CREATE_TIMEOUT)
 
 
-def exec_body(cmd: str | Sequence[str], *, env: Mapping[str, str] | None = None,
-              cwd: str | None = None, stdin: str | None = None,
-              timeout_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+def exec_body(
+    cmd: str | Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: str | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
     """The JSON body shared by ``exec`` and ``exec/stream``."""
     if not isinstance(cmd, str):
         cmd = list(cmd)
         if not all(isinstance(arg, str) for arg in cmd):
             raise TypeError("cmd must be a string or a sequence of strings")
-    return _compact(cmd=cmd, env=dict(env) if env is not None else None, cwd=cwd, stdin=stdin,
-                    timeout_s=timeout_s)  # fmt: skip
+    return _compact(
+        cmd=cmd,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdin=stdin,
+        timeout_s=timeout_s,
+    )
 
 
 def _exec_read_timeout(timeout_s: float | None) -> float | None:
@@ -198,27 +220,56 @@ def _exec_read_timeout(timeout_s: float | None) -> float | None:
     return None if timeout_s is None else timeout_s + 30.0
 
 
-def exec_(sandbox_id: str, cmd: str | Sequence[str], *, env: Mapping[str, str] | None = None,
-          cwd: str | None = None, stdin: str | None = None,
-          timeout_s: float | None = None) -> Call[ExecResult]:  # fmt: skip
+def exec_(
+    sandbox_id: str,
+    cmd: str | Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: str | None = None,
+    timeout_s: float | None = None,
+) -> Call[ExecResult]:
     """``POST /v1/sandboxes/{id}/exec``: run to completion and collect output."""
     body = exec_body(cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s)
-    return Call("POST", sbx(sandbox_id, "exec"), _json(ExecResult), json=body,
-                read_timeout=_exec_read_timeout(timeout_s))  # fmt: skip
+    return Call(
+        "POST",
+        sbx(sandbox_id, "exec"),
+        _json(ExecResult),
+        json=body,
+        read_timeout=_exec_read_timeout(timeout_s),
+    )
 
 
-def exec_stream(sandbox_id: str, cmd: str | Sequence[str], *,
-                env: Mapping[str, str] | None = None, cwd: str | None = None,
-                stdin: str | None = None, timeout_s: float | None = None) -> Call[None]:  # fmt: skip
+def exec_stream(
+    sandbox_id: str,
+    cmd: str | Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: str | None = None,
+    timeout_s: float | None = None,
+) -> Call[None]:
     """``POST /v1/sandboxes/{id}/exec/stream``; the client decodes the event stream itself."""
     body = exec_body(cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s)
-    return Call("POST", sbx(sandbox_id, "exec", "stream"), _none, json=body,
-                headers={"Accept": "text/event-stream"},
-                read_timeout=_exec_read_timeout(timeout_s))  # fmt: skip
+    return Call(
+        "POST",
+        sbx(sandbox_id, "exec", "stream"),
+        _none,
+        json=body,
+        headers={"Accept": "text/event-stream"},
+        read_timeout=_exec_read_timeout(timeout_s),
+    )
 
 
-def pty_url(base_url: str, sandbox_id: str, *, cmd: str = "/bin/sh", rows: int = 24,
-            cols: int = 80, token: str | None = None) -> str:  # fmt: skip
+def pty_url(
+    base_url: str,
+    sandbox_id: str,
+    *,
+    cmd: str = "/bin/sh",
+    rows: int = 24,
+    cols: int = 80,
+    token: str | None = None,
+) -> str:
     """WebSocket URL of ``/v1/sandboxes/{id}/pty`` (``http`` becomes ``ws``)."""
     query = {"cmd": cmd, "rows": str(rows), "cols": str(cols)}
     if token:
@@ -252,22 +303,39 @@ def _entries(response: httpx.Response) -> list[Entry]:
 
 def read_file(sandbox_id: str, path: str) -> Call[bytes]:
     """``GET .../files?path=P`` for a regular file: its raw bytes."""
-    return Call("GET", sbx(sandbox_id, "files"), _raw, params={"path": path},
-                precheck=_not_json_listing(path), read_timeout=TRANSFER_TIMEOUT)  # fmt: skip
+    return Call(
+        "GET",
+        sbx(sandbox_id, "files"),
+        _raw,
+        params={"path": path},
+        precheck=_not_json_listing(path),
+        read_timeout=TRANSFER_TIMEOUT,
+    )
 
 
 def list_dir(sandbox_id: str, path: str) -> Call[list[Entry]]:
     """``GET .../files?path=P`` for a directory: its entries."""
-    return Call("GET", sbx(sandbox_id, "files"), _entries, params={"path": path},
-                precheck=_not_a_directory(path))  # fmt: skip
+    return Call(
+        "GET",
+        sbx(sandbox_id, "files"),
+        _entries,
+        params={"path": path},
+        precheck=_not_a_directory(path),
+    )
 
 
 def write_file(sandbox_id: str, path: str, data: bytes | str | IO[bytes]) -> Call[WriteResult]:
     """``PUT .../files?path=P`` with the raw content (``str`` is encoded as UTF-8)."""
     content = data.encode() if isinstance(data, str) else data
-    return Call("PUT", sbx(sandbox_id, "files"), _json(WriteResult), params={"path": path},
-                content=content, content_type="application/octet-stream",
-                read_timeout=TRANSFER_TIMEOUT)  # fmt: skip
+    return Call(
+        "PUT",
+        sbx(sandbox_id, "files"),
+        _json(WriteResult),
+        params={"path": path},
+        content=content,
+        content_type="application/octet-stream",
+        read_timeout=TRANSFER_TIMEOUT,
+    )
 
 
 def stat(sandbox_id: str, path: str) -> Call[Entry]:
@@ -282,37 +350,59 @@ def mkdir(sandbox_id: str, path: str) -> Call[Entry]:
 
 def remove(sandbox_id: str, path: str, recursive: bool = False) -> Call[None]:
     """``DELETE .../files?path=P&recursive=...``."""
-    return Call("DELETE", sbx(sandbox_id, "files"), _none,
-                params={"path": path, "recursive": "true" if recursive else "false"})  # fmt: skip
+    return Call(
+        "DELETE",
+        sbx(sandbox_id, "files"),
+        _none,
+        params={"path": path, "recursive": "true" if recursive else "false"},
+    )
 
 
 def rename(sandbox_id: str, src: str, dst: str) -> Call[Entry]:
     """``POST .../files/rename``."""
-    return Call("POST", sbx(sandbox_id, "files", "rename"), _json(Entry),
-                json={"src": src, "dst": dst})  # fmt: skip
+    return Call(
+        "POST", sbx(sandbox_id, "files", "rename"), _json(Entry), json={"src": src, "dst": dst}
+    )
 
 
 def upload_tar(sandbox_id: str, path: str, data: Body) -> Call[ArchiveResult]:
     """``PUT .../archive?path=DIR`` with a tar or tar.gz body; extracts into ``DIR``."""
-    return Call("PUT", sbx(sandbox_id, "archive"), _json(ArchiveResult), params={"path": path},
-                content=data, content_type="application/x-tar",
-                read_timeout=TRANSFER_TIMEOUT)  # fmt: skip
+    return Call(
+        "PUT",
+        sbx(sandbox_id, "archive"),
+        _json(ArchiveResult),
+        params={"path": path},
+        content=data,
+        content_type="application/x-tar",
+        read_timeout=TRANSFER_TIMEOUT,
+    )
 
 
 def download_tar(sandbox_id: str, path: str) -> Call[bytes]:
     """``GET .../archive?path=DIR``: a tar of ``DIR``."""
-    return Call("GET", sbx(sandbox_id, "archive"), _raw, params={"path": path},
-                read_timeout=TRANSFER_TIMEOUT)  # fmt: skip
+    return Call(
+        "GET",
+        sbx(sandbox_id, "archive"),
+        _raw,
+        params={"path": path},
+        read_timeout=TRANSFER_TIMEOUT,
+    )
 
 
 # --- admin ---------------------------------------------------------------------------------
 
 
-def create_tenant(name: str, *, max_sandboxes: int | None = None, max_cpu: float | None = None,
-                  max_memory_mb: int | None = None) -> Call[NewTenant]:  # fmt: skip
+def create_tenant(
+    name: str,
+    *,
+    max_sandboxes: int | None = None,
+    max_cpu: float | None = None,
+    max_memory_mb: int | None = None,
+) -> Call[NewTenant]:
     """``POST /v1/tenants`` (admin)."""
-    body = _compact(name=name, max_sandboxes=max_sandboxes, max_cpu=max_cpu,
-                    max_memory_mb=max_memory_mb)  # fmt: skip
+    body = _compact(
+        name=name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb
+    )
     return Call("POST", "/v1/tenants", _json(NewTenant), json=body)
 
 
@@ -328,8 +418,9 @@ def create_key(tenant_id: str) -> Call[ApiKey]:
 
 def revoke_key(tenant_id: str, key_id: str) -> Call[None]:
     """``DELETE /v1/tenants/{id}/keys/{key_id}`` (admin)."""
-    return Call("DELETE", f"/v1/tenants/{quote(tenant_id, safe='')}/keys/{quote(key_id, safe='')}",
-                _none)  # fmt: skip
+    return Call(
+        "DELETE", f"/v1/tenants/{quote(tenant_id, safe='')}/keys/{quote(key_id, safe='')}", _none
+    )
 
 
 def list_nodes() -> Call[list[NodeInfo]]:

@@ -53,8 +53,10 @@ class ClocheError(Exception):
         self.message = message
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, " \
-               f"message={self.message!r})"  # fmt: skip
+        return (
+            f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, "
+            f"message={self.message!r})"
+        )
 
 
 class InvalidRequest(ClocheError):
@@ -92,8 +94,9 @@ class QuotaExceeded(ClocheError):
         retry_after: Seconds the server suggested waiting, if it sent ``Retry-After``.
     """
 
-    def __init__(self, status: int, code: str, message: str,
-                 retry_after: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(status, code, message)
         self.retry_after = retry_after
 
@@ -105,8 +108,9 @@ class RateLimited(ClocheError):
         retry_after: Seconds the server asked the client to wait, if it said.
     """
 
-    def __init__(self, status: int, code: str, message: str,
-                 retry_after: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, status: int, code: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(status, code, message)
         self.retry_after = retry_after
 
@@ -171,16 +175,19 @@ def _decode_body(content: bytes) -> tuple[str | None, str | None]:
         err = body.get("error")
         if isinstance(err, dict):
             code, message = err.get("code"), err.get("message")
-            return (str(code) if code is not None else None,
-                    str(message) if message is not None else None)  # fmt: skip
+            return (
+                str(code) if code is not None else None,
+                str(message) if message is not None else None,
+            )
         detail = body.get("detail")  # a bare framework error that escaped the handlers
         if detail is not None:
             return None, detail if isinstance(detail, str) else json.dumps(detail)
     return None, None
 
 
-def error_from_response(status: int, content: bytes,
-                        headers: Mapping[str, str] | httpx.Headers | None = None) -> ClocheError:  # fmt: skip
+def error_from_response(
+    status: int, content: bytes, headers: Mapping[str, str] | httpx.Headers | None = None
+) -> ClocheError:
     """Build the exception for a failed response from its status, body and headers.
 
     Args:
@@ -196,10 +203,18 @@ def error_from_response(status: int, content: bytes,
         text = content.decode("utf-8", "replace").strip()
         message = text[:500] if text else httpx.codes.get_reason_phrase(status) or "error"
     if code is None:
-        code = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
-                404: "not_found", 409: "conflict", 413: "too_large", 422: "validation_error",
-                429: "rate_limited", 503: "unavailable", 507: "disk_full"}.get(
-                    status, f"http_{status}")  # fmt: skip
+        code = {
+            400: "invalid_request",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            409: "conflict",
+            413: "too_large",
+            422: "validation_error",
+            429: "rate_limited",
+            503: "unavailable",
+            507: "disk_full",
+        }.get(status, f"http_{status}")
     retry_after = parse_retry_after(httpx.Headers(headers or {}).get("retry-after"))
     if status == 429:
         cls429 = QuotaExceeded if code == "quota_exceeded" else RateLimited
