@@ -92,12 +92,12 @@ class SandboxService:
         active = [v for v in views if v.record.state in ("running", "paused", "creating")]
         cpu = sum(v.record.spec.limits.cpu for v in active) + limits.cpu
         if cpu > tenant.max_cpu + 1e-9:
-            raise ApiError(429, "quota_exceeded",
-                           f"quota max_cpu={tenant.max_cpu} would be exceeded ({cpu:g} requested in total)")  # fmt: skip
+            message = f"quota max_cpu={tenant.max_cpu} would be exceeded ({cpu:g} cpus in total)"
+            raise ApiError(429, "quota_exceeded", message)
         mem = sum(v.record.spec.limits.memory_mb for v in active) + limits.memory_mb
         if mem > tenant.max_memory_mb:
-            raise ApiError(429, "quota_exceeded",
-                           f"quota max_memory_mb={tenant.max_memory_mb} would be exceeded ({mem} MB in total)")  # fmt: skip
+            message = f"quota max_memory_mb={tenant.max_memory_mb} would be exceeded ({mem} MB in total)"
+            raise ApiError(429, "quota_exceeded", message)
 
     async def create(self, tenant: Tenant, *, template: str | None, cpu: float | None,
                      memory_mb: int | None, disk_mb: int | None, timeout_s: float | None,
