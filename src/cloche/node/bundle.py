@@ -13,6 +13,7 @@ UID_RANGE = 65536
 CPU_PERIOD_US = 100_000
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_PATH = "/.cloche/init"
+HOST_DIR_PATH = "/.cloche/host"
 
 # Docker's default capability set minus NET_RAW and MKNOD.
 CAPABILITIES = [
@@ -40,7 +41,7 @@ class HostBind:
     destination: str
 
 
-def _mounts(init_binary: str, binds: list[HostBind]) -> list[dict[str, Any]]:
+def _mounts(init_binary: str, host_dir: str, binds: list[HostBind]) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
@@ -56,6 +57,8 @@ def _mounts(init_binary: str, binds: list[HostBind]) -> list[dict[str, Any]]:
          "options": ["nosuid", "noexec", "nodev", "ro"]},
         {"destination": INIT_PATH, "type": "bind", "source": init_binary,
          "options": ["bind", "ro", "nosuid", "nodev"]},
+        {"destination": HOST_DIR_PATH, "type": "bind", "source": host_dir,
+         "options": ["bind", "nosuid", "nodev", "noexec"]},
     ]  # fmt: skip
     for bind in binds:
         mounts.append(
@@ -88,6 +91,7 @@ def build_config(
     uid_base: int,
     limits: Limits,
     init_binary: str,
+    host_dir: str,
     binds: list[HostBind],
     cgroup_path: str,
     swap_control: bool,
@@ -111,7 +115,7 @@ def build_config(
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": sandbox_id.replace("_", "-"),
-        "mounts": _mounts(init_binary, binds),
+        "mounts": _mounts(init_binary, host_dir, binds),
         "linux": {
             "uidMappings": [{"containerID": 0, "hostID": uid_base, "size": UID_RANGE}],
             "gidMappings": [{"containerID": 0, "hostID": uid_base, "size": UID_RANGE}],

@@ -47,7 +47,9 @@ class WarmPool:
         rec = self.ready.pop()
         self.claims += 1
         self._wake.set()
-        return await asyncio.to_thread(self.runtime.adopt_from_pool, rec, spec)
+        claimed = await asyncio.to_thread(self.runtime.adopt_from_pool, rec, spec)
+        await self.runtime.announce_started(claimed)
+        return claimed
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the pool is full (used by tests, benchmarks and startup)."""

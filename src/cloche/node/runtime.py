@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from cloche.node import cgroups, disk, idmap, linux, supervisor
 from cloche.node.bundle import UID_RANGE, build_config
@@ -42,6 +43,16 @@ log = logging.getLogger("cloche.node")
 OVERLAY_FLAGS = 0x2 | 0x4  # MS_NOSUID | MS_NODEV
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm"}  # fmt: skip
+
+
+class SandboxListener(Protocol):
+    """Told when a sandbox starts serving its user and when it stops. Services that
+    reach into sandboxes (the in-sandbox state socket) hang off these events; the
+    host directory is bound at /.cloche/host inside the sandbox."""
+
+    async def sandbox_started(self, record: SandboxRecord, host_dir: Path) -> None: ...
+
+    async def sandbox_stopped(self, sandbox_id: str) -> None: ...
 
 
 @dataclass
@@ -94,11 +105,15 @@ class NodeRuntime:
         self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size)
         self._reaper: asyncio.Task[None] | None = None
         self.on_expire: Callable[[str], None] | None = None
+        self.listeners: list[SandboxListener] = []
 
     # ---- startup and shutdown -------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._reconcile)
+        for rec in self.list():
+            if rec.state in ("running", "paused"):
+                await self.announce_started(rec)
         self._reaper = asyncio.create_task(self._reap_expired())
         self.pool.start()
 
@@ -144,6 +159,17 @@ class NodeRuntime:
             if d.is_dir() and d.name.startswith("sb_") and d.name not in self._sandboxes:
                 self._teardown(d.name)
         cgroups.remove_tree(self.cgroup_parent)
+
+    def host_dir(self, sandbox_id: str) -> Path:
+        return self.run / sandbox_id / "host"
+
+    async def announce_started(self, rec: SandboxRecord) -> None:
+        for listener in self.listeners:
+            await listener.sandbox_started(rec, self.host_dir(rec.id))
+
+    async def announce_stopped(self, sandbox_id: str) -> None:
+        for listener in self.listeners:
+            await listener.sandbox_stopped(sandbox_id)
 
     # ---- queries ---------------------------------------------------------------------
 
@@ -207,6 +233,8 @@ class NodeRuntime:
             raise
         rec.state = "running"
         await asyncio.to_thread(self.records.save, rec)
+        if not pooled:
+            await self.announce_started(rec)
         return rec
 
     def adopt_from_pool(self, rec: SandboxRecord, spec: SandboxSpec) -> SandboxRecord:
@@ -228,9 +256,10 @@ class NodeRuntime:
         limits = rec.spec.limits
         ddir = self.records.dir(rec.id)
         rdir = self.run / rec.id
-        for sub in ("disk", "lower", "rootfs"):
+        for sub in ("disk", "lower", "rootfs", "host"):
             (rdir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(rdir, 0o711)
+        os.chmod(rdir / "host", 0o755)
         image = ddir / "disk.img"
         if not image.exists():
             tmp = ddir / "disk.img.tmp"
@@ -252,6 +281,7 @@ class NodeRuntime:
             uid_base=base,
             limits=limits,
             init_binary=str(self.init_path),
+            host_dir=str(rdir / "host"),
             binds=list(template.binds),
             cgroup_path=self._cgroup(rec.id),
             swap_control=self._swap,
@@ -292,6 +322,8 @@ class NodeRuntime:
             rec = self._sandboxes.get(sandbox_id)
             if rec is None:
                 raise SandboxNotFound(f"sandbox {sandbox_id} not found")
+            if not rec.pooled:
+                await self.announce_stopped(sandbox_id)
             await asyncio.to_thread(self._destroy, rec)
             self._sandboxes.pop(sandbox_id, None)
         self._locks.pop(sandbox_id, None)
@@ -301,6 +333,7 @@ class NodeRuntime:
         async with self._lock(sandbox_id):
             rec = self.get(sandbox_id)
             if rec.state != "stopped":
+                await self.announce_stopped(sandbox_id)
                 await asyncio.to_thread(self._teardown, sandbox_id)
                 rec.state = "stopped"
                 await asyncio.to_thread(self.records.save, rec)
@@ -319,6 +352,7 @@ class NodeRuntime:
                 rec.state = "running"
                 rec.last_active_at = time.time()
                 await asyncio.to_thread(self.records.save, rec)
+                await self.announce_started(rec)
             return rec
 
     async def pause(self, sandbox_id: str) -> SandboxRecord:

@@ -44,6 +44,7 @@ def _prepare(rootfs: Path) -> None:
     os.chmod(rootfs / "tmp", 0o1777)
     os.chmod(rootfs / "root", 0o700)
     (rootfs / ".cloche" / "init").touch()
+    (rootfs / ".cloche" / "host").mkdir(exist_ok=True)
     etc = rootfs / "etc"
     etc.mkdir(exist_ok=True)
     for name, text in (("hosts", "127.0.0.1 localhost\n::1 localhost\n"), ("hostname", "sandbox\n")):
