@@ -12,7 +12,8 @@ from cloche.node.spec import Limits
 UID_RANGE = 65536
 CPU_PERIOD_US = 100_000
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-INIT_PATH = "/.cloche/init"
+BIN_DIR_PATH = "/.cloche/bin"
+INIT_PATH = "/.cloche/bin/cloche-init"
 HOST_DIR_PATH = "/.cloche/host"
 
 # Docker's default capability set minus NET_RAW and MKNOD.
@@ -41,7 +42,7 @@ class HostBind:
     destination: str
 
 
-def _mounts(init_binary: str, host_dir: str, binds: list[HostBind]) -> list[dict[str, Any]]:
+def _mounts(bin_dir: str, host_dir: str, binds: list[HostBind]) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
@@ -55,7 +56,7 @@ def _mounts(init_binary: str, host_dir: str, binds: list[HostBind]) -> list[dict
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": INIT_PATH, "type": "bind", "source": init_binary,
+        {"destination": BIN_DIR_PATH, "type": "bind", "source": bin_dir,
          "options": ["bind", "ro", "nosuid", "nodev"]},
         {"destination": HOST_DIR_PATH, "type": "bind", "source": host_dir,
          "options": ["bind", "nosuid", "nodev", "noexec"]},
@@ -90,7 +91,7 @@ def build_config(
     sandbox_id: str,
     uid_base: int,
     limits: Limits,
-    init_binary: str,
+    bin_dir: str,
     host_dir: str,
     binds: list[HostBind],
     cgroup_path: str,
@@ -115,7 +116,7 @@ def build_config(
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": sandbox_id.replace("_", "-"),
-        "mounts": _mounts(init_binary, host_dir, binds),
+        "mounts": _mounts(bin_dir, host_dir, binds),
         "linux": {
             "uidMappings": [{"containerID": 0, "hostID": uid_base, "size": UID_RANGE}],
             "gidMappings": [{"containerID": 0, "hostID": uid_base, "size": UID_RANGE}],

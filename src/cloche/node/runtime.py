@@ -88,12 +88,18 @@ class NodeRuntime:
         if not config.init_binary.exists():
             raise RuntimeFailure(f"supervisor binary {config.init_binary} is missing (run `make`)")
         # runc binds the supervisor from a path the sandbox's root can traverse.
-        # Replaced by rename: running sandboxes may be executing the old copy.
-        self.init_path = self.run / "cloche-init"
-        staging = self.run / f".cloche-init.{os.getpid()}"
-        shutil.copy2(config.init_binary, staging)
-        os.chmod(staging, 0o755)
-        os.rename(staging, self.init_path)
+        # Everything in the package's _bin/ (cloche-init and in-sandbox tools) is bound
+        # read-only at /.cloche/bin in every sandbox, from a path the sandbox's root can
+        # traverse. Files are replaced by rename: running sandboxes may be executing them.
+        self.bin_dir = self.run / "bin"
+        self.bin_dir.mkdir(exist_ok=True)
+        os.chmod(self.bin_dir, 0o755)
+        for src in config.init_binary.parent.iterdir():
+            staging = self.bin_dir / f".{src.name}.{os.getpid()}"
+            shutil.copy2(src, staging)
+            os.chmod(staging, 0o755)
+            os.rename(staging, self.bin_dir / src.name)
+        self.init_path = self.bin_dir / "cloche-init"
         self.records = RecordStore(self.data / "sandboxes")
         self.templates = TemplateStore(config.data_dir / "templates")
         self.driver: OciDriver = DRIVERS[config.driver](self.run / "runc")
@@ -280,7 +286,7 @@ class NodeRuntime:
             sandbox_id=rec.id,
             uid_base=base,
             limits=limits,
-            init_binary=str(self.init_path),
+            bin_dir=str(self.bin_dir),
             host_dir=str(rdir / "host"),
             binds=list(template.binds),
             cgroup_path=self._cgroup(rec.id),

@@ -43,7 +43,7 @@ def _prepare(rootfs: Path) -> None:
         (rootfs / d).mkdir(exist_ok=True)
     os.chmod(rootfs / "tmp", 0o1777)
     os.chmod(rootfs / "root", 0o700)
-    (rootfs / ".cloche" / "init").touch()
+    (rootfs / ".cloche" / "bin").mkdir(exist_ok=True)
     (rootfs / ".cloche" / "host").mkdir(exist_ok=True)
     etc = rootfs / "etc"
     etc.mkdir(exist_ok=True)
