@@ -161,9 +161,7 @@ def get_sandbox(sandbox_id: str) -> Call[SandboxInfo]:
     return Call("GET", sbx(sandbox_id), _json(SandboxInfo))
 
 
-def list_sandboxes(
-    state: str | None = None, metadata: Mapping[str, str] | None = None
-) -> Call[list[SandboxInfo]]:
+def list_sandboxes(state: str | None = None, metadata: Mapping[str, str] | None = None) -> Call[list[SandboxInfo]]:
     """``GET /v1/sandboxes`` filtered by state and exact metadata matches."""
     params: dict[str, str] = _compact(state=state)
     for key, value in (metadata or {}).items():
@@ -178,9 +176,7 @@ def kill_sandbox(sandbox_id: str) -> Call[None]:
 
 def set_timeout(sandbox_id: str, timeout_s: float) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes/{id}/timeout``."""
-    return Call(
-        "POST", sbx(sandbox_id, "timeout"), _json(SandboxInfo), json={"timeout_s": timeout_s}
-    )
+    return Call("POST", sbx(sandbox_id, "timeout"), _json(SandboxInfo), json={"timeout_s": timeout_s})
 
 
 def pause(sandbox_id: str) -> Call[SandboxInfo]:
@@ -265,13 +261,21 @@ def pty_url(
     base_url: str,
     sandbox_id: str,
     *,
-    cmd: str = "/bin/sh",
+    cmd: str | None = None,
     rows: int = 24,
     cols: int = 80,
+    cwd: str | None = None,
     token: str | None = None,
 ) -> str:
-    """WebSocket URL of ``/v1/sandboxes/{id}/pty`` (``http`` becomes ``ws``)."""
-    query = {"cmd": cmd, "rows": str(rows), "cols": str(cols)}
+    """WebSocket URL of ``/v1/sandboxes/{id}/pty`` (``http`` becomes ``ws``).
+
+    ``cmd`` is a shell-quoted command line; without it the server starts a login shell.
+    """
+    query = {"rows": str(rows), "cols": str(cols)}
+    if cmd:
+        query["cmd"] = cmd
+    if cwd:
+        query["cwd"] = cwd
     if token:
         query["token"] = token
     ws_base = "ws" + base_url.removeprefix("http") if base_url.startswith("http") else base_url
@@ -360,9 +364,7 @@ def remove(sandbox_id: str, path: str, recursive: bool = False) -> Call[None]:
 
 def rename(sandbox_id: str, src: str, dst: str) -> Call[Entry]:
     """``POST .../files/rename``."""
-    return Call(
-        "POST", sbx(sandbox_id, "files", "rename"), _json(Entry), json={"src": src, "dst": dst}
-    )
+    return Call("POST", sbx(sandbox_id, "files", "rename"), _json(Entry), json={"src": src, "dst": dst})
 
 
 def upload_tar(sandbox_id: str, path: str, data: Body) -> Call[ArchiveResult]:
@@ -400,9 +402,7 @@ def create_tenant(
     max_memory_mb: int | None = None,
 ) -> Call[NewTenant]:
     """``POST /v1/tenants`` (admin)."""
-    body = _compact(
-        name=name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb
-    )
+    body = _compact(name=name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb)
     return Call("POST", "/v1/tenants", _json(NewTenant), json=body)
 
 
@@ -418,9 +418,7 @@ def create_key(tenant_id: str) -> Call[ApiKey]:
 
 def revoke_key(tenant_id: str, key_id: str) -> Call[None]:
     """``DELETE /v1/tenants/{id}/keys/{key_id}`` (admin)."""
-    return Call(
-        "DELETE", f"/v1/tenants/{quote(tenant_id, safe='')}/keys/{quote(key_id, safe='')}", _none
-    )
+    return Call("DELETE", f"/v1/tenants/{quote(tenant_id, safe='')}/keys/{quote(key_id, safe='')}", _none)
 
 
 def list_nodes() -> Call[list[NodeInfo]]:

@@ -82,9 +82,7 @@ class BaseClient:
             operations (exec, transfers, sandbox creation) extend the read timeout.
     """
 
-    def __init__(
-        self, url: str | None = None, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url: str = resolve_url(url)
         self.api_key: str | None = resolve_api_key(api_key)
         self.timeout: float = timeout

@@ -77,10 +77,11 @@ def to_exec_event(sse: ServerSentEvent) -> ExecEvent | None:
     except (ValueError, AttributeError, ValidationError) as exc:
         raise ClocheError(200, "bad_stream", f"malformed {sse.event!r} event: {exc}") from exc
     if sse.event == "error":
-        status = 500
-        if isinstance(payload, dict) and isinstance(payload.get("status"), int):
-            status = payload["status"]
-        return _raise(error_from_response(status, sse.data.encode()))
+        # The server failed mid-stream: {"code", "message"} (or {"error": {...}}).
+        err = payload.get("error", payload) if isinstance(payload, dict) else {}
+        status = err.get("status") if isinstance(err.get("status"), int) else 500
+        body = json.dumps({"error": {"code": err.get("code", "stream_error"), "message": err.get("message", sse.data)}})
+        return _raise(error_from_response(status, body.encode()))
     return None
 
 

@@ -61,9 +61,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-async def _aiter_body(
-    body: bytes | IO[bytes], on_progress: ProgressCallback | None
-) -> AsyncIterator[bytes]:
+async def _aiter_body(body: bytes | IO[bytes], on_progress: ProgressCallback | None) -> AsyncIterator[bytes]:
     """Yield ``body`` in chunks (file reads run in a worker thread), reporting progress."""
     if isinstance(body, bytes | bytearray | memoryview):
         view = memoryview(body)
@@ -133,9 +131,7 @@ class AsyncClient(BaseClient):
 
     # -- sending -----------------------------------------------------------------------
 
-    async def _open(
-        self, call: _api.Call[Any], on_progress: ProgressCallback | None = None
-    ) -> httpx.Response:
+    async def _open(self, call: _api.Call[Any], on_progress: ProgressCallback | None = None) -> httpx.Response:
         """Send ``call`` and return the streaming response once its status is OK."""
         content = None if call.content is None else _aiter_body(call.content, on_progress)
         request = self._http.build_request(**self._request_args(call, content))
@@ -246,9 +242,7 @@ class AsyncSandboxes:
             await sbx.resume()
         return sbx
 
-    async def list(
-        self, state: str | None = None, metadata: Mapping[str, str] | None = None
-    ) -> list[AsyncSandbox]:
+    async def list(self, state: str | None = None, metadata: Mapping[str, str] | None = None) -> list[AsyncSandbox]:
         """List this tenant's sandboxes, optionally filtered by state and metadata."""
         infos = await self._client._call(_api.list_sandboxes(state, metadata))
         return [AsyncSandbox(self._client, info) for info in infos]
@@ -269,9 +263,7 @@ class AsyncFiles:
         """Return the content of the file at ``path`` decoded as text."""
         return (await self.read(path)).decode(encoding, errors)
 
-    async def download(
-        self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None
-    ) -> int:
+    async def download(self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None) -> int:
         """Stream the file at ``path`` into ``dest``; return the bytes written."""
         return await self._client._download(_api.read_file(self._id, path), dest, on_progress)
 
@@ -347,9 +339,7 @@ class AsyncSandbox(SandboxBase):
         timeout_s: float | None = None,
     ) -> ExecResult:
         """Run a command to completion; see :meth:`cloche.client.sync.Sandbox.exec`."""
-        return await self._client._call(
-            _api.exec_(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s)
-        )
+        return await self._client._call(_api.exec_(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s))
 
     def exec_stream(
         self,
@@ -361,9 +351,7 @@ class AsyncSandbox(SandboxBase):
     ) -> AsyncIterator[ExecEvent]:
         """Run a command and iterate (``async for``) over its start, output and exit
         events.  The request is sent when iteration starts."""
-        return self._client._events(
-            _api.exec_stream(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s)
-        )
+        return self._client._events(_api.exec_stream(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s))
 
     async def upload_tar(
         self, path: str, data: bytes | IO[bytes], on_progress: ProgressCallback | None = None
@@ -375,9 +363,7 @@ class AsyncSandbox(SandboxBase):
         """Return a tar archive of the directory (or file) at ``path``."""
         return await self._client._call(_api.download_tar(self.id, path))
 
-    async def download_tar_to(
-        self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None
-    ) -> int:
+    async def download_tar_to(self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None) -> int:
         """Stream a tar archive of ``path`` into ``dest``; return the bytes written."""
         return await self._client._download(_api.download_tar(self.id, path), dest, on_progress)
 
@@ -404,11 +390,12 @@ class AsyncSandbox(SandboxBase):
             if not missing_ok:
                 raise
 
-    def pty_url(self, cmd: str = "/bin/sh", rows: int = 24, cols: int = 80) -> str:
-        """The WebSocket URL of an interactive terminal running ``cmd``."""
-        return _api.pty_url(self._client.url, self.id, cmd=cmd, rows=rows, cols=cols)
+    def pty_url(self, cmd: str | None = None, rows: int = 24, cols: int = 80, cwd: str | None = None) -> str:
+        """The WebSocket URL of an interactive terminal running ``cmd`` (a shell-quoted
+        command line; the server's login shell if omitted)."""
+        return _api.pty_url(self._client.url, self.id, cmd=cmd, rows=rows, cols=cols, cwd=cwd)
 
-    def pty(self, cmd: str = "/bin/sh", rows: int = 24, cols: int = 80) -> ws_connect:
+    def pty(self, cmd: str | None = None, rows: int = 24, cols: int = 80, cwd: str | None = None) -> ws_connect:
         """Open an interactive terminal: ``async with sbx.pty() as ws: ...``.
 
         The frame protocol is described in :meth:`cloche.client.sync.Sandbox.pty`.
@@ -416,7 +403,7 @@ class AsyncSandbox(SandboxBase):
         from websockets.asyncio.client import connect
 
         return connect(
-            self.pty_url(cmd, rows, cols),
+            self.pty_url(cmd, rows, cols, cwd),
             additional_headers=self._client.auth_headers(),
             open_timeout=self._client.timeout,
             max_size=None,
@@ -440,9 +427,7 @@ class AsyncTenants:
     ) -> NewTenant:
         """Create a tenant with optional quotas; the result holds its first API key."""
         return await self._client._call(
-            _api.create_tenant(
-                name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb
-            )
+            _api.create_tenant(name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb)
         )
 
     async def list(self) -> list[Tenant]:

@@ -53,10 +53,7 @@ class ClocheError(Exception):
         self.message = message
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, "
-            f"message={self.message!r})"
-        )
+        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
 
 
 class InvalidRequest(ClocheError):
@@ -94,9 +91,7 @@ class QuotaExceeded(ClocheError):
         retry_after: Seconds the server suggested waiting, if it sent ``Retry-After``.
     """
 
-    def __init__(
-        self, status: int, code: str, message: str, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(status, code, message)
         self.retry_after = retry_after
 
@@ -108,9 +103,7 @@ class RateLimited(ClocheError):
         retry_after: Seconds the server asked the client to wait, if it said.
     """
 
-    def __init__(
-        self, status: int, code: str, message: str, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(status, code, message)
         self.retry_after = retry_after
 

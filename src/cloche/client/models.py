@@ -173,6 +173,7 @@ class NewTenant(_Model):
     id: str
     name: str
     api_key: str
+    key_id: str | None = None
 
 
 class ApiKey(_Model):

@@ -120,9 +120,7 @@ class Client(BaseClient):
 
     # -- sending -----------------------------------------------------------------------
 
-    def _open(
-        self, call: _api.Call[Any], on_progress: ProgressCallback | None = None
-    ) -> httpx.Response:
+    def _open(self, call: _api.Call[Any], on_progress: ProgressCallback | None = None) -> httpx.Response:
         """Send ``call`` and return the streaming response once its status is OK."""
         content = None if call.content is None else _iter_body(call.content, on_progress)
         request = self._http.build_request(**self._request_args(call, content))
@@ -155,9 +153,7 @@ class Client(BaseClient):
             response.close()
         return self._parse(call, response)
 
-    def _download(
-        self, call: _api.Call[Any], dest: IO[bytes], on_progress: ProgressCallback | None = None
-    ) -> int:
+    def _download(self, call: _api.Call[Any], dest: IO[bytes], on_progress: ProgressCallback | None = None) -> int:
         """Stream the response body of ``call`` into ``dest``; return the byte count."""
         total = 0
         response = self._open(call)
@@ -251,9 +247,7 @@ class Sandboxes:
             sbx.resume()
         return sbx
 
-    def list(
-        self, state: str | None = None, metadata: Mapping[str, str] | None = None
-    ) -> list[Sandbox]:
+    def list(self, state: str | None = None, metadata: Mapping[str, str] | None = None) -> list[Sandbox]:
         """List this tenant's sandboxes, optionally only those in ``state`` and whose
         metadata contains every ``metadata`` key with the given value."""
         infos = self._client._call(_api.list_sandboxes(state, metadata))
@@ -283,9 +277,7 @@ class Files:
         """Return the content of the file at ``path`` decoded as text."""
         return self.read(path).decode(encoding, errors)
 
-    def download(
-        self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None
-    ) -> int:
+    def download(self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None) -> int:
         """Stream the file at ``path`` into the binary file object ``dest``.
 
         Returns:
@@ -392,9 +384,7 @@ class Sandbox(SandboxBase):
         Raises:
             InvalidState: The sandbox is paused or stopped.
         """
-        return self._client._call(
-            _api.exec_(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s)
-        )
+        return self._client._call(_api.exec_(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s))
 
     def exec_stream(
         self,
@@ -410,9 +400,7 @@ class Sandbox(SandboxBase):
         ``"stdout"`` or ``"stderr"``), then one :class:`ExecExit`.  The request is sent
         when iteration starts; stop early with ``close()`` on the returned iterator.
         """
-        return self._client._events(
-            _api.exec_stream(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s)
-        )
+        return self._client._events(_api.exec_stream(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s))
 
     def upload_tar(
         self, path: str, data: bytes | IO[bytes], on_progress: ProgressCallback | None = None
@@ -428,9 +416,7 @@ class Sandbox(SandboxBase):
         """Return a tar archive of the directory (or file) at ``path``."""
         return self._client._call(_api.download_tar(self.id, path))
 
-    def download_tar_to(
-        self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None
-    ) -> int:
+    def download_tar_to(self, path: str, dest: IO[bytes], on_progress: ProgressCallback | None = None) -> int:
         """Stream a tar archive of ``path`` into ``dest``; return the bytes written."""
         return self._client._download(_api.download_tar(self.id, path), dest, on_progress)
 
@@ -461,11 +447,12 @@ class Sandbox(SandboxBase):
             if not missing_ok:
                 raise
 
-    def pty_url(self, cmd: str = "/bin/sh", rows: int = 24, cols: int = 80) -> str:
-        """The WebSocket URL of an interactive terminal running ``cmd``."""
-        return _api.pty_url(self._client.url, self.id, cmd=cmd, rows=rows, cols=cols)
+    def pty_url(self, cmd: str | None = None, rows: int = 24, cols: int = 80, cwd: str | None = None) -> str:
+        """The WebSocket URL of an interactive terminal running ``cmd`` (a shell-quoted
+        command line; the server's login shell if omitted)."""
+        return _api.pty_url(self._client.url, self.id, cmd=cmd, rows=rows, cols=cols, cwd=cwd)
 
-    def pty(self, cmd: str = "/bin/sh", rows: int = 24, cols: int = 80) -> ClientConnection:
+    def pty(self, cmd: str | None = None, rows: int = 24, cols: int = 80, cwd: str | None = None) -> ClientConnection:
         """Open an interactive terminal; use as ``with sbx.pty() as ws: ...``.
 
         Send keystrokes as binary frames and resizes as text frames
@@ -475,7 +462,7 @@ class Sandbox(SandboxBase):
         from websockets.sync.client import connect
 
         return connect(
-            self.pty_url(cmd, rows, cols),
+            self.pty_url(cmd, rows, cols, cwd),
             additional_headers=self._client.auth_headers(),
             open_timeout=self._client.timeout,
             max_size=None,
@@ -499,9 +486,7 @@ class Tenants:
     ) -> NewTenant:
         """Create a tenant with optional quotas; the result holds its first API key."""
         return self._client._call(
-            _api.create_tenant(
-                name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb
-            )
+            _api.create_tenant(name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb)
         )
 
     def list(self) -> list[Tenant]:

@@ -1,0 +1,882 @@
+"""The ``cloche`` command line: run the server, and drive sandboxes, files and tenants.
+
+Every command that talks to a server takes ``--url`` and ``--api-key``, defaulting to
+the ``CLOCHE_URL`` and ``CLOCHE_API_KEY`` environment variables.  Results go to stdout
+(ids, tables, JSON, file contents); progress, spinners and errors go to stderr, so the
+output composes with pipes: ``ID=$(cloche sandbox create)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import shutil
+import signal
+import sys
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from cloche import __version__
+from cloche.client import Client, ClocheError, Sandbox
+from cloche.client._base import DEFAULT_URL, ENV_API_KEY, ENV_URL
+from cloche.client.models import Entry, ExecExit, ExecOutput, SandboxInfo
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+EXIT_API_ERROR = 125
+"""``sandbox exec`` exit status when the command could not be run at all (like docker)."""
+
+
+def _console(stream: IO[str]) -> Console:
+    # Off a terminal (pipes, tests) render tables wide enough that ids are never cut.
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(file=stream, width=200 if wide else None, soft_wrap=False)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr)
+
+app = typer.Typer(
+    name="cloche",
+    help="Cloche: isolated, durable, per-user sandboxes for AI agents.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+sandbox_app = typer.Typer(help="Create, inspect, run commands in and control sandboxes.", no_args_is_help=True)
+files_app = typer.Typer(help="Read, write and list files inside a sandbox.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Manage tenants and their API keys (admin key required).", no_args_is_help=True)
+node_app = typer.Typer(help="Inspect worker nodes (admin key required).", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(files_app, name="files")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(node_app, name="node")
+
+# --- shared options ----------------------------------------------------------------------
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", envvar=ENV_URL, show_envvar=True, help=f"Server URL (default: {DEFAULT_URL})."),
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar=ENV_API_KEY, show_envvar=True, help="API key (tenant or admin)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a human-readable view.")]
+SandboxId = Annotated[str, typer.Argument(help="Sandbox id.", show_default=False)]
+
+
+def _client(url: str | None, api_key: str | None) -> Client:
+    return Client(url=url, api_key=api_key)
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    """Parse repeated ``K=V`` options into a dict."""
+    result: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=what)
+        result[key] = value
+    return result
+
+
+def _print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
+    def dump(v: Any) -> Any:
+        return v.model_dump(mode="json") if hasattr(v, "model_dump") else v
+
+    data = [dump(v) for v in value] if isinstance(value, list) else dump(value)
+    out.print_json(json.dumps(data), highlight=False)
+
+
+def _when(dt: datetime | None) -> str:
+    """A short relative time: ``12s ago`` or ``in 4m``."""
+    if dt is None:
+        return "-"
+    delta = (dt - datetime.now(UTC)).total_seconds()
+    n = abs(delta)
+    text = (
+        f"{n:.0f}s"
+        if n < 60
+        else f"{n / 60:.0f}m"
+        if n < 3600
+        else f"{n / 3600:.0f}h"
+        if n < 86400
+        else f"{n / 86400:.0f}d"
+    )
+    return f"in {text}" if delta > 0 else f"{text} ago"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _state_style(state: str) -> str:
+    return {"running": "green", "paused": "yellow", "creating": "cyan", "stopped": "dim"}.get(state, "")
+
+
+@contextmanager
+def _transfer(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields an ``advance(nbytes)`` callback."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def _spinner(message: str) -> Iterator[None]:
+    if err.is_terminal:
+        with err.status(message):
+            yield
+    else:
+        yield
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="CLOCHE_DATA_DIR", help="Where sandboxes, the database and keys live.")
+    ] = Path(".cloche"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8787,
+    pool_size: Annotated[int, typer.Option("--pool-size", help="Warm sandboxes kept ready for fast creates.")] = 2,
+) -> None:
+    """Run the API server with an embedded node on this host (needs root and runc).
+
+    On first start an admin key is written to DATA_DIR/admin-key.
+    """
+    from cloche.server.runner import serve
+
+    serve(data_dir, host, port, pool_size)
+
+
+@app.command()
+def health(url: UrlOpt = None) -> None:
+    """Check that the server is up."""
+    with _client(url, None) as client:
+        status = client.health().status
+    out.print(status)
+    if status != "ok":
+        raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"cloche {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Cloche: isolated, durable, per-user sandboxes for AI agents.
+
+    Point the CLI at a server with CLOCHE_URL and CLOCHE_API_KEY (or --url/--api-key).
+    """
+
+
+# --- sandboxes ---------------------------------------------------------------------------
+
+
+def _sandbox_table(infos: list[SandboxInfo]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("ID", "NAME", "STATE", "TEMPLATE", "CPU", "MEMORY", "DISK", "CREATED", "EXPIRES"):
+        table.add_column(col, no_wrap=True)
+    for s in infos:
+        table.add_row(
+            s.id,
+            s.name or "-",
+            f"[{_state_style(s.state)}]{s.state}[/]" if _state_style(s.state) else s.state,
+            s.template or "-",
+            f"{s.cpu:g}" if s.cpu is not None else "-",
+            f"{s.memory_mb} MiB" if s.memory_mb is not None else "-",
+            f"{s.disk_mb} MiB" if s.disk_mb is not None else "-",
+            _when(s.created_at),
+            _when(s.expires_at),
+        )
+    return table
+
+
+def _sandbox_detail(s: SandboxInfo) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(no_wrap=True)
+    rows: list[tuple[str, str]] = [
+        ("id", s.id),
+        ("name", s.name or "-"),
+        ("state", s.state),
+        ("template", s.template or "-"),
+        ("cpu", f"{s.cpu:g}" if s.cpu is not None else "-"),
+        ("memory", f"{s.memory_mb} MiB" if s.memory_mb is not None else "-"),
+        ("disk", f"{s.disk_mb} MiB" if s.disk_mb is not None else "-"),
+        ("timeout", f"{s.timeout_s:g}s" if s.timeout_s is not None else "none"),
+        ("created", f"{s.created_at:%Y-%m-%d %H:%M:%S} UTC ({_when(s.created_at)})" if s.created_at else "-"),
+        ("expires", f"{s.expires_at:%Y-%m-%d %H:%M:%S} UTC ({_when(s.expires_at)})" if s.expires_at else "never"),
+        ("node", s.node or "-"),
+    ]
+    rows += [(f"metadata.{k}", v) for k, v in sorted(s.metadata.items())]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@sandbox_app.command("create")
+def sandbox_create(
+    template: Annotated[str | None, typer.Option(help="Root file-system template (default: server's).")] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores (fractions allowed).")] = None,
+    memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Memory limit in MiB.")] = None,
+    disk_mb: Annotated[int | None, typer.Option("--disk-mb", help="Disk quota in MiB.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds until the sandbox expires.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Unique name; if one with this name exists, it is returned instead.")
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE environment variable (repeatable).")
+    ] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", "-m", help="KEY=VALUE label (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Create a sandbox and print its id."""
+    env_vars, labels = _pairs(env, "--env"), _pairs(metadata, "--metadata")
+    with _client(url, api_key) as client, _spinner("Creating sandbox…"):
+        sbx = client.sandboxes.create(
+            template=template,
+            cpu=cpu,
+            memory_mb=memory_mb,
+            disk_mb=disk_mb,
+            timeout_s=timeout,
+            name=name,
+            metadata=labels or None,
+            env=env_vars or None,
+        )
+    if as_json:
+        _print_json(sbx.info)
+    else:
+        out.print(sbx.id, highlight=False)
+
+
+@sandbox_app.command("ls")
+def sandbox_ls(
+    state: Annotated[
+        str | None, typer.Option(help="Only sandboxes in this state (creating, running, paused, stopped).")
+    ] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", "-m", help="Only sandboxes with this KEY=VALUE label.")
+    ] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List your sandboxes."""
+    with _client(url, api_key) as client:
+        sandboxes = client.sandboxes.list(state=state, metadata=_pairs(metadata, "--metadata") or None)
+    infos = [s.info for s in sandboxes]
+    if as_json:
+        _print_json(infos)
+    elif not infos:
+        err.print("no sandboxes")
+    else:
+        out.print(_sandbox_table(infos))
+
+
+@sandbox_app.command("get")
+def sandbox_get(sandbox_id: SandboxId, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Show one sandbox."""
+    with _client(url, api_key) as client:
+        info = client.sandboxes.get(sandbox_id).info
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(_sandbox_detail(info))
+
+
+@sandbox_app.command("exec", epilog="Example: cloche sandbox exec ID -- python3 -c 'print(6*7)'")
+def sandbox_exec(
+    sandbox_id: SandboxId,
+    cmd: Annotated[
+        list[str],
+        typer.Argument(
+            help="Command and arguments (put them after --). A single argument containing "
+            "spaces is run as a shell command line (sh -c).",
+            show_default=False,
+        ),
+    ],
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE (repeatable).")] = None,
+    cwd: Annotated[str | None, typer.Option(help="Working directory (default: /workspace).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Kill the command after N seconds.")] = None,
+    interactive: Annotated[
+        bool, typer.Option("--stdin", "-i", help="Send this process's stdin to the command.")
+    ] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Run a command in a sandbox, streaming its output; exit with its exit code.
+
+    Exits 125 if the command could not be run (unknown sandbox, bad key, ...).
+    """
+    command: str | list[str] = cmd[0] if len(cmd) == 1 and any(c.isspace() for c in cmd[0]) else cmd
+    stdin = sys.stdin.read() if interactive else None
+    env_vars = _pairs(env, "--env")
+    code: int | None = None
+    try:
+        with _client(url, api_key) as client:
+            sbx = Sandbox(client, SandboxInfo(id=sandbox_id, state="running"))
+            events = sbx.exec_stream(command, env=env_vars or None, cwd=cwd, stdin=stdin, timeout_s=timeout)
+            for event in events:
+                if isinstance(event, ExecOutput):
+                    stream = sys.stdout if event.type == "stdout" else sys.stderr
+                    stream.write(event.data)
+                    stream.flush()
+                elif isinstance(event, ExecExit):
+                    code = _exit_status(event)
+    except ClocheError as exc:
+        _print_error(exc)
+        raise typer.Exit(EXIT_API_ERROR) from None
+    if code is None:
+        err.print("[red]error:[/] the output stream ended before the command exited")
+        raise typer.Exit(EXIT_API_ERROR)
+    raise typer.Exit(code)
+
+
+def _exit_status(event: ExecExit) -> int:
+    if event.timed_out:
+        err.print(f"[yellow]command timed out[/] (exit {event.exit_code})")
+    if event.truncated:
+        err.print("[yellow]output was truncated[/]")
+    if event.exit_code is not None:
+        return event.exit_code
+    return 128 + event.signal if isinstance(event.signal, int) else 1
+
+
+@sandbox_app.command("kill")
+def sandbox_kill(
+    sandbox_ids: Annotated[list[str], typer.Argument(help="Sandbox id(s).", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Destroy sandboxes and their files."""
+    with _client(url, api_key) as client:
+        for sandbox_id in sandbox_ids:
+            Sandbox(client, SandboxInfo(id=sandbox_id, state="running")).kill()
+            err.print(f"killed {sandbox_id}", highlight=False)
+
+
+@sandbox_app.command("pause")
+def sandbox_pause(sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Freeze a sandbox's processes (memory and files are kept)."""
+    with _client(url, api_key) as client, _spinner("Pausing…"):
+        sbx = Sandbox(client, SandboxInfo(id=sandbox_id, state="running")).pause()
+    out.print(f"{sbx.id} {sbx.state}", highlight=False)
+
+
+@sandbox_app.command("resume")
+def sandbox_resume(sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Thaw a paused sandbox (or start a stopped one)."""
+    with _client(url, api_key) as client, _spinner("Resuming…"):
+        sbx = Sandbox(client, SandboxInfo(id=sandbox_id, state="paused")).resume()
+    out.print(f"{sbx.id} {sbx.state}", highlight=False)
+
+
+@sandbox_app.command("timeout")
+def sandbox_timeout(
+    sandbox_id: SandboxId,
+    seconds: Annotated[float, typer.Argument(help="New timeout, counted from now.", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Change when a sandbox expires."""
+    with _client(url, api_key) as client:
+        info = Sandbox(client, SandboxInfo(id=sandbox_id, state="running")).set_timeout(seconds).info
+    out.print(f"{info.id} expires {_when(info.expires_at)}", highlight=False)
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def _handle(client: Client, sandbox_id: str) -> Sandbox:
+    """A handle without a round trip; the first real call reports a bad id."""
+    return Sandbox(client, SandboxInfo(id=sandbox_id, state="running"))
+
+
+def _mode_string(entry: Entry) -> str:
+    kind = {"dir": "d", "symlink": "l", "file": "-"}.get(entry.type, "?")
+    bits = "".join(ch if entry.mode & (1 << (8 - i)) else "-" for i, ch in enumerate("rwxrwxrwx"))
+    return kind + bits
+
+
+def _entry_table(entries: list[Entry]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("MODE", no_wrap=True)
+    table.add_column("SIZE", justify="right", no_wrap=True)
+    table.add_column("MODIFIED", no_wrap=True)
+    table.add_column("NAME", no_wrap=True)
+    for e in sorted(entries, key=lambda e: (not e.is_dir, e.name)):
+        name = f"[bold blue]{e.name}/[/]" if e.is_dir else e.name
+        if e.type == "symlink":
+            name = f"[cyan]{e.name}[/] -> {e.target}"
+        modified = datetime.fromtimestamp(e.mtime).strftime("%Y-%m-%d %H:%M")
+        table.add_row(_mode_string(e), _size(e.size), modified, name)
+    return table
+
+
+@files_app.command("get")
+def files_get(
+    sandbox_id: SandboxId,
+    path: Annotated[str, typer.Argument(help="File in the sandbox.", show_default=False)],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this local file instead of stdout.")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Download a file (to stdout, or to a local file with -o)."""
+    with _client(url, api_key) as client:
+        files = _handle(client, sandbox_id).files
+        if output is None:
+            sys.stdout.flush()
+            files.download(path, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
+        total = files.stat(path).size
+        partial = output.with_name(f".{output.name}.part")
+        try:
+            with partial.open("wb") as f, _transfer(f"get {path}", total) as advance:
+                n = files.download(path, f, on_progress=advance)
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
+    err.print(f"wrote {_size(n)} to {output}", highlight=False)
+
+
+@files_app.command("put")
+def files_put(
+    sandbox_id: SandboxId,
+    local: Annotated[str, typer.Argument(help="Local file, or - for stdin.", show_default=False)],
+    path: Annotated[str, typer.Argument(help="Destination path in the sandbox.", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Upload a local file (or stdin) to a path in the sandbox."""
+    with _client(url, api_key) as client:
+        files = _handle(client, sandbox_id).files
+        if local == "-":
+            result = files.write(path, sys.stdin.buffer.read())
+        else:
+            src = Path(local)
+            if src.is_dir():
+                raise typer.BadParameter(f"{local} is a directory; use `cloche files upload`", param_hint="LOCAL")
+            with src.open("rb") as f, _transfer(f"put {src.name}", src.stat().st_size) as advance:
+                result = files.write(path, f, on_progress=advance)
+    err.print(f"wrote {_size(result.size)} to {result.path}", highlight=False)
+
+
+@files_app.command("ls")
+def files_ls(
+    sandbox_id: SandboxId,
+    path: Annotated[str, typer.Argument(help="Directory in the sandbox.")] = "/workspace",
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List a directory."""
+    with _client(url, api_key) as client:
+        entries = _handle(client, sandbox_id).files.list(path)
+    if as_json:
+        _print_json(entries)
+    else:
+        out.print(_entry_table(entries))
+
+
+@files_app.command("rm")
+def files_rm(
+    sandbox_id: SandboxId,
+    path: Annotated[str, typer.Argument(help="File or directory in the sandbox.", show_default=False)],
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Remove directories and their contents.")
+    ] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Delete a file (or, with -r, a directory tree)."""
+    with _client(url, api_key) as client:
+        _handle(client, sandbox_id).files.remove(path, recursive=recursive)
+
+
+@files_app.command("mkdir")
+def files_mkdir(
+    sandbox_id: SandboxId,
+    path: Annotated[str, typer.Argument(help="Directory to create.", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Create a directory."""
+    with _client(url, api_key) as client:
+        _handle(client, sandbox_id).files.mkdir(path)
+
+
+@files_app.command("mv")
+def files_mv(
+    sandbox_id: SandboxId,
+    src: Annotated[str, typer.Argument(help="Existing path.", show_default=False)],
+    dst: Annotated[str, typer.Argument(help="New path.", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Rename or move a file or directory."""
+    with _client(url, api_key) as client:
+        _handle(client, sandbox_id).files.rename(src, dst)
+
+
+@files_app.command("upload")
+def files_upload(
+    sandbox_id: SandboxId,
+    local: Annotated[
+        Path, typer.Argument(help="Local directory, or a .tar/.tar.gz archive.", exists=True, show_default=False)
+    ],
+    path: Annotated[str, typer.Argument(help="Directory in the sandbox to extract into.")] = "/workspace",
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Upload a directory tree (or a tar archive) and extract it in the sandbox."""
+    with tempfile.TemporaryFile() if local.is_dir() else local.open("rb") as body:
+        if local.is_dir():
+            with _spinner(f"Packing {local}…"), tarfile.open(fileobj=body, mode="w:gz") as tar:
+                for child in sorted(local.iterdir()):
+                    tar.add(child, arcname=child.name)
+            body.seek(0)
+        size = body.seek(0, io.SEEK_END)
+        body.seek(0)
+        with _client(url, api_key) as client, _transfer(f"upload {local.name}", size) as advance:
+            report = _handle(client, sandbox_id).upload_tar(path, body, on_progress=advance)
+    err.print(
+        f"extracted {report.files} files, {report.dirs} dirs, {report.links} links ({_size(report.bytes)}) into {path}",
+        highlight=False,
+    )
+    for skipped in report.skipped:
+        err.print(f"[yellow]skipped[/] {skipped.name}: {skipped.reason}", highlight=False)
+
+
+@files_app.command("download")
+def files_download(
+    sandbox_id: SandboxId,
+    path: Annotated[str, typer.Argument(help="Directory (or file) in the sandbox.")] = "/workspace",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the tar here ('-' for stdout).")] = None,
+    extract: Annotated[
+        Path | None, typer.Option("--extract", "-x", help="Extract into this local directory instead.")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Download a directory tree as a tar archive (or extract it locally with -x)."""
+    if output is not None and extract is not None:
+        raise typer.BadParameter("use either --output or --extract", param_hint="--output")
+    with _client(url, api_key) as client:
+        sbx = _handle(client, sandbox_id)
+        if extract is not None:
+            with tempfile.TemporaryFile() as spool:
+                with _transfer(f"download {path}", None) as advance:
+                    n = sbx.download_tar_to(path, spool, on_progress=advance)
+                spool.seek(0)
+                extract.mkdir(parents=True, exist_ok=True)
+                with tarfile.open(fileobj=spool, mode="r:*") as tar:
+                    tar.extractall(extract, filter="data")
+            err.print(f"extracted {_size(n)} into {extract}", highlight=False)
+            return
+        if output is None or str(output) == "-":
+            if sys.stdout.isatty():
+                raise typer.BadParameter("refusing to write a tar to a terminal; use -o FILE or -x DIR")
+            n = sbx.download_tar_to(path, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
+        with output.open("wb") as f, _transfer(f"download {path}", None) as advance:
+            n = sbx.download_tar_to(path, f, on_progress=advance)
+    err.print(f"wrote {_size(n)} to {output}", highlight=False)
+
+
+# --- tenants and nodes -------------------------------------------------------------------
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="Tenant name (letters, digits, . _ : -).", show_default=False)],
+    max_sandboxes: Annotated[int | None, typer.Option(help="Most sandboxes at once.")] = None,
+    max_cpu: Annotated[float | None, typer.Option(help="Most CPU cores across sandboxes.")] = None,
+    max_memory_mb: Annotated[int | None, typer.Option(help="Most memory (MiB) across sandboxes.")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Create a tenant and print its id and first API key (shown only once)."""
+    with _client(url, api_key) as client:
+        tenant = client.tenants.create(name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb)
+    if as_json:
+        _print_json(tenant)
+        return
+    out.print(f"id:      {tenant.id}", highlight=False)
+    out.print(f"api_key: {tenant.api_key}", highlight=False)
+    err.print("[dim]store the key now: it cannot be shown again[/]")
+
+
+@tenant_app.command("ls")
+def tenant_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List tenants and their quotas."""
+    with _client(url, api_key) as client:
+        tenants = client.tenants.list()
+    if as_json:
+        _print_json(tenants)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("ID", "NAME", "MAX SANDBOXES", "MAX CPU", "MAX MEMORY", "CREATED"):
+        table.add_column(col, no_wrap=True)
+    for t in tenants:
+        table.add_row(
+            t.id,
+            t.name,
+            str(t.max_sandboxes) if t.max_sandboxes is not None else "-",
+            f"{t.max_cpu:g}" if t.max_cpu is not None else "-",
+            f"{t.max_memory_mb} MiB" if t.max_memory_mb is not None else "-",
+            _when(t.created_at),
+        )
+    out.print(table)
+
+
+@tenant_app.command("add-key")
+def tenant_add_key(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Issue another API key for a tenant."""
+    with _client(url, api_key) as client:
+        key = client.tenants.create_key(tenant_id)
+    out.print(f"key_id:  {key.id}", highlight=False)
+    out.print(f"api_key: {key.api_key}", highlight=False)
+
+
+@tenant_app.command("revoke-key")
+def tenant_revoke_key(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.", show_default=False)],
+    key_id: Annotated[str, typer.Argument(help="Key id (from add-key).", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Revoke an API key; it stops working immediately."""
+    with _client(url, api_key) as client:
+        client.tenants.revoke_key(tenant_id, key_id)
+    err.print(f"revoked {key_id}", highlight=False)
+
+
+@node_app.command("ls")
+def node_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List worker nodes with capacity, allocation and warm pools."""
+    with _client(url, api_key) as client:
+        nodes = client.nodes.list()
+    if as_json:
+        _print_json(nodes)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("ID", "STATE", "CPU", "MEMORY", "SANDBOXES", "POOLS"):
+        table.add_column(col, no_wrap=True)
+    for n in nodes:
+        pools = ", ".join(f"{p.template} {p.ready}/{p.size}" for p in n.pools) or "-"
+        table.add_row(
+            n.id,
+            n.state,
+            f"{n.allocated.cpu:g}/{n.capacity.cpu:g}",
+            f"{n.allocated.memory_mb}/{n.capacity.memory_mb} MiB",
+            str(n.sandboxes),
+            pools,
+        )
+    out.print(table)
+
+
+# --- interactive shell -------------------------------------------------------------------
+
+
+@app.command()
+def shell(
+    sandbox_id: SandboxId,
+    cmd: Annotated[str | None, typer.Option("--cmd", help="Command line to run (default: a login shell).")] = None,
+    cwd: Annotated[str | None, typer.Option(help="Working directory (default: /workspace).")] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Open an interactive terminal in a sandbox (exits with the shell's exit code).
+
+    With a terminal on stdin it runs in raw mode and follows window resizes; otherwise
+    stdin is piped to the shell and the session ends at end of input.
+    """
+    from websockets.exceptions import InvalidHandshake
+
+    with _client(url, api_key) as client:
+        sbx = client.sandboxes.connect(sandbox_id)  # typed errors for a bad id or key
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        cols, rows = shutil.get_terminal_size() if interactive else (80, 24)
+        try:
+            with sbx.pty(cmd=cmd, rows=rows, cols=cols, cwd=cwd) as ws:
+                code = _PtySession(ws, interactive).run()
+        except (InvalidHandshake, OSError, TimeoutError) as exc:
+            err.print(f"[red]error:[/] cannot open a terminal: {exc}", highlight=False)
+            raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+class _PtySession:
+    """Bridges the local terminal (or pipe) and a PTY WebSocket."""
+
+    def __init__(self, ws: Any, interactive: bool) -> None:
+        self.ws = ws
+        self.interactive = interactive
+        self.exit_code = 0
+        self.done = threading.Event()
+
+    def _pump_output(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for message in self.ws:
+                if isinstance(message, bytes):
+                    os.write(sys.stdout.fileno(), message)
+                else:
+                    control = json.loads(message)
+                    if control.get("type") == "exit":
+                        code = control.get("exit_code")
+                        self.exit_code = code if isinstance(code, int) else 1
+        except (ConnectionClosed, OSError):
+            pass
+        finally:
+            self.done.set()
+
+    def _send(self, data: bytes | str) -> bool:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.ws.send(data)
+        except ConnectionClosed:
+            return False
+        return True
+
+    def run(self) -> int:
+        """Run until the remote side exits; return its exit code."""
+        reader = threading.Thread(target=self._pump_output, daemon=True)
+        reader.start()
+        if self.interactive:
+            self._interactive_input()
+        else:
+            self._piped_input()
+        self.done.wait()
+        reader.join(5)
+        return self.exit_code
+
+    def _piped_input(self) -> None:
+        fd = sys.stdin.fileno()
+        last = b"\n"
+        while not self.done.is_set():
+            if not select.select([fd], [], [], 0.1)[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                # End of input: end the line if needed, then EOF (^D) for the shell.
+                self._send((b"" if last.endswith(b"\n") else b"\n") + b"\x04")
+                return
+            last = chunk
+            if not self._send(chunk):
+                return
+
+    def _interactive_input(self) -> None:
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+
+        def on_resize(signum: int, frame: Any) -> None:
+            cols, rows = shutil.get_terminal_size()
+            self._send(json.dumps({"type": "resize", "rows": rows, "cols": cols}))
+
+        previous = signal.signal(signal.SIGWINCH, on_resize)
+        try:
+            tty.setraw(fd)
+            while not self.done.is_set():
+                try:
+                    ready = select.select([fd], [], [], 0.1)[0]
+                except InterruptedError:  # SIGWINCH
+                    continue
+                if ready:
+                    chunk = os.read(fd, 65536)
+                    if not chunk or not self._send(chunk):
+                        return
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            signal.signal(signal.SIGWINCH, previous)
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def _print_error(exc: ClocheError) -> None:
+    err.print(f"[red]error:[/] {exc.message} [dim]({exc.code})[/]", highlight=False)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        err.print(f"[dim]retry after {retry_after:g}s[/]")
+
+
+def main() -> None:
+    """Console-script entry point: run the CLI, turning API errors into short messages."""
+    try:
+        app()
+    except ClocheError as exc:
+        _print_error(exc)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
