@@ -21,6 +21,7 @@ class Settings:
     pool_template: str = "base"
     default_limits: Limits = field(default_factory=Limits)
     driver: str = "runc"
+    blob_url: str = "local"  # snapshot store: local, file:///dir or s3://bucket/prefix?endpoint=URL
     # Per-tenant defaults; the admin can set others per tenant.
     max_sandboxes: int = 100
     max_cpu: float = 64.0
@@ -33,10 +34,12 @@ class Settings:
     max_archive_bytes: int = 1 << 30
 
     def apply_env(self, environ: Mapping[str, str]) -> Settings:
-        """Override numeric settings from CLOCHE_<FIELD> variables (e.g. CLOCHE_RATE_PER_S)."""
+        """Override settings from CLOCHE_<FIELD> variables (e.g. CLOCHE_RATE_PER_S)."""
         for f in fields(self):
             raw = environ.get(f"CLOCHE_{f.name.upper()}")
-            if raw is not None and f.type in ("int", "float"):
+            if raw is not None and f.type == "str":
+                setattr(self, f.name, raw)
+            elif raw is not None and f.type in ("int", "float"):
                 try:
                     setattr(self, f.name, int(raw) if f.type == "int" else float(raw))
                 except ValueError:

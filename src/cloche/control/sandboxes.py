@@ -15,7 +15,7 @@ from typing import Any
 from cloche.control.errors import ApiError, not_found
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
-from cloche.node.spec import Limits, SandboxSpec
+from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
 from cloche.store.db import SandboxRow, Store, Tenant
 
 
@@ -38,6 +38,10 @@ class SandboxView:
             "created_at": self.row.created_at,
             "expires_at": self.record.expires_at,
             "last_active_at": self.record.last_active_at,
+            "idle": {"pause_after_s": self.record.spec.idle.pause_after_s,
+                     "hibernate_after_s": self.record.spec.idle.hibernate_after_s},
+            "on_timeout": self.record.spec.idle.on_timeout,
+            "on_resume": self.record.spec.on_resume,
             "node": "local",
         }
 
@@ -101,10 +105,12 @@ class SandboxService:
 
     async def create(self, tenant: Tenant, *, template: str | None, cpu: float | None,
                      memory_mb: int | None, disk_mb: int | None, timeout_s: float | None,
-                     name: str | None, metadata: dict[str, str],
-                     env: dict[str, str]) -> tuple[SandboxView, bool]:  # fmt: skip
-        """Create a sandbox, or return the tenant's existing one with this name.
-        Returns (view, created)."""
+                     name: str | None, metadata: dict[str, str], env: dict[str, str],
+                     idle: dict[str, float | None] | None = None, on_timeout: str = "kill",
+                     on_resume: str | None = None, snapshot: str | None = None,
+                     ) -> tuple[SandboxView, bool]:  # fmt: skip
+        """Create a sandbox (from a named snapshot if given), or return the tenant's
+        existing one with this name. Returns (view, created)."""
         lock = self._create_locks.setdefault(f"{tenant.id}/{name}", asyncio.Lock()) if name else None
         if lock:
             await lock.acquire()
@@ -113,28 +119,51 @@ class SandboxService:
                 existing = self.store.sandbox_by_name(tenant.id, name)
                 if existing is not None:
                     return self.get(tenant, existing.id), False
+            manifest = None
+            if snapshot is not None:
+                snap = self.store.snapshot(snapshot)
+                if snap is None or snap.tenant_id != tenant.id:
+                    raise not_found("snapshot", snapshot)
+                manifest, template = snap.manifest, template or snap.template
             limits = Limits(
                 cpu=cpu if cpu is not None else self.defaults.cpu,
                 memory_mb=memory_mb if memory_mb is not None else self.defaults.memory_mb,
                 disk_mb=disk_mb if disk_mb is not None else self.defaults.disk_mb,
                 pids=self.defaults.pids,
             )
-            spec = SandboxSpec(template=template or "base", limits=limits, env=env,
-                               timeout_s=timeout_s)  # fmt: skip
+            spec = SandboxSpec(template=template or "base", limits=limits, env=env, timeout_s=timeout_s,
+                               idle=IdlePolicy(**(idle or {}), on_timeout=on_timeout), on_resume=on_resume)  # fmt: skip
             spec.validate()
             self._check_quota(tenant, limits)
-            rec = await self.runtime.create(spec)
-            row = SandboxRow(rec.id, tenant.id, name, spec.template, limits.cpu, limits.memory_mb,
-                             limits.disk_mb, metadata, time.time())  # fmt: skip
-            try:
-                self.store.add_sandbox(row)
-            except BaseException:
-                await self.runtime.kill(rec.id)
-                raise
-            return SandboxView(row, rec), True
+            if manifest:
+                rec = await self.runtime.create_cold(spec, snapshot=manifest)
+            else:
+                rec = await self.runtime.create(spec)
+            return await self._own(tenant, rec, name, metadata), True
         finally:
             if lock:
                 lock.release()
+
+    async def _own(self, tenant: Tenant, rec: SandboxRecord, name: str | None,
+                   metadata: dict[str, str]) -> SandboxView:  # fmt: skip
+        limits = rec.spec.limits
+        row = SandboxRow(rec.id, tenant.id, name, rec.spec.template, limits.cpu, limits.memory_mb,
+                         limits.disk_mb, metadata, time.time())  # fmt: skip
+        try:
+            self.store.add_sandbox(row)
+        except BaseException:
+            await self.runtime.kill(rec.id)
+            raise
+        return SandboxView(row, rec)
+
+    async def fork(self, tenant: Tenant, sandbox_id: str, name: str | None,
+                   metadata: dict[str, str] | None) -> SandboxView:  # fmt: skip
+        source = self.get(tenant, sandbox_id)
+        if name and self.store.sandbox_by_name(tenant.id, name):
+            raise ApiError(409, "conflict", f"a sandbox named {name!r} already exists")
+        self._check_quota(tenant, source.record.spec.limits)
+        rec = await self.runtime.fork(sandbox_id)
+        return await self._own(tenant, rec, name, dict(source.row.metadata if metadata is None else metadata))
 
     async def kill(self, tenant: Tenant, sandbox_id: str) -> None:
         self.get(tenant, sandbox_id)
@@ -142,10 +171,8 @@ class SandboxService:
         await self.runtime.kill(sandbox_id)
 
     async def running(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
-        """The sandbox, woken if it was paused or stopped: waking is transparent."""
-        view = self.get(tenant, sandbox_id)
-        if view.record.state == "paused":
-            await self.runtime.resume(sandbox_id)
-        elif view.record.state == "stopped":
-            await self.runtime.start_sandbox(sandbox_id)
+        """The sandbox, woken if it was paused, stopped or hibernated: waking is transparent."""
+        self.get(tenant, sandbox_id)
+        await self.runtime.wake(sandbox_id)
+        self.runtime.touch(sandbox_id)
         return self.get(tenant, sandbox_id)

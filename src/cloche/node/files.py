@@ -105,7 +105,7 @@ class SandboxFS:
         return self._open(parent or "/", os.O_PATH | os.O_DIRECTORY), name
 
     def read(self, path: str, limit: int) -> bytes:
-        fd = self._open(path, os.O_RDONLY)
+        fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
@@ -123,7 +123,7 @@ class SandboxFS:
 
     def open_read(self, path: str) -> int:
         """An fd for streaming a regular file out."""
-        fd = self._open(path, os.O_RDONLY)
+        fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise FileError(f"{path}: not a regular file", 400, "not_a_file")

@@ -13,7 +13,7 @@ from typing import Any
 
 from cloche.node.spec import SandboxSpec
 
-STATES = ("creating", "running", "paused", "stopped")
+STATES = ("creating", "running", "paused", "stopped", "hibernated")
 
 
 @dataclass
@@ -27,6 +27,8 @@ class SandboxRecord:
     last_active_at: float = field(default_factory=time.time)
     expires_at: float | None = None
     pooled: bool = False
+    snapshot: str | None = None  # manifest of the last hibernate (or the one it was made from)
+    last_hibernate: dict[str, int] | None = None  # write statistics of the last hibernate
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

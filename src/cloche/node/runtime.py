@@ -37,6 +37,9 @@ from cloche.node.runc import DRIVERS, OciDriver
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.templates import TemplateStore
 from cloche.node.uids import UidAllocator
+from cloche.snapshots import gc, tree
+from cloche.snapshots.blobstore import open_store
+from cloche.snapshots.store import SnapshotCorrupt, SnapshotStore, WriteStats
 
 log = logging.getLogger("cloche.node")
 
@@ -64,6 +67,7 @@ class NodeConfig:
     pool_template: str = "base"
     pool_limits: Limits = Limits()
     run_root: Path = Path("/run/cloche")
+    blob_url: str = "local"  # local (DATA/blobs), file:///dir or s3://bucket/prefix?endpoint=...
 
 
 def new_id() -> str:
@@ -112,6 +116,9 @@ class NodeRuntime:
         self._reaper: asyncio.Task[None] | None = None
         self.on_expire: Callable[[str], None] | None = None
         self.listeners: list[SandboxListener] = []
+        self.snapshots = SnapshotStore(open_store(config.blob_url, config.data_dir / "blobs"))
+        # Manifests referenced from outside the node (named snapshots); GC keeps them.
+        self.pinned_manifests: Callable[[], set[str]] = set
 
     # ---- startup and shutdown -------------------------------------------------------
 
@@ -152,6 +159,8 @@ class NodeRuntime:
             if rec.state in ("running", "paused") and status in ("running", "paused"):
                 rec.state = status
                 log.info("adopted sandbox %s (%s)", rec.id, status)
+            elif rec.state == "hibernated":
+                self._teardown(rec.id)
             else:
                 self._teardown(rec.id)
                 rec.state = "stopped"
@@ -159,6 +168,8 @@ class NodeRuntime:
             self._sandboxes[rec.id] = rec
         for d in self.records.orphan_dirs():
             shutil.rmtree(d, ignore_errors=True)
+        for tmp in self.records.root.glob("*/disk.img.tmp"):
+            tmp.unlink()
         for cid in running - known:
             self._teardown(cid)
         for d in self.run.iterdir():
@@ -203,6 +214,7 @@ class NodeRuntime:
         rec = self.get(sandbox_id)
         if rec.state not in ("running", "paused"):
             raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; start it to use its files")
+        rec.last_active_at = time.time()
         return SandboxFS(str(self.run / sandbox_id / "rootfs"), UidAllocator.base(rec.uid_index))
 
     def socket_path(self, sandbox_id: str) -> str:
@@ -225,9 +237,11 @@ class NodeRuntime:
                 return claimed
         return await self.create_cold(spec)
 
-    async def create_cold(self, spec: SandboxSpec, pooled: bool = False) -> SandboxRecord:
+    async def create_cold(self, spec: SandboxSpec, pooled: bool = False,
+                          snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
+        """Create without the pool; with `snapshot`, the sandbox starts from that manifest's files."""
         sandbox_id = new_id()
-        rec = SandboxRecord(id=sandbox_id, state="creating", spec=spec,
+        rec = SandboxRecord(id=sandbox_id, state="creating", spec=spec, snapshot=snapshot,
                             uid_index=self.uids.allocate(self.key), pooled=pooled)  # fmt: skip
         rec.expires_at = time.time() + spec.timeout_s if spec.timeout_s else None
         self._sandboxes[sandbox_id] = rec
@@ -267,18 +281,13 @@ class NodeRuntime:
         os.chmod(rdir, 0o711)
         os.chmod(rdir / "host", 0o755)
         image = ddir / "disk.img"
-        if not image.exists():
-            tmp = ddir / "disk.img.tmp"
-            disk.create_image(str(tmp), limits.disk_mb, limits.inode_count)
-            os.rename(tmp, image)
         base = UidAllocator.base(rec.uid_index)
-        disk.mount_image(str(image), str(rdir / "disk"))
         upper, work = rdir / "disk" / "upper", rdir / "disk" / "work"
+        if not image.exists():
+            self._make_disk(rec, image, rdir / "disk")
+        disk.mount_image(str(image), str(rdir / "disk"))
         if not upper.exists():
-            upper.mkdir()
-            os.chown(upper, base, base)
-            os.chmod(upper, 0o755)
-            work.mkdir()
+            _make_upper(upper, work, base)
         idmap.bind_shifted(str(self.init_path), template.rootfs, str(rdir / "lower"), base, UID_RANGE)
         linux.mount("overlay", str(rdir / "rootfs"), "overlay", OVERLAY_FLAGS,
                     f"lowerdir={rdir / 'lower'},upperdir={upper},workdir={work}")  # fmt: skip
@@ -304,6 +313,26 @@ class NodeRuntime:
             self.driver.run(rec.id, rdir, listener.fileno(), rdir / "runc.log")
         finally:
             listener.close()
+
+    def _make_disk(self, rec: SandboxRecord, image: Path, mountpoint: Path) -> None:
+        """A fresh disk image, filled from the record's snapshot when it has one. It only
+        becomes disk.img once complete, so a crash leaves the previous state intact."""
+        limits = rec.spec.limits
+        tmp = image.with_name("disk.img.tmp")
+        disk.create_image(str(tmp), limits.disk_mb, limits.inode_count)
+        if rec.snapshot:
+            base = UidAllocator.base(rec.uid_index)
+            disk.mount_image(str(tmp), str(mountpoint))
+            try:
+                _make_upper(mountpoint / "upper", mountpoint / "work", base)
+                manifest = self.snapshots.get_manifest(rec.snapshot)
+                tree.restore(manifest, mountpoint / "upper", base, self.snapshots)
+            except BaseException:
+                disk.unmount(str(mountpoint))
+                tmp.unlink()
+                raise
+            disk.unmount(str(mountpoint))
+        os.rename(tmp, image)
 
     def _teardown(self, sandbox_id: str) -> None:
         """Remove the runtime half of a sandbox (container, mounts, bundle); keep its disk."""
@@ -346,10 +375,11 @@ class NodeRuntime:
             return rec
 
     async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
-        """Start a stopped sandbox again on its own disk (same id, limits and files)."""
+        """Start a stopped or hibernated sandbox again (same id, limits, env and files):
+        on its own disk when the node still holds it, else from its snapshot."""
         async with self._lock(sandbox_id):
             rec = self.get(sandbox_id)
-            if rec.state == "stopped":
+            if rec.state in ("stopped", "hibernated"):
                 try:
                     await asyncio.to_thread(self._provision_and_run, rec, False)
                 except BaseException:
@@ -359,7 +389,114 @@ class NodeRuntime:
                 rec.last_active_at = time.time()
                 await asyncio.to_thread(self.records.save, rec)
                 await self.announce_started(rec)
+                if rec.spec.on_resume:
+                    sock, req = self.prepare_exec(rec.id, ExecRequest(cmd=["/bin/sh", "-c", rec.spec.on_resume],
+                                                                      detach=True))  # fmt: skip
+                    session = await supervisor.open_session(sock, req)
+                    await session.close()
             return rec
+
+    async def wake(self, sandbox_id: str) -> SandboxRecord:
+        """Whatever state the sandbox sleeps in, make it running (waking is transparent)."""
+        rec = self.get(sandbox_id)
+        if rec.state == "paused":
+            return await self.resume(sandbox_id)
+        if rec.state in ("stopped", "hibernated"):
+            return await self.start_sandbox(sandbox_id)
+        return rec
+
+    def touch(self, sandbox_id: str) -> None:
+        """Record user activity (it postpones the idle policy)."""
+        self.get(sandbox_id).last_active_at = time.time()
+
+    async def hibernate(self, sandbox_id: str, keep_local: bool = True) -> SandboxRecord:
+        """Stop the processes, capture the writable layer as a snapshot and release CPU,
+        memory and cgroup. With keep_local the disk stays on this node for a fast resume."""
+        async with self._lock(sandbox_id):
+            rec = self.get(sandbox_id)
+            if rec.state == "creating":
+                raise InvalidState(f"sandbox {sandbox_id} is still being created")
+            if rec.state != "hibernated":
+                await self.announce_stopped(sandbox_id)
+                await asyncio.to_thread(self._hibernate, rec)
+            if not keep_local:
+                (self.records.dir(sandbox_id) / "disk.img").unlink(missing_ok=True)
+            return rec
+
+    def _capture(self, rec: SandboxRecord) -> tuple[str, WriteStats]:
+        """Snapshot the sandbox's upper layer (its disk must be mounted and quiet)."""
+        parent = None
+        if rec.snapshot:
+            try:
+                parent = self.snapshots.get_manifest(rec.snapshot)
+            except SnapshotCorrupt:
+                parent = None
+        stats = WriteStats()
+        upper = self.run / rec.id / "disk" / "upper"
+        manifest = tree.capture(upper, UidAllocator.base(rec.uid_index), self.snapshots, parent, stats)
+        manifest["template"] = rec.spec.template
+        return self.snapshots.put_manifest(manifest, stats), stats
+
+    def _mount_for_capture(self, rec: SandboxRecord) -> bool:
+        """Mount a stopped sandbox's disk; returns whether we mounted it."""
+        target = self.run / rec.id / "disk"
+        if str(target) in linux.mountpoints():
+            return False
+        target.mkdir(parents=True, exist_ok=True)
+        disk.mount_image(str(self.records.dir(rec.id) / "disk.img"), str(target))
+        return True
+
+    def _hibernate(self, rec: SandboxRecord) -> None:
+        self.driver.delete(rec.id)
+        self._mount_for_capture(rec)
+        self.snapshots.begin_write()
+        try:
+            digest, stats = self._capture(rec)
+            rec.snapshot = digest
+            rec.last_hibernate = {"chunks_written": stats.chunks_written, "bytes_written": stats.bytes_written,
+                                  "chunks_reused": stats.chunks_reused}  # fmt: skip
+            rec.state = "hibernated"
+            self.records.save(rec)
+        finally:
+            self.snapshots.end_write()
+        self._teardown(rec.id)
+
+    async def snapshot(self, sandbox_id: str) -> str:
+        """A consistent snapshot of the sandbox's current files, leaving it as it was
+        (a running sandbox is frozen while its layer is read)."""
+        async with self._lock(sandbox_id):
+            rec = self.get(sandbox_id)
+            if rec.state == "hibernated" and rec.snapshot:
+                return rec.snapshot
+            return await asyncio.to_thread(self._snapshot_live, rec)
+
+    def _snapshot_live(self, rec: SandboxRecord) -> str:
+        frozen = rec.state == "running"
+        if frozen:
+            self.driver.pause(rec.id)
+        mounted = self._mount_for_capture(rec) if rec.state in ("stopped", "hibernated") else False
+        self.snapshots.begin_write()
+        try:
+            digest, _ = self._capture(rec)
+            return digest
+        finally:
+            self.snapshots.end_write()
+            if mounted:
+                disk.unmount(str(self.run / rec.id / "disk"))
+            if frozen:
+                self.driver.resume(rec.id)
+
+    async def fork(self, sandbox_id: str, spec: SandboxSpec | None = None) -> SandboxRecord:
+        """A new sandbox with the current files of this one (running or hibernated)."""
+        source = self.get(sandbox_id)
+        digest = await self.snapshot(sandbox_id)
+        return await self.create_cold(spec or source.spec, snapshot=digest)
+
+    def collect_garbage(self, grace_s: float = 300.0) -> gc.GcReport:
+        def live() -> set[str]:
+            return {r.snapshot for r in self._sandboxes.values() if r.snapshot} | self.pinned_manifests()
+
+        return gc.collect(self.snapshots, live, grace_s)
 
     async def pause(self, sandbox_id: str) -> SandboxRecord:
         async with self._lock(sandbox_id):
@@ -396,16 +533,33 @@ class NodeRuntime:
     async def _reap_expired(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = time.time()
             for rec in list(self._sandboxes.values()):
-                if rec.expires_at and rec.expires_at <= now and not rec.pooled:
-                    log.info("sandbox %s reached its timeout", rec.id)
-                    try:
-                        await self.kill(rec.id)
-                    except SandboxNotFound:
-                        continue
-                    if self.on_expire:
-                        self.on_expire(rec.id)
+                if rec.pooled:
+                    continue
+                try:
+                    await self._apply_policy(rec, time.time())
+                except SandboxNotFound:
+                    continue
+                except Exception:
+                    log.exception("idle policy for %s failed", rec.id)
+
+    async def _apply_policy(self, rec: SandboxRecord, now: float) -> None:
+        idle = rec.spec.idle
+        if rec.expires_at and rec.expires_at <= now:
+            log.info("sandbox %s reached its timeout (%s)", rec.id, idle.on_timeout)
+            if idle.on_timeout == "hibernate":
+                rec.expires_at = None
+                await self.hibernate(rec.id)
+            else:
+                await self.kill(rec.id)
+                if self.on_expire:
+                    self.on_expire(rec.id)
+            return
+        quiet = now - rec.last_active_at
+        if idle.hibernate_after_s and quiet >= idle.hibernate_after_s and rec.state in ("running", "paused"):
+            await self.hibernate(rec.id)
+        elif idle.pause_after_s and quiet >= idle.pause_after_s and rec.state == "running":
+            await self.pause(rec.id)
 
     # ---- exec --------------------------------------------------------------------------
 
@@ -428,3 +582,10 @@ class NodeRuntime:
     async def signal(self, sandbox_id: str, pid: int, signo: int) -> int:
         sock, _ = self.prepare_exec(sandbox_id, ExecRequest(cmd=["-"]))
         return await supervisor.kill_process(sock, pid, signo)
+
+
+def _make_upper(upper: Path, work: Path, uid_base: int) -> None:
+    upper.mkdir()
+    os.chown(upper, uid_base, uid_base)
+    os.chmod(upper, 0o755)
+    work.mkdir()

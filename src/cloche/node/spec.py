@@ -41,6 +41,25 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class IdlePolicy:
+    """What happens to a sandbox nobody uses: pause (frozen, memory kept) after
+    `pause_after_s`, hibernate (snapshot, nothing kept in memory) after
+    `hibernate_after_s`; at `timeout_s` it is killed or hibernated (`on_timeout`)."""
+
+    pause_after_s: float | None = None
+    hibernate_after_s: float | None = None
+    on_timeout: str = "kill"
+
+    def validate(self) -> None:
+        for name in ("pause_after_s", "hibernate_after_s"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 30 * 86400:
+                raise InvalidSpec(f"idle.{name} must be between 0 and 30 days")
+        if self.on_timeout not in ("kill", "hibernate"):
+            raise InvalidSpec("on_timeout must be 'kill' or 'hibernate'")
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """Everything needed to (re)create a sandbox on a node."""
 
@@ -48,6 +67,8 @@ class SandboxSpec:
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    idle: IdlePolicy = field(default_factory=IdlePolicy)
+    on_resume: str | None = None  # shell command run after waking from stopped/hibernated
 
     def validate(self) -> None:
         self.limits.validate()
@@ -56,6 +77,9 @@ class SandboxSpec:
                 raise InvalidSpec(f"invalid environment variable name {key!r}")
         if self.timeout_s is not None and not 0 < self.timeout_s <= 30 * 86400:
             raise InvalidSpec("timeout_s must be between 0 and 30 days")
+        self.idle.validate()
+        if self.on_resume is not None and (not self.on_resume or "\0" in self.on_resume):
+            raise InvalidSpec("on_resume must be a non-empty shell command")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,4 +91,6 @@ class SandboxSpec:
             limits=Limits(**data.get("limits", {})),
             env=dict(data.get("env", {})),
             timeout_s=data.get("timeout_s"),
+            idle=IdlePolicy(**data.get("idle", {})),
+            on_resume=data.get("on_resume"),
         )

@@ -13,13 +13,14 @@ from cloche import __version__
 from cloche.config import INIT_BINARY, Settings
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
+from cloche.control.snapshots import SnapshotService
 from cloche.metrics import Metrics
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.server import errors
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit, BodyTooLarge
 from cloche.server.routes import exec as exec_routes
-from cloche.server.routes import files, health, nodes, sandboxes, tenants
+from cloche.server.routes import files, health, nodes, sandboxes, snapshots, tenants
 from cloche.store.db import Store
 
 
@@ -52,12 +53,13 @@ def create_app(settings: Settings) -> FastAPI:
         runtime = NodeRuntime(NodeConfig(
             data_dir=settings.data_dir, init_binary=INIT_BINARY, driver=settings.driver,
             pool_size=settings.pool_size, pool_template=settings.pool_template,
-            pool_limits=settings.default_limits,
+            pool_limits=settings.default_limits, blob_url=settings.blob_url,
         ))  # fmt: skip
+        runtime.pinned_manifests = store.snapshot_manifests
         await runtime.start()
         service = SandboxService(store, runtime, settings.default_limits)
         await service.reconcile()
-        app.state.ctx = Context(settings, store, runtime, service,
+        app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service),
                                 RateLimiter(settings.rate_per_s, settings.rate_burst), Metrics())  # fmt: skip
         try:
             yield
@@ -81,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
         return JSONResponse(errors.error_body("invalid_request", "JSON is nested too deeply"), 400)
 
-    for module in (health, tenants, sandboxes, exec_routes, files, nodes):
+    for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, settings=settings)
     return app

@@ -9,6 +9,7 @@ from fastapi import Request
 from cloche.config import Settings
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
+from cloche.control.snapshots import SnapshotService
 from cloche.metrics import Metrics
 from cloche.node.runtime import NodeRuntime
 from cloche.store.db import Store
@@ -20,6 +21,7 @@ class Context:
     store: Store
     runtime: NodeRuntime
     sandboxes: SandboxService
+    snapshots: SnapshotService
     limiter: RateLimiter
     metrics: Metrics
 

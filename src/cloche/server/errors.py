@@ -16,6 +16,7 @@ from cloche.node.errors import (
     SandboxNotFound,
     TemplateNotFound,
 )
+from cloche.snapshots.store import SnapshotCorrupt
 
 RUNTIME_STATUS: list[tuple[type[RuntimeFailure], int]] = [
     (SandboxNotFound, 404),
@@ -42,6 +43,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FileError)
     async def file_error(_: Request, exc: FileError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, str(exc)), exc.status)
+
+    @app.exception_handler(SnapshotCorrupt)
+    async def snapshot_corrupt(_: Request, exc: SnapshotCorrupt) -> JSONResponse:
+        message = f"{exc}; the sandbox keeps its previous snapshot and was not started"
+        return JSONResponse(error_body("snapshot_corrupt", message), 500)
 
     @app.exception_handler(RuntimeFailure)
     async def runtime_error(_: Request, exc: RuntimeFailure) -> JSONResponse:

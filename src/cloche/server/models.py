@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloche.node.spec import MAX_CPU, MAX_DISK_MB, MAX_MEMORY_MB, MIN_DISK_MB
@@ -42,6 +44,11 @@ class KeyCreated(BaseModel):
     api_key: str
 
 
+class IdleBody(Strict):
+    pause_after_s: float | None = Field(None, gt=0, le=30 * 86400, description="freeze after this long idle")
+    hibernate_after_s: float | None = Field(None, gt=0, le=30 * 86400, description="hibernate after this long idle")
+
+
 class SandboxCreate(Strict):
     template: str | None = Field(None, max_length=63)
     cpu: float | None = Field(None, ge=0.01, le=MAX_CPU)
@@ -51,6 +58,11 @@ class SandboxCreate(Strict):
     name: str | None = Field(None, min_length=1, max_length=128, pattern=NAME_PATTERN)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    idle: IdleBody | None = None
+    on_timeout: Literal["kill", "hibernate"] = "kill"
+    on_resume: str | None = Field(None, min_length=1, max_length=4096,
+                                  description="shell command run after waking from stopped or hibernated")
+    snapshot: str | None = Field(None, max_length=64, description="id of a named snapshot to start from")
 
 
 class SandboxOut(BaseModel):
@@ -66,6 +78,9 @@ class SandboxOut(BaseModel):
     created_at: float
     expires_at: float | None
     last_active_at: float
+    idle: IdleBody
+    on_timeout: str
+    on_resume: str | None
     node: str
 
 
@@ -139,3 +154,25 @@ class UploadOut(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ForkBody(Strict):
+    name: str | None = Field(None, min_length=1, max_length=128, pattern=NAME_PATTERN)
+    metadata: dict[str, str] | None = Field(None, max_length=64)
+
+
+class SnapshotCreate(Strict):
+    name: str = Field(..., min_length=1, max_length=128, pattern=NAME_PATTERN)
+
+
+class SnapshotOut(BaseModel):
+    id: str
+    name: str
+    sandbox_id: str
+    template: str
+    bytes: int
+    created_at: float
+
+
+class SnapshotList(BaseModel):
+    items: list[SnapshotOut]

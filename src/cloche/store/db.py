@@ -42,6 +42,17 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     created_at REAL NOT NULL,
     UNIQUE (tenant_id, name)
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    name TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    sandbox_id TEXT NOT NULL,
+    template TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (tenant_id, name)
+);
 """
 
 
@@ -187,6 +198,43 @@ class Store:
 
     def delete_sandbox(self, sandbox_id: str) -> None:
         self._q("DELETE FROM sandboxes WHERE id=?", (sandbox_id,))
+
+    # ---- named snapshots --------------------------------------------------------
+
+    def add_snapshot(self, row: SnapshotRow) -> None:
+        self._q("INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?)",
+                (row.id, row.tenant_id, row.name, row.manifest, row.sandbox_id, row.template, row.bytes,
+                 row.created_at))  # fmt: skip
+
+    def snapshot(self, snapshot_id: str) -> SnapshotRow | None:
+        rows = self._q("SELECT * FROM snapshots WHERE id=?", (snapshot_id,))
+        return SnapshotRow(**dict(rows[0])) if rows else None
+
+    def snapshot_by_name(self, tenant_id: str, name: str) -> SnapshotRow | None:
+        rows = self._q("SELECT * FROM snapshots WHERE tenant_id=? AND name=?", (tenant_id, name))
+        return SnapshotRow(**dict(rows[0])) if rows else None
+
+    def snapshots(self, tenant_id: str) -> list[SnapshotRow]:
+        rows = self._q("SELECT * FROM snapshots WHERE tenant_id=? ORDER BY created_at", (tenant_id,))
+        return [SnapshotRow(**dict(r)) for r in rows]
+
+    def snapshot_manifests(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT manifest FROM snapshots")}
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self._q("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
+
+
+@dataclass
+class SnapshotRow:
+    id: str
+    tenant_id: str
+    name: str
+    manifest: str
+    sandbox_id: str
+    template: str
+    bytes: int
+    created_at: float
 
 
 def _tenant(r: sqlite3.Row) -> Tenant:

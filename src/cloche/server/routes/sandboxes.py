@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
-from cloche.server.models import SandboxCreate, SandboxList, SandboxOut, TimeoutUpdate
+from cloche.server.models import ForkBody, SandboxCreate, SandboxList, SandboxOut, TimeoutUpdate
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
@@ -20,7 +20,8 @@ async def create_sandbox(body: SandboxCreate, request: Request, tenant: CurrentT
     c = ctx(request)
     started = time.perf_counter()
     pool_claims = c.runtime.pool.claims
-    view, created = await c.sandboxes.create(tenant, **body.model_dump())
+    fields = body.model_dump()
+    view, created = await c.sandboxes.create(tenant, **fields)
     if created:
         source = "pool" if c.runtime.pool.claims > pool_claims else "cold"
         c.metrics.create_seconds.labels(source).observe(time.perf_counter() - started)
@@ -66,4 +67,22 @@ async def pause(sandbox_id: str, request: Request, tenant: CurrentTenant) -> San
 @router.post("/{sandbox_id}/resume", response_model=SandboxOut)
 async def resume(sandbox_id: str, request: Request, tenant: CurrentTenant) -> SandboxOut:
     view = await ctx(request).sandboxes.running(tenant, sandbox_id)
+    return SandboxOut(**view.to_json())
+
+
+@router.post("/{sandbox_id}/hibernate", response_model=SandboxOut)
+async def hibernate(sandbox_id: str, request: Request, tenant: CurrentTenant,
+                    keep_local: bool = True) -> SandboxOut:  # fmt: skip
+    """Snapshot the sandbox's files and release its CPU, memory and processes. Any later
+    call that needs it running (exec, files, resume) wakes it with every file intact."""
+    c = ctx(request)
+    c.sandboxes.get(tenant, sandbox_id)
+    await c.runtime.hibernate(sandbox_id, keep_local=keep_local)
+    return SandboxOut(**c.sandboxes.get(tenant, sandbox_id).to_json())
+
+
+@router.post("/{sandbox_id}/fork", status_code=201, response_model=SandboxOut)
+async def fork(sandbox_id: str, body: ForkBody, request: Request, tenant: CurrentTenant) -> SandboxOut:
+    """A new sandbox with the current files of this one (running or hibernated)."""
+    view = await ctx(request).sandboxes.fork(tenant, sandbox_id, body.name, body.metadata)
     return SandboxOut(**view.to_json())
