@@ -19,7 +19,7 @@ import pytest
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeConfig, NodeRuntime
-from cloche.node.spec import Limits, SandboxSpec
+from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
 
 T = TypeVar("T")
@@ -44,17 +44,17 @@ class LoopThread:
 class Node:
     """A NodeRuntime plus sync helpers for tests."""
 
-    def __init__(self, data_dir: Path, pool_size: int = 0) -> None:
+    def __init__(self, data_dir: Path, pool_size: int = 0, **config_kw: Any) -> None:
         self.loop = LoopThread()
-        config = NodeConfig(data_dir=data_dir, init_binary=INIT_BINARY, pool_size=pool_size)
+        config = NodeConfig(data_dir=data_dir, init_binary=INIT_BINARY, pool_size=pool_size, **config_kw)
         self.rt = self.loop.run(_make_runtime(config))
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
         return self.loop.run(coro, timeout)
 
-    def create(self, template: str = "base", env: dict[str, str] | None = None,
+    def create(self, template: str = "base", env: dict[str, str] | None = None, idle: IdlePolicy | None = None,
                **limits: Any) -> SandboxRecord:  # fmt: skip
-        spec = SandboxSpec(template=template, limits=Limits(**limits), env=env or {})
+        spec = SandboxSpec(template=template, limits=Limits(**limits), env=env or {}, idle=idle or IdlePolicy())
         return self.run(self.rt.create(spec))
 
     def exec(self, sandbox_id: str, cmd: list[str] | str, **kw: Any) -> ExecResult:
@@ -114,3 +114,53 @@ def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(tarball, "w") as tar:
         tar.add(root, arcname=".")
     return tarball
+
+
+class S3Server:
+    """A real S3-compatible server process (moto's server mode) on a free loopback port."""
+
+    def __init__(self, port: int) -> None:
+        import subprocess
+        import sys
+
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        import time
+
+        import httpx
+
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                httpx.get(self.url, timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("S3 server did not start")
+
+    def bucket(self, name: str) -> str:
+        """Create a bucket and return the blob URL that points cloche at it."""
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1").create_bucket(Bucket=name)
+        return f"s3://{name}/cloche?endpoint={self.url}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    import os
+    import socket
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = S3Server(port)
+    yield server
+    server.stop()

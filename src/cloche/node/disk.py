@@ -75,6 +75,6 @@ def unmount(target: str) -> None:
     try:
         linux.umount(target, detach=False)
     except OSError as exc:
-        if exc.errno == 22:  # EINVAL: not mounted
+        if exc.errno in (errno.EINVAL, errno.ENOENT):  # not mounted, or no mount point
             return
         linux.umount(target, detach=True)
