@@ -94,7 +94,7 @@ class Conflict(StateError):
 
 
 def check_ns(name: str, limits: StateLimits) -> str:
-    if not name or len(name.encode()) > limits.max_ns_bytes or not NS_RE.match(name):
+    if not name or len(name.encode()) > limits.max_ns_bytes or not NS_RE.fullmatch(name):
         raise InvalidName(
             f"invalid namespace {name[:80]!r}: 1..{limits.max_ns_bytes} characters from "
             "A-Z a-z 0-9 _ . -, starting with a letter or digit"
@@ -103,7 +103,7 @@ def check_ns(name: str, limits: StateLimits) -> str:
 
 
 def check_key(key: str, limits: StateLimits) -> str:
-    if (not key or len(key.encode()) > limits.max_key_bytes or not KEY_RE.match(key)
+    if (not key or len(key.encode()) > limits.max_key_bytes or not KEY_RE.fullmatch(key)
             or key.startswith("/") or "//" in key or key in (".", "..")
             or "/./" in f"/{key}/" or "/../" in f"/{key}/"):  # fmt: skip
         raise InvalidName(
