@@ -146,6 +146,7 @@ class NodeRuntime:
         cgroups.remove_tree(self.cgroup_parent)
 
     def _reconcile(self) -> None:
+        self.templates.get("base")  # built once, before the first create needs it
         running = set(self.driver.list_ids())
         known = set()
         for rec in self.records.load_all():

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class TemplateStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self._build_lock = threading.Lock()
 
     def _dir(self, name: str) -> Path:
         if not NAME_RE.match(name):
@@ -70,7 +72,9 @@ class TemplateStore:
     def get(self, name: str) -> Template:
         d = self._dir(name)
         if name == "base" and not (d / "meta.json").exists():
-            self._build_base()
+            with self._build_lock:
+                if not (d / "meta.json").exists():
+                    self._build_base()
         try:
             meta = json.loads((d / "meta.json").read_text())
         except FileNotFoundError:
