@@ -38,7 +38,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logf = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys;from pathlib import Path;from cloche.server.runner import serve;serve(Path(sys.argv[3]),\"127.0.0.1\",int(sys.argv[5]),int(sys.argv[7]))", "up", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "cloche.cli", "up", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--pool-size", str(self.pool_size)],
             stdout=logf, stderr=subprocess.STDOUT, env=self.env,
         )  # fmt: skip
