@@ -113,7 +113,8 @@ def test_second_hibernate_writes_only_what_changed(node):
 def test_identical_files_are_stored_once_across_sandboxes(node):
     a, b = node.create(), node.create()
     for sid in (a.id, b.id):
-        node.sh(sid, "python3 -c \"import random; random.seed(7); open('/workspace/same','wb').write(random.randbytes(3_000_000))\"")
+        script = "import random; random.seed(7); open('/workspace/same', 'wb').write(random.randbytes(3_000_000))"
+        node.exec(sid, ["python3", "-c", script])
     node.run(node.rt.hibernate(a.id))
     node.run(node.rt.hibernate(b.id))
     assert node.rt.get(b.id).last_hibernate["chunks_written"] <= 1  # only what differs (none, or a tiny tail)

@@ -19,7 +19,8 @@ def test_hibernate_then_exec_wakes_transparently(tenant_client: httpx.Client):
     tenant_client.put(f"/v1/sandboxes/{sid}/files", params={"path": "/workspace/a"}, content=b"A")
     r = tenant_client.post(f"/v1/sandboxes/{sid}/hibernate")
     assert r.status_code == 200 and r.json()["state"] == "hibernated"
-    out = tenant_client.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": "cat /workspace/a; sleep 0.2; cat /workspace/log"})
+    cmd = "cat /workspace/a; sleep 0.2; cat /workspace/log"
+    out = tenant_client.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": cmd})
     assert out.json()["stdout"] == "Aresumed\n"
     assert tenant_client.get(f"/v1/sandboxes/{sid}").json()["state"] == "running"
     tenant_client.delete(f"/v1/sandboxes/{sid}")
@@ -50,7 +51,8 @@ def test_fork_and_named_snapshots(tenant_client: httpx.Client):
     assert dup.status_code == 409
     restored = tenant_client.post("/v1/sandboxes", json={"snapshot": snap_id}).json()["id"]
     assert tenant_client.get(f"/v1/sandboxes/{restored}/files", params={"path": "/workspace/v"}).content == b"1"
-    assert tenant_client.get(f"/v1/sandboxes/{fork.json()['id']}/files", params={"path": "/workspace/v"}).content == b"1"
+    forked = fork.json()["id"]
+    assert tenant_client.get(f"/v1/sandboxes/{forked}/files", params={"path": "/workspace/v"}).content == b"1"
     assert tenant_client.delete(f"/v1/snapshots/{snap_id}").status_code == 204
     assert tenant_client.get(f"/v1/snapshots/{snap_id}").status_code == 404
     for s in (sid, restored, fork.json()["id"]):
