@@ -21,6 +21,8 @@ from cloche.server.context import Context
 from cloche.server.limits import BodyLimit, BodyTooLarge
 from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import files, health, nodes, sandboxes, snapshots, tenants
+from cloche.server.routes import state as state_routes
+from cloche.state.service import StateService
 from cloche.store.db import Store
 
 
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
             pool_limits=settings.default_limits, blob_url=settings.blob_url,
         ))  # fmt: skip
         runtime.pinned_manifests = store.snapshot_manifests
+        app.state.state = await StateService.start(settings.data_dir, store, runtime)  # before start: adoptions
         await runtime.start()
         service = SandboxService(store, runtime, settings.default_limits)
         await service.reconcile()
@@ -65,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await runtime.close()
+            await app.state.state.close()
             store.close()
 
     app = FastAPI(
@@ -83,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
         return JSONResponse(errors.error_body("invalid_request", "JSON is nested too deeply"), 400)
 
-    for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes):
+    for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes, state_routes):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, settings=settings)
     return app

@@ -1,0 +1,269 @@
+"""Durable state routes: a versioned KV and an append-only log per namespace.
+
+Namespaces belong to the calling tenant (A's `foo` is not B's `foo`) and are created by
+their first write; a sandbox's own namespace is named after its id. Versions travel as
+ETags (`"3"`); conditions: `If-Match: "3"` (or `*`: the key must exist) and
+`If-None-Match: *` (the key must not exist) on writes, answering 412 on a conflict
+with `{"error": {"code": "precondition_failed", "message", "key", "current_version"}}`
+(plus `"index"` for the failing op of a batch). `If-None-Match: "3"` on a GET answers
+304 while the key is still at version 3.
+
+Log appends answer 201 `{"seq": N}`; a replay of an `Idempotency-Key` already used in
+the namespace answers 200 `{"seq": <original>, "replayed": true}` (and the header
+`Idempotent-Replayed: true`) and adds nothing. Log entries are returned as `data`
+(UTF-8 text) or `data_b64` (anything else, or every entry with `?encoding=base64`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloche.control.errors import ApiError
+from cloche.server.auth import CurrentTenant
+from cloche.state.engine import Conflict, Op, StateEngine, StateError
+
+router = APIRouter(prefix="/v1/state", tags=["state"])
+
+
+def _engine(request: Request) -> StateEngine:
+    return request.app.state.state.engine
+
+
+def _fail(e: StateError) -> JSONResponse:
+    body: dict[str, Any] = {"code": e.code, "message": e.message}
+    if isinstance(e, Conflict):
+        body.update(key=e.key, current_version=e.current_version)
+        if e.index is not None:
+            body["index"] = e.index
+    return JSONResponse({"error": body}, e.status)
+
+
+def _etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+def _parse_tag(raw: str, header: str) -> int:
+    tag = raw.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+        tag = tag[1:-1]
+    if not tag.isdigit() or not (1 <= len(tag) <= 18) or int(tag) < 1:
+        raise ApiError(400, "invalid_request", f"{header} must be a version like \"3\" (or *), got {raw[:40]!r}")
+    return int(tag)
+
+
+def _conditions(request: Request) -> tuple[int | Literal["*"] | None, bool]:
+    if_match_raw = request.headers.get("if-match")
+    none_match_raw = request.headers.get("if-none-match")
+    if_match: int | Literal["*"] | None = None
+    if if_match_raw is not None:
+        if_match = "*" if if_match_raw.strip() == "*" else _parse_tag(if_match_raw, "If-Match")
+    if none_match_raw is not None and none_match_raw.strip() != "*":
+        raise ApiError(400, "invalid_request", "on writes If-None-Match supports only * (the key must not exist)")
+    if if_match is not None and none_match_raw is not None:
+        raise ApiError(400, "invalid_request", "If-Match and If-None-Match cannot be combined")
+    return if_match, none_match_raw is not None
+
+
+TtlParam = Annotated[float | None, Query(gt=0, le=10 * 365 * 86400, description="expire the key after this long")]
+
+
+@router.put("/{ns}/kv/{key:path}", responses={412: {}, 413: {}})
+async def put_key(ns: str, key: str, request: Request, tenant: CurrentTenant, ttl_s: TtlParam = None) -> Response:
+    """Store the raw request body under `key`: 200 `{"version": N}` with `ETag: "N"`."""
+    engine = _engine(request)
+    if_match, if_none_match = _conditions(request)
+    body = await request.body()
+    try:
+        for _ in range(5):
+            match = if_match
+            if match == "*":  # any live version: compare-and-set against the one seen now
+                item = await engine.kv_get(tenant.id, ns, key)
+                if item is None:
+                    raise Conflict(f"key {key!r} does not exist (If-Match *)", key=key, current_version=None)
+                match = item.version
+            try:
+                version = await engine.kv_put(tenant.id, ns, key, body, if_match=match, if_none_match=if_none_match,
+                                              ttl_s=ttl_s)  # fmt: skip
+                break
+            except Conflict as c:
+                if if_match != "*" or c.current_version is None:
+                    raise
+        else:
+            raise Conflict(f"key {key!r} kept changing (If-Match *); retry", key=key, current_version=None)
+    except StateError as e:
+        return _fail(e)
+    return JSONResponse({"version": version}, headers=_etag(version))
+
+
+@router.get("/{ns}/kv/{key:path}", responses={200: {"content": {"application/octet-stream": {}}}, 304: {}, 404: {}})
+async def get_key(ns: str, key: str, request: Request, tenant: CurrentTenant) -> Response:
+    """The raw value with `ETag: "version"` (and `X-Cloche-Expires-At` for a key with a TTL)."""
+    try:
+        item = await _engine(request).kv_get(tenant.id, ns, key)
+    except StateError as e:
+        return _fail(e)
+    if item is None:
+        raise ApiError(404, "not_found", f"key {key!r} not found in namespace {ns!r}")
+    headers = _etag(item.version)
+    if item.expires_at is not None:
+        headers["X-Cloche-Expires-At"] = f"{item.expires_at:.3f}"
+    inm = request.headers.get("if-none-match")
+    if inm is not None and inm.strip() not in ("*", ""):
+        tags = {t.strip().removeprefix("W/").strip('"') for t in inm.split(",")}
+        if str(item.version) in tags:
+            return Response(status_code=304, headers=headers)
+    return Response(item.value, media_type="application/octet-stream", headers=headers)
+
+
+@router.delete("/{ns}/kv/{key:path}", status_code=204, responses={412: {}})
+async def delete_key(ns: str, key: str, request: Request, tenant: CurrentTenant) -> Response:
+    """204 whether or not the key existed (deletes are idempotent); with If-Match, 412 unless it
+    is at that version."""
+    if_match, if_none_match = _conditions(request)
+    if if_none_match:
+        raise ApiError(400, "invalid_request", "If-None-Match makes no sense on DELETE")
+    engine = _engine(request)
+    try:
+        if if_match == "*":
+            item = await engine.kv_get(tenant.id, ns, key)
+            if item is None:
+                raise Conflict(f"key {key!r} does not exist (If-Match *)", key=key, current_version=None)
+            if_match = item.version
+        await engine.kv_delete(tenant.id, ns, key, if_match=if_match)
+    except StateError as e:
+        return _fail(e)
+    return Response(status_code=204)
+
+
+class KeyOut(BaseModel):
+    key: str
+    version: int
+    size: int
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+    next_cursor: str | None
+
+
+@router.get("/{ns}/kv", response_model=KeyList)
+async def list_keys(ns: str, request: Request, tenant: CurrentTenant,
+                    prefix: Annotated[str, Query(max_length=1024)] = "",
+                    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:  # fmt: skip
+    """Live keys starting with `prefix`, in byte order, `limit` at a time; pass `next_cursor`
+    back as `cursor` for the next page (null: no more)."""
+    try:
+        page = await _engine(request).kv_list(tenant.id, ns, prefix=prefix, cursor=cursor, limit=limit)
+    except StateError as e:
+        return _fail(e)
+    return JSONResponse({"items": [{"key": k.key, "version": k.version, "size": k.size} for k in page.items],
+                         "next_cursor": page.next_cursor})  # fmt: skip
+
+
+class BatchOp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["put", "delete", "check"]
+    key: str = Field(..., min_length=1, max_length=1024)
+    value: str | None = Field(None, description="UTF-8 text value (put)")
+    value_b64: str | None = Field(None, description="base64 value (put), instead of value")
+    if_match: int | None = Field(None, ge=1)
+    if_none_match: bool = False
+    ttl_s: float | None = Field(None, gt=0)
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ops: list[BatchOp] = Field(..., min_length=1, max_length=128)
+
+
+@router.post("/{ns}/batch", responses={412: {}, 413: {}})
+async def batch(ns: str, body: BatchIn, request: Request, tenant: CurrentTenant) -> Response:
+    """Apply every op in order in one transaction, or none: 200 `{"results": [{"op", "key",
+    "version", "existed"}]}`, or 412 naming the failing op's `index`. Each op sees the
+    effects of the ops before it; `check` only asserts its conditions."""
+    ops = []
+    for i, o in enumerate(body.ops):
+        if o.value is not None and o.value_b64 is not None:
+            raise ApiError(400, "invalid_request", f"ops[{i}]: give value or value_b64, not both")
+        if o.op != "put" and (o.value is not None or o.value_b64 is not None or o.ttl_s is not None):
+            raise ApiError(400, "invalid_request", f"ops[{i}]: only put takes a value or ttl_s")
+        if o.value_b64 is not None:
+            try:
+                value = base64.b64decode(o.value_b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(400, "invalid_request", f"ops[{i}].value_b64 is not valid base64") from None
+        else:
+            value = (o.value or "").encode()
+        ops.append(Op(o.op, o.key, value, o.if_match, o.if_none_match, o.ttl_s))
+    try:
+        results = await _engine(request).batch(tenant.id, ns, ops)
+    except StateError as e:
+        return _fail(e)
+    return JSONResponse({"results": [{"op": r.op, "key": r.key, "version": r.version, "existed": r.existed}
+                                     for r in results]})  # fmt: skip
+
+
+@router.post("/{ns}/log", status_code=201, responses={200: {"description": "an idempotent replay"}, 413: {}})
+async def append(ns: str, request: Request, tenant: CurrentTenant) -> Response:
+    """Append the raw body: 201 `{"seq": N}`; a replayed Idempotency-Key: 200 with the original seq."""
+    data = await request.body()
+    try:
+        r = await _engine(request).log_append(tenant.id, ns, data, request.headers.get("idempotency-key"))
+    except StateError as e:
+        return _fail(e)
+    if r.replayed:
+        return JSONResponse({"seq": r.seq, "replayed": True}, 200, headers={"Idempotent-Replayed": "true"})
+    return JSONResponse({"seq": r.seq}, 201)
+
+
+@router.get("/{ns}/log")
+async def read_log(ns: str, request: Request, tenant: CurrentTenant,
+                   after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   wait_s: Annotated[float, Query(ge=0, le=300)] = 0,
+                   encoding: Annotated[Literal["auto", "base64"], Query()] = "auto") -> Response:  # fmt: skip
+    """Entries with seq > `after`, oldest first: `{"items": [{"seq", "data" | "data_b64"}],
+    "last_seq", "first_seq"}`. With `wait_s`, waits up to that long for the first new entry
+    (long poll); poll again with `after` = the last seq received."""
+    engine = _engine(request)
+    try:
+        if wait_s > 0:
+            page = await engine.log_wait(tenant.id, ns, after, wait_s, limit)
+        else:
+            page = await engine.log_read(tenant.id, ns, after, limit)
+    except StateError as e:
+        return _fail(e)
+    items = []
+    for entry in page.items:
+        if encoding == "auto":
+            try:
+                items.append({"seq": entry.seq, "data": entry.data.decode()})
+                continue
+            except UnicodeDecodeError:
+                pass
+        items.append({"seq": entry.seq, "data_b64": base64.b64encode(entry.data).decode()})
+    return JSONResponse({"items": items, "last_seq": page.last_seq, "first_seq": page.first_seq})
+
+
+class TrimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    upto: int = Field(..., ge=0, le=2**62)
+
+
+@router.post("/{ns}/log/trim")
+async def trim_log(ns: str, body: TrimIn, request: Request, tenant: CurrentTenant) -> Response:
+    """Drop every entry with seq <= `upto`: `{"first_seq": oldest kept}`. Seqs never restart."""
+    try:
+        first = await _engine(request).log_trim(tenant.id, ns, body.upto)
+    except StateError as e:
+        return _fail(e)
+    return JSONResponse({"first_seq": first})

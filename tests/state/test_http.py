@@ -1,0 +1,155 @@
+"""The state routes over HTTP, against a real server process (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Server
+from tests.state.conftest import pg_dsn
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"CLOCHE_RATE_PER_S": "100000", "CLOCHE_RATE_BURST": "100000"}
+    if request.param == "postgres":
+        env["CLOCHE_STATE_DSN"] = pg_dsn()
+    s = Server(tmp_path_factory.mktemp("state-http") / "data", pool_size=0, env=env)
+    s.start()
+    yield s
+    s.stop()
+    s.wipe()
+
+
+@pytest.fixture()
+def c(srv: Server) -> Iterator[httpx.Client]:
+    _, key = srv.tenant()
+    with srv.client(key) as client:
+        yield client
+
+
+def ns() -> str:
+    return "ns-" + uuid.uuid4().hex[:8]
+
+
+def test_kv_roundtrip_etags_and_conditions(c):
+    n = ns()
+    r = c.put(f"/v1/state/{n}/kv/notes/today.md", content=b"\x00binary\xff")
+    assert r.status_code == 200 and r.json() == {"version": 1} and r.headers["etag"] == '"1"'
+    r = c.get(f"/v1/state/{n}/kv/notes/today.md")
+    assert r.status_code == 200 and r.content == b"\x00binary\xff" and r.headers["etag"] == '"1"'
+    assert c.get(f"/v1/state/{n}/kv/notes/today.md", headers={"If-None-Match": '"1"'}).status_code == 304
+    r = c.put(f"/v1/state/{n}/kv/notes/today.md", content=b"v2", headers={"If-Match": '"1"'})
+    assert r.json()["version"] == 2
+    r = c.put(f"/v1/state/{n}/kv/notes/today.md", content=b"v3", headers={"If-Match": '"1"'})
+    assert r.status_code == 412
+    err = r.json()["error"]
+    assert err["code"] == "precondition_failed" and err["current_version"] == 2
+    r = c.put(f"/v1/state/{n}/kv/notes/today.md", content=b"v3", headers={"If-None-Match": "*"})
+    assert r.status_code == 412
+    assert c.put(f"/v1/state/{n}/kv/new", content=b"x", headers={"If-Match": "*"}).status_code == 412
+    assert c.put(f"/v1/state/{n}/kv/notes/today.md", content=b"v3", headers={"If-Match": "*"}).json() == {"version": 3}
+    assert c.put(f"/v1/state/{n}/kv/new", content=b"x", headers={"If-None-Match": "*"}).status_code == 200
+    assert c.delete(f"/v1/state/{n}/kv/new", headers={"If-Match": '"5"'}).status_code == 412
+    assert c.delete(f"/v1/state/{n}/kv/new", headers={"If-Match": '"1"'}).status_code == 204
+    assert c.delete(f"/v1/state/{n}/kv/new").status_code == 204
+    r = c.get(f"/v1/state/{n}/kv/new")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert c.get(f"/v1/state/{n}/kv/notes/today.md").content == b"v3"
+
+
+def test_bad_input_is_4xx_and_changes_nothing(c, srv):
+    n = ns()
+    c.put(f"/v1/state/{n}/kv/k", content=b"keep")
+    cases = [
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x" * ((1 << 20) + 1)), 413),
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": "abc"}), 400),
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": '"0"'}), 400),
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-None-Match": '"3"'}), 400),
+        (c.put(f"/v1/state/{n}/kv/a%20b", content=b"x"), 400),
+        (c.put(f"/v1/state/{n}/kv/a//b", content=b"x"), 400),
+        (c.put(f"/v1/state/{n}/kv/" + "x" * 600, content=b"x"), 400),
+        (c.put("/v1/state/bad%20ns/kv/k", content=b"x"), 400),
+        (c.put(f"/v1/state/{n}/kv/k?ttl_s=-1", content=b"x"), 422),
+        (c.post(f"/v1/state/{n}/batch", json={"ops": []}), 422),
+        (c.post(f"/v1/state/{n}/batch", json={"ops": [{"op": "put", "key": "k", "value_b64": "!!"}]}), 400),
+        (c.post(f"/v1/state/{n}/batch", json={"ops": [{"op": "nope", "key": "k"}]}), 422),
+        (c.post(f"/v1/state/{n}/log", content=b"x" * ((1 << 20) + 1)), 413),
+        (c.get(f"/v1/state/{n}/log?after=-1"), 422),
+    ]
+    for r, status in cases:
+        assert r.status_code == status, (r.request.url, r.text)
+        assert "error" in r.json()
+    r = c.get(f"/v1/state/{n}/kv/k")
+    assert r.content == b"keep" and r.headers["etag"] == '"1"'
+    assert c.get(f"/v1/state/{n}/log").json()["items"] == []
+    assert c.get("/v1/state/x/kv/k", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_list_and_batch(c):
+    n = ns()
+    for i in range(7):
+        c.put(f"/v1/state/{n}/kv/p/{i}", content=str(i).encode())
+    c.put(f"/v1/state/{n}/kv/q", content=b"q")
+    r = c.get(f"/v1/state/{n}/kv", params={"prefix": "p/", "limit": 5}).json()
+    assert [i["key"] for i in r["items"]] == [f"p/{i}" for i in range(5)] and r["next_cursor"] == "p/4"
+    assert r["items"][0] == {"key": "p/0", "version": 1, "size": 1}
+    r = c.get(f"/v1/state/{n}/kv", params={"prefix": "p/", "cursor": r["next_cursor"]}).json()
+    assert [i["key"] for i in r["items"]] == ["p/5", "p/6"] and r["next_cursor"] is None
+    ops = [{"op": "put", "key": "a", "value": "text"}, {"op": "put", "key": "b", "value_b64": base64.b64encode(b"\xff").decode()},
+           {"op": "check", "key": "q", "if_match": 1}, {"op": "delete", "key": "p/0"}]  # fmt: skip
+    r = c.post(f"/v1/state/{n}/batch", json={"ops": ops})
+    assert r.status_code == 200
+    assert [(x["op"], x["version"]) for x in r.json()["results"]] == [("put", 1), ("put", 1), ("check", 1), ("delete", 2)]
+    assert c.get(f"/v1/state/{n}/kv/b").content == b"\xff"
+    bad = [{"op": "put", "key": "a", "value": "changed"}, {"op": "put", "key": "q", "value": "x", "if_match": 9}]
+    r = c.post(f"/v1/state/{n}/batch", json={"ops": bad})
+    assert r.status_code == 412 and r.json()["error"]["index"] == 1
+    assert c.get(f"/v1/state/{n}/kv/a").content == b"text"
+
+
+def test_log_over_http(c):
+    n = ns()
+    assert c.post(f"/v1/state/{n}/log", content=b"hello").json() == {"seq": 1}
+    r = c.post(f"/v1/state/{n}/log", content=b"pay", headers={"Idempotency-Key": "k1"})
+    assert r.status_code == 201 and r.json() == {"seq": 2}
+    r = c.post(f"/v1/state/{n}/log", content=b"pay", headers={"Idempotency-Key": "k1"})
+    assert r.status_code == 200 and r.json() == {"seq": 2, "replayed": True}
+    c.post(f"/v1/state/{n}/log", content=b"\xff\xfe")
+    r = c.get(f"/v1/state/{n}/log", params={"after": 0}).json()
+    assert r["items"] == [{"seq": 1, "data": "hello"}, {"seq": 2, "data": "pay"}, {"seq": 3, "data_b64": "//4="}]
+    assert r["last_seq"] == 3
+    got = {}
+
+    def waiter():
+        got["r"] = c.get(f"/v1/state/{n}/log", params={"after": 3, "wait_s": 10}).json()
+
+    t = threading.Thread(target=waiter)
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.3)
+    c.post(f"/v1/state/{n}/log", content=b"late")
+    t.join(10)
+    assert got["r"]["items"] == [{"seq": 4, "data": "late"}] and time.monotonic() - t0 < 3
+    assert c.post(f"/v1/state/{n}/log/trim", json={"upto": 2}).json() == {"first_seq": 3}
+    r = c.get(f"/v1/state/{n}/log").json()
+    assert [i["seq"] for i in r["items"]] == [3, 4] and r["first_seq"] == 3
+
+
+def test_namespaces_are_per_tenant(srv):
+    _, k1 = srv.tenant()
+    _, k2 = srv.tenant()
+    with srv.client(k1) as a, srv.client(k2) as b:
+        a.put("/v1/state/shared-name/kv/secret", content=b"A's")
+        a.post("/v1/state/shared-name/log", content=b"A's entry")
+        assert b.get("/v1/state/shared-name/kv/secret").status_code == 404
+        assert b.get("/v1/state/shared-name/kv").json()["items"] == []
+        assert b.get("/v1/state/shared-name/log").json()["items"] == []
+        b.put("/v1/state/shared-name/kv/secret", content=b"B's")
+        assert a.get("/v1/state/shared-name/kv/secret").content == b"A's"
