@@ -4,14 +4,16 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 INIT := src/cloche/_bin/cloche-init
-APT_PACKAGES := runc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux
+STATE_CLIENT := src/cloche/_bin/cloche-state
+STATE_PY := src/cloche/_bin/cloche_state.py
+APT_PACKAGES := runc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql
 STAMP := .cloche-setup
 
 .PHONY: up test bench lint setup clean
 
-setup: $(STAMP)/apt $(STAMP)/venv $(INIT)
+setup: $(STAMP)/apt $(STAMP)/venv $(INIT) $(STATE_CLIENT) $(STATE_PY)
 
-$(STAMP)/apt:
+$(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
@@ -29,12 +31,21 @@ $(INIT): supervisor/cloche-init.c
 	@mkdir -p $(dir $@)
 	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
 
+# The in-sandbox state clients (bound at /.cloche/bin with the rest of _bin/).
+$(STATE_CLIENT): supervisor/cloche-state.c
+	@mkdir -p $(dir $@)
+	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
+
+$(STATE_PY): src/cloche/state/incontainer.py
+	@mkdir -p $(dir $@)
+	install -m 0644 $< $@
+
 up: setup
 	$(VENV)/bin/cloche up
 
 test: setup
 	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	dsn=$$(scripts/postgres-test.sh) && CLOCHE_TEST_PG_DSN=$$dsn $(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 bench: setup
 	$(PY) bench/run.py
