@@ -81,14 +81,26 @@ class SandboxStateSockets:
         sandbox_id = record.id
         await self.sandbox_stopped(sandbox_id)
         path = host_dir / SOCKET_NAME
+        # The sandbox's root owns its host directory and may plant anything there (a
+        # symlink to a host file, say), so nothing here follows a path in it: the socket
+        # is bound and chmod-ed in the (root-only) parent, then renamed into place.
+        staging = host_dir.parent / f".{SOCKET_NAME}.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            staging.unlink()
         try:
             server = await asyncio.start_unix_server(
-                lambda r, w: self._serve(sandbox_id, r, w), path=str(path), limit=self.max_frame + 16)
-            os.chmod(path, 0o666)
+                lambda r, w: self._serve(sandbox_id, r, w), path=str(staging), limit=self.max_frame + 16)
         except OSError as e:
             log.warning("state socket for %s: %s", sandbox_id, e)
+            return
+        try:
+            os.chmod(staging, 0o666)
+            os.rename(staging, path)
+        except OSError as e:
+            log.warning("state socket for %s: %s", sandbox_id, e)
+            server.close()
+            with contextlib.suppress(OSError):
+                staging.unlink()
             return
         self.servers[sandbox_id] = (server, path)
 
