@@ -281,6 +281,8 @@ class NodeRuntime:
             (rdir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(rdir, 0o711)
         os.chmod(rdir / "host", 0o755)
+        # The sandbox's root owns its host directory, so an agent can create its socket there.
+        os.chown(rdir / "host", UidAllocator.base(rec.uid_index), UidAllocator.base(rec.uid_index))
         image = ddir / "disk.img"
         base = UidAllocator.base(rec.uid_index)
         upper, work = rdir / "disk" / "upper", rdir / "disk" / "work"

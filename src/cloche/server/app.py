@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from cloche import __version__
 from cloche.config import INIT_BINARY, Settings
+from cloche.control.agents import AgentService
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
 from cloche.control.snapshots import SnapshotService
@@ -19,8 +20,8 @@ from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.server import errors
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit, BodyTooLarge
+from cloche.server.routes import apps, files, health, nodes, sandboxes, snapshots, tenants
 from cloche.server.routes import exec as exec_routes
-from cloche.server.routes import files, health, nodes, sandboxes, snapshots, tenants
 from cloche.server.routes import state as state_routes
 from cloche.state.service import StateService
 from cloche.store.db import Store
@@ -62,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
         await runtime.start()
         service = SandboxService(store, runtime, settings.default_limits)
         await service.reconcile()
-        app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service),
+        app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service), AgentService(service),
                                 RateLimiter(settings.rate_per_s, settings.rate_burst), Metrics())  # fmt: skip
         try:
             yield
@@ -87,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
         return JSONResponse(errors.error_body("invalid_request", "JSON is nested too deeply"), 400)
 
-    for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes, state_routes):
+    for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes, state_routes, apps):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, settings=settings)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from cloche.config import Settings
+from cloche.control.agents import AgentService
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
 from cloche.control.snapshots import SnapshotService
@@ -22,6 +23,7 @@ class Context:
     runtime: NodeRuntime
     sandboxes: SandboxService
     snapshots: SnapshotService
+    agents: AgentService
     limiter: RateLimiter
     metrics: Metrics
 

@@ -176,3 +176,44 @@ class SnapshotOut(BaseModel):
 
 class SnapshotList(BaseModel):
     items: list[SnapshotOut]
+
+
+class AppDeploy(Strict):
+    template: str | None = Field(None, max_length=63)
+    command: list[str] = Field(..., min_length=1, max_length=256,
+                               description="the agent's server; it must listen on $CLOCHE_AGENT_SOCKET")
+    cpu: float | None = Field(None, ge=0.01, le=MAX_CPU)
+    memory_mb: int | None = Field(None, ge=16, le=MAX_MEMORY_MB)
+    disk_mb: int | None = Field(None, ge=MIN_DISK_MB, le=MAX_DISK_MB)
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    setup: list[str] | str | None = Field(None, description="run once in each new instance before the server starts")
+    idle: IdleBody | None = None
+    max_concurrency: int = Field(1, ge=1, le=1024, description="concurrent invocations per key")
+    startup_timeout_s: float = Field(30, gt=0, le=600)
+
+
+class AppOut(BaseModel):
+    name: str
+    version: int
+    created_at: float
+    updated_at: float
+    spec: AppDeploy
+
+
+class AppList(BaseModel):
+    items: list[AppOut]
+
+
+class AgentOut(BaseModel):
+    key: str
+    app: str
+    sandbox_id: str
+    state: str
+    node: str
+    app_version: int
+    created_at: float
+    last_active_at: float | None
+
+
+class AgentList(BaseModel):
+    items: list[AgentOut]

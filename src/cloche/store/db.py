@@ -42,6 +42,24 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     created_at REAL NOT NULL,
     UNIQUE (tenant_id, name)
 );
+CREATE TABLE IF NOT EXISTS apps (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS agents (
+    tenant_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sandbox_id TEXT NOT NULL,
+    app_version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, app, key)
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL REFERENCES tenants(id),
@@ -199,6 +217,53 @@ class Store:
     def delete_sandbox(self, sandbox_id: str) -> None:
         self._q("DELETE FROM sandboxes WHERE id=?", (sandbox_id,))
 
+    # ---- apps and agents --------------------------------------------------------
+
+    def put_app(self, tenant_id: str, name: str, spec: dict[str, Any]) -> AppRow:
+        """Create or redeploy an app; every deploy gets the next version."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT version, created_at FROM apps WHERE tenant_id=? AND name=?",
+                                       (tenant_id, name)).fetchone()  # fmt: skip
+                version, created = (row[0] + 1, row[1]) if row else (1, now)
+                self._db.execute("INSERT OR REPLACE INTO apps VALUES (?,?,?,?,?,?)",
+                                 (tenant_id, name, version, json.dumps(spec), created, now))  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return AppRow(tenant_id, name, version, spec, created, now)
+
+    def app(self, tenant_id: str, name: str) -> AppRow | None:
+        rows = self._q("SELECT * FROM apps WHERE tenant_id=? AND name=?", (tenant_id, name))
+        return _app(rows[0]) if rows else None
+
+    def apps(self, tenant_id: str) -> list[AppRow]:
+        return [_app(r) for r in self._q("SELECT * FROM apps WHERE tenant_id=? ORDER BY name", (tenant_id,))]
+
+    def delete_app(self, tenant_id: str, name: str) -> None:
+        self._q("DELETE FROM apps WHERE tenant_id=? AND name=?", (tenant_id, name))
+
+    def add_agent(self, row: AgentRow) -> None:
+        self._q("INSERT INTO agents VALUES (?,?,?,?,?,?)",
+                (row.tenant_id, row.app, row.key, row.sandbox_id, row.app_version, row.created_at))  # fmt: skip
+
+    def agent(self, tenant_id: str, app: str, key: str) -> AgentRow | None:
+        rows = self._q("SELECT * FROM agents WHERE tenant_id=? AND app=? AND key=?", (tenant_id, app, key))
+        return AgentRow(**dict(rows[0])) if rows else None
+
+    def agents(self, tenant_id: str, app: str) -> list[AgentRow]:
+        rows = self._q("SELECT * FROM agents WHERE tenant_id=? AND app=? ORDER BY key", (tenant_id, app))
+        return [AgentRow(**dict(r)) for r in rows]
+
+    def set_agent_version(self, tenant_id: str, app: str, key: str, version: int) -> None:
+        self._q("UPDATE agents SET app_version=? WHERE tenant_id=? AND app=? AND key=?", (version, tenant_id, app, key))
+
+    def delete_agent(self, tenant_id: str, app: str, key: str) -> None:
+        self._q("DELETE FROM agents WHERE tenant_id=? AND app=? AND key=?", (tenant_id, app, key))
+
     # ---- named snapshots --------------------------------------------------------
 
     def add_snapshot(self, row: SnapshotRow) -> None:
@@ -237,9 +302,33 @@ class SnapshotRow:
     created_at: float
 
 
+@dataclass
+class AppRow:
+    tenant_id: str
+    name: str
+    version: int
+    spec: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class AgentRow:
+    tenant_id: str
+    app: str
+    key: str
+    sandbox_id: str
+    app_version: int
+    created_at: float
+
+
 def _tenant(r: sqlite3.Row) -> Tenant:
     return Tenant(r["id"], r["name"], bool(r["is_admin"]), r["max_sandboxes"], r["max_cpu"],
                   r["max_memory_mb"], r["created_at"])  # fmt: skip
+
+
+def _app(r: sqlite3.Row) -> AppRow:
+    return AppRow(r["tenant_id"], r["name"], r["version"], json.loads(r["spec"]), r["created_at"], r["updated_at"])
 
 
 def _sandbox(r: sqlite3.Row) -> SandboxRow:

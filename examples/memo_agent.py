@@ -1,0 +1,1 @@
+../src/cloche/examples/memo_agent.py

@@ -1,0 +1,310 @@
+"""One-to-one agents: an app is deployed once; every (app, key) gets exactly one
+instance, a sandbox of its own running the app's server, created on first invoke,
+woken from pause or hibernation on the next, and restarted if it crashed.
+
+Invocations are proxied over HTTP to the agent's unix socket at $CLOCHE_AGENT_SOCKET
+(/.cloche/host/agent.sock inside; the same directory is visible to the host), so no
+network is involved. Per key, invocations are delivered in arrival order, at most
+`max_concurrency` at a time (1 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cloche.control.errors import ApiError, not_found
+from cloche.control.sandboxes import SandboxService
+from cloche.node.errors import RuntimeFailure, SandboxNotFound
+from cloche.node.protocol import ExecRequest
+from cloche.node.supervisor import ExecSession
+from cloche.store.db import AgentRow, AppRow, Tenant
+
+AGENT_SOCKET = "/.cloche/host/agent.sock"
+AGENT_LOG = "/.cloche/host/agent.log"
+LOG_TAIL_BYTES = 4000
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
+              "authorization", "proxy-authorization", "content-length"}  # fmt: skip
+DEFAULT_IDLE = {"pause_after_s": 60.0, "hibernate_after_s": 900.0}
+
+
+@dataclass
+class Gate:
+    """Per-key ordering: a FIFO semaphore for invocations, a lock for instance changes."""
+
+    limit: int
+    slots: asyncio.Semaphore
+    instance: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class AgentProcess:
+    session: ExecSession
+    reader: asyncio.Task[None]
+    exit_code: int | None = None
+
+
+@dataclass
+class Invocation:
+    """A proxied response: stream `body`; the key's slot is released when it ends."""
+
+    status: int
+    headers: dict[str, str]
+    body: AsyncIterator[bytes]
+
+
+class AgentService:
+    def __init__(self, sandboxes: SandboxService) -> None:
+        self.sandboxes = sandboxes
+        self.store = sandboxes.store
+        self.runtime = sandboxes.runtime
+        self._gates: dict[tuple[str, str, str], Gate] = {}
+        self._procs: dict[str, AgentProcess] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self.on_agent_deleted: list[Callable[[Tenant, str, str, str], Any]] = []
+
+    # ---- apps ------------------------------------------------------------------------
+
+    def deploy(self, tenant: Tenant, name: str, spec: dict[str, Any]) -> AppRow:
+        return self.store.put_app(tenant.id, name, spec)
+
+    def app(self, tenant: Tenant, name: str) -> AppRow:
+        row = self.store.app(tenant.id, name)
+        if row is None:
+            raise not_found("app", name)
+        return row
+
+    async def delete_app(self, tenant: Tenant, name: str, with_state: bool) -> None:
+        self.app(tenant, name)
+        for agent in self.store.agents(tenant.id, name):
+            await self.delete_agent(tenant, name, agent.key, with_state)
+        self.store.delete_app(tenant.id, name)
+
+    # ---- agents ----------------------------------------------------------------------
+
+    def agents(self, tenant: Tenant, app: str) -> list[dict[str, Any]]:
+        self.app(tenant, app)
+        return [self._view(a) for a in self.store.agents(tenant.id, app)]
+
+    def agent(self, tenant: Tenant, app: str, key: str) -> dict[str, Any]:
+        self.app(tenant, app)
+        row = self.store.agent(tenant.id, app, key)
+        if row is None:
+            raise not_found("agent", key)
+        return self._view(row)
+
+    def _view(self, row: AgentRow) -> dict[str, Any]:
+        try:
+            rec = self.runtime.get(row.sandbox_id)
+            state, active = rec.state, rec.last_active_at
+        except SandboxNotFound:
+            state, active = "deleted", None
+        return {"key": row.key, "app": row.app, "sandbox_id": row.sandbox_id, "state": state, "node": "local",
+                "app_version": row.app_version, "created_at": row.created_at, "last_active_at": active}  # fmt: skip
+
+    async def delete_agent(self, tenant: Tenant, app: str, key: str, with_state: bool) -> None:
+        row = self.store.agent(tenant.id, app, key)
+        if row is None:
+            raise not_found("agent", key)
+        async with self._gate(tenant.id, app, key, 1).instance:
+            await self._forget_process(row.sandbox_id)
+            with contextlib.suppress(ApiError):
+                await self.sandboxes.kill(tenant, row.sandbox_id)
+            self.store.delete_agent(tenant.id, app, key)
+        if with_state:
+            for hook in self.on_agent_deleted:
+                await hook(tenant, app, key, row.sandbox_id)
+
+    # ---- invoke ----------------------------------------------------------------------
+
+    def _gate(self, tenant_id: str, app: str, key: str, limit: int) -> Gate:
+        gate = self._gates.get((tenant_id, app, key))
+        if gate is None or (gate.limit != limit and not gate.instance.locked() and gate.slots._value == gate.limit):
+            gate = Gate(limit, asyncio.Semaphore(limit))
+            self._gates[(tenant_id, app, key)] = gate
+        return gate
+
+    async def invoke(self, tenant: Tenant, app_name: str, key: str, method: str, path: str,
+                     headers: dict[str, str], body: AsyncIterator[bytes]) -> Invocation:  # fmt: skip
+        app = self.app(tenant, app_name)
+        _check_key(key)
+        gate = self._gate(tenant.id, app_name, key, int(app.spec.get("max_concurrency") or 1))
+        await gate.slots.acquire()
+        try:
+            async with gate.instance:
+                sandbox_id = await self._instance(tenant, app, key)
+                sock = await self._ensure_server(sandbox_id, app)
+            response = await self._forward(sandbox_id, sock, method, path, headers, body)
+        except BaseException:
+            gate.slots.release()
+            raise
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            except httpx.HTTPError as exc:
+                raise ApiError(502, "agent_crashed", f"agent failed while streaming its answer: {exc}") from exc
+            finally:
+                await response.aclose()
+                gate.slots.release()
+
+        out = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
+        if "content-length" in response.headers and "content-encoding" not in response.headers:
+            out["content-length"] = response.headers["content-length"]
+        return Invocation(response.status_code, out, stream())
+
+    async def _instance(self, tenant: Tenant, app: AppRow, key: str) -> str:
+        """The key's sandbox, created or woken; upgraded to the app's current version."""
+        row = self.store.agent(tenant.id, app.name, key)
+        if row is not None:
+            try:
+                await self.sandboxes.running(tenant, row.sandbox_id)
+            except ApiError:
+                self.store.delete_agent(tenant.id, app.name, key)
+                row = None
+        if row is None:
+            return await self._create(tenant, app, key)
+        if row.app_version != app.version:
+            await self._upgrade(row, app)
+        return row.sandbox_id
+
+    def _env(self, app: AppRow, key: str) -> dict[str, str]:
+        return {**app.spec.get("env", {}), "CLOCHE_AGENT_SOCKET": AGENT_SOCKET, "CLOCHE_APP": app.name,
+                "CLOCHE_AGENT_KEY": key}  # fmt: skip
+
+    async def _create(self, tenant: Tenant, app: AppRow, key: str) -> str:
+        spec = app.spec
+        idle = spec.get("idle") or DEFAULT_IDLE
+        view, _ = await self.sandboxes.create(
+            tenant, template=spec.get("template"), cpu=spec.get("cpu"), memory_mb=spec.get("memory_mb"),
+            disk_mb=spec.get("disk_mb"), timeout_s=None, name=None,
+            metadata={"cloche.app": app.name, "cloche.agent": key[:200]}, env=self._env(app, key), idle=idle,
+        )  # fmt: skip
+        sandbox_id = view.row.id
+        setup = spec.get("setup")
+        if setup:
+            cmd = ["/bin/sh", "-c", setup] if isinstance(setup, str) else list(setup)
+            result = await self.runtime.exec(sandbox_id, ExecRequest(cmd=cmd, timeout_s=600))
+            if result.exit_code != 0:
+                await self.sandboxes.kill(tenant, sandbox_id)
+                output = (result.stdout + result.stderr)[-LOG_TAIL_BYTES:].decode(errors="replace")
+                raise ApiError(502, "agent_setup_failed",
+                               f"setup exited with {result.exit_code}; its output ends with:\n{output}")  # fmt: skip
+        self.store.add_agent(AgentRow(tenant.id, app.name, key, sandbox_id, app.version, time.time()))
+        return sandbox_id
+
+    async def _upgrade(self, row: AgentRow, app: AppRow) -> None:
+        """Apply a redeploy to an instance that is idle (we hold its instance lock and no
+        invocation is in flight): new env and command; its files are kept."""
+        rec = self.runtime.get(row.sandbox_id)
+        rec.spec = replace(rec.spec, env=self._env(app, row.key))
+        self.runtime.records.save(rec)
+        await self._stop_server(row.sandbox_id)
+        self.store.set_agent_version(row.tenant_id, row.app, row.key, app.version)
+
+    # ---- the agent's own server ------------------------------------------------------
+
+    def _socket(self, sandbox_id: str) -> Path:
+        return self.runtime.host_dir(sandbox_id) / "agent.sock"
+
+    def log_tail(self, sandbox_id: str) -> str:
+        try:
+            with open(self.runtime.host_dir(sandbox_id) / "agent.log", "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    async def _listening(self, sock: Path) -> bool:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(sock))
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    async def _ensure_server(self, sandbox_id: str, app: AppRow) -> Path:
+        sock = self._socket(sandbox_id)
+        if await self._listening(sock):
+            return sock
+        await self._stop_server(sandbox_id)
+        sock.unlink(missing_ok=True)
+        command = list(app.spec["command"])
+        wrapped = ["/bin/sh", "-c", f'exec "$@" >>{AGENT_LOG} 2>&1', "cloche-agent", *command]
+        session = await self.runtime.exec_session(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
+        proc = AgentProcess(session, asyncio.create_task(asyncio.sleep(0)))
+        proc.reader = asyncio.create_task(self._watch(proc))
+        self._procs[sandbox_id] = proc
+        timeout = float(app.spec.get("startup_timeout_s") or 30)
+        deadline = time.monotonic() + timeout
+        while not await self._listening(sock):
+            if proc.exit_code is not None:
+                raise ApiError(502, "agent_exited", f"the agent exited with {proc.exit_code} before opening "
+                               f"its socket; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
+            if time.monotonic() > deadline:
+                await self._stop_server(sandbox_id)
+                raise ApiError(504, "agent_not_ready", f"the agent did not listen on $CLOCHE_AGENT_SOCKET "
+                               f"within {timeout:g} s; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
+            await asyncio.sleep(0.005)
+        return sock
+
+    async def _watch(self, proc: AgentProcess) -> None:
+        try:
+            async for event in proc.session.events():
+                if event.kind == "exit":
+                    proc.exit_code = event.exit_code
+        except RuntimeFailure:
+            proc.exit_code = -1
+        finally:
+            await proc.session.close()
+
+    async def _stop_server(self, sandbox_id: str) -> None:
+        """Kill the agent's server process (a redeploy or a wedged agent)."""
+        proc = self._procs.pop(sandbox_id, None)
+        if proc and proc.exit_code is None and proc.session.pid:
+            with contextlib.suppress(RuntimeFailure, OSError):
+                await self.runtime.signal(sandbox_id, proc.session.pid, 9)
+        client = self._clients.pop(sandbox_id, None)
+        if client:
+            await client.aclose()
+
+    async def _forget_process(self, sandbox_id: str) -> None:
+        proc = self._procs.pop(sandbox_id, None)
+        if proc:
+            proc.reader.cancel()
+        client = self._clients.pop(sandbox_id, None)
+        if client:
+            await client.aclose()
+
+    async def _forward(self, sandbox_id: str, sock: Path, method: str, path: str, headers: dict[str, str],
+                       body: AsyncIterator[bytes]) -> httpx.Response:  # fmt: skip
+        client = self._clients.get(sandbox_id)
+        if client is None:
+            transport = httpx.AsyncHTTPTransport(uds=str(sock))
+            client = httpx.AsyncClient(transport=transport, base_url="http://agent", timeout=None)
+            self._clients[sandbox_id] = client
+        # Content-Length is kept so the body streams through unchunked: simple servers
+        # (Python's http.server among them) do not read chunked request bodies.
+        forwarded = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP or k.lower() == "content-length"}
+        request = client.build_request(method, "/" + path.lstrip("/"), headers=forwarded, content=body)
+        try:
+            return await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            await self._forget_process(sandbox_id)
+            raise ApiError(502, "agent_crashed", f"the agent failed to answer ({exc.__class__.__name__}); it "
+                           f"will be restarted on the next invoke. Its output ends with:\n"
+                           f"{self.log_tail(sandbox_id)}") from exc  # fmt: skip
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key) > 256 or any(ord(c) < 32 for c in key):
+        raise ApiError(400, "invalid_request", "agent key must be 1-256 printable characters")
