@@ -1,7 +1,8 @@
 """Tar upload into and download out of a sandbox, through the path-safe file layer.
 
-Upload neutralises what could hurt: names with `..` or that resolve out of the target
-are skipped, device nodes and fifos are skipped, setuid/setgid/sticky bits are dropped,
+Upload neutralises what could hurt: absolute names and names with `..` are skipped
+(a member may still reach elsewhere in the sandbox through a link the archive made, but
+never out of the sandbox, because every path is resolved inside its root), device nodes and fifos are skipped, setuid/setgid/sticky bits are dropped,
 and byte and entry-count limits stop archive bombs. Links are created as links: every
 later access resolves them inside the sandbox root, so they cannot point out of it.
 """
@@ -99,7 +100,11 @@ def _extract(
         if existing is None:
             report.skipped.append({"name": member.name, "reason": "hard link leaves the archive"})
             return
-        fs.hardlink(target, existing)
+        try:
+            fs.hardlink(target, existing)
+        except FileError as exc:
+            report.skipped.append({"name": member.name, "reason": f"hard link target: {exc}"})
+            return
         report.links += 1
     else:
         report.skipped.append({"name": member.name, "reason": "device nodes and fifos are not allowed"})
