@@ -34,7 +34,7 @@ class ExecRequest:
         flags = (FLAG_PTY if self.pty else 0) | (FLAG_DETACH if self.detach else 0)
         if self.stdin is not None or self.interactive:
             flags |= FLAG_STDIN
-        timeout_ms = int(self.timeout_s * 1000) if self.timeout_s else 0
+        timeout_ms = max(1, int(self.timeout_s * 1000)) if self.timeout_s else 0
         parts = [struct.pack(">IIQHHII", flags, timeout_ms, self.output_cap, self.rows,
                              self.cols, self.uid, self.gid)]  # fmt: skip
         parts.append(_strings(self.cmd))

@@ -39,23 +39,28 @@ class OciDriver:
         return proc
 
     def run(self, container_id: str, bundle: Path, listen_fd: int, log: Path) -> None:
-        """Start the container detached, handing it `listen_fd` as its fd 3."""
+        """Start the container detached, handing it `listen_fd` as its fd 3. runc's own
+        early errors (before its log is set up) land in runc.err beside the log."""
         argv = self._base() + ["--log", str(log), "--log-format", "json", "run", "--detach",
                                "--preserve-fds", "1", "--bundle", str(bundle), container_id]  # fmt: skip
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        errors = os.open(log.with_suffix(".err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             actions = [
                 (os.POSIX_SPAWN_DUP2, devnull, 0),
                 (os.POSIX_SPAWN_DUP2, devnull, 1),
-                (os.POSIX_SPAWN_DUP2, devnull, 2),
+                (os.POSIX_SPAWN_DUP2, errors, 2),
                 (os.POSIX_SPAWN_DUP2, listen_fd, 3),
             ]
             pid = os.posix_spawn(self.binary, argv, os.environ, file_actions=actions)
         finally:
             os.close(devnull)
+            os.close(errors)
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeFailure(f"{self.binary_name} run failed: {_last_error(log)}")
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            early = log.with_suffix(".err").read_text(errors="replace").strip()[-500:]
+            raise RuntimeFailure(f"{self.binary_name} run failed ({code}): {_last_error(log)} {early}".strip())
 
     def state(self, container_id: str) -> dict[str, Any] | None:
         proc = self._call("state", container_id, check=False)

@@ -7,7 +7,9 @@ from typing import Any
 
 from cloche.node.errors import InvalidSpec
 
+MIN_CPU = 0.05  # below this even runc's own setup crawls
 MAX_CPU = 64.0
+MIN_MEMORY_MB = 32
 MAX_MEMORY_MB = 256 * 1024
 MAX_DISK_MB = 1024 * 1024
 MIN_DISK_MB = 16
@@ -24,10 +26,10 @@ class Limits:
     inodes: int = 0  # 0: derived from disk_mb (one inode per 16 KiB)
 
     def validate(self) -> None:
-        if not 0.01 <= self.cpu <= MAX_CPU:
-            raise InvalidSpec(f"cpu must be between 0.01 and {MAX_CPU}, got {self.cpu}")
-        if not 16 <= self.memory_mb <= MAX_MEMORY_MB:
-            raise InvalidSpec(f"memory_mb must be between 16 and {MAX_MEMORY_MB}")
+        if not MIN_CPU <= self.cpu <= MAX_CPU:
+            raise InvalidSpec(f"cpu must be between {MIN_CPU} and {MAX_CPU}, got {self.cpu}")
+        if not MIN_MEMORY_MB <= self.memory_mb <= MAX_MEMORY_MB:
+            raise InvalidSpec(f"memory_mb must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB}")
         if not MIN_DISK_MB <= self.disk_mb <= MAX_DISK_MB:
             raise InvalidSpec(f"disk_mb must be between {MIN_DISK_MB} and {MAX_DISK_MB}")
         if not 8 <= self.pids <= 65536:

@@ -101,18 +101,22 @@ class ExecSession:
 async def _connect(sock_path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
         return await asyncio.open_unix_connection(sock_path, limit=MAX_FRAME + HEADER.size)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise RuntimeFailure("sandbox supervisor is not reachable") from exc
+    except OSError as exc:
+        raise RuntimeFailure(f"sandbox supervisor is not reachable ({exc.strerror or exc})") from exc
 
 
 async def open_session(sock_path: str, request: ExecRequest) -> ExecSession:
     reader, writer = await _connect(sock_path)
-    writer.write(request.encode())
-    if request.stdin is not None:
-        writer.write(chunks(b"I", request.stdin))
-        if not request.interactive:
-            writer.write(frame(b"C"))
-    await writer.drain()
+    try:
+        writer.write(request.encode())
+        if request.stdin is not None:
+            writer.write(chunks(b"I", request.stdin))
+            if not request.interactive:
+                writer.write(frame(b"C"))
+        await writer.drain()
+    except OSError as exc:
+        writer.close()
+        raise RuntimeFailure("sandbox supervisor went away (sandbox killed?)") from exc
     return ExecSession(reader, writer)
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloche.node.spec import MAX_CPU, MAX_DISK_MB, MAX_MEMORY_MB, MIN_DISK_MB
+from cloche.node.spec import MAX_CPU, MAX_DISK_MB, MAX_MEMORY_MB, MIN_CPU, MIN_DISK_MB, MIN_MEMORY_MB
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
@@ -51,8 +51,8 @@ class IdleBody(Strict):
 
 class SandboxCreate(Strict):
     template: str | None = Field(None, max_length=63)
-    cpu: float | None = Field(None, ge=0.01, le=MAX_CPU)
-    memory_mb: int | None = Field(None, ge=16, le=MAX_MEMORY_MB)
+    cpu: float | None = Field(None, ge=MIN_CPU, le=MAX_CPU)
+    memory_mb: int | None = Field(None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     disk_mb: int | None = Field(None, ge=MIN_DISK_MB, le=MAX_DISK_MB)
     timeout_s: float | None = Field(None, gt=0, le=30 * 86400)
     name: str | None = Field(None, min_length=1, max_length=128, pattern=NAME_PATTERN)
@@ -182,8 +182,8 @@ class AppDeploy(Strict):
     template: str | None = Field(None, max_length=63)
     command: list[str] = Field(..., min_length=1, max_length=256,
                                description="the agent's server; it must listen on $CLOCHE_AGENT_SOCKET")
-    cpu: float | None = Field(None, ge=0.01, le=MAX_CPU)
-    memory_mb: int | None = Field(None, ge=16, le=MAX_MEMORY_MB)
+    cpu: float | None = Field(None, ge=MIN_CPU, le=MAX_CPU)
+    memory_mb: int | None = Field(None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     disk_mb: int | None = Field(None, ge=MIN_DISK_MB, le=MAX_DISK_MB)
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     setup: list[str] | str | None = Field(None, description="run once in each new instance before the server starts")
