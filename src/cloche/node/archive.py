@@ -2,7 +2,8 @@
 
 Upload neutralises what could hurt: absolute names and names with `..` are skipped
 (a member may still reach elsewhere in the sandbox through a link the archive made, but
-never out of the sandbox, because every path is resolved inside its root), device nodes and fifos are skipped, setuid/setgid/sticky bits are dropped,
+never out of the sandbox, because every path is resolved inside its root), device
+nodes and fifos are skipped, setuid/setgid/sticky bits are dropped,
 and byte and entry-count limits stop archive bombs. Links are created as links: every
 later access resolves them inside the sandbox root, so they cannot point out of it.
 """
