@@ -90,5 +90,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes, state_routes, apps):
         app.include_router(module.router)
+    app.add_middleware(state_routes.StateFastPath)
     app.add_middleware(BodyLimit, settings=settings)
     return app

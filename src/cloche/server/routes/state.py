@@ -20,15 +20,26 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloche.control.errors import ApiError
-from cloche.server.auth import CurrentTenant
+from cloche.server.auth import authenticate
 from cloche.state.engine import Conflict, Op, StateEngine, StateError
+from cloche.store.db import Tenant
 
 router = APIRouter(prefix="/v1/state", tags=["state"])
+
+
+async def _authenticate(request: Request) -> Tenant:
+    """`cloche.server.auth.authenticate`, called on the event loop: FastAPI runs a plain
+    `def` dependency in its thread pool, and that hop costs more than the whole state
+    operation (a key lookup is a few microseconds of SQLite)."""
+    return authenticate(request)
+
+
+CurrentTenant = Annotated[Tenant, Depends(_authenticate)]
 
 
 def _engine(request: Request) -> StateEngine:
@@ -78,6 +89,10 @@ TtlParam = Annotated[float | None, Query(gt=0, le=10 * 365 * 86400, description=
 @router.put("/{ns}/kv/{key:path}", responses={412: {}, 413: {}})
 async def put_key(ns: str, key: str, request: Request, tenant: CurrentTenant, ttl_s: TtlParam = None) -> Response:
     """Store the raw request body under `key`: 200 `{"version": N}` with `ETag: "N"`."""
+    return await _put(request, tenant, ns, key, ttl_s)
+
+
+async def _put(request: Request, tenant: Tenant, ns: str, key: str, ttl_s: float | None) -> Response:
     engine = _engine(request)
     if_match, if_none_match = _conditions(request)
     body = await request.body()
@@ -106,6 +121,10 @@ async def put_key(ns: str, key: str, request: Request, tenant: CurrentTenant, tt
 @router.get("/{ns}/kv/{key:path}", responses={200: {"content": {"application/octet-stream": {}}}, 304: {}, 404: {}})
 async def get_key(ns: str, key: str, request: Request, tenant: CurrentTenant) -> Response:
     """The raw value with `ETag: "version"` (and `X-Cloche-Expires-At` for a key with a TTL)."""
+    return await _get(request, tenant, ns, key)
+
+
+async def _get(request: Request, tenant: Tenant, ns: str, key: str) -> Response:
     try:
         item = await _engine(request).kv_get(tenant.id, ns, key)
     except StateError as e:
@@ -267,3 +286,37 @@ async def trim_log(ns: str, body: TrimIn, request: Request, tenant: CurrentTenan
     except StateError as e:
         return _fail(e)
     return JSONResponse({"first_seq": first})
+
+
+class StateFastPath:
+    """ASGI middleware for the hot path: `GET` and `PUT /v1/state/{ns}/kv/{key}` without a
+    query string are answered here, by the same code as the routes above and with the
+    same authentication (`cloche.server.auth.authenticate`, rate limit included), but
+    without FastAPI's routing, dependency and validation machinery, which costs several
+    times the state operation itself. Everything else falls through to the app. Install
+    it inside BodyLimit (add it to the app before BodyLimit), so body caps still apply."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path: str = scope.get("path", "")
+        method = scope.get("method")
+        if (scope["type"] != "http" or method not in ("GET", "PUT") or not path.startswith("/v1/state/")
+                or scope.get("query_string")):  # fmt: skip
+            await self.app(scope, receive, send)
+            return
+        ns, sep, key = path[10:].partition("/kv/")
+        if not sep or not ns or "/" in ns or not key:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            tenant = authenticate(request)
+            if method == "PUT":
+                response = await _put(request, tenant, ns, key, None)
+            else:
+                response = await _get(request, tenant, ns, key)
+        except ApiError as e:
+            response = JSONResponse({"error": {"code": e.code, "message": e.message}}, e.status, headers=e.headers)
+        await response(scope, receive, send)

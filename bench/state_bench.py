@@ -1,0 +1,331 @@
+"""Durable state benchmarks: engine-level puts/reads (SQLite with group commit, the
+naive one-transaction-per-put SQLite baseline, PostgreSQL) and the same through the
+HTTP API of a real server process.
+
+Run by bench/run.py (`run() -> list[Result]`) or standalone: `python bench/state_bench.py`
+prints a markdown table. PostgreSQL comes from BENCH_PG_DSN, else CLOCHE_TEST_PG_DSN,
+else scripts/postgres-test.sh is run to start the local test server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from results import Goal, Result, env_float, env_int, failed, log, percentile  # noqa: E402
+
+from cloche.state.postgres import PostgresEngine  # noqa: E402
+from cloche.state.sqlite import SqliteEngine  # noqa: E402
+
+DATA_PARENT = Path(os.environ.get("BENCH_DATA_DIR", "/var/tmp"))
+WRITERS = env_int("BENCH_STATE_WRITERS", 64)
+DURATION_S = env_float("BENCH_STATE_DURATION_S", 4.0)
+VALUE = b"v" * env_int("BENCH_STATE_VALUE_BYTES", 100)
+KEYS_PER_WRITER = 100
+
+T_ENGINE = "Durable state: engine-level KV throughput"
+T_HTTP = "Durable state: KV through the HTTP API"
+DESCRIPTIONS = {
+    T_ENGINE: (
+        f"{WRITERS} asyncio writers in one process, each `await engine.kv_put(...)` back to back "
+        f"for {DURATION_S:g} s on its own {KEYS_PER_WRITER} keys ({len(VALUE)}-byte values), every "
+        "put acknowledged only after its commit is durable (SQLite WAL + synchronous=FULL, on "
+        "the real disk under /var/tmp; PostgreSQL with fsync=on, synchronous_commit=on, on "
+        "the same disk). Group commit: one writer thread commits every waiting put in one "
+        "transaction (one fsync). Baseline: the same engine with max_group=1, i.e. one "
+        "transaction and one fsync per put, measured in the same run. Reads: the same "
+        "writers' keys read back by the same number of concurrent readers."
+    ),
+    T_HTTP: (
+        f"A real `cloche up` server process (uvicorn, one event loop), {WRITERS} keep-alive "
+        "HTTP/1.1 connections from a second process, each sending `PUT "
+        "/v1/state/{ns}/kv/{key}` (or GET) back to back with a bearer key; latency is per "
+        "request at the client, throughput over the whole window. Client and server share "
+        "the machine's 2 cores."
+    ),
+}
+
+
+# ---- engine level --------------------------------------------------------------------------
+
+
+async def _drive(n: int, duration_s: float, op: Callable[[int, int], Awaitable[Any]]) -> tuple[int, float, list[float]]:
+    stop_at = time.perf_counter() + duration_s
+    counts = [0] * n
+    lat: list[float] = []
+
+    async def worker(w: int) -> None:
+        i = 0
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            await op(w, i)
+            lat.append((time.perf_counter() - t) * 1000)
+            i += 1
+        counts[w] = i
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(n)))
+    return sum(counts), time.perf_counter() - t0, lat
+
+
+async def engine_figures(engine: Any, duration_s: float) -> dict[str, float]:
+    await engine.open()
+    tenant = "bench-" + uuid.uuid4().hex[:8]
+    try:
+        for w in range(WRITERS):  # warm-up: namespace, keys, statement caches
+            await engine.kv_put(tenant, "bench", f"w{w}/k0", VALUE)
+
+        async def put(w: int, i: int) -> None:
+            await engine.kv_put(tenant, "bench", f"w{w}/k{i % KEYS_PER_WRITER}", VALUE)
+
+        async def get(w: int, i: int) -> None:
+            await engine.kv_get(tenant, "bench", f"w{w}/k0")
+
+        puts, put_s, put_lat = await _drive(WRITERS, duration_s, put)
+        gets, get_s, _ = await _drive(WRITERS, min(duration_s, 2.0), get)
+        stats = getattr(engine, "stats", None)
+        group = stats.requests / stats.commits if stats and stats.commits else 0.0
+        return {"puts_s": puts / put_s, "put_p99": percentile(put_lat, 99), "gets_s": gets / get_s,
+                "group": group}  # fmt: skip
+    finally:
+        await engine.close()
+
+
+def pg_dsn() -> str:
+    dsn = os.environ.get("BENCH_PG_DSN") or os.environ.get("CLOCHE_TEST_PG_DSN")
+    if dsn:
+        return dsn
+    out = subprocess.run([str(REPO / "scripts" / "postgres-test.sh")], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+# ---- HTTP level ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProc:
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        code = ("import sys; from pathlib import Path; from cloche.server.runner import serve; "
+                "serve(Path(sys.argv[1]), '127.0.0.1', int(sys.argv[2]), 0)")  # fmt: skip
+        self.log = open(data_dir.parent / "server.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(data_dir), str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "CLOCHE_RATE_PER_S": "10000000",
+                                          "CLOCHE_RATE_BURST": "10000000", **env})  # fmt: skip
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited; see " + str(data_dir.parent / "server.log"))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("server did not start")
+        while not (data_dir / "admin-key").exists():
+            time.sleep(0.05)
+        time.sleep(0.2)
+        self.key = (data_dir / "admin-key").read_text().strip()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+LOADGEN = r'''
+import asyncio, sys, time, json
+port, key, method = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+conns, duration, value_len = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+value = b"v" * value_len
+
+async def conn(c, stop_at, lat, counts, statuses):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    i = 0
+    while True:
+        path = f"/v1/state/bench/kv/c{c}/k{i % 100}" if method == "PUT" else f"/v1/state/bench/kv/c{c}/k0"
+        body = value if method == "PUT" else b""
+        req = (f"{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+               f"content-length: {len(body)}\r\n\r\n").encode() + body
+        t = time.perf_counter()
+        if t >= stop_at:
+            break
+        w.write(req)
+        head = await r.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                n = int(line[15:])
+        if n:
+            await r.readexactly(n)
+        lat.append((time.perf_counter() - t) * 1000)
+        statuses[status] = statuses.get(status, 0) + 1
+        i += 1
+    counts[c] = i
+    w.close()
+
+async def main():
+    lat, counts, statuses = [], [0] * conns, {}
+    if method == "GET":  # the keys read must exist
+        await asyncio.gather(*(warm(c) for c in range(conns)))
+    t0 = time.perf_counter()
+    stop_at = t0 + duration
+    await asyncio.gather(*(conn(c, stop_at, lat, counts, statuses) for c in range(conns)))
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"n": sum(counts), "s": elapsed, "lat": lat, "statuses": statuses}))
+
+async def warm(c):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    body = value
+    w.write((f"PUT /v1/state/bench/kv/c{c}/k0 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+             f"content-length: {len(body)}\r\n\r\n").encode() + body)
+    head = await r.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            await r.readexactly(int(line[15:]))
+    w.close()
+
+asyncio.run(main())
+'''
+
+
+def http_figures(env: dict[str, str], duration_s: float) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="cloche-state-bench-", dir=DATA_PARENT))
+    srv = ServerProc(tmp / "data", env)
+    try:
+        out: dict[str, float] = {}
+        for method in ("PUT", "GET"):
+            argv = [sys.executable, "-c", LOADGEN, str(srv.port), srv.key, method, str(WRITERS), str(duration_s),
+                    str(len(VALUE))]  # fmt: skip
+            p = subprocess.run(argv, capture_output=True, text=True, check=True)
+            res = json.loads(p.stdout)
+            bad = {k: v for k, v in res["statuses"].items() if k not in ("200",)}
+            if bad:
+                raise RuntimeError(f"{method}: unexpected statuses {bad}")
+            m = method.lower()
+            out[f"{m}_s"] = res["n"] / res["s"]
+            out[f"{m}_p50"] = percentile(res["lat"], 50)
+            out[f"{m}_p99"] = percentile(res["lat"], 99)
+        return out
+    finally:
+        srv.stop()
+        # A server with pool_size=0 starts no sandbox; drop its runtime directory too.
+        from cloche.node.runtime import node_key
+
+        shutil.rmtree(Path("/run/cloche") / node_key(tmp / "data"), ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- results -----------------------------------------------------------------------------
+
+
+def run() -> list[Result]:
+    results: list[Result] = []
+    tmp = Path(tempfile.mkdtemp(prefix="cloche-state-bench-", dir=DATA_PARENT))
+    try:
+        log("state: SQLite naive baseline (one transaction per put)")
+        try:
+            naive = asyncio.run(engine_figures(SqliteEngine(tmp / "naive.db", max_group=1), DURATION_S))
+            results.append(Result("state.sqlite.naive.puts", T_ENGINE, "SQLite, one transaction per put: puts/s",
+                                  naive["puts_s"], "puts/s", label="naive"))  # fmt: skip
+        except Exception as e:
+            results.append(failed("state.sqlite.naive.puts", T_ENGINE, "SQLite naive puts/s", e, "puts/s"))
+        log("state: SQLite group commit")
+        try:
+            g = asyncio.run(engine_figures(SqliteEngine(tmp / "group.db"), DURATION_S))
+            results += [
+                Result("state.sqlite.puts", T_ENGINE, f"SQLite, group commit: durable puts/s ({WRITERS} writers)",
+                       g["puts_s"], "puts/s", goal=Goal(">=", 50_000), baseline="state.sqlite.naive.puts",
+                       note=f"SQLite group commit: {g['group']:.0f} puts per commit (fsync) on average."),
+                Result("state.sqlite.put_p99", T_ENGINE, "SQLite, group commit: put latency p99", g["put_p99"], "ms"),
+                Result("state.sqlite.gets", T_ENGINE, f"SQLite: reads/s ({WRITERS} readers)", g["gets_s"], "reads/s"),
+            ]  # fmt: skip
+        except Exception as e:
+            results.append(failed("state.sqlite.puts", T_ENGINE, "SQLite group commit puts/s", e, "puts/s"))
+        dsn = ""
+        try:
+            dsn = pg_dsn()
+            log("state: PostgreSQL engine")
+            p = asyncio.run(engine_figures(PostgresEngine(dsn, max_size=32), DURATION_S))
+            results += [
+                Result("state.pg.puts", T_ENGINE, f"PostgreSQL: durable puts/s ({WRITERS} writers, pool 32)",
+                       p["puts_s"], "puts/s", baseline="state.sqlite.naive.puts"),
+                Result("state.pg.put_p99", T_ENGINE, "PostgreSQL: put latency p99", p["put_p99"], "ms"),
+                Result("state.pg.gets", T_ENGINE, f"PostgreSQL: reads/s ({WRITERS} readers)", p["gets_s"], "reads/s"),
+            ]  # fmt: skip
+        except Exception as e:
+            results.append(failed("state.pg.puts", T_ENGINE, "PostgreSQL puts/s", e, "puts/s"))
+        for kind, env in (("sqlite", {}), ("pg", {"CLOCHE_STATE_DSN": dsn})):
+            if kind == "pg" and not dsn:
+                continue
+            name = "SQLite" if kind == "sqlite" else "PostgreSQL"
+            log(f"state: HTTP API on {name}")
+            try:
+                h = http_figures(env, DURATION_S)
+                goal_rate = Goal(">=", 5000) if kind == "sqlite" else None
+                goal_p99 = Goal("<=", 20) if kind == "sqlite" else None
+                results += [
+                    Result(f"state.http.{kind}.puts", T_HTTP, f"{name}: PUT /kv durable puts/s ({WRITERS} connections)",
+                           h["put_s"], "puts/s", goal=goal_rate),
+                    Result(f"state.http.{kind}.put_p50", T_HTTP, f"{name}: PUT latency p50", h["put_p50"], "ms"),
+                    Result(f"state.http.{kind}.put_p99", T_HTTP, f"{name}: PUT latency p99", h["put_p99"], "ms",
+                           goal=goal_p99),
+                    Result(f"state.http.{kind}.gets", T_HTTP, f"{name}: GET /kv reads/s", h["get_s"], "reads/s"),
+                    Result(f"state.http.{kind}.get_p99", T_HTTP, f"{name}: GET latency p99", h["get_p99"], "ms"),
+                ]  # fmt: skip
+            except Exception as e:
+                results.append(failed(f"state.http.{kind}.puts", T_HTTP, f"{name} HTTP puts/s", e, "puts/s"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    results = run()
+    by_key = {r.key: r for r in results}
+    print("| Table | Metric | Figure | Goal | Baseline | Status |\n|---|---|---:|---|---|---|")
+    for r in results:
+        base = by_key.get(r.baseline) if r.baseline else None
+        ratio = r.value / base.value if base and base.value and r.value else None
+        met = r.goal.met(r.value, ratio) if r.goal and r.value is not None else None
+        fig = f"{r.value:,.1f} {r.unit}" if r.value is not None else f"failed: {r.error}"
+        base_s = f"{base.value:,.0f} {base.unit} ({ratio:.1f}x)" if base and ratio else ""
+        goal = r.goal.describe(r.unit) if r.goal else ""
+        status = {True: "met", False: "MISSED", None: ""}[met]
+        print(f"| {r.table.split(': ', 1)[-1]} | {r.metric} | {fig} | {goal} | {base_s} | {status} |")
+    for r in results:
+        if r.note:
+            print(f"\n- {r.note}")
+
+
+if __name__ == "__main__":
+    main()
