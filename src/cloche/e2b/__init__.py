@@ -1,0 +1,23 @@
+"""E2B compatibility: the official `e2b` and `e2b-code-interpreter` SDKs work against
+`cloche up` unchanged, with E2B_API_URL and E2B_SANDBOX_URL set to cloche's URL and
+E2B_API_KEY to a cloche API key.
+
+- `api`: E2B's control plane (/v2/sandboxes, /sandboxes/{id}/..., snapshots) on
+  cloche's tenancy and lifecycle;
+- `envd`: the in-sandbox protocol routed by the E2b-Sandbox-Id header: /health,
+  /files, and Connect RPC for `process.Process` and `filesystem.Filesystem`;
+- `interpreter`: the code interpreter's /execute and /contexts (port 49999).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cloche.e2b import api, envd, interpreter
+
+router = APIRouter()
+router.include_router(api.router)
+router.include_router(envd.router)
+router.include_router(interpreter.router)
+
+__all__ = ["router"]

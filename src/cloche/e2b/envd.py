@@ -1,0 +1,181 @@
+"""envd's REST routes (`GET /health`, `GET` and `POST /files`) and the Connect RPC
+services, all on cloche's own port and routed by the `E2b-Sandbox-Id` header."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import IO
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from cloche.e2b import filesystem, multipart, process
+from cloche.e2b.fsops import E2bFS
+from cloche.e2b.state import EnvdError, Target, target
+from cloche.e2b.users import User, name_from, resolve
+from cloche.node.errors import FileError, RuntimeFailure
+
+router = APIRouter(include_in_schema=False)
+CHUNK = 1 << 20
+METADATA_HEADER = "x-metadata-"
+
+
+def envd_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"code": status, "message": message}, status)
+
+
+def _envd(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except EnvdError as exc:
+            return envd_error(exc.status, exc.message)
+        except FileError as exc:
+            return envd_error(exc.status, str(exc))
+        except RuntimeFailure as exc:
+            return envd_error(502, f"The sandbox could not be reached: {exc}")
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    """204 while the sandbox runs; 502 (the SDK's "not running") when it is gone or asleep."""
+    try:
+        await target(request, wake=False)
+    except EnvdError as exc:
+        return envd_error(exc.status, exc.message)
+    return Response(status_code=204)
+
+
+async def _user_fs(request: Request, t: Target) -> E2bFS:
+    name = name_from(request)
+    fs = t.fs()
+    user: User | None = await asyncio.to_thread(resolve, name, fs)
+    if user is None:
+        raise EnvdError(400, f"user {name!r} does not exist in the sandbox")
+    return E2bFS(fs, user)
+
+
+async def _stream(f: IO[bytes], compress: bool) -> AsyncIterator[bytes]:
+    z = zlib.compressobj(6, zlib.DEFLATED, 31) if compress else None
+    try:
+        while chunk := await asyncio.to_thread(f.read, CHUNK):
+            yield z.compress(chunk) if z else chunk
+        if z:
+            yield z.flush()
+    finally:
+        f.close()
+
+
+async def download(request: Request) -> Response:
+    t = await target(request, operation="read")
+    fs = await _user_fs(request, t)
+    path = fs.path(request.query_params.get("path", ""))
+    if await asyncio.to_thread(fs.is_dir, path):
+        raise EnvdError(400, f"path '{path}' is a directory")
+    fd = await asyncio.to_thread(fs.open_read, path)
+    size = os.fstat(fd).st_size
+    name = path.rpartition("/")[2].replace('"', "")
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    accept = request.headers.get("accept-encoding", "")
+    compress = any(e.strip().split(";")[0] == "gzip" for e in accept.split(","))
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+    else:
+        headers["Content-Length"] = str(size)
+    return StreamingResponse(_stream(os.fdopen(fd, "rb"), compress), media_type="application/octet-stream",
+                             headers=headers)  # fmt: skip
+
+
+async def _spool(request: Request, gunzip: bool) -> IO[bytes]:
+    spool = tempfile.TemporaryFile()
+    z = zlib.decompressobj(31) if gunzip else None
+    try:
+        async for chunk in request.stream():
+            if z is not None:
+                chunk = z.decompress(chunk)
+            await asyncio.to_thread(spool.write, chunk)
+        if z is not None:
+            await asyncio.to_thread(spool.write, z.flush())
+    except zlib.error as exc:
+        spool.close()
+        raise EnvdError(400, f"invalid gzip body: {exc}") from None
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def _metadata(request: Request) -> dict[str, str]:
+    return {k[len(METADATA_HEADER) :]: v for k, v in request.headers.items()
+            if k.lower().startswith(METADATA_HEADER) and len(k) > len(METADATA_HEADER)}  # fmt: skip
+
+
+def _written(fs: E2bFS, path: str, metadata: dict[str, str]) -> dict[str, object]:
+    fs.set_metadata(path, metadata)
+    info: dict[str, object] = {"name": path.rpartition("/")[2], "type": "file", "path": path}
+    if metadata:
+        info["metadata"] = {k.lower(): v for k, v in metadata.items()}
+    return info
+
+
+async def upload(request: Request) -> Response:
+    t = await target(request, operation="write")
+    fs = await _user_fs(request, t)
+    content_type = request.headers.get("content-type", "")
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise EnvdError(400, f"unsupported Content-Encoding {encoding!r}")
+    metadata = _metadata(request)
+    param_path = request.query_params.get("path")
+    spool = await _spool(request, encoding == "gzip")
+    with spool:
+        if content_type.lower().startswith("multipart/form-data"):
+            try:
+                data, parts = await asyncio.to_thread(multipart.parse, spool, multipart.boundary_of(content_type))
+            except multipart.MultipartError as exc:
+                raise EnvdError(400, str(exc)) from None
+            files = [p for p in parts if p.filename is not None or p.name == "file"]
+            if not files:
+                raise EnvdError(400, "no file in the multipart body")
+            try:
+                results = []
+                for part in files:
+                    dest = param_path if (param_path and len(files) == 1) else (part.filename or param_path)
+                    if not dest:
+                        raise EnvdError(400, "a file needs a path (the path parameter or its filename)")
+                    path = fs.path(dest)
+                    view = memoryview(data)[part.start : part.end] if data is not None else memoryview(b"")
+                    try:
+                        await asyncio.to_thread(fs.write_file, path, [view])
+                    finally:
+                        view.release()
+                    results.append(await asyncio.to_thread(_written, fs, path, metadata))
+            finally:
+                if data is not None:
+                    data.close()
+            return JSONResponse(results)
+        if not param_path:
+            raise EnvdError(400, "the path parameter is required")
+        path = fs.path(param_path)
+        await asyncio.to_thread(fs.write_file, path, iter(lambda: spool.read(CHUNK), b""))
+        return JSONResponse([await asyncio.to_thread(_written, fs, path, metadata)])
+
+
+router.add_api_route("/files", _envd(download), methods=["GET"])
+router.add_api_route("/files", _envd(upload), methods=["POST"])
+
+for _name, _handler in process.METHODS.items():
+    router.add_api_route(f"/process.Process/{_name}", _handler, methods=["POST"])
+for _name, _handler in filesystem.METHODS.items():
+    router.add_api_route(f"/filesystem.Filesystem/{_name}", _handler, methods=["POST"])
+
+__all__ = ["gzip", "router"]

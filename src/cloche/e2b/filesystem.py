@@ -1,0 +1,179 @@
+"""envd's `filesystem.Filesystem` service (Stat, ListDir, MakeDir, Move, Remove,
+WatchDir and the CreateWatcher / GetWatcherEvents / RemoveWatcher calls) over the
+path-safe file layer. Paths are relative to the acting user's home unless absolute;
+new files and directories belong to that user."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import Request, Response
+
+from cloche.e2b import connect
+from cloche.e2b.connect import ConnectError, Message
+from cloche.e2b.fsops import E2bFS, connect_code
+from cloche.e2b.process import _as_connect
+from cloche.e2b.state import EnvdError, Target, target
+from cloche.e2b.users import name_from, resolve
+from cloche.e2b.watch import Watch
+from cloche.node.errors import FileError, RuntimeFailure
+
+
+async def _fs(request: Request) -> tuple[Target, E2bFS]:
+    try:
+        t = await target(request)
+    except EnvdError as exc:
+        raise _as_connect(exc) from None
+    name = name_from(request)
+    fs = t.fs()
+    user = await asyncio.to_thread(resolve, name, fs)
+    if user is None:
+        raise ConnectError("invalid_argument", f"user {name!r} does not exist in the sandbox")
+    return t, E2bFS(fs, user)
+
+
+async def _run(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except FileError as exc:
+        raise ConnectError(connect_code(exc), str(exc)) from None
+    except RuntimeFailure as exc:
+        raise ConnectError("unavailable", str(exc)) from None
+
+
+def _unary(handler: Callable[[Request, Message], Awaitable[Message]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        async def call() -> Message:
+            return await handler(request, await connect.read_unary(request))
+
+        return await connect.unary(call)
+
+    return endpoint
+
+
+def _path(fs: E2bFS, value: Any, what: str = "path") -> str:
+    if not isinstance(value, str) or not value:
+        raise ConnectError("invalid_argument", f"{what} is required")
+    try:
+        return fs.path(value)
+    except FileError as exc:
+        raise ConnectError("invalid_argument", str(exc)) from None
+
+
+async def stat(request: Request, msg: Message) -> Message:
+    _, fs = await _fs(request)
+    return {"entry": await _run(fs.entry, _path(fs, msg.get("path")))}
+
+
+async def list_dir(request: Request, msg: Message) -> Message:
+    _, fs = await _fs(request)
+    path = _path(fs, msg.get("path"))
+    entry = await _run(fs.entry, path)
+    if entry["type"] != "FILE_TYPE_DIRECTORY":
+        raise ConnectError("invalid_argument", f"{path} is not a directory")
+    if entry.get("isSymlink"):
+        path = entry["symlinkTarget"]
+    depth = int(msg.get("depth") or 1)
+    return {"entries": await _run(fs.list_dir, path, depth)}
+
+
+async def make_dir(request: Request, msg: Message) -> Message:
+    _, fs = await _fs(request)
+    path = _path(fs, msg.get("path"))
+    if not await _run(fs.make_dir, path):
+        raise ConnectError("already_exists", f"directory {path} already exists")
+    return {"entry": await _run(fs.entry, path)}
+
+
+async def move(request: Request, msg: Message) -> Message:
+    _, fs = await _fs(request)
+    src, dst = _path(fs, msg.get("source"), "source"), _path(fs, msg.get("destination"), "destination")
+    await _run(fs.entry, src)
+    await _run(fs.move, src, dst)
+    return {"entry": await _run(fs.entry, dst)}
+
+
+async def remove(request: Request, msg: Message) -> Message:
+    _, fs = await _fs(request)
+    await _run(fs.remove_all, _path(fs, msg.get("path")))
+    return {}
+
+
+async def _watch(request: Request, msg: Message) -> tuple[Target, Watch]:
+    t, fs = await _fs(request)
+    path = _path(fs, msg.get("path"))
+    entry = await _run(fs.entry, path)
+    if entry["type"] != "FILE_TYPE_DIRECTORY":
+        raise ConnectError("invalid_argument", f"path {path} not a directory")
+    if entry.get("isSymlink"):
+        path = entry["symlinkTarget"]
+    watch = Watch(t.sandbox_id, fs, path, bool(msg.get("recursive")),
+                  bool(msg.get("includeEntry") or msg.get("include_entry")))  # fmt: skip
+    await watch.start()
+    return t, watch
+
+
+async def watch_dir(request: Request) -> Response:
+    try:
+        msg = await connect.read_first(request)
+        t, watch = await _watch(request, msg)
+    except ConnectError as exc:
+        return connect.stream_error(exc)
+
+    async def events() -> AsyncIterator[Message]:
+        async for event in _while_running(t, watch):
+            yield {"filesystem": event}
+
+    return connect.stream({"start": {}}, events(), keepalive={"keepalive": {}},
+                          interval=connect.keepalive_s(request))  # fmt: skip
+
+
+async def _while_running(t: Target, watch: Watch) -> AsyncIterator[dict[str, Any]]:
+    while True:
+        await asyncio.sleep(0.2)
+        try:
+            running = t.c.runtime.get(t.sandbox_id).state == "running"
+        except RuntimeFailure:
+            running = False
+        if not running:
+            raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found (it stopped)")
+        for event in await watch.poll():
+            yield event
+
+
+async def create_watcher(request: Request, msg: Message) -> Message:
+    t, watch = await _watch(request, msg)
+    return {"watcherId": t.st.watchers.add(watch)}
+
+
+async def get_watcher_events(request: Request, msg: Message) -> Message:
+    t, _ = await _fs(request)
+    w = t.st.watchers.get(t.sandbox_id, str(msg.get("watcherId") or msg.get("watcher_id") or ""))
+    if w is None:
+        raise ConnectError("not_found", "watcher not found")
+    events, w.pending = w.pending, []
+    return {"events": events}
+
+
+async def remove_watcher(request: Request, msg: Message) -> Message:
+    t, _ = await _fs(request)
+    watcher_id = str(msg.get("watcherId") or msg.get("watcher_id") or "")
+    if t.st.watchers.get(t.sandbox_id, watcher_id) is None:
+        raise ConnectError("not_found", "watcher not found")
+    t.st.watchers.remove(watcher_id)
+    return {}
+
+
+METHODS: dict[str, Callable[[Request], Awaitable[Response]]] = {
+    "Stat": _unary(stat),
+    "ListDir": _unary(list_dir),
+    "MakeDir": _unary(make_dir),
+    "Move": _unary(move),
+    "Remove": _unary(remove),
+    "WatchDir": watch_dir,
+    "CreateWatcher": _unary(create_watcher),
+    "GetWatcherEvents": _unary(get_watcher_events),
+    "RemoveWatcher": _unary(remove_watcher),
+}

@@ -1,0 +1,448 @@
+"""envd's `process.Process` service over cloche's supervisor sessions.
+
+Every started command is one ExecSession kept by the registry (not by the request), so
+it outlives the Start stream like an envd process does: Connect re-attaches to its
+output, SendInput/StreamInput/CloseStdin feed it, SendSignal signals its process group,
+Update resizes its PTY, List shows it. A pump task per process reads the session and
+fans events out to every attached stream. Pids are the command's pid inside the
+sandbox's pid namespace, as the supervisor reports them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import errno
+import logging
+import signal as signals
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request, Response
+
+from cloche.e2b import connect
+from cloche.e2b.connect import ConnectError, Message
+from cloche.e2b.state import EnvdError, Target, target
+from cloche.e2b.users import User, name_from, resolve
+from cloche.node.errors import RuntimeFailure
+from cloche.node.protocol import ExecRequest
+from cloche.node.supervisor import ExecSession
+
+log = logging.getLogger("cloche.e2b")
+OUTPUT_CAP = 1 << 40
+MAX_BACKLOG = 64 << 20  # bytes queued for one slow stream before it is cut off
+SIGNAL_NAMES = {
+    1: "hangup", 2: "interrupt", 3: "quit", 4: "illegal instruction", 6: "aborted", 7: "bus error",
+    8: "floating point exception", 9: "killed", 11: "segmentation fault", 13: "broken pipe",
+    14: "alarm clock", 15: "terminated",
+}  # fmt: skip
+SIGNALS = {"SIGNAL_SIGTERM": signals.SIGTERM, "SIGNAL_SIGKILL": signals.SIGKILL}
+
+
+def end_event(exit_code: int, signo: int) -> Message:
+    """envd's EndEvent, the way Go's os.ProcessState reports it."""
+    if signo:
+        status = f"signal: {SIGNAL_NAMES.get(signo, str(signo))}"
+        return {"exitCode": -1, "exited": False, "status": status, "error": status}
+    end: Message = {"exitCode": exit_code, "exited": True, "status": f"exit status {exit_code}"}
+    if exit_code:
+        end["error"] = end["status"]
+    return end
+
+
+class Subscriber:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.backlog = 0
+        self.cut = False
+
+    def put(self, event: Message, size: int = 0) -> None:
+        if self.cut:
+            return
+        self.backlog += size
+        if self.backlog > MAX_BACKLOG:
+            self.cut = True
+            self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(event)
+
+
+@dataclass
+class Proc:
+    sandbox_id: str
+    pid: int
+    config: Message
+    tag: str | None
+    pty: bool
+    stdin: bool
+    session: ExecSession
+    subscribers: set[Subscriber] = field(default_factory=set)
+    end: Message | None = None
+    task: asyncio.Task[None] | None = None
+    stdin_closed: bool = False
+
+    def info(self) -> Message:
+        out: Message = {"config": self.config, "pid": self.pid}
+        if self.tag is not None:
+            out["tag"] = self.tag
+        return out
+
+    def subscribe(self) -> Subscriber:
+        sub = Subscriber()
+        if self.end is not None:
+            sub.put({"end": self.end})
+            sub.queue.put_nowait(None)
+        else:
+            self.subscribers.add(sub)
+        return sub
+
+    def broadcast(self, event: Message, size: int = 0) -> None:
+        for sub in list(self.subscribers):
+            sub.put(event, size)
+
+
+class ProcessRegistry:
+    def __init__(self) -> None:
+        self.procs: dict[str, dict[int, Proc]] = {}
+
+    def of(self, sandbox_id: str) -> dict[int, Proc]:
+        return self.procs.get(sandbox_id, {})
+
+    def find(self, sandbox_id: str, selector: Message | None) -> Proc | None:
+        selector = selector or {}
+        procs = self.of(sandbox_id)
+        if "pid" in selector:
+            try:
+                return procs.get(int(selector["pid"]))
+            except (TypeError, ValueError):
+                return None
+        if "tag" in selector:
+            return next((p for p in procs.values() if p.tag == selector["tag"]), None)
+        raise ConnectError("invalid_argument", "a process selector needs a pid or a tag")
+
+    def add(self, proc: Proc) -> None:
+        self.procs.setdefault(proc.sandbox_id, {})[proc.pid] = proc
+        proc.task = asyncio.create_task(self._pump(proc))
+
+    def drop(self, sandbox_id: str) -> None:
+        for proc in list(self.of(sandbox_id).values()):
+            if proc.task is not None:
+                proc.task.cancel()
+
+    async def _pump(self, proc: Proc) -> None:
+        end: Message = {"exitCode": -1, "exited": False, "status": "signal: killed",
+                        "error": "the sandbox stopped"}  # fmt: skip
+        try:
+            async for ev in proc.session.events():
+                if ev.kind in ("stdout", "stderr"):
+                    kind = "pty" if proc.pty else ev.kind
+                    data = base64.b64encode(ev.data).decode()
+                    proc.broadcast({"data": {kind: data}}, len(ev.data))
+                elif ev.kind == "exit":
+                    end = end_event(ev.exit_code, ev.signal)
+                    break
+        except (RuntimeFailure, OSError) as exc:
+            log.debug("process %s in %s ended: %s", proc.pid, proc.sandbox_id, exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            proc.end = end
+            proc.broadcast({"end": end})
+            for sub in list(proc.subscribers):
+                sub.queue.put_nowait(None)
+            proc.subscribers.clear()
+            procs = self.procs.get(proc.sandbox_id)
+            if procs is not None and procs.get(proc.pid) is proc:
+                del procs[proc.pid]
+                if not procs:
+                    self.procs.pop(proc.sandbox_id, None)
+            with contextlib.suppress(BaseException):
+                await proc.session.close()
+
+
+def _events(sub: Subscriber) -> AsyncIterator[Message]:
+    async def gen() -> AsyncIterator[Message]:
+        while True:
+            event = await sub.queue.get()
+            if event is None:
+                if sub.cut:
+                    raise ConnectError("resource_exhausted", "the client read the output too slowly")
+                return
+            yield {"event": event}
+            if "end" in event:
+                return
+
+    return gen()
+
+
+def _user(request: Request, t: Target) -> User:
+    name = name_from(request)
+    user = resolve(name, t.fs())
+    if user is None:
+        raise ConnectError("invalid_argument", f"user {name!r} does not exist in the sandbox")
+    return user
+
+
+async def _target(request: Request) -> Target:
+    try:
+        return await target(request)
+    except EnvdError as exc:
+        raise _as_connect(exc) from None
+
+
+def _as_connect(exc: EnvdError) -> ConnectError:
+    code = {400: "invalid_argument", 401: "unauthenticated", 404: "not_found", 429: "resource_exhausted",
+            502: "unavailable"}.get(exc.status, "internal")  # fmt: skip
+    return ConnectError(code, exc.message)
+
+
+def _env_for(user: User, t: Target) -> dict[str, str]:
+    spec_env = t.c.runtime.get(t.sandbox_id).spec.env
+    env = {}
+    for key, value in (("HOME", user.home), ("USER", user.name), ("LOGNAME", user.name)):
+        if key not in spec_env:
+            env[key] = value
+    return env
+
+
+async def start(request: Request) -> Response:
+    try:
+        msg = await connect.read_first(request)
+        t = await _target(request)
+        user = _user(request, t)
+        config = msg.get("process") or {}
+        cmd = config.get("cmd")
+        if not cmd or not isinstance(cmd, str):
+            raise ConnectError("invalid_argument", "process.cmd is required")
+        args = [str(a) for a in config.get("args") or []]
+        envs = {str(k): str(v) for k, v in (config.get("envs") or {}).items()}
+        if any(not k or "=" in k or "\0" in k for k in envs) or any("\0" in a for a in [cmd, *args]):
+            raise ConnectError("invalid_argument", "NUL bytes, '=' or empty names in the command or its env")
+        cwd = config.get("cwd") or user.home
+        pty = msg.get("pty")
+        size = (pty or {}).get("size") or {}
+        stdin = bool(msg.get("stdin")) or pty is not None
+        req = ExecRequest(cmd=[cmd, *args], env={**_env_for(user, t), **envs}, cwd=cwd, uid=user.uid,
+                          gid=user.gid, output_cap=OUTPUT_CAP, timeout_s=connect.timeout_s(request),
+                          pty=pty is not None, rows=int(size.get("rows") or 24), cols=int(size.get("cols") or 80),
+                          interactive=stdin)  # fmt: skip
+        try:
+            session = await t.c.runtime.exec_session(t.sandbox_id, req)
+        except RuntimeFailure as exc:
+            raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found ({exc})") from None
+        first = await _first_event(session)
+        if first.kind != "start":
+            await session.close()
+            detail = first.data.decode(errors="replace").strip()
+            raise ConnectError("invalid_argument", f"failed to start the process: {detail}")
+        proc = Proc(t.sandbox_id, first.pid, {"cmd": cmd, "args": args, "envs": envs, "cwd": cwd},
+                    msg.get("tag"), pty is not None, stdin, session)  # fmt: skip
+        sub = proc.subscribe()
+        t.st.processes.add(proc)
+    except ConnectError as exc:
+        return connect.stream_error(exc)
+
+    async def unsubscribe() -> None:
+        proc.subscribers.discard(sub)
+
+    return connect.stream({"event": {"start": {"pid": proc.pid}}}, _events(sub),
+                          keepalive={"event": {"keepalive": {}}}, interval=connect.keepalive_s(request),
+                          on_close=unsubscribe)  # fmt: skip
+
+
+@dataclass
+class _First:
+    kind: str
+    pid: int = 0
+    data: bytes = b""
+
+
+async def _first_event(session: ExecSession) -> _First:
+    """Read up to the start event; a command that fails to start (missing cwd or
+    binary) sends stderr and an exit instead. The events() generator is left at the
+    start event, so the pump's own events() carries on from there."""
+    err = b""
+    try:
+        async with contextlib.aclosing(session.events()) as events:
+            async for ev in events:
+                if ev.kind == "start":
+                    return _First("start", pid=ev.pid)
+                if ev.kind == "stderr":
+                    err += ev.data
+                if ev.kind == "exit":
+                    return _First("exit", data=err or f"exit code {ev.exit_code}".encode())
+    except RuntimeFailure as exc:
+        return _First("exit", data=str(exc).encode())
+    return _First("exit", data=err)
+
+
+async def connect_process(request: Request) -> Response:
+    try:
+        msg = await connect.read_first(request)
+        t = await _target(request)
+        proc = t.st.processes.find(t.sandbox_id, msg.get("process"))
+        if proc is None or proc.end is not None:
+            raise ConnectError("not_found", "process not found")
+        sub = proc.subscribe()
+    except ConnectError as exc:
+        return connect.stream_error(exc)
+
+    async def unsubscribe() -> None:
+        proc.subscribers.discard(sub)
+
+    return connect.stream({"event": {"start": {"pid": proc.pid}}}, _events(sub),
+                          keepalive={"event": {"keepalive": {}}}, interval=connect.keepalive_s(request),
+                          on_close=unsubscribe)  # fmt: skip
+
+
+async def list_processes(request: Request) -> Response:
+    async def call() -> Message:
+        await connect.read_unary(request)
+        t = await _target(request)
+        procs = [p.info() for p in t.st.processes.of(t.sandbox_id).values() if p.end is None]
+        return {"processes": procs}
+
+    return await connect.unary(call)
+
+
+def _signal_number(value: Any) -> int:
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    if value in SIGNALS:
+        return int(SIGNALS[value])
+    raise ConnectError("invalid_argument", f"unsupported signal {value!r}")
+
+
+async def send_signal(request: Request) -> Response:
+    async def call() -> Message:
+        msg = await connect.read_unary(request)
+        t = await _target(request)
+        signo = _signal_number(msg.get("signal", 0))
+        if signo <= 0:
+            raise ConnectError("invalid_argument", "signal is required")
+        selector = msg.get("process") or {}
+        proc = t.st.processes.find(t.sandbox_id, selector)
+        if proc is not None and proc.end is None:
+            try:
+                await proc.session.signal(signo)
+            except (ConnectionError, OSError):
+                raise ConnectError("not_found", "process not found") from None
+            return {}
+        if "pid" not in selector:
+            raise ConnectError("not_found", "process not found")
+        try:
+            err = await t.c.runtime.signal(t.sandbox_id, int(selector["pid"]), signo)
+        except (RuntimeFailure, ValueError) as exc:
+            raise ConnectError("not_found", f"process not found ({exc})") from None
+        if err == errno.ESRCH or err == errno.EINVAL:
+            raise ConnectError("not_found", "process not found")
+        if err:
+            raise ConnectError("permission_denied", f"cannot signal the process: {errno.errorcode.get(err, err)}")
+        return {}
+
+    return await connect.unary(call)
+
+
+def _live(t: Target, selector: Message | None) -> Proc:
+    proc = t.st.processes.find(t.sandbox_id, selector)
+    if proc is None or proc.end is not None:
+        raise ConnectError("not_found", "process not found")
+    return proc
+
+
+def _input_bytes(value: Message | None, proc: Proc) -> bytes:
+    value = value or {}
+    raw = value.get("pty") if "pty" in value else value.get("stdin")
+    if raw is None:
+        return b""
+    try:
+        return base64.b64decode(raw)
+    except ValueError:
+        raise ConnectError("invalid_argument", "input must be base64") from None
+
+
+async def _write(proc: Proc, data: bytes) -> None:
+    if not proc.stdin:
+        raise ConnectError("failed_precondition", "stdin is not enabled for this process (start it with stdin=True)")
+    if proc.stdin_closed:
+        raise ConnectError("failed_precondition", "stdin of this process is closed")
+    if data:
+        try:
+            await proc.session.write_stdin(data)
+        except (ConnectionError, OSError):
+            raise ConnectError("not_found", "process not found") from None
+
+
+async def send_input(request: Request) -> Response:
+    async def call() -> Message:
+        msg = await connect.read_unary(request)
+        t = await _target(request)
+        proc = _live(t, msg.get("process"))
+        await _write(proc, _input_bytes(msg.get("input"), proc))
+        return {}
+
+    return await connect.unary(call)
+
+
+async def stream_input(request: Request) -> Response:
+    """Client stream: a start event naming the process, then data and keepalives."""
+    try:
+        t = await _target(request)
+        proc: Proc | None = None
+        async for msg in connect.iter_messages(request):
+            if "start" in msg:
+                proc = _live(t, (msg["start"] or {}).get("process"))
+            elif "data" in msg:
+                if proc is None:
+                    raise ConnectError("failed_precondition", "the first message must be a start event")
+                await _write(proc, _input_bytes((msg["data"] or {}).get("input"), proc))
+        if proc is None:
+            raise ConnectError("invalid_argument", "no start event")
+    except ConnectError as exc:
+        return connect.stream_error(exc)
+    return Response(connect.envelope({}) + connect.end_stream(), media_type=connect.STREAM_TYPE)
+
+
+async def close_stdin(request: Request) -> Response:
+    async def call() -> Message:
+        msg = await connect.read_unary(request)
+        t = await _target(request)
+        proc = _live(t, msg.get("process"))
+        if not proc.stdin:
+            raise ConnectError("failed_precondition", "stdin is not enabled for this process")
+        if not proc.stdin_closed:
+            with contextlib.suppress(ConnectionError, OSError):
+                await proc.session.close_stdin()
+            proc.stdin_closed = not proc.pty
+        return {}
+
+    return await connect.unary(call)
+
+
+async def update(request: Request) -> Response:
+    async def call() -> Message:
+        msg = await connect.read_unary(request)
+        t = await _target(request)
+        proc = _live(t, msg.get("process"))
+        size = (msg.get("pty") or {}).get("size")
+        if size:
+            if not proc.pty:
+                raise ConnectError("failed_precondition", "the process has no PTY")
+            with contextlib.suppress(ConnectionError, OSError):
+                await proc.session.resize(int(size.get("rows") or 24), int(size.get("cols") or 80))
+        return {}
+
+    return await connect.unary(call)
+
+
+METHODS = {
+    "Start": start,
+    "Connect": connect_process,
+    "List": list_processes,
+    "SendSignal": send_signal,
+    "SendInput": send_input,
+    "StreamInput": stream_input,
+    "CloseStdin": close_stdin,
+    "Update": update,
+}

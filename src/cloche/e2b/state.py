@@ -1,0 +1,176 @@
+"""Per-server E2B state (token store, running processes, kernels, watchers) and the
+routing of in-sandbox requests: the sandbox comes from the `E2b-Sandbox-Id` header, the
+service from `E2b-Sandbox-Port`, and the caller must present the sandbox's access token
+(`X-Access-Token`; the code interpreter's port also takes `E2B-Traffic-Access-Token`;
+file URLs may carry a signature instead)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Request
+
+from cloche.e2b.store import E2bRow, E2bStore
+from cloche.e2b.users import USER
+from cloche.node.errors import FileError, RuntimeFailure
+from cloche.node.files import SandboxFS
+from cloche.node.records import SandboxRecord
+from cloche.server.context import Context, ctx
+
+ENVD_PORT = 49983
+JUPYTER_PORT = 49999
+
+
+class EnvdError(Exception):
+    """An error answered the way E2B's sandbox proxy and envd answer: `{"code", "message"}`
+    with an HTTP status (502 and "was not found" for a sandbox that is gone)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def gone(sandbox_id: str) -> EnvdError:
+    return EnvdError(502, f"The sandbox {sandbox_id} was not found")
+
+
+class E2bState:
+    def __init__(self, c: Context) -> None:
+        from cloche.e2b.interpreter import KernelRegistry
+        from cloche.e2b.process import ProcessRegistry
+        from cloche.e2b.watch import WatcherRegistry
+
+        self.c = c
+        self.store = E2bStore(c.settings.db_path)
+        self.processes = ProcessRegistry()
+        self.kernels = KernelRegistry()
+        self.watchers = WatcherRegistry()
+        self.prepared: set[str] = set()
+        self.create_locks: dict[str, asyncio.Lock] = {}
+        c.runtime.listeners.append(self)
+
+    async def sandbox_started(self, record: SandboxRecord, host_dir: Path) -> None:
+        pass
+
+    async def sandbox_stopped(self, sandbox_id: str) -> None:
+        """Processes, kernels and watchers of a sandbox end with it."""
+        self.prepared.discard(sandbox_id)
+        self.watchers.drop(sandbox_id)
+        self.kernels.drop(sandbox_id)
+        self.processes.drop(sandbox_id)
+
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox is gone for good."""
+        self.store.delete(sandbox_id)
+        self.kernels.forget(sandbox_id)
+        self.prepared.discard(sandbox_id)
+
+
+def e2b_state(request: Request) -> E2bState:
+    app = request.app
+    st = getattr(app.state, "e2b", None)
+    if st is None or st.c is not ctx(request):
+        st = app.state.e2b = E2bState(ctx(request))
+    return st
+
+
+@dataclass
+class Target:
+    """The sandbox an in-sandbox request is for, checked and running."""
+
+    c: Context
+    st: E2bState
+    row: E2bRow
+    sandbox_id: str
+    fs_cache: list[SandboxFS] = field(default_factory=list)
+
+    def fs(self) -> SandboxFS:
+        if not self.fs_cache:
+            self.fs_cache.append(self.c.runtime.fs(self.sandbox_id))
+        return self.fs_cache[0]
+
+
+def _signature_ok(request: Request, row: E2bRow, operation: str) -> bool:
+    signature = request.query_params.get("signature")
+    if not signature:
+        return False
+    path = request.query_params.get("path", "")
+    user = request.query_params.get("username", "")
+    expiration = request.query_params.get("signature_expiration")
+    raw = f"{path}:{operation}:{user}:{row.access_token}"
+    if expiration:
+        if not expiration.isdigit() or int(expiration) < time.time():
+            return False
+        raw += f":{expiration}"
+    digest = base64.b64encode(hashlib.sha256(raw.encode()).digest()).rstrip(b"=").decode()
+    return hmac.compare_digest(signature, f"v1_{digest}")
+
+
+def _token_ok(request: Request, row: E2bRow, port: int, operation: str | None) -> bool:
+    token = request.headers.get("x-access-token")
+    if token and hmac.compare_digest(token, row.access_token):
+        return True
+    traffic = request.headers.get("e2b-traffic-access-token")
+    if port == JUPYTER_PORT and traffic and hmac.compare_digest(traffic, row.traffic_token):
+        return True
+    return operation is not None and _signature_ok(request, row, operation)
+
+
+async def target(request: Request, port: int = ENVD_PORT, operation: str | None = None,
+                 wake: bool = True) -> Target:  # fmt: skip
+    """Check an in-sandbox request and make sure its sandbox runs (a hibernated or paused
+    sandbox is woken, as cloche's own API does)."""
+    st = e2b_state(request)
+    c = st.c
+    sandbox_id = request.headers.get("e2b-sandbox-id", "")
+    if not sandbox_id:
+        raise EnvdError(400, "missing E2b-Sandbox-Id header (set E2B_SANDBOX_URL to this server's URL)")
+    asked_port = request.headers.get("e2b-sandbox-port", "")
+    if asked_port and asked_port != str(port):
+        raise EnvdError(502, f"The sandbox {sandbox_id} is running but port {asked_port} is not open "
+                             "(cloche serves envd on 49983 and the code interpreter on 49999)")  # fmt: skip
+    row = st.store.get(sandbox_id)
+    if row is None:
+        raise gone(sandbox_id)
+    if not _token_ok(request, row, port, operation):
+        raise EnvdError(401, "invalid or missing access token for this sandbox (X-Access-Token)")
+    owner = c.store.sandbox(sandbox_id)
+    if owner is None or owner.tenant_id != row.tenant_id:
+        st.forget(sandbox_id)
+        raise gone(sandbox_id)
+    wait = c.limiter.take(row.tenant_id)
+    if wait:
+        raise EnvdError(429, "rate limit exceeded for this tenant; retry later")
+    try:
+        rec = c.runtime.get(sandbox_id)
+        if wake:
+            if rec.state != "running":
+                await c.runtime.wake(sandbox_id)
+            c.runtime.touch(sandbox_id)
+        elif rec.state != "running":
+            raise EnvdError(502, f"The sandbox {sandbox_id} was not found (it is {rec.state})")
+    except RuntimeFailure as exc:
+        raise EnvdError(502, f"The sandbox {sandbox_id} was not found ({exc})") from None
+    t = Target(c, st, row, sandbox_id)
+    if sandbox_id not in st.prepared:
+        await asyncio.to_thread(prepare_home, t.fs())
+        st.prepared.add(sandbox_id)
+    return t
+
+
+def prepare_home(fs: SandboxFS) -> None:
+    """E2B's default user works in /home/user, which it owns."""
+    try:
+        if fs.is_dir(USER.home):
+            return
+    except FileError:
+        pass
+    fs.mkdir("/home")
+    SandboxFS(fs.root, fs.owner + USER.uid).mkdir(USER.home)
