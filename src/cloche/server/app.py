@@ -15,6 +15,7 @@ from cloche.control.agents import AgentService
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
 from cloche.control.snapshots import SnapshotService
+from cloche.e2b import router as e2b_router
 from cloche.metrics import Metrics
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.server import errors
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes, state_routes, apps):
         app.include_router(module.router)
+    app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(state_routes.StateFastPath)
     app.add_middleware(BodyLimit, settings=settings)
     return app
