@@ -19,6 +19,7 @@ tests/state/test_conformance.py holds them to it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -93,7 +94,9 @@ class Conflict(StateError):
         self.index = index
 
 
+@functools.lru_cache(maxsize=65536)
 def check_ns(name: str, limits: StateLimits) -> str:
+    """Validated names are cached (raising calls are not), so hot keys cost a dict hit."""
     if not name or len(name.encode()) > limits.max_ns_bytes or not NS_RE.fullmatch(name):
         raise InvalidName(
             f"invalid namespace {name[:80]!r}: 1..{limits.max_ns_bytes} characters from "
@@ -102,6 +105,7 @@ def check_ns(name: str, limits: StateLimits) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=65536)
 def check_key(key: str, limits: StateLimits) -> str:
     if (not key or len(key.encode()) > limits.max_key_bytes or not KEY_RE.fullmatch(key)
             or key.startswith("/") or "//" in key or key in (".", "..")

@@ -353,6 +353,8 @@ class SqliteEngine:
         check_value(value, self.limits)
         check_conditions(if_match, if_none_match)
         check_ttl(ttl_s, self.limits)
+        if if_match is None and not if_none_match and ttl_s is None:  # the hot path
+            return await self._write(_put_any, tenant, ns, key, value)
         return await self._write(_put, tenant, ns, Op("put", key, value, if_match, if_none_match, ttl_s), None)
 
     async def kv_delete(self, tenant: str, ns: str, key: str, *, if_match: int | None = None) -> bool:
@@ -474,6 +476,11 @@ def _put(eng: SqliteEngine, db: sqlite3.Connection, tenant: str, ns: str, op: Op
     if not rows:
         raise _conflict(db, nid, op, now, index)
     return rows[0][0]
+
+
+def _put_any(eng: SqliteEngine, db: sqlite3.Connection, tenant: str, ns: str, key: str, value: bytes) -> int:
+    nid = eng._ns_ids.get((tenant, ns)) or eng._ns_w(db, tenant, ns, create=True)
+    return db.execute(PUT_ANY, (nid, key, value, None)).fetchall()[0][0]
 
 
 def _delete(eng: SqliteEngine, db: sqlite3.Connection, tenant: str, ns: str, op: Op,
