@@ -155,3 +155,24 @@ def test_namespaces_are_per_tenant(srv):
         assert b.get("/v1/state/shared-name/log").json()["items"] == []
         b.put("/v1/state/shared-name/kv/secret", content=b"B's")
         assert a.get("/v1/state/shared-name/kv/secret").content == b"A's"
+
+
+def test_sdk_state_client(srv):
+    from cloche.client.state import StateClient, StateConflict
+
+    _, key = srv.tenant()
+    with StateClient(srv.url, key) as st:
+        n = st.namespace(ns())
+        assert n.get("k") == (None, None)
+        v = n.put("k", b"one", if_none_match=True)
+        assert n.get("k") == (b"one", v)
+        with pytest.raises(StateConflict) as ei:
+            n.put("k", "two", if_match=v + 5)
+        assert ei.value.current_version == v
+        assert n.batch([{"op": "put", "key": "a", "value": b"\x00"}, {"op": "check", "key": "k", "if_match": v}])
+        assert [i["key"] for i in n.list()] == ["a", "k"]
+        assert n.append("e1", idempotency_key="x") == n.append("e1", idempotency_key="x") == 1
+        assert n.read() == ([(1, b"e1")], 1)
+        assert n.trim(1) == 2
+        n.delete("k")
+        assert n.get("k") == (None, None)
