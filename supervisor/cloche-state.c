@@ -119,6 +119,7 @@ struct reply {
 
 static int sock_fd = -1;
 static const char *sock_path;
+static const char *ns = ""; /* "" = this sandbox's own namespace */
 
 static void connect_socket(void) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -185,7 +186,8 @@ static char *fstr(struct reply *r, int i) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: cloche-state [-s SOCKET] COMMAND [ARGS]\n"
+            "usage: cloche-state [-s SOCKET] [-n NAMESPACE] COMMAND [ARGS]\n"
+            "  (-n: a named namespace the tenant granted this sandbox; default: its own)\n"
             "  get KEY                      print the value (-v: its version on stderr)\n"
             "  put [-m VER|-x] [-t TTL] KEY [VALUE]\n"
             "                               store VALUE (or stdin); print the new version;\n"
@@ -205,8 +207,9 @@ int main(int argc, char **argv) {
     int if_none_match = 0, verbose = 0, opt;
     sock_path = getenv("CLOCHE_STATE_SOCKET");
     if (!sock_path || !*sock_path) sock_path = DEFAULT_SOCKET;
-    while ((opt = getopt(argc, argv, "+s:h")) != -1) {
+    while ((opt = getopt(argc, argv, "+s:n:h")) != -1) {
         if (opt == 's') sock_path = optarg;
+        else if (opt == 'n') ns = optarg;
         else usage();
     }
     if (optind >= argc) usage();
@@ -233,14 +236,14 @@ int main(int argc, char **argv) {
 
     if (!strcmp(cmd, "get")) {
         if (nargs != 1) usage();
-        sfield(&req, "get"), sfield(&req, ""), sfield(&req, args[0]);
+        sfield(&req, "get"), sfield(&req, ns), sfield(&req, args[0]);
         call(&req, &rep);
         if (rep.n < 3) die(2, "%s", "short reply");
         write_all(1, rep.f[2], rep.len[2]);
         if (verbose) fprintf(stderr, "version %s\n", fstr(&rep, 1));
     } else if (!strcmp(cmd, "put")) {
         if (nargs != 1 && nargs != 2) usage();
-        sfield(&req, "put"), sfield(&req, ""), sfield(&req, args[0]);
+        sfield(&req, "put"), sfield(&req, ns), sfield(&req, args[0]);
         if (nargs == 2) {
             sfield(&req, args[1]);
         } else {
@@ -253,7 +256,7 @@ int main(int argc, char **argv) {
         printf("%s\n", fstr(&rep, 1));
     } else if (!strcmp(cmd, "del")) {
         if (nargs != 1) usage();
-        sfield(&req, "del"), sfield(&req, ""), sfield(&req, args[0]), sfield(&req, if_match);
+        sfield(&req, "del"), sfield(&req, ns), sfield(&req, args[0]), sfield(&req, if_match);
         call(&req, &rep);
         if (rep.n > 1 && rep.len[1] == 1 && rep.f[1][0] == '0') {
             fprintf(stderr, "cloche-state: key '%s' not found\n", args[0]);
@@ -264,7 +267,7 @@ int main(int argc, char **argv) {
         char *cursor = strdup("");
         for (;;) {
             req.len = 0;
-            sfield(&req, "ls"), sfield(&req, ""), sfield(&req, nargs ? args[0] : ""), sfield(&req, cursor);
+            sfield(&req, "ls"), sfield(&req, ns), sfield(&req, nargs ? args[0] : ""), sfield(&req, cursor);
             sfield(&req, "1000");
             call(&req, &rep);
             for (int i = 2; i + 2 < rep.n; i += 3)
@@ -276,7 +279,7 @@ int main(int argc, char **argv) {
         }
     } else if (!strcmp(cmd, "append")) {
         if (nargs > 1) usage();
-        sfield(&req, "append"), sfield(&req, "");
+        sfield(&req, "append"), sfield(&req, ns);
         if (nargs == 1) {
             sfield(&req, args[0]);
         } else {
@@ -289,7 +292,7 @@ int main(int argc, char **argv) {
         printf("%s\n", fstr(&rep, 1));
     } else if (!strcmp(cmd, "read")) {
         if (nargs > 1) usage();
-        sfield(&req, "read"), sfield(&req, ""), sfield(&req, nargs ? args[0] : "0"), sfield(&req, limit);
+        sfield(&req, "read"), sfield(&req, ns), sfield(&req, nargs ? args[0] : "0"), sfield(&req, limit);
         sfield(&req, wait_s);
         call(&req, &rep);
         for (int i = 2; i + 1 < rep.n; i += 2) {
@@ -301,7 +304,7 @@ int main(int argc, char **argv) {
         if (verbose) fprintf(stderr, "last_seq %s\n", fstr(&rep, 1));
     } else if (!strcmp(cmd, "trim")) {
         if (nargs != 1) usage();
-        sfield(&req, "trim"), sfield(&req, ""), sfield(&req, args[0]);
+        sfield(&req, "trim"), sfield(&req, ns), sfield(&req, args[0]);
         call(&req, &rep);
         printf("%s\n", fstr(&rep, 1));
     } else {

@@ -339,3 +339,25 @@ def test_durable_across_reopen(backend, tenant):
 
     backend.run(write)
     backend.run(read)
+
+
+def test_grants(backend, tenant):
+    async def body(e):
+        assert await e.grants(tenant, "shared") == []
+        assert not await e.granted(tenant, "shared", "sb_1")
+        await e.grant(tenant, "shared", "sb_1")
+        await e.grant(tenant, "shared", "sb_1")  # idempotent
+        await e.grant(tenant, "shared", "sb_2")
+        assert await e.grants(tenant, "shared") == ["sb_1", "sb_2"]
+        assert await e.granted(tenant, "shared", "sb_1")
+        assert not await e.granted(tenant + "x", "shared", "sb_1")  # per tenant
+        assert not await e.granted(tenant, "other", "sb_1")
+        assert await e.revoke(tenant, "shared", "sb_1") is True
+        assert await e.revoke(tenant, "shared", "sb_1") is False
+        assert await e.grants(tenant, "shared") == ["sb_2"]
+        with pytest.raises(InvalidArgument):
+            await e.grant(tenant, "shared", "bad id!")
+        with pytest.raises(InvalidName):
+            await e.grant(tenant, "bad ns", "sb_1")
+
+    backend.run(body)

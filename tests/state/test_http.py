@@ -176,3 +176,22 @@ def test_sdk_state_client(srv):
         assert n.trim(1) == 2
         n.delete("k")
         assert n.get("k") == (None, None)
+
+
+def test_grants_need_the_tenants_own_sandbox(srv):
+    _, k1 = srv.tenant()
+    _, k2 = srv.tenant()
+    with srv.client(k1) as a, srv.client(k2) as b:
+        r = a.post("/v1/sandboxes", json={})
+        assert r.status_code in (200, 201), r.text
+        sb = r.json()["id"]
+        try:
+            assert a.put(f"/v1/state/team/grants/{sb}").status_code == 204
+            assert a.get("/v1/state/team/grants").json() == {"sandboxes": [sb]}
+            assert b.put(f"/v1/state/team/grants/{sb}").status_code == 404  # not B's sandbox
+            assert a.put("/v1/state/team/grants/sb_nonexistent").status_code == 404
+            assert b.get("/v1/state/team/grants").json() == {"sandboxes": []}
+            assert a.delete(f"/v1/state/team/grants/{sb}").status_code == 204
+            assert a.get("/v1/state/team/grants").json() == {"sandboxes": []}
+        finally:
+            a.delete(f"/v1/sandboxes/{sb}")

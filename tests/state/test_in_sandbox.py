@@ -145,3 +145,31 @@ def test_socket_follows_the_sandbox_lifecycle(env):
     env.node.kill(a)
     # The namespace outlives the sandbox (the tenant reads it over HTTP as /v1/state/<id>).
     assert env.node.run(env.engine.kv_get("tenant-5", a, "k")).value == b"before-stop"
+
+
+def test_named_namespace_shared_by_grant(env):
+    a = env.create("tenant-6")
+    b = env.create("tenant-6")
+    r = sh(env, a, f"{CLI} -n team put plan v1; echo rc=$?")
+    assert r.stdout == b"rc=2\n" and b"not granted" in r.stderr
+    env.node.run(env.engine.grant("tenant-6", "team", a))
+    env.node.run(env.engine.grant("tenant-6", "team", b))
+    assert sh(env, a, f"{CLI} -n team put plan v1 && {CLI} -n team append started").exit_code == 0
+    r = env.node.exec(b, ["python3", "-c", PY.replace("cs.StateClient()", "cs.StateClient(namespace='team')")
+                          + "print(st.get('plan'), st.read())"])  # fmt: skip
+    assert r.stdout.decode().strip() == "(b'v1', 1) [(1, b'started')]", r.stderr
+    # Its own namespace stays separate from the named one.
+    assert sh(env, b, f"{CLI} get plan; echo rc=$?").stdout == b"rc=1\n"
+    env.node.run(env.engine.revoke("tenant-6", "team", b))
+    r = sh(env, b, f"{CLI} -n team get plan; echo rc=$?")
+    assert r.stdout == b"rc=2\n" and b"not granted" in r.stderr
+    # A sandbox of another tenant cannot use the name, even with a grant in its own tenant.
+    c = env.create("tenant-7")
+    env.node.run(env.engine.grant("tenant-7", "team", c))
+    assert sh(env, c, f"{CLI} -n team get plan; echo rc=$?").stdout == b"rc=1\n"
+    # The named namespace outlives the sandboxes: a new one, once granted, sees it all.
+    env.node.kill(a)
+    env.node.kill(b)
+    d = env.create("tenant-6")
+    env.node.run(env.engine.grant("tenant-6", "team", d))
+    assert sh(env, d, f"{CLI} -n team get plan").stdout == b"v1"

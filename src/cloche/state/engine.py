@@ -273,6 +273,24 @@ class StateEngine(Protocol):
 
     async def log_trim(self, tenant: str, ns: str, upto: int) -> int: ...
 
+    # Grants: which of the tenant's sandboxes may use a named namespace from inside.
+    async def grant(self, tenant: str, ns: str, sandbox_id: str) -> None: ...
+
+    async def revoke(self, tenant: str, ns: str, sandbox_id: str) -> bool: ...
+
+    async def grants(self, tenant: str, ns: str) -> list[str]: ...
+
+    async def granted(self, tenant: str, ns: str, sandbox_id: str) -> bool: ...
+
+
+SANDBOX_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def check_sandbox_id(sandbox_id: str) -> str:
+    if not SANDBOX_ID_RE.fullmatch(sandbox_id):
+        raise InvalidArgument(f"invalid sandbox id {sandbox_id[:80]!r}")
+    return sandbox_id
+
 
 def check_idempotency_key(key: str | None, limits: StateLimits) -> str | None:
     if key is None:

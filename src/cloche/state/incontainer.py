@@ -6,7 +6,7 @@ Available in every sandbox as /.cloche/bin/cloche_state.py:
 
     import sys; sys.path.insert(0, "/.cloche/bin")
     import cloche_state
-    st = cloche_state.StateClient()
+    st = cloche_state.StateClient()                # namespace="shared" for a granted one
     v = st.put("notes/today", b"hello")            # -> version
     value, version = st.get("notes/today")         # -> (None, None) when absent
     st.put("counter", b"2", if_match=version)      # raises cloche_state.Conflict
@@ -46,8 +46,9 @@ class Conflict(StateError):
 class StateClient:
     """One connection to the sandbox's state socket (not thread-safe; make one per thread)."""
 
-    def __init__(self, path=None, timeout=None):
+    def __init__(self, path=None, timeout=None, namespace=None):
         self.path = path or os.environ.get("CLOCHE_STATE_SOCKET") or DEFAULT_SOCKET
+        self.namespace = namespace or ""  # "": this sandbox's own; else a granted named one
         self.timeout = timeout
         self._sock = None
 
@@ -73,7 +74,7 @@ class StateClient:
 
     def call(self, op, *args):
         """Send [op, "", args...]; return the reply fields after "ok" (None for not found)."""
-        fields = [op.encode(), b""] + [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        fields = [op.encode(), self.namespace.encode()] + [a if isinstance(a, bytes) else str(a).encode() for a in args]
         payload = b"".join(_U32.pack(len(f)) + f for f in fields)
         if self._sock is None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -149,6 +150,7 @@ class StateClient:
 USAGE = """usage: cloche_state.py COMMAND [ARGS]
   get KEY | put KEY [VALUE] [--if-match V | --if-none-match] [--ttl S] | del KEY [--if-match V]
   ls [PREFIX] | append [DATA] [--key IDEM] | read [AFTER] [--wait S] | trim UPTO
+  --ns NAME: a named namespace granted to this sandbox (default: its own)
 (VALUE/DATA default to stdin; exit 0 done, 1 not found or condition failed, 2 error)"""
 
 
@@ -157,7 +159,7 @@ def main(argv=None):
     opts, args = {}, []
     while argv:
         a = argv.pop(0)
-        if a in ("--if-match", "--ttl", "--key", "--wait", "--socket"):
+        if a in ("--if-match", "--ttl", "--key", "--wait", "--socket", "--ns"):
             if not argv:
                 print(USAGE, file=sys.stderr)
                 return 2
@@ -172,7 +174,7 @@ def main(argv=None):
     cmd, rest = args[0], args[1:]
     out = sys.stdout.buffer
     try:
-        with StateClient(opts.get("--socket")) as st:
+        with StateClient(opts.get("--socket"), namespace=opts.get("--ns")) as st:
             if cmd == "get" and len(rest) == 1:
                 value, _ = st.get(rest[0])
                 if value is None:

@@ -46,6 +46,7 @@ from cloche.state.engine import (
     check_key,
     check_log,
     check_ns,
+    check_sandbox_id,
     check_seq,
     check_ttl,
     check_value,
@@ -79,6 +80,13 @@ CREATE TABLE IF NOT EXISTS state_log (
     data BYTEA NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (ns_id, seq)
+);
+CREATE TABLE IF NOT EXISTS state_grants (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sandbox_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant_id, name, sandbox_id)
 );
 CREATE TABLE IF NOT EXISTS state_log_idem (
     ns_id BIGINT NOT NULL,
@@ -363,6 +371,36 @@ class PostgresEngine:
                 await conn.execute("DELETE FROM state_log WHERE ns_id = %s AND seq <= %s", (nid, upto))
                 await conn.execute("UPDATE state_namespaces SET log_first = %s WHERE id = %s", (upto + 1, nid))
                 return upto + 1
+
+    # ---- grants ----------------------------------------------------------------------------
+
+    async def grant(self, tenant: str, ns: str, sandbox_id: str) -> None:
+        check_ns(ns, self.limits)
+        check_sandbox_id(sandbox_id)
+        async with self._conn() as conn:
+            await conn.execute("INSERT INTO state_grants (tenant_id, name, sandbox_id, created_at) "
+                               "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                               (tenant, ns, sandbox_id, time.time()))  # fmt: skip
+
+    async def revoke(self, tenant: str, ns: str, sandbox_id: str) -> bool:
+        check_ns(ns, self.limits)
+        async with self._conn() as conn:
+            cur = await conn.execute("DELETE FROM state_grants WHERE tenant_id = %s AND name = %s AND sandbox_id = %s",
+                                     (tenant, ns, sandbox_id))  # fmt: skip
+            return cur.rowcount > 0
+
+    async def grants(self, tenant: str, ns: str) -> list[str]:
+        check_ns(ns, self.limits)
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT sandbox_id FROM state_grants WHERE tenant_id = %s AND name = %s "
+                                     "ORDER BY sandbox_id", (tenant, ns))  # fmt: skip
+            return [r[0] for r in await cur.fetchall()]
+
+    async def granted(self, tenant: str, ns: str, sandbox_id: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT 1 FROM state_grants WHERE tenant_id = %s AND name = %s "
+                                     "AND sandbox_id = %s", (tenant, ns, sandbox_id))  # fmt: skip
+            return await cur.fetchone() is not None
 
 
 # ---- operations (on one connection; a batch runs them inside its transaction) ------------

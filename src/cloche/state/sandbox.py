@@ -3,10 +3,11 @@
 When a sandbox starts serving (created, claimed from the pool, started again, adopted
 after a server restart) the runtime tells this listener, which binds a unix socket in
 the sandbox's host directory (bound at /.cloche/host inside). Everything that arrives
-on it is scoped to the sandbox's own namespace, named after the sandbox id and owned by
-the sandbox's tenant: the client can name no other namespace, so a sandbox can never
-reach another's state. The same namespace is reachable over HTTP by the tenant as
-/v1/state/<sandbox id>/..., and outlives the sandbox.
+on it is scoped to the sandbox's tenant and, by default, to the sandbox's own namespace (named after the
+sandbox id). The only other namespaces it can name are the tenant's named namespaces
+that the tenant granted to this very sandbox (PUT /v1/state/{ns}/grants/{sandbox id});
+anything else is refused, so a sandbox can never reach another's state. Namespaces are
+reachable over HTTP by the tenant as /v1/state/<name>/... and outlive the sandboxes.
 
 Wire format (both directions): a frame is a u32 big-endian length and that many bytes;
 the payload is a list of fields, each a u32 big-endian length and its bytes.
@@ -169,10 +170,12 @@ class SandboxStateSockets:
             fields = decode(payload)
             if len(fields) < 2:
                 raise ValueError("a request is [op, namespace, args...]")
-            op, ns_raw, args = fields[0].decode(), fields[1].decode(), fields[2:]
-            if ns_raw not in ("", sandbox_id):
-                return [b"error", b"forbidden", f"namespace {ns_raw[:80]!r} is not this sandbox's".encode()]
-            return await self._op(tenant, sandbox_id, op, args)
+            op, ns, args = fields[0].decode(), fields[1].decode(), fields[2:]
+            if ns in ("", sandbox_id):
+                ns = sandbox_id
+            elif not await self.engine.granted(tenant, ns, sandbox_id):
+                return [b"error", b"forbidden", f"namespace {ns[:80]!r} is not granted to this sandbox".encode()]
+            return await self._op(tenant, ns, op, args)
         except Conflict as e:
             cur = b"" if e.current_version is None else str(e.current_version).encode()
             return [b"conflict", e.message.encode(), cur]

@@ -42,6 +42,7 @@ from cloche.state.engine import (
     check_key,
     check_log,
     check_ns,
+    check_sandbox_id,
     check_seq,
     check_ttl,
     check_value,
@@ -74,6 +75,13 @@ CREATE TABLE IF NOT EXISTS log (
     data BLOB NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (ns_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (
+    tenant_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sandbox_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, name, sandbox_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_idem (
     ns_id INTEGER NOT NULL,
@@ -435,6 +443,28 @@ class SqliteEngine:
         check_seq(upto, "upto")
         return await self._write(_trim, tenant, ns, upto, multi=True)
 
+    # ---- grants ----------------------------------------------------------------------------
+
+    async def grant(self, tenant: str, ns: str, sandbox_id: str) -> None:
+        check_ns(ns, self.limits)
+        check_sandbox_id(sandbox_id)
+        await self._write(_grant, tenant, ns, sandbox_id)
+
+    async def revoke(self, tenant: str, ns: str, sandbox_id: str) -> bool:
+        check_ns(ns, self.limits)
+        return await self._write(_revoke, tenant, ns, sandbox_id)
+
+    async def grants(self, tenant: str, ns: str) -> list[str]:
+        check_ns(ns, self.limits)
+        rows = self._reader().execute("SELECT sandbox_id FROM grants WHERE tenant_id = ? AND name = ? "
+                                      "ORDER BY sandbox_id", (tenant, ns)).fetchall()  # fmt: skip
+        return [r[0] for r in rows]
+
+    async def granted(self, tenant: str, ns: str, sandbox_id: str) -> bool:
+        row = self._reader().execute("SELECT 1 FROM grants WHERE tenant_id = ? AND name = ? AND sandbox_id = ?",
+                                     (tenant, ns, sandbox_id)).fetchone()  # fmt: skip
+        return row is not None
+
     def _notify(self, keys: set[tuple[str, str]]) -> None:
         notify_waiters(self._waiters, self._waiters_lock, keys)
 
@@ -550,6 +580,16 @@ def _trim(eng: SqliteEngine, db: sqlite3.Connection, tenant: str, ns: str, upto:
         db.execute("UPDATE namespaces SET log_first = ? WHERE id = ?", (upto + 1, nid))
         return upto + 1
     return log_first
+
+
+def _grant(eng: SqliteEngine, db: sqlite3.Connection, tenant: str, ns: str, sandbox_id: str) -> None:
+    db.execute("INSERT OR IGNORE INTO grants (tenant_id, name, sandbox_id, created_at) VALUES (?, ?, ?, ?)",
+               (tenant, ns, sandbox_id, time.time()))  # fmt: skip
+
+
+def _revoke(eng: SqliteEngine, db: sqlite3.Connection, tenant: str, ns: str, sandbox_id: str) -> bool:
+    cur = db.execute("DELETE FROM grants WHERE tenant_id = ? AND name = ? AND sandbox_id = ?", (tenant, ns, sandbox_id))
+    return cur.rowcount > 0
 
 
 def _sweep_expired(eng: SqliteEngine, db: sqlite3.Connection) -> int:

@@ -8,6 +8,10 @@ with `{"error": {"code": "precondition_failed", "message", "key", "current_versi
 (plus `"index"` for the failing op of a batch). `If-None-Match: "3"` on a GET answers
 304 while the key is still at version 3.
 
+Inside a sandbox (/.cloche/host/state.sock, see cloche.state.sandbox) the default
+namespace is the sandbox's own; `PUT /v1/state/{ns}/grants/{sandbox_id}` shares the
+tenant's named namespace `ns` with one of its sandboxes.
+
 Log appends answer 201 `{"seq": N}`; a replay of an `Idempotency-Key` already used in
 the namespace answers 200 `{"seq": <original>, "replayed": true}` (and the header
 `Idempotent-Replayed: true`) and adds nothing. Log entries are returned as `data`
@@ -24,8 +28,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloche.control.errors import ApiError
+from cloche.control.errors import ApiError, not_found
 from cloche.server.auth import authenticate
+from cloche.server.context import ctx
 from cloche.state.engine import Conflict, Op, StateEngine, StateError
 from cloche.store.db import Tenant
 
@@ -286,6 +291,44 @@ async def trim_log(ns: str, body: TrimIn, request: Request, tenant: CurrentTenan
     except StateError as e:
         return _fail(e)
     return JSONResponse({"first_seq": first})
+
+
+def _own_sandbox(request: Request, tenant: Tenant, sandbox_id: str) -> None:
+    row = ctx(request).store.sandbox(sandbox_id)
+    if row is None or row.tenant_id != tenant.id:
+        raise not_found("sandbox", sandbox_id)
+
+
+@router.put("/{ns}/grants/{sandbox_id}", status_code=204, responses={404: {}})
+async def grant(ns: str, sandbox_id: str, request: Request, tenant: CurrentTenant) -> Response:
+    """Let one of the tenant's sandboxes use the named namespace `ns` from inside
+    (`cloche-state -n NS ...`). Grants outlive the sandbox's processes (stop/start)."""
+    _own_sandbox(request, tenant, sandbox_id)
+    try:
+        await _engine(request).grant(tenant.id, ns, sandbox_id)
+    except StateError as e:
+        return _fail(e)
+    return Response(status_code=204)
+
+
+@router.delete("/{ns}/grants/{sandbox_id}", status_code=204)
+async def revoke(ns: str, sandbox_id: str, request: Request, tenant: CurrentTenant) -> Response:
+    """Withdraw a grant; the sandbox's next request for `ns` is refused."""
+    try:
+        await _engine(request).revoke(tenant.id, ns, sandbox_id)
+    except StateError as e:
+        return _fail(e)
+    return Response(status_code=204)
+
+
+@router.get("/{ns}/grants")
+async def list_grants(ns: str, request: Request, tenant: CurrentTenant) -> Response:
+    """`{"sandboxes": [ids granted the namespace]}`."""
+    try:
+        ids = await _engine(request).grants(tenant.id, ns)
+    except StateError as e:
+        return _fail(e)
+    return JSONResponse({"sandboxes": ids})
 
 
 class StateFastPath:
