@@ -163,8 +163,8 @@ def main() -> None:
     os.close(devnull)
     out, err = Capture(1, "stdout"), Capture(2, "stderr")
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, write_through=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, write_through=True)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
     sys.argv = [""]
     namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
     count = 0

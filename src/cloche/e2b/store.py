@@ -89,8 +89,16 @@ class E2bStore:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO e2b_sandboxes VALUES (?,?,?,?,?,?,?,?)",
-                (row.sandbox_id, row.tenant_id, row.access_token, row.traffic_token, row.template,
-                 int(row.auto_resume), row.idempotency_key, row.created_at),  # fmt: skip
+                (
+                    row.sandbox_id,
+                    row.tenant_id,
+                    row.access_token,
+                    row.traffic_token,
+                    row.template,
+                    int(row.auto_resume),
+                    row.idempotency_key,
+                    row.created_at,
+                ),  # fmt: skip
             )
         self._cache[sandbox_id] = row
         return row
