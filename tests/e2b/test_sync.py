@@ -328,3 +328,18 @@ def test_cloche_sandbox_is_usable_through_e2b(e2b: E2bEnv):
         assert native.id in {x.sandbox_id for x in Sandbox.list().next_items()}
         s.files.write("/workspace/back.txt", "from e2b", user="root")
         assert native.files.read_text("/workspace/back.txt") == "from e2b"
+
+
+def test_commands_end_with_sandbox_not_running_when_the_sandbox_goes(e2b: E2bEnv):
+    from e2b import SandboxNotRunningException
+
+    s = Sandbox.create(timeout=120)
+    paused_during = s.commands.run("sleep 300", background=True)
+    s.pause()
+    with pytest.raises(SandboxNotRunningException):
+        paused_during.wait()
+    s = Sandbox.connect(s.sandbox_id)
+    killed_during = s.commands.run("sleep 300", background=True)
+    s.kill()
+    with pytest.raises(SandboxNotRunningException):
+        killed_during.wait()

@@ -232,8 +232,22 @@ def _template(c: Context, tenant: Tenant, name: Any) -> tuple[str, str | None, s
                         f"templates {c.runtime.templates.names()} and your snapshots)")  # fmt: skip
 
 
+_last_sweep = [0.0]
+
+
+def _sweep(st: E2bState, c: Context) -> None:
+    """Drop E2B rows of sandboxes that are gone (killed through cloche's API, expired)."""
+    if time.monotonic() - _last_sweep[0] < 60:
+        return
+    _last_sweep[0] = time.monotonic()
+    for sandbox_id in st.store.sandbox_ids():
+        if c.store.sandbox(sandbox_id) is None:
+            st.forget(sandbox_id)
+
+
 async def create(request: Request) -> Response:
     st, c, tenant = authenticate(request)
+    _sweep(st, c)
     body = await body_of(request)
     _check_unsupported(body)
     template, snapshot, alias = _template(c, tenant, body.get("templateID"))

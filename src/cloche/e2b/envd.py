@@ -4,7 +4,6 @@ services, all on cloche's own port and routed by the `E2b-Sandbox-Id` header."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
 import tempfile
 import zlib
@@ -94,16 +93,27 @@ async def download(request: Request) -> Response:
                              headers=headers)  # fmt: skip
 
 
-async def _spool(request: Request, gunzip: bool) -> IO[bytes]:
+async def _spool(request: Request, gunzip: bool, limit: int) -> IO[bytes]:
+    """The body in a temporary file, gunzipped when asked; the limit applies to the
+    decompressed size too (the body-size middleware only sees the compressed bytes)."""
     spool = tempfile.TemporaryFile()
     z = zlib.decompressobj(31) if gunzip else None
+    size = 0
     try:
         async for chunk in request.stream():
             if z is not None:
-                chunk = z.decompress(chunk)
+                chunk = z.decompress(chunk, limit + 1 - size)
+                if z.unconsumed_tail:
+                    raise EnvdError(413, f"the decompressed body exceeds {limit} bytes")
+            size += len(chunk)
+            if size > limit:
+                raise EnvdError(413, f"the decompressed body exceeds {limit} bytes")
             await asyncio.to_thread(spool.write, chunk)
         if z is not None:
-            await asyncio.to_thread(spool.write, z.flush())
+            tail = z.flush()
+            if size + len(tail) > limit:
+                raise EnvdError(413, f"the decompressed body exceeds {limit} bytes")
+            await asyncio.to_thread(spool.write, tail)
     except zlib.error as exc:
         spool.close()
         raise EnvdError(400, f"invalid gzip body: {exc}") from None
@@ -136,7 +146,7 @@ async def upload(request: Request) -> Response:
         raise EnvdError(400, f"unsupported Content-Encoding {encoding!r}")
     metadata = _metadata(request)
     param_path = request.query_params.get("path")
-    spool = await _spool(request, encoding == "gzip")
+    spool = await _spool(request, encoding == "gzip", t.c.settings.max_file_bytes)
     with spool:
         if content_type.lower().startswith("multipart/form-data"):
             try:
@@ -177,5 +187,3 @@ for _name, _handler in process.METHODS.items():
     router.add_api_route(f"/process.Process/{_name}", _handler, methods=["POST"])
 for _name, _handler in filesystem.METHODS.items():
     router.add_api_route(f"/filesystem.Filesystem/{_name}", _handler, methods=["POST"])
-
-__all__ = ["gzip", "router"]

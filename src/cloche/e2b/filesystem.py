@@ -17,7 +17,7 @@ from cloche.e2b.fsops import E2bFS, connect_code
 from cloche.e2b.process import _as_connect
 from cloche.e2b.state import EnvdError, Target, target
 from cloche.e2b.users import name_from, resolve
-from cloche.e2b.watch import Watch
+from cloche.e2b.watch import MAX_WATCHES, Watch
 from cloche.node.errors import FileError, RuntimeFailure
 
 
@@ -103,6 +103,8 @@ async def remove(request: Request, msg: Message) -> Message:
 
 async def _watch(request: Request, msg: Message) -> tuple[Target, Watch]:
     t, fs = await _fs(request)
+    if t.st.watchers.count(t.sandbox_id) >= MAX_WATCHES:
+        raise ConnectError("resource_exhausted", f"at most {MAX_WATCHES} watches per sandbox")
     path = _path(fs, msg.get("path"))
     entry = await _run(fs.entry, path)
     if entry["type"] != "FILE_TYPE_DIRECTORY":
@@ -122,12 +124,22 @@ async def watch_dir(request: Request) -> Response:
     except ConnectError as exc:
         return connect.stream_error(exc)
 
+    streams = t.st.watchers.streams
+    streams[t.sandbox_id] = streams.get(t.sandbox_id, 0) + 1
+
     async def events() -> AsyncIterator[Message]:
         async for event in _while_running(t, watch):
             yield {"filesystem": event}
 
+    async def closed() -> None:
+        left = streams.get(t.sandbox_id, 1) - 1
+        if left > 0:
+            streams[t.sandbox_id] = left
+        else:
+            streams.pop(t.sandbox_id, None)
+
     return connect.stream({"start": {}}, events(), keepalive={"keepalive": {}},
-                          interval=connect.keepalive_s(request))  # fmt: skip
+                          interval=connect.keepalive_s(request), on_close=closed)  # fmt: skip
 
 
 async def _while_running(t: Target, watch: Watch) -> AsyncIterator[dict[str, Any]]:

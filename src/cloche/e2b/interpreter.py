@@ -32,6 +32,7 @@ router = APIRouter(include_in_schema=False)
 KERNEL_SOURCE = (Path(__file__).parent / "kernel.py").read_text()
 LANGUAGES = {None: "python", "": "python", "python": "python", "python3": "python"}
 MAX_LINE = 64 << 20
+MAX_CONTEXTS = 32  # per sandbox
 
 
 class KernelDied(Exception):
@@ -275,6 +276,8 @@ async def create_context(request: Request) -> Response:
         cwd = body.get("cwd") or USER.home
         if not isinstance(cwd, str):
             raise EnvdError(400, "cwd must be a string")
+        if len(t.st.kernels.of(t.sandbox_id)) >= MAX_CONTEXTS:
+            raise EnvdError(429, f"at most {MAX_CONTEXTS} contexts per sandbox; remove one first")
         kernel = t.st.kernels.add(t.sandbox_id, cwd)
         try:
             async with kernel.lock:

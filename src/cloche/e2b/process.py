@@ -31,7 +31,7 @@ from cloche.node.supervisor import ExecSession
 
 log = logging.getLogger("cloche.e2b")
 OUTPUT_CAP = 1 << 40
-MAX_BACKLOG = 64 << 20  # bytes queued for one slow stream before it is cut off
+MAX_BACKLOG = 16 << 20  # bytes queued for one slow stream before it is cut off
 SIGNAL_NAMES = {
     1: "hangup", 2: "interrupt", 3: "quit", 4: "illegal instruction", 6: "aborted", 7: "bus error",
     8: "floating point exception", 9: "killed", 11: "segmentation fault", 13: "broken pipe",
@@ -131,8 +131,7 @@ class ProcessRegistry:
                 proc.task.cancel()
 
     async def _pump(self, proc: Proc) -> None:
-        end: Message = {"exitCode": -1, "exited": False, "status": "signal: killed",
-                        "error": "the sandbox stopped"}  # fmt: skip
+        end: Message | None = None
         try:
             async for ev in proc.session.events():
                 if ev.kind in ("stdout", "stderr"):
@@ -147,8 +146,15 @@ class ProcessRegistry:
         except asyncio.CancelledError:
             pass
         finally:
-            proc.end = end
-            proc.broadcast({"end": end})
+            if end is None:
+                # The supervisor went away: the sandbox was killed, paused or hibernated.
+                # Streams end the way envd's proxy ends them then, and the SDK raises its
+                # SandboxNotRunningException.
+                proc.end = {"exitCode": -1, "exited": False, "status": "signal: killed", "error": "sandbox stopped"}
+                proc.broadcast({"gone": f"The sandbox {proc.sandbox_id} was not found (it was stopped or paused)"})
+            else:
+                proc.end = end
+                proc.broadcast({"end": end})
             for sub in list(proc.subscribers):
                 sub.queue.put_nowait(None)
             proc.subscribers.clear()
@@ -169,6 +175,8 @@ def _events(sub: Subscriber) -> AsyncIterator[Message]:
                 if sub.cut:
                     raise ConnectError("resource_exhausted", "the client read the output too slowly")
                 return
+            if "gone" in event:
+                raise ConnectError("unavailable", event["gone"])
             yield {"event": event}
             if "end" in event:
                 return

@@ -18,6 +18,7 @@ from cloche.e2b.fsops import E2bFS
 
 POLL_S = 0.2
 MAX_PENDING = 10_000
+MAX_WATCHES = 32  # watchers plus WatchDir streams, per sandbox (each polls from the host)
 Snapshot = dict[str, tuple[str, int, int, int]]
 
 
@@ -81,6 +82,11 @@ class WatcherRegistry:
 
     def __init__(self) -> None:
         self.watchers: dict[str, Watcher] = {}
+        self.streams: dict[str, int] = {}
+
+    def count(self, sandbox_id: str) -> int:
+        own = sum(1 for w in self.watchers.values() if w.watch.sandbox_id == sandbox_id)
+        return own + self.streams.get(sandbox_id, 0)
 
     def add(self, watch: Watch) -> str:
         watcher_id = "w_" + secrets.token_hex(8)
