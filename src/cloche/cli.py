@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -149,7 +149,7 @@ def _transfer(description: str, total: int | None) -> Iterator[Callable[[int], N
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeElapsedColumn(),
         console=err,
@@ -220,6 +220,11 @@ def _root(
 
 
 # --- sandboxes ---------------------------------------------------------------------------
+
+
+def _handle(client: Client, sandbox_id: str) -> Sandbox:
+    """A handle without a round trip (state unknown); the first real call reports a bad id."""
+    return Sandbox(client, SandboxInfo(id=sandbox_id, state="unknown"))
 
 
 def _sandbox_table(infos: list[SandboxInfo]) -> Table:
@@ -368,7 +373,7 @@ def sandbox_exec(
     code: int | None = None
     try:
         with _client(url, api_key) as client:
-            sbx = Sandbox(client, SandboxInfo(id=sandbox_id, state="running"))
+            sbx = _handle(client, sandbox_id)
             events = sbx.exec_stream(command, env=env_vars or None, cwd=cwd, stdin=stdin, timeout_s=timeout)
             for event in events:
                 if isinstance(event, ExecOutput):
@@ -405,7 +410,7 @@ def sandbox_kill(
     """Destroy sandboxes and their files."""
     with _client(url, api_key) as client:
         for sandbox_id in sandbox_ids:
-            Sandbox(client, SandboxInfo(id=sandbox_id, state="running")).kill()
+            _handle(client, sandbox_id).kill()
             err.print(f"killed {sandbox_id}", highlight=False)
 
 
@@ -413,7 +418,7 @@ def sandbox_kill(
 def sandbox_pause(sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """Freeze a sandbox's processes (memory and files are kept)."""
     with _client(url, api_key) as client, _spinner("Pausing…"):
-        sbx = Sandbox(client, SandboxInfo(id=sandbox_id, state="running")).pause()
+        sbx = _handle(client, sandbox_id).pause()
     out.print(f"{sbx.id} {sbx.state}", highlight=False)
 
 
@@ -421,7 +426,7 @@ def sandbox_pause(sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = N
 def sandbox_resume(sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """Thaw a paused sandbox (or start a stopped one)."""
     with _client(url, api_key) as client, _spinner("Resuming…"):
-        sbx = Sandbox(client, SandboxInfo(id=sandbox_id, state="paused")).resume()
+        sbx = _handle(client, sandbox_id).resume()
     out.print(f"{sbx.id} {sbx.state}", highlight=False)
 
 
@@ -434,16 +439,11 @@ def sandbox_timeout(
 ) -> None:
     """Change when a sandbox expires."""
     with _client(url, api_key) as client:
-        info = Sandbox(client, SandboxInfo(id=sandbox_id, state="running")).set_timeout(seconds).info
+        info = _handle(client, sandbox_id).set_timeout(seconds).info
     out.print(f"{info.id} expires {_when(info.expires_at)}", highlight=False)
 
 
 # --- files -------------------------------------------------------------------------------
-
-
-def _handle(client: Client, sandbox_id: str) -> Sandbox:
-    """A handle without a round trip; the first real call reports a bad id."""
-    return Sandbox(client, SandboxInfo(id=sandbox_id, state="running"))
 
 
 def _mode_string(entry: Entry) -> str:
@@ -472,12 +472,15 @@ def files_get(
     sandbox_id: SandboxId,
     path: Annotated[str, typer.Argument(help="File in the sandbox.", show_default=False)],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this local file instead of stdout.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this local file (or into this directory) instead of stdout."),
     ] = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
     """Download a file (to stdout, or to a local file with -o)."""
+    if output is not None and output.is_dir():
+        output = output / PurePosixPath(path).name
     with _client(url, api_key) as client:
         files = _handle(client, sandbox_id).files
         if output is None:
@@ -504,7 +507,12 @@ def files_put(
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """Upload a local file (or stdin) to a path in the sandbox."""
+    """Upload a local file (or stdin) to a path in the sandbox.
+
+    A PATH ending in / is a directory: the file keeps its local name there.
+    """
+    if path.endswith("/") and local != "-":
+        path += Path(local).name
     with _client(url, api_key) as client:
         files = _handle(client, sandbox_id).files
         if local == "-":
@@ -876,6 +884,10 @@ def main() -> None:
     except ClocheError as exc:
         _print_error(exc)
         sys.exit(1)
+    except BrokenPipeError:
+        # The reader went away (e.g. `cloche files get ... | head`): exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 if __name__ == "__main__":

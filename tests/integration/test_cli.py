@@ -254,6 +254,15 @@ def test_files_put_get_roundtrip(tenant: Tenant, sandbox_id: str, tmp_path: Path
     assert (
         cli_bytes("files", "get", sandbox_id, "/workspace/cli/blob.bin", url=tenant.server.url, key=tenant.key) == data
     )
+    # A destination ending in / (remote) or an existing directory (local) keeps the name.
+    tenant.ok("files", "put", sandbox_id, str(src), "/workspace/cli2/")
+    assert [e["name"] for e in json.loads(tenant.ok("files", "ls", sandbox_id, "/workspace/cli2", "--json"))] == [
+        "blob.bin"
+    ]
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    tenant.ok("files", "get", sandbox_id, "/workspace/cli2/blob.bin", "-o", str(outdir))
+    assert (outdir / "blob.bin").read_bytes() == data
 
 
 def test_files_put_from_stdin_and_get_to_stdout(tenant: Tenant, sandbox_id: str):
