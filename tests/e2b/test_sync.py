@@ -343,3 +343,47 @@ def test_commands_end_with_sandbox_not_running_when_the_sandbox_goes(e2b: E2bEnv
     s.kill()
     with pytest.raises(SandboxNotRunningException):
         killed_during.wait()
+
+
+def test_fork_snapshots_metrics(sbx: Sandbox, e2b: E2bEnv):
+    sbx.files.write("/home/user/forked.txt", "same files")
+    forks = sbx.fork(count=2)
+    try:
+        assert len(forks) == 2 and all(isinstance(f, Sandbox) for f in forks)
+        assert {f.sandbox_id for f in forks}.isdisjoint({sbx.sandbox_id})
+        assert all(f.files.read("/home/user/forked.txt") == "same files" for f in forks)
+    finally:
+        for f in forks:
+            if isinstance(f, Sandbox):
+                f.kill()
+    snap = sbx.create_snapshot(name=f"snap-{time.time_ns()}")
+    assert snap.snapshot_id in {x.snapshot_id for x in Sandbox.list_snapshots().next_items()}
+    with Sandbox.create(snap.snapshot_id, timeout=60) as from_snap:
+        assert from_snap.files.read("/home/user/forked.txt") == "same files"
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+    sbx.get_metrics()
+    metrics = sbx.get_metrics()
+    assert metrics and metrics[-1].mem_total > 0 and metrics[-1].cpu_count >= 1
+
+
+def test_v1_routes_of_older_sdks(e2b: E2bEnv):
+    headers = {"X-API-KEY": e2b.key}
+    with httpx.Client(base_url=e2b.url, headers=headers, timeout=60) as c:
+        created = c.post("/sandboxes", json={"templateID": "base", "timeout": 60, "metadata": {"v": "1"}})
+        assert created.status_code == 201, created.text
+        sid = created.json()["sandboxID"]
+        assert created.json()["envdAccessToken"] and created.json()["envdVersion"]
+        assert sid in {s["sandboxID"] for s in c.get("/sandboxes", params={"metadata": "v=1"}).json()}
+        assert c.post(f"/sandboxes/{sid}/refreshes", json={"duration": 120}).status_code == 204
+        assert c.post(f"/sandboxes/{sid}/resume", json={}).status_code == 409  # it runs
+        assert c.post(f"/sandboxes/{sid}/pause").status_code == 204
+        assert sid not in {s["sandboxID"] for s in c.get("/sandboxes").json()}  # v1 lists running ones
+        resumed = c.post(f"/sandboxes/{sid}/resume", json={"timeout": 60})
+        assert resumed.status_code == 201 and resumed.json()["sandboxID"] == sid
+        assert c.post(f"/sandboxes/{sid}/connect", json={"timeout": 60}).status_code == 200
+        bearer = httpx.get(f"{e2b.url}/sandboxes/{sid}", headers={"Authorization": f"Bearer {e2b.key}"})
+        assert bearer.status_code == 200 and bearer.json()["state"] == "running"
+        assert c.delete(f"/sandboxes/{sid}").status_code == 204
+        missing = c.get(f"/sandboxes/{sid}")
+        assert missing.status_code == 404 and missing.json()["code"] == 404

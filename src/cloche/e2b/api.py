@@ -209,6 +209,8 @@ def _check_unsupported(body: dict[str, Any]) -> None:
         raise E2bError(400, "MCP gateways are not supported by cloche")
     if body.get("volumeMounts"):
         raise E2bError(400, "volume mounts are not supported by cloche")
+    if (body.get("iam") or {}).get("tokens"):
+        raise E2bError(400, "workload identity (iam) is not supported by cloche")
     if body.get("allow_internet_access") is True:
         raise E2bError(400, "cloche sandboxes have no network access (allow_internet_access=True is not supported)")
     network = body.get("network") or {}
