@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from .errors import ClocheError, error_from_response
+from .errors import ClocheError, error_from_response, status_for_code
 from .models import ExecEvent, ExecExit, ExecOutput, ExecStart
 
 __all__ = ["SSEDecoder", "ServerSentEvent", "to_exec_event"]
@@ -77,11 +77,16 @@ def to_exec_event(sse: ServerSentEvent) -> ExecEvent | None:
     except (ValueError, AttributeError, ValidationError) as exc:
         raise ClocheError(200, "bad_stream", f"malformed {sse.event!r} event: {exc}") from exc
     if sse.event == "error":
-        # The server failed mid-stream: {"code", "message"} (or {"error": {...}}).
-        err = payload.get("error", payload) if isinstance(payload, dict) else {}
-        status = err.get("status") if isinstance(err.get("status"), int) else 500
-        body = json.dumps({"error": {"code": err.get("code", "stream_error"), "message": err.get("message", sse.data)}})
-        return _raise(error_from_response(status, body.encode()))
+        # The server failed mid-stream: {"code", "message"} or {"error": {...}},
+        # optionally with the "status" the same failure would have as a response.
+        body = payload if isinstance(payload, dict) else {}
+        err = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        code = str(err.get("code", "stream_error"))
+        status = body.get("status", err.get("status"))
+        if not isinstance(status, int) or status < 400:
+            status = status_for_code(code)
+        message = str(err.get("message", sse.data))
+        return _raise(error_from_response(status, json.dumps({"error": {"code": code, "message": message}}).encode()))
     return None
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "Unavailable",
     "error_from_response",
     "parse_retry_after",
+    "status_for_code",
 ]
 
 
@@ -147,6 +148,37 @@ _BY_STATUS: dict[int, type[ClocheError]] = {
 }
 
 
+_DEFAULT_CODES: dict[int, str] = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "too_large",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal",
+    503: "unavailable",
+    507: "disk_full",
+}
+"""The code assumed for an error response whose body does not name one."""
+
+_STATUS_OF_CODE: dict[str, int] = {
+    **{code: status for status, code in _DEFAULT_CODES.items()},
+    "invalid_state": 409,
+    "not_empty": 409,
+    "quota_exceeded": 429,
+}
+
+
+def status_for_code(code: str) -> int:
+    """The HTTP status that an error code normally comes with (500 if unknown).
+
+    Used for errors that arrive without a status, e.g. inside an event stream.
+    """
+    return _STATUS_OF_CODE.get(code, 500)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Parse a ``Retry-After`` header given in seconds; ``None`` if absent or unparsable."""
     if not value:
@@ -196,18 +228,7 @@ def error_from_response(
         text = content.decode("utf-8", "replace").strip()
         message = text[:500] if text else httpx.codes.get_reason_phrase(status) or "error"
     if code is None:
-        code = {
-            400: "invalid_request",
-            401: "unauthorized",
-            403: "forbidden",
-            404: "not_found",
-            409: "conflict",
-            413: "too_large",
-            422: "validation_error",
-            429: "rate_limited",
-            503: "unavailable",
-            507: "disk_full",
-        }.get(status, f"http_{status}")
+        code = _DEFAULT_CODES.get(status, f"http_{status}")
     retry_after = parse_retry_after(httpx.Headers(headers or {}).get("retry-after"))
     if status == 429:
         cls429 = QuotaExceeded if code == "quota_exceeded" else RateLimited
