@@ -270,7 +270,8 @@ class AsyncFiles:
     async def write(
         self, path: str, data: bytes | str | IO[bytes], on_progress: ProgressCallback | None = None
     ) -> WriteResult:
-        """Create or replace the file at ``path`` with bytes, text or a binary file."""
+        """Atomically create or replace the file at ``path`` (creating missing parent
+        directories) with bytes, text or a binary file object."""
         return await self._client._call(_api.write_file(self._id, path, data), on_progress)
 
     async def list(self, path: str = "/workspace") -> list[Entry]:

@@ -288,7 +288,7 @@ class Files:
     def write(
         self, path: str, data: bytes | str | IO[bytes], on_progress: ProgressCallback | None = None
     ) -> WriteResult:
-        """Create or replace the file at ``path`` (parent directories must exist).
+        """Atomically create or replace the file at ``path``; missing parent directories are created.
 
         Args:
             path: Destination path in the sandbox.
