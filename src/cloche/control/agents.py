@@ -37,11 +37,13 @@ DEFAULT_IDLE = {"pause_after_s": 60.0, "hibernate_after_s": 900.0}
 
 @dataclass
 class Gate:
-    """Per-key ordering: a FIFO semaphore for invocations, a lock for instance changes."""
+    """Per-key ordering: a FIFO semaphore for invocations, a lock for instance changes,
+    and the arrival counter stamped on each invocation (X-Cloche-Sequence)."""
 
     limit: int
     slots: asyncio.Semaphore
     instance: asyncio.Lock = field(default_factory=asyncio.Lock)
+    arrivals: int = 0
 
 
 @dataclass
@@ -136,6 +138,8 @@ class AgentService:
         app = self.app(tenant, app_name)
         _check_key(key)
         gate = self._gate(tenant.id, app_name, key, int(app.spec.get("max_concurrency") or 1))
+        gate.arrivals += 1
+        headers = {**headers, "x-cloche-sequence": str(gate.arrivals), "x-cloche-agent-key": key}
         await gate.slots.acquire()
         try:
             async with gate.instance:
@@ -273,6 +277,9 @@ class AgentService:
         if proc and proc.exit_code is None and proc.session.pid:
             with contextlib.suppress(RuntimeFailure, OSError):
                 await self.runtime.signal(sandbox_id, proc.session.pid, 9)
+        # A dying server may still accept for a moment: its socket goes now, so the next
+        # readiness check waits for the new server's socket.
+        self._socket(sandbox_id).unlink(missing_ok=True)
         client = self._clients.pop(sandbox_id, None)
         if client:
             await client.aclose()

@@ -70,10 +70,12 @@ class Handler(BaseHTTPRequestHandler):
         memory["turns"] += 1
         if "seq" in body:
             memory["seen"].append(body["seq"])
+        memory.setdefault("arrivals", []).append(int(self.headers.get("X-Cloche-Sequence", 0)))
         reply = think(message, memory)
         save(memory)
         self._reply(200, {"reply": reply, "turn": memory["turns"], "user": os.environ.get("CLOCHE_AGENT_KEY"),
                           "pid": os.getpid(), "seen": memory["seen"][-20:],
+                          "arrivals": memory["arrivals"][-200:],
                           "version": os.environ.get("AGENT_VERSION", "1")})
 
     def _reply(self, status: int, payload: dict) -> None:
