@@ -387,3 +387,19 @@ def test_v1_routes_of_older_sdks(e2b: E2bEnv):
         assert c.delete(f"/sandboxes/{sid}").status_code == 204
         missing = c.get(f"/sandboxes/{sid}")
         assert missing.status_code == 404 and missing.json()["code"] == 404
+
+
+def test_idempotent_create(e2b: E2bEnv):
+    key = f"idem-{time.time_ns()}"
+    first = Sandbox.create(timeout=60, idempotency_key=key)
+    try:
+        again = Sandbox.create(timeout=60, idempotency_key=key)
+        assert again.sandbox_id == first.sandbox_id
+        assert again.commands.run("echo same").stdout == "same\n"
+    finally:
+        first.kill()
+    after_kill = Sandbox.create(timeout=60, idempotency_key=key)
+    try:
+        assert after_kill.sandbox_id != first.sandbox_id
+    finally:
+        after_kill.kill()
