@@ -74,3 +74,13 @@ def test_kill_leaves_nothing(node):
         node.rt.get(rec.id)
     assert not [m for m in open("/proc/self/mountinfo") if rec.id in m]
     assert not os.path.exists(f"/sys/fs/cgroup/memory/cloche/{node.rt.key}/{rec.id}")
+
+
+def test_unsupported_driver_is_refused_with_its_reason(tmp_path):
+    from cloche.node.errors import RuntimeFailure
+    from cloche.node.runc import driver_for
+
+    with pytest.raises(RuntimeFailure, match="preserve-fds"):
+        driver_for("runsc", tmp_path)
+    with pytest.raises(RuntimeFailure, match="unknown runtime driver"):
+        driver_for("kata", tmp_path)

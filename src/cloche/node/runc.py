@@ -1,7 +1,9 @@
-"""The OCI runtime driver: runc by default, runsc (gVisor) as the stronger tier.
+"""The OCI runtime driver: start, inspect, freeze and destroy one container by id.
 
-Both take the same bundle and are driven through the same CLI verbs; a driver only
-knows how to start, inspect, freeze and destroy one container by id.
+runc is the driver. gVisor's runsc would be the stronger tier, but the runsc Debian
+ships (2022-12) cannot hand a listening socket into the sandbox (no --preserve-fds),
+which the resident supervisor needs; it is refused with that reason rather than
+half-working.
 """
 
 from __future__ import annotations
@@ -96,12 +98,6 @@ class RuncDriver(OciDriver):
     binary_name = "runc"
 
 
-class RunscDriver(OciDriver):
-    """gVisor: a user-space kernel between the sandbox and the host."""
-
-    binary_name = "runsc"
-
-
 def _last_error(log: Path) -> str:
     try:
         lines = log.read_text().strip().splitlines()
@@ -117,4 +113,13 @@ def _last_error(log: Path) -> str:
     return lines[-1] if lines else "no log"
 
 
-DRIVERS: dict[str, type[OciDriver]] = {"runc": RuncDriver, "runsc": RunscDriver}
+DRIVERS: dict[str, type[OciDriver]] = {"runc": RuncDriver}
+UNSUPPORTED = {"runsc": "Debian's runsc (2022-12) cannot pass the supervisor's socket into the sandbox"}
+
+
+def driver_for(name: str, state_root: Path) -> OciDriver:
+    if name in UNSUPPORTED:
+        raise RuntimeFailure(f"runtime driver {name!r} is not supported: {UNSUPPORTED[name]}")
+    if name not in DRIVERS:
+        raise RuntimeFailure(f"unknown runtime driver {name!r} (choose from {', '.join(DRIVERS)})")
+    return DRIVERS[name](state_root)

@@ -33,7 +33,7 @@ from cloche.node.files import SandboxFS
 from cloche.node.pool import WarmPool
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import RecordStore, SandboxRecord
-from cloche.node.runc import DRIVERS, OciDriver
+from cloche.node.runc import OciDriver, driver_for
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.templates import TemplateStore
 from cloche.node.uids import UidAllocator
@@ -106,7 +106,7 @@ class NodeRuntime:
         self.init_path = self.bin_dir / "cloche-init"
         self.records = RecordStore(self.data / "sandboxes")
         self.templates = TemplateStore(config.data_dir / "templates")
-        self.driver: OciDriver = DRIVERS[config.driver](self.run / "runc")
+        self.driver: OciDriver = driver_for(config.driver, self.run / "runc")
         self.uids = UidAllocator(config.run_root / "uids")
         self.cgroup_parent = cgroups.node_parent(self.key)
         self._swap = cgroups.swap_control()
