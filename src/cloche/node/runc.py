@@ -114,7 +114,7 @@ def _last_error(log: Path) -> str:
 
 
 DRIVERS: dict[str, type[OciDriver]] = {"runc": RuncDriver}
-UNSUPPORTED = {"runsc": "Debian's runsc (2022-12) cannot pass the supervisor's socket into the sandbox"}
+UNSUPPORTED = {"runsc": "Debian's runsc (2022-12) cannot pass the supervisor's socket into the sandbox (no --preserve-fds)"}
 
 
 def driver_for(name: str, state_root: Path) -> OciDriver:
