@@ -471,6 +471,7 @@ async def pause(sandbox_id: str, request: Request) -> Response:
     if view.record.state in ("hibernated", "stopped"):
         raise E2bError(409, f"sandbox {sandbox_id} is already paused")
     await c.runtime.hibernate(sandbox_id)
+    await c.runtime.set_timeout(sandbox_id, None)  # like E2B, a paused sandbox does not time out
     return Response(status_code=204)
 
 
