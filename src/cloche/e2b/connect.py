@@ -153,6 +153,8 @@ async def unary(call: Callable[[], Awaitable[Message]]) -> Response:
         result = await call()
     except ConnectError as exc:
         return error_response(exc)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return error_response(ConnectError("invalid_argument", f"malformed request: {exc}"))
     return JSONResponse(result, media_type=UNARY_TYPE)
 
 

@@ -123,6 +123,8 @@ async def watch_dir(request: Request) -> Response:
         t, watch = await _watch(request, msg)
     except ConnectError as exc:
         return connect.stream_error(exc)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
 
     streams = t.st.watchers.streams
     streams[t.sandbox_id] = streams.get(t.sandbox_id, 0) + 1

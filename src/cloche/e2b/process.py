@@ -185,9 +185,9 @@ def _events(sub: Subscriber) -> AsyncIterator[Message]:
     return gen()
 
 
-def _user(request: Request, t: Target) -> User:
+async def _user(request: Request, t: Target) -> User:
     name = name_from(request)
-    user = resolve(name, t.fs())
+    user = await asyncio.to_thread(resolve, name, t.fs())
     if user is None:
         raise ConnectError("invalid_argument", f"user {name!r} does not exist in the sandbox")
     return user
@@ -219,7 +219,7 @@ async def start(request: Request) -> Response:
     try:
         msg = await connect.read_first(request)
         t = await _target(request)
-        user = _user(request, t)
+        user = await _user(request, t)
         config = msg.get("process") or {}
         cmd = config.get("cmd")
         if not cmd or not isinstance(cmd, str):
@@ -228,7 +228,11 @@ async def start(request: Request) -> Response:
         envs = {str(k): str(v) for k, v in (config.get("envs") or {}).items()}
         if any(not k or "=" in k or "\0" in k for k in envs) or any("\0" in a for a in [cmd, *args]):
             raise ConnectError("invalid_argument", "NUL bytes, '=' or empty names in the command or its env")
-        cwd = config.get("cwd") or user.home
+        cwd = str(config.get("cwd") or user.home)
+        if "\0" in cwd:
+            raise ConnectError("invalid_argument", "cwd contains a NUL byte")
+        if not cwd.startswith("/"):
+            cwd = f"{user.home.rstrip('/')}/{cwd}"
         pty = msg.get("pty")
         size = (pty or {}).get("size") or {}
         stdin = bool(msg.get("stdin")) or pty is not None
@@ -251,6 +255,8 @@ async def start(request: Request) -> Response:
         t.st.processes.add(proc)
     except ConnectError as exc:
         return connect.stream_error(exc)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
 
     async def unsubscribe() -> None:
         proc.subscribers.discard(sub)
@@ -296,6 +302,8 @@ async def connect_process(request: Request) -> Response:
         sub = proc.subscribe()
     except ConnectError as exc:
         return connect.stream_error(exc)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
 
     async def unsubscribe() -> None:
         proc.subscribers.discard(sub)
@@ -410,6 +418,8 @@ async def stream_input(request: Request) -> Response:
             raise ConnectError("invalid_argument", "no start event")
     except ConnectError as exc:
         return connect.stream_error(exc)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
     except BodyTooLarge:
         limit = request.app.state.ctx.settings.max_json_bytes
         message = f"an input stream may carry at most {limit} bytes (CLOCHE_MAX_JSON_BYTES); use several streams"
