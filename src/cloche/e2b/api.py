@@ -441,6 +441,7 @@ async def kill(sandbox_id: str, request: Request) -> Response:
     st, c, tenant = authenticate(request)
     await c.sandboxes.kill(tenant, sandbox_id)
     st.forget(sandbox_id)
+    _cpu_samples.pop(sandbox_id, None)
     return Response(status_code=204)
 
 
