@@ -24,7 +24,7 @@ class BodyLimit:
     def _limit(self, path: str) -> int:
         if path.endswith("/archive"):
             return self.settings.max_archive_bytes
-        if path.endswith("/files") or "/invoke" in path:
+        if path.endswith("/files") or "/invoke" in path or path.startswith("/process.Process/"):
             return self.settings.max_file_bytes
         return self.settings.max_json_bytes
 
