@@ -195,3 +195,50 @@ def test_grants_need_the_tenants_own_sandbox(srv):
             assert a.get("/v1/state/team/grants").json() == {"sandboxes": []}
         finally:
             a.delete(f"/v1/sandboxes/{sb}")
+
+
+def test_lost_update_and_idempotency_over_http(srv):
+    """50 concurrent If-Match incrementers over HTTP: final value == successes, losers got
+    412; one append retried 20 times concurrently with one Idempotency-Key: one entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, key = srv.tenant()
+    n = ns()
+    clients = [srv.client(key) for _ in range(10)]
+    try:
+        clients[0].put(f"/v1/state/{n}/kv/counter", content=b"0")
+
+        def incrementer(i: int) -> tuple[int, int]:
+            c = clients[i % len(clients)]
+            wins = losses = 0
+            for _ in range(3):
+                r = c.get(f"/v1/state/{n}/kv/counter")
+                new = str(int(r.content) + 1).encode()
+                w = c.put(f"/v1/state/{n}/kv/counter", content=new, headers={"If-Match": r.headers["etag"]})
+                assert w.status_code in (200, 412), w.text
+                wins += w.status_code == 200
+                losses += w.status_code == 412
+            return wins, losses
+
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(incrementer, range(50)))
+        wins = sum(w for w, _ in results)
+        losses = sum(x for _, x in results)
+        r = clients[0].get(f"/v1/state/{n}/kv/counter")
+        assert int(r.content) == wins and wins + losses == 150 and losses > 0
+        assert r.headers["etag"] == f'"{wins + 1}"'
+
+        def append(i: int) -> tuple[int, int]:
+            r = clients[i % len(clients)].post(f"/v1/state/{n}/log", content=b"charge card",
+                                               headers={"Idempotency-Key": "charge-1"})  # fmt: skip
+            return r.status_code, r.json()["seq"]
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(append, range(20)))
+        assert {seq for _, seq in answers} == {1}
+        assert sorted(status for status, _ in answers) == [200] * 19 + [201]
+        log = clients[0].get(f"/v1/state/{n}/log").json()
+        assert log["items"] == [{"seq": 1, "data": "charge card"}] and log["last_seq"] == 1
+    finally:
+        for c in clients:
+            c.close()
