@@ -126,6 +126,18 @@ class Namespace:
         _raise(r)
         return r.json()["first_seq"]
 
+    def grant(self, sandbox_id: str) -> None:
+        """Let one of the tenant's sandboxes use this namespace from inside (`cloche-state -n`)."""
+        _raise(self._http.put(f"{self._base}/grants/{sandbox_id}"))
+
+    def revoke(self, sandbox_id: str) -> None:
+        _raise(self._http.delete(f"{self._base}/grants/{sandbox_id}"))
+
+    def grants(self) -> list[str]:
+        r = self._http.get(f"{self._base}/grants")
+        _raise(r)
+        return r.json()["sandboxes"]
+
 
 class StateClient:
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30) -> None:
@@ -144,3 +156,132 @@ class StateClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def cli() -> Any:
+    """`cloche state ...` as a typer app, for cloche.cli to mount:
+    `app.add_typer(cloche.client.state.cli(), name="state")`. Exit status: 0 done,
+    1 not found or a condition failed (412), 2 any other error."""
+    import sys
+
+    import typer
+
+    app = typer.Typer(help="Durable state: a versioned KV and an append-only log per namespace.",
+                      no_args_is_help=True)  # fmt: skip
+    Url = typer.Option(None, "--url", envvar="CLOCHE_URL", help="server URL")
+    Key = typer.Option(None, "--api-key", envvar="CLOCHE_API_KEY", help="API key")
+
+    def client(url: str | None, key: str | None) -> StateClient:
+        return StateClient(url, key)
+
+    def run(fn: Any) -> None:
+        try:
+            fn()
+        except StateConflict as e:
+            print(f"condition failed: {e.message}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except StateError as e:
+            print(f"error: {e.code}: {e.message}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except httpx.HTTPError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    def data_arg(value: str | None) -> bytes:
+        return sys.stdin.buffer.read() if value in (None, "-") else value.encode()  # type: ignore[union-attr]
+
+    @app.command("get")
+    def get(ns: str, key: str, url: str | None = Url, api_key: str | None = Key,
+            show_version: bool = typer.Option(False, "--version", "-v", help="version on stderr")) -> None:  # fmt: skip
+        """Print a key's value."""
+        def go() -> None:
+            with client(url, api_key) as st:
+                value, version = st.namespace(ns).get(key)
+            if value is None:
+                print(f"key {key!r} not found", file=sys.stderr)
+                raise typer.Exit(1)
+            sys.stdout.buffer.write(value)
+            sys.stdout.flush()
+            if show_version:
+                print(f"version {version}", file=sys.stderr)
+        run(go)
+
+    @app.command("put")
+    def put(ns: str, key: str, value: str = typer.Argument(None, help="the value; '-' or none: stdin"),
+            if_match: int = typer.Option(None, "--if-match", help="only if the key is at this version"),
+            if_none_match: bool = typer.Option(False, "--if-none-match", help="only if the key does not exist"),
+            ttl: float = typer.Option(None, "--ttl", help="expire after this many seconds"),
+            url: str | None = Url, api_key: str | None = Key) -> None:  # fmt: skip
+        """Store a value; prints the new version."""
+        def go() -> None:
+            with client(url, api_key) as st:
+                print(st.namespace(ns).put(key, data_arg(value), if_match=if_match, if_none_match=if_none_match,
+                                           ttl_s=ttl))  # fmt: skip
+        run(go)
+
+    @app.command("del")
+    def delete(ns: str, key: str, if_match: int = typer.Option(None, "--if-match"), url: str | None = Url,
+               api_key: str | None = Key) -> None:  # fmt: skip
+        """Delete a key."""
+        run(lambda: _with(client(url, api_key), lambda st: st.namespace(ns).delete(key, if_match=if_match)))
+
+    @app.command("ls")
+    def ls(ns: str, prefix: str = typer.Argument(""), url: str | None = Url, api_key: str | None = Key) -> None:
+        """List keys: KEY<TAB>VERSION<TAB>SIZE."""
+        def go() -> None:
+            with client(url, api_key) as st:
+                for item in st.namespace(ns).list(prefix):
+                    print(f"{item['key']}\t{item['version']}\t{item['size']}")
+        run(go)
+
+    @app.command("append")
+    def append(ns: str, data: str = typer.Argument(None, help="the entry; '-' or none: stdin"),
+               idempotency_key: str = typer.Option(None, "--idempotency-key", "-k"),
+               url: str | None = Url, api_key: str | None = Key) -> None:  # fmt: skip
+        """Append a log entry; prints its seq."""
+        def go() -> None:
+            with client(url, api_key) as st:
+                print(st.namespace(ns).append(data_arg(data), idempotency_key=idempotency_key))
+        run(go)
+
+    @app.command("read")
+    def read(ns: str, after: int = typer.Option(0, "--after"), limit: int = typer.Option(100, "--limit"),
+             wait: float = typer.Option(0, "--wait", help="long-poll this long for new entries"),
+             follow: bool = typer.Option(False, "--follow", "-f", help="keep waiting for new entries"),
+             url: str | None = Url, api_key: str | None = Key) -> None:  # fmt: skip
+        """Print log entries after --after: SEQ<TAB>DATA lines."""
+        def go() -> None:
+            position = after
+            with client(url, api_key) as st:
+                n = st.namespace(ns)
+                while True:
+                    entries, _ = n.read(position, limit, 30 if follow else wait)
+                    for seq, data in entries:
+                        sys.stdout.buffer.write(b"%d\t%s\n" % (seq, data))
+                        position = seq
+                    sys.stdout.flush()
+                    if not follow:
+                        return
+        run(go)
+
+    @app.command("trim")
+    def trim(ns: str, upto: int, url: str | None = Url, api_key: str | None = Key) -> None:
+        """Drop log entries up to UPTO; prints the first seq kept."""
+        run(lambda: print(_with(client(url, api_key), lambda st: st.namespace(ns).trim(upto))))
+
+    @app.command("grant")
+    def grant(ns: str, sandbox_id: str, url: str | None = Url, api_key: str | None = Key) -> None:
+        """Let a sandbox of yours use the namespace from inside (cloche-state -n NS)."""
+        run(lambda: _with(client(url, api_key), lambda st: st.namespace(ns).grant(sandbox_id)))
+
+    @app.command("revoke")
+    def revoke(ns: str, sandbox_id: str, url: str | None = Url, api_key: str | None = Key) -> None:
+        """Withdraw a grant."""
+        run(lambda: _with(client(url, api_key), lambda st: st.namespace(ns).revoke(sandbox_id)))
+
+    return app
+
+
+def _with(st: StateClient, fn: Any) -> Any:
+    with st:
+        return fn(st)
