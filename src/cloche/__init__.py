@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 # do not pay for (or depend on) the client stack.
 __all__ = [
     "__version__",
+    "AgentError",
     "AsyncClient",
     "AsyncSandbox",
     "Client",
@@ -22,6 +23,7 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "PayloadTooLarge",
+    "PreconditionFailed",
     "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
@@ -34,6 +36,7 @@ _SDK_EXPORTS = frozenset(__all__) - {"__version__"}
 
 if TYPE_CHECKING:
     from .client import (
+        AgentError,
         AsyncClient,
         AsyncSandbox,
         Client,
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
         InvalidState,
         NotFound,
         PayloadTooLarge,
+        PreconditionFailed,
         QuotaExceeded,
         RateLimited,
         RequestTimeout,

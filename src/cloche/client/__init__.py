@@ -2,15 +2,18 @@
 
 :class:`Client` (blocking) and :class:`AsyncClient` (asyncio) share one request model
 and one error mapping; sandboxes are handled through :class:`Sandbox` /
-:class:`AsyncSandbox`.  Configuration comes from arguments or the ``CLOCHE_URL`` and
-``CLOCHE_API_KEY`` environment variables.
+:class:`AsyncSandbox`, apps through ``client.apps``, their per-key agents through
+``client.agents(app)[key]``, and durable state through ``client.state(namespace)``.
+Configuration comes from arguments or the ``CLOCHE_URL`` and ``CLOCHE_API_KEY``
+environment variables.
 """
 
 from __future__ import annotations
 
 from ._base import DEFAULT_TIMEOUT, DEFAULT_URL, ENV_API_KEY, ENV_URL
-from .async_ import AsyncClient, AsyncSandbox
+from .async_ import AsyncAgent, AsyncAgentStream, AsyncClient, AsyncSandbox, AsyncState
 from .errors import (
+    AgentError,
     ClocheError,
     Conflict,
     ConnectionFailed,
@@ -20,6 +23,7 @@ from .errors import (
     InvalidState,
     NotFound,
     PayloadTooLarge,
+    PreconditionFailed,
     QuotaExceeded,
     RateLimited,
     RequestTimeout,
@@ -28,8 +32,13 @@ from .errors import (
     Unavailable,
 )
 from .models import (
+    AgentInfo,
+    AgentResponse,
     ApiKey,
+    App,
+    AppSpec,
     ArchiveResult,
+    BatchResult,
     Entry,
     ExecEvent,
     ExecExit,
@@ -37,23 +46,41 @@ from .models import (
     ExecResult,
     ExecStart,
     Health,
+    IdlePolicy,
+    KeyInfo,
+    KeyPage,
+    LogEntry,
+    LogPage,
     NewTenant,
     NodeInfo,
     SandboxInfo,
+    SnapshotInfo,
+    StateValue,
     Tenant,
     WriteResult,
 )
-from .sync import Client, Sandbox
+from .sync import Agent, AgentStream, Client, Sandbox, State
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "ENV_API_KEY",
     "ENV_URL",
+    "Agent",
+    "AgentError",
+    "AgentInfo",
+    "AgentResponse",
+    "AgentStream",
     "ApiKey",
+    "App",
+    "AppSpec",
     "ArchiveResult",
+    "AsyncAgent",
+    "AsyncAgentStream",
     "AsyncClient",
     "AsyncSandbox",
+    "AsyncState",
+    "BatchResult",
     "Client",
     "ClocheError",
     "Conflict",
@@ -67,18 +94,27 @@ __all__ = [
     "ExecStart",
     "Forbidden",
     "Health",
+    "IdlePolicy",
     "InvalidRequest",
     "InvalidState",
+    "KeyInfo",
+    "KeyPage",
+    "LogEntry",
+    "LogPage",
     "NewTenant",
     "NodeInfo",
     "NotFound",
     "PayloadTooLarge",
+    "PreconditionFailed",
     "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
     "Sandbox",
     "SandboxInfo",
     "ServerError",
+    "SnapshotInfo",
+    "State",
+    "StateValue",
     "Tenant",
     "Unauthorized",
     "Unavailable",

@@ -8,6 +8,7 @@ same ``Call`` objects, so request building and response parsing live in exactly 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,14 +20,24 @@ from pydantic import TypeAdapter
 
 from .errors import InvalidRequest
 from .models import (
+    AgentInfo,
+    AgentResponse,
     ApiKey,
+    App,
     ArchiveResult,
+    BatchResult,
     Entry,
     ExecResult,
     Health,
+    IdlePolicy,
+    KeyPage,
+    LogEntry,
+    LogPage,
     NewTenant,
     NodeInfo,
     SandboxInfo,
+    SnapshotInfo,
+    StateValue,
     Tenant,
     WriteResult,
 )
@@ -49,6 +60,8 @@ TRANSFER_TIMEOUT = 600.0
 """Read timeout for bulk transfers (files, archives): the server may work a while."""
 CREATE_TIMEOUT = 180.0
 """Read timeout for creating a sandbox: a cold start without a warm pool takes seconds."""
+INVOKE_TIMEOUT = 600.0
+"""Default read timeout of an agent invocation: it may create, wake and start the agent."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class Call(Generic[T]):
         precheck: Validates the response headers before the body is read (so e.g. a
             directory listing of a large file does not download it).
         parse: Turns the successful, fully read response into the result.
+        headers: Extra request headers.
+        passthrough: Hand any status to ``parse`` (an agent's own answer), raising only
+            for the server's own error envelope (see :func:`is_server_error`).
     """
 
     method: str
@@ -79,6 +95,7 @@ class Call(Generic[T]):
     read_timeout: float | None | _Default = DEFAULT
     precheck: Callable[[httpx.Response], None] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    passthrough: bool = False
 
 
 def _json(model: Any) -> Callable[[httpx.Response], Any]:
@@ -115,6 +132,19 @@ def _compact(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _idle(idle: IdlePolicy | Mapping[str, float | None] | None) -> dict[str, Any] | None:
+    if idle is None:
+        return None
+    if isinstance(idle, IdlePolicy):
+        return idle.model_dump(exclude_none=True)
+    return {k: v for k, v in idle.items() if v is not None}
+
+
+def _seg(value: str) -> str:
+    """One percent-encoded path segment."""
+    return quote(value, safe="")
+
+
 def sbx(sandbox_id: str, *rest: str) -> str:
     """Path of a sandbox (sub)resource, with the id percent-encoded."""
     return "/".join([f"/v1/sandboxes/{quote(sandbox_id, safe='')}", *rest]).rstrip("/")
@@ -141,6 +171,10 @@ def create_sandbox(
     name: str | None = None,
     metadata: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    idle: IdlePolicy | Mapping[str, float | None] | None = None,
+    on_timeout: str | None = None,
+    on_resume: str | None = None,
+    snapshot: str | None = None,
 ) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes``; only the fields given are sent, the rest default server-side."""
     body = _compact(
@@ -152,6 +186,10 @@ def create_sandbox(
         name=name,
         metadata=dict(metadata) if metadata is not None else None,
         env=dict(env) if env is not None else None,
+        idle=_idle(idle),
+        on_timeout=on_timeout,
+        on_resume=on_resume,
+        snapshot=snapshot,
     )
     return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body, read_timeout=CREATE_TIMEOUT)
 
@@ -187,6 +225,55 @@ def pause(sandbox_id: str) -> Call[SandboxInfo]:
 def resume(sandbox_id: str) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes/{id}/resume``."""
     return Call("POST", sbx(sandbox_id, "resume"), _json(SandboxInfo), read_timeout=CREATE_TIMEOUT)
+
+
+def hibernate(sandbox_id: str, keep_local: bool = True) -> Call[SandboxInfo]:
+    """``POST /v1/sandboxes/{id}/hibernate?keep_local=...``."""
+    return Call(
+        "POST",
+        sbx(sandbox_id, "hibernate"),
+        _json(SandboxInfo),
+        params={"keep_local": "true" if keep_local else "false"},
+        read_timeout=TRANSFER_TIMEOUT,
+    )
+
+
+def fork(sandbox_id: str, name: str | None = None, metadata: Mapping[str, str] | None = None) -> Call[SandboxInfo]:
+    """``POST /v1/sandboxes/{id}/fork``: a new sandbox with this one's current files."""
+    body = _compact(name=name, metadata=dict(metadata) if metadata is not None else None)
+    return Call("POST", sbx(sandbox_id, "fork"), _json(SandboxInfo), json=body, read_timeout=TRANSFER_TIMEOUT)
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+
+def create_snapshot(sandbox_id: str, name: str) -> Call[SnapshotInfo]:
+    """``POST /v1/sandboxes/{id}/snapshots``: save the sandbox's current files as ``name``."""
+    return Call(
+        "POST",
+        sbx(sandbox_id, "snapshots"),
+        _json(SnapshotInfo),
+        json={"name": name},
+        read_timeout=TRANSFER_TIMEOUT,
+    )
+
+
+def list_snapshots() -> Call[list[SnapshotInfo]]:
+    """``GET /v1/snapshots``."""
+    return Call("GET", "/v1/snapshots", _items(SnapshotInfo))
+
+
+def get_snapshot(snapshot_id: str) -> Call[SnapshotInfo]:
+    """``GET /v1/snapshots/{id}``."""
+    return Call("GET", f"/v1/snapshots/{_seg(snapshot_id)}", _json(SnapshotInfo))
+
+
+def delete_snapshot(snapshot_id: str) -> Call[None]:
+    """``DELETE /v1/snapshots/{id}``."""
+    return Call("DELETE", f"/v1/snapshots/{_seg(snapshot_id)}", _none)
+
+
+# --- exec ----------------------------------------------------------------------------------
 
 
 def exec_body(
@@ -389,6 +476,318 @@ def download_tar(sandbox_id: str, path: str) -> Call[bytes]:
         params={"path": path},
         read_timeout=TRANSFER_TIMEOUT,
     )
+
+
+# --- apps and agents -----------------------------------------------------------------------
+
+
+def _app(name: str, *rest: str) -> str:
+    return "/".join([f"/v1/apps/{_seg(name)}", *rest]).rstrip("/")
+
+
+def _agent(app: str, key: str, *rest: str) -> str:
+    return _app(app, "agents", _seg(key), *rest)
+
+
+def deploy_app(
+    name: str,
+    *,
+    command: Sequence[str],
+    template: str | None = None,
+    cpu: float | None = None,
+    memory_mb: int | None = None,
+    disk_mb: int | None = None,
+    env: Mapping[str, str] | None = None,
+    setup: str | Sequence[str] | None = None,
+    idle: IdlePolicy | Mapping[str, float | None] | None = None,
+    max_concurrency: int | None = None,
+    startup_timeout_s: float | None = None,
+) -> Call[App]:
+    """``PUT /v1/apps/{app}``: deploy or redeploy; only the fields given are sent."""
+    if isinstance(command, str):
+        raise TypeError("command must be an argv list, e.g. ['python3', 'agent.py']")
+    body = _compact(
+        command=list(command),
+        template=template,
+        cpu=cpu,
+        memory_mb=memory_mb,
+        disk_mb=disk_mb,
+        env=dict(env) if env is not None else None,
+        setup=setup if setup is None or isinstance(setup, str) else list(setup),
+        idle=_idle(idle),
+        max_concurrency=max_concurrency,
+        startup_timeout_s=startup_timeout_s,
+    )
+    return Call("PUT", _app(name), _json(App), json=body)
+
+
+def list_apps() -> Call[list[App]]:
+    """``GET /v1/apps``."""
+    return Call("GET", "/v1/apps", _items(App))
+
+
+def get_app(name: str) -> Call[App]:
+    """``GET /v1/apps/{app}``."""
+    return Call("GET", _app(name), _json(App))
+
+
+def delete_app(name: str, state: bool = False) -> Call[None]:
+    """``DELETE /v1/apps/{app}?state=...``: the app and every agent (and their state)."""
+    return Call(
+        "DELETE",
+        _app(name),
+        _none,
+        params={"state": "true" if state else "false"},
+        read_timeout=TRANSFER_TIMEOUT,
+    )
+
+
+def list_agents(app: str) -> Call[list[AgentInfo]]:
+    """``GET /v1/apps/{app}/agents``."""
+    return Call("GET", _app(app, "agents"), _items(AgentInfo))
+
+
+def get_agent(app: str, key: str) -> Call[AgentInfo]:
+    """``GET /v1/apps/{app}/agents/{key}``."""
+    return Call("GET", _agent(app, key), _json(AgentInfo))
+
+
+def delete_agent(app: str, key: str, state: bool = False) -> Call[None]:
+    """``DELETE /v1/apps/{app}/agents/{key}?state=...``."""
+    return Call("DELETE", _agent(app, key), _none, params={"state": "true" if state else "false"})
+
+
+_NO_JSON: Any = object()
+"""Sentinel: no JSON body given (``None`` is a valid JSON body: ``null``)."""
+
+
+def _agent_response(response: httpx.Response) -> AgentResponse:
+    return AgentResponse(status_code=response.status_code, headers=response.headers, content=response.content)
+
+
+def invoke(
+    app: str,
+    key: str,
+    *,
+    body: bytes | str | IO[bytes] = b"",
+    json: Any = _NO_JSON,
+    path: str = "",
+    method: str = "POST",
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    timeout: float | None = INVOKE_TIMEOUT,
+) -> Call[AgentResponse]:
+    """``{method} /v1/apps/{app}/agents/{key}/invoke[/path]``: the agent's own answer.
+
+    ``json`` (any JSON value) replaces ``body``; a bytes body without a ``Content-Type``
+    header is sent as ``application/octet-stream``, text as ``text/plain``.
+    """
+    method = method.upper()
+    sub = quote(path.lstrip("/"), safe="/:@!$&'()*+,;=-._~")
+    url = _agent(app, key, "invoke") + (f"/{sub}" if sub else "")
+    sent = dict(headers or {})
+    has_type = any(k.lower() == "content-type" for k in sent)
+    if json is not _NO_JSON:
+        content: Body = dumps(json).encode()
+        content_type = None if has_type else "application/json"
+    else:
+        content = body.encode() if isinstance(body, str) else body
+        default = "text/plain; charset=utf-8" if isinstance(body, str) else "application/octet-stream"
+        content_type = None if has_type else default
+    if method in ("GET", "DELETE") and isinstance(content, bytes) and not content:
+        content_type = None
+    return Call(
+        method,
+        url,
+        _agent_response,
+        params=dict(params) if params else None,
+        content=content,
+        content_type=content_type,
+        headers=sent,
+        read_timeout=timeout,
+        passthrough=True,
+    )
+
+
+def is_server_error(response: httpx.Response) -> bool:
+    """Whether a (read) error response is cloche's own rather than an agent's answer.
+
+    The server's errors are exactly ``{"error": {"code": str, "message": str}}``; an
+    agent that answers with that very shape is treated as a server error too.
+    """
+    if response.status_code < 400 or not _is_json(response):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(body["error"], dict):
+        return False
+    err = body["error"]
+    return set(err) == {"code", "message"} and all(isinstance(v, str) for v in err.values())
+
+
+def may_be_server_error(response: httpx.Response) -> bool:
+    """Cheap pre-check on headers only: could this (unread) response be a server error?"""
+    if response.status_code < 400 or not _is_json(response):
+        return False
+    length = response.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= 65536
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+def _ns(namespace: str, *rest: str) -> str:
+    return "/".join([f"/v1/state/{_seg(namespace)}", *rest])
+
+
+def _kv(namespace: str, key: str) -> str:
+    if not key:
+        raise ValueError("a state key must not be empty")
+    return _ns(namespace, "kv", quote(key, safe="/"))
+
+
+def _version(etag: str | None) -> int:
+    tag = (etag or "").strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ValueError(f"missing or malformed ETag {etag!r}")
+    return int(tag)
+
+
+def _conditions(if_match: int | None, if_none_match: bool) -> dict[str, str]:
+    if if_match is not None and if_none_match:
+        raise ValueError("if_match and if_none_match cannot be combined")
+    headers: dict[str, str] = {}
+    if if_match is not None:
+        headers["If-Match"] = f'"{int(if_match)}"'
+    if if_none_match:
+        headers["If-None-Match"] = "*"
+    return headers
+
+
+def kv_get(namespace: str, key: str) -> Call[StateValue]:
+    """``GET /v1/state/{ns}/kv/{key}``: the raw value and its version (from the ETag)."""
+
+    def parse(response: httpx.Response) -> StateValue:
+        expires = response.headers.get("x-cloche-expires-at")
+        return StateValue(
+            key=key,
+            value=response.content,
+            version=_version(response.headers.get("etag")),
+            expires_at=float(expires) if expires else None,  # type: ignore[arg-type]
+        )
+
+    return Call("GET", _kv(namespace, key), parse)
+
+
+def kv_put(
+    namespace: str,
+    key: str,
+    value: bytes | str,
+    *,
+    if_match: int | None = None,
+    if_none_match: bool = False,
+    ttl_s: float | None = None,
+) -> Call[int]:
+    """``PUT /v1/state/{ns}/kv/{key}`` with the raw value; parses the new version."""
+    return Call(
+        "PUT",
+        _kv(namespace, key),
+        lambda r: int(r.json()["version"]),
+        params={"ttl_s": str(ttl_s)} if ttl_s is not None else None,
+        content=value.encode() if isinstance(value, str) else bytes(value),
+        content_type="application/octet-stream",
+        headers=_conditions(if_match, if_none_match),
+    )
+
+
+def kv_delete(namespace: str, key: str, *, if_match: int | None = None) -> Call[None]:
+    """``DELETE /v1/state/{ns}/kv/{key}`` (idempotent; ``If-Match`` makes it conditional)."""
+    return Call("DELETE", _kv(namespace, key), _none, headers=_conditions(if_match, False))
+
+
+def kv_list(namespace: str, prefix: str = "", cursor: str | None = None, limit: int = 100) -> Call[KeyPage]:
+    """``GET /v1/state/{ns}/kv?prefix=&cursor=&limit=``: one page of live keys."""
+    params = _compact(prefix=prefix, cursor=cursor, limit=str(limit))
+    return Call("GET", _ns(namespace, "kv"), _json(KeyPage), params=params)
+
+
+def _batch_op(i: int, op: Mapping[str, Any]) -> dict[str, Any]:
+    wire = dict(op)
+    if "op" not in wire or "key" not in wire:
+        raise ValueError(f"ops[{i}] needs 'op' and 'key'")
+    value = wire.pop("value", None)
+    if isinstance(value, bytes | bytearray | memoryview):
+        wire["value_b64"] = base64.b64encode(bytes(value)).decode()
+    elif value is not None:
+        wire["value"] = str(value)
+    return {k: v for k, v in wire.items() if v is not None and v is not False}
+
+
+def kv_batch(namespace: str, ops: Sequence[Mapping[str, Any]]) -> Call[list[BatchResult]]:
+    """``POST /v1/state/{ns}/batch``: all operations in one transaction, or none."""
+    body = {"ops": [_batch_op(i, op) for i, op in enumerate(ops)]}
+    adapter = TypeAdapter(list[BatchResult])
+    return Call("POST", _ns(namespace, "batch"), lambda r: adapter.validate_python(r.json()["results"]), json=body)
+
+
+def log_append(namespace: str, data: bytes | str, *, idempotency_key: str | None = None) -> Call[int]:
+    """``POST /v1/state/{ns}/log`` with the raw entry; parses its sequence number."""
+    return Call(
+        "POST",
+        _ns(namespace, "log"),
+        lambda r: int(r.json()["seq"]),
+        content=data.encode() if isinstance(data, str) else bytes(data),
+        content_type="application/octet-stream",
+        headers={"Idempotency-Key": idempotency_key} if idempotency_key else {},
+    )
+
+
+def _log_page(response: httpx.Response) -> LogPage:
+    body = response.json()
+    items = [
+        LogEntry(
+            seq=item["seq"],
+            data=base64.b64decode(item["data_b64"]) if "data_b64" in item else item["data"].encode(),
+        )
+        for item in body["items"]
+    ]
+    return LogPage(items=items, last_seq=body.get("last_seq", 0), first_seq=body.get("first_seq", 0))
+
+
+def log_read(namespace: str, after: int = 0, limit: int = 100, wait_s: float = 0) -> Call[LogPage]:
+    """``GET /v1/state/{ns}/log?after=&limit=&wait_s=`` (entries as base64, decoded to bytes)."""
+    params = {"after": str(after), "limit": str(limit), "encoding": "base64"}
+    if wait_s:
+        params["wait_s"] = str(wait_s)
+    return Call(
+        "GET",
+        _ns(namespace, "log"),
+        _log_page,
+        params=params,
+        read_timeout=wait_s + 30 if wait_s else DEFAULT,
+    )
+
+
+def log_trim(namespace: str, upto: int) -> Call[int]:
+    """``POST /v1/state/{ns}/log/trim``: drop entries up to ``upto``; parses ``first_seq``."""
+    return Call("POST", _ns(namespace, "log", "trim"), lambda r: int(r.json()["first_seq"]), json={"upto": upto})
+
+
+def grant(namespace: str, sandbox_id: str) -> Call[None]:
+    """``PUT /v1/state/{ns}/grants/{sandbox_id}``."""
+    return Call("PUT", _ns(namespace, "grants", _seg(sandbox_id)), _none)
+
+
+def revoke(namespace: str, sandbox_id: str) -> Call[None]:
+    """``DELETE /v1/state/{ns}/grants/{sandbox_id}``."""
+    return Call("DELETE", _ns(namespace, "grants", _seg(sandbox_id)), _none)
+
+
+def list_grants(namespace: str) -> Call[list[str]]:
+    """``GET /v1/state/{ns}/grants``: the ids of the sandboxes granted the namespace."""
+    return Call("GET", _ns(namespace, "grants"), lambda r: [str(i) for i in r.json()["sandboxes"]])
 
 
 # --- admin ---------------------------------------------------------------------------------

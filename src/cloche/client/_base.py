@@ -18,7 +18,7 @@ import httpx
 from pydantic import ValidationError
 
 from .. import __version__
-from ._api import DEFAULT, Call
+from ._api import DEFAULT, Call, is_server_error, may_be_server_error
 from .errors import ClocheError, from_transport_error, raise_for_response
 from .models import SandboxInfo
 
@@ -140,8 +140,20 @@ class BaseClient:
         return from_transport_error(exc, self.url)
 
     @staticmethod
-    def _check_status(response: httpx.Response) -> None:
+    def _is_error(call: Call[Any], response: httpx.Response) -> bool:
+        """From the headers alone: must the body be read to raise an error?
+
+        A passthrough call (an agent's answer) only raises for the server's own errors.
+        """
+        if response.status_code < 400:
+            return False
+        return not call.passthrough or may_be_server_error(response)
+
+    @staticmethod
+    def _check_status(call: Call[Any], response: httpx.Response) -> None:
         """Raise the typed error for an error response (its body must be read)."""
+        if call.passthrough and not is_server_error(response):
+            return
         raise_for_response(response)
 
     @staticmethod
@@ -180,7 +192,7 @@ class SandboxBase:
 
     @property
     def state(self) -> str:
-        """The last known state: creating, running, paused or stopped."""
+        """The last known state: creating, running, paused, hibernated or stopped."""
         return self._info.state
 
     def __repr__(self) -> str:

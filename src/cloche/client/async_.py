@@ -33,15 +33,26 @@ from ._base import (
 from ._sse import SSEDecoder, to_exec_event
 from .errors import NotFound
 from .models import (
+    AgentInfo,
+    AgentResponse,
     ApiKey,
+    App,
     ArchiveResult,
+    BatchResult,
     Entry,
     ExecEvent,
     ExecResult,
     Health,
+    IdlePolicy,
+    KeyInfo,
+    KeyPage,
+    LogEntry,
+    LogPage,
     NewTenant,
     NodeInfo,
     SandboxInfo,
+    SnapshotInfo,
+    StateValue,
     Tenant,
     WriteResult,
 )
@@ -50,11 +61,17 @@ if TYPE_CHECKING:
     from websockets.asyncio.client import connect as ws_connect
 
 __all__ = [
+    "AsyncAgent",
+    "AsyncAgentStream",
+    "AsyncAgents",
+    "AsyncApps",
     "AsyncClient",
     "AsyncFiles",
     "AsyncNodes",
     "AsyncSandbox",
     "AsyncSandboxes",
+    "AsyncSnapshots",
+    "AsyncState",
     "AsyncTenants",
 ]
 
@@ -88,6 +105,8 @@ class AsyncClient(BaseClient):
 
     Attributes:
         sandboxes: Create, look up and list sandboxes.
+        snapshots: List and delete named snapshots of sandboxes' files.
+        apps: Deploy apps, whose per-key agents :meth:`agents` reaches.
         tenants: Manage tenants and API keys (admin key required).
         nodes: Inspect worker nodes (admin key required).
 
@@ -107,8 +126,18 @@ class AsyncClient(BaseClient):
             base_url=self.url, headers=self._default_headers(), timeout=timeout, transport=transport
         )
         self.sandboxes = AsyncSandboxes(self)
+        self.snapshots = AsyncSnapshots(self)
+        self.apps = AsyncApps(self)
         self.tenants = AsyncTenants(self)
         self.nodes = AsyncNodes(self)
+
+    def agents(self, app: str) -> AsyncAgents:
+        """The agents of ``app``: ``await client.agents("memo")["alice"].invoke(json=...)``."""
+        return AsyncAgents(self, app)
+
+    def state(self, namespace: str) -> AsyncState:
+        """The durable KV and log of a state namespace (created by its first write)."""
+        return AsyncState(self, namespace)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -140,9 +169,9 @@ class AsyncClient(BaseClient):
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from exc
         try:
-            if response.status_code >= 400:
+            if self._is_error(call, response):
                 await response.aread()
-                self._check_status(response)
+                self._check_status(call, response)
             if call.precheck is not None:
                 call.precheck(response)
         except httpx.TransportError as exc:  # the error body broke off
@@ -216,6 +245,10 @@ class AsyncSandboxes:
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        idle: IdlePolicy | Mapping[str, float | None] | None = None,
+        on_timeout: str | None = None,
+        on_resume: str | None = None,
+        snapshot: str | None = None,
     ) -> AsyncSandbox:
         """Create a sandbox and return its handle; see :meth:`cloche.Client.sandboxes`'s
         ``create`` for the parameters and errors."""
@@ -228,6 +261,10 @@ class AsyncSandboxes:
             name=name,
             metadata=metadata,
             env=env,
+            idle=idle,
+            on_timeout=on_timeout,
+            on_resume=on_resume,
+            snapshot=snapshot,
         )
         return AsyncSandbox(self._client, await self._client._call(call))
 
@@ -383,6 +420,20 @@ class AsyncSandbox(SandboxBase):
         self._info = await self._client._call(_api.set_timeout(self.id, timeout_s))
         return self
 
+    async def hibernate(self, keep_local: bool = True) -> AsyncSandbox:
+        """Snapshot the files and release CPU, memory and processes; see
+        :meth:`cloche.client.sync.Sandbox.hibernate`."""
+        self._info = await self._client._call(_api.hibernate(self.id, keep_local))
+        return self
+
+    async def fork(self, name: str | None = None, metadata: Mapping[str, str] | None = None) -> AsyncSandbox:
+        """Start a new sandbox with this one's current files (running or hibernated)."""
+        return AsyncSandbox(self._client, await self._client._call(_api.fork(self.id, name, metadata)))
+
+    async def snapshot(self, name: str) -> SnapshotInfo:
+        """Save the sandbox's current files as the named snapshot ``name``."""
+        return await self._client._call(_api.create_snapshot(self.id, name))
+
     async def kill(self, missing_ok: bool = False) -> None:
         """Destroy the sandbox and its files (``missing_ok``: ignore NotFound)."""
         try:
@@ -453,3 +504,313 @@ class AsyncNodes:
     async def list(self) -> list[NodeInfo]:
         """List the worker nodes with their capacity, allocation and warm pools."""
         return await self._client._call(_api.list_nodes())
+
+
+class AsyncSnapshots:
+    """``client.snapshots``: named snapshots of sandboxes' files (see :class:`cloche.client.sync.Snapshots`)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(self, sandbox_id: str, name: str) -> SnapshotInfo:
+        """Save the current files of a sandbox as ``name`` (raises :class:`Conflict` if taken)."""
+        return await self._client._call(_api.create_snapshot(sandbox_id, name))
+
+    async def list(self) -> list[SnapshotInfo]:
+        """List this tenant's snapshots."""
+        return await self._client._call(_api.list_snapshots())
+
+    async def get(self, snapshot_id: str) -> SnapshotInfo:
+        """Describe one snapshot (raises :class:`NotFound`)."""
+        return await self._client._call(_api.get_snapshot(snapshot_id))
+
+    async def delete(self, snapshot_id: str) -> None:
+        """Delete a snapshot; sandboxes already created from it keep their files."""
+        await self._client._call(_api.delete_snapshot(snapshot_id))
+
+
+class AsyncApps:
+    """``client.apps``: deploy apps (see :class:`cloche.client.sync.Apps`)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def deploy(
+        self,
+        name: str,
+        command: Sequence[str],
+        template: str | None = None,
+        env: Mapping[str, str] | None = None,
+        setup: str | Sequence[str] | None = None,
+        idle: IdlePolicy | Mapping[str, float | None] | None = None,
+        max_concurrency: int | None = None,
+        startup_timeout_s: float | None = None,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+    ) -> App:
+        """Deploy an app, or redeploy it as a new version; the parameters are those of
+        :meth:`cloche.client.sync.Apps.deploy`."""
+        call = _api.deploy_app(
+            name,
+            command=command,
+            template=template,
+            cpu=cpu,
+            memory_mb=memory_mb,
+            disk_mb=disk_mb,
+            env=env,
+            setup=setup,
+            idle=idle,
+            max_concurrency=max_concurrency,
+            startup_timeout_s=startup_timeout_s,
+        )
+        return await self._client._call(call)
+
+    async def list(self) -> list[App]:
+        """List this tenant's apps."""
+        return await self._client._call(_api.list_apps())
+
+    async def get(self, name: str) -> App:
+        """Describe one app (raises :class:`NotFound`)."""
+        return await self._client._call(_api.get_app(name))
+
+    async def delete(self, name: str, state: bool = False) -> None:
+        """Delete an app and every agent's sandbox; with ``state``, their state too."""
+        await self._client._call(_api.delete_app(name, state))
+
+
+class AsyncAgents:
+    """``client.agents(app)``: the agents of one app; ``agents[key]`` is one."""
+
+    def __init__(self, client: AsyncClient, app: str) -> None:
+        self._client = client
+        self.app = app
+
+    def __getitem__(self, key: str) -> AsyncAgent:
+        return AsyncAgent(self._client, self.app, key)
+
+    def __repr__(self) -> str:
+        return f"AsyncAgents(app={self.app!r})"
+
+    async def list(self) -> list[AgentInfo]:
+        """List the app's agents with their state, sandbox and last activity."""
+        return await self._client._call(_api.list_agents(self.app))
+
+
+class AsyncAgent:
+    """The agent of one key of an app (see :class:`cloche.client.sync.Agent`)."""
+
+    def __init__(self, client: AsyncClient, app: str, key: str) -> None:
+        self._client = client
+        self.app = app
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"AsyncAgent(app={self.app!r}, key={self.key!r})"
+
+    async def invoke(
+        self,
+        body: bytes | str | IO[bytes] = b"",
+        *,
+        json: Any = _api._NO_JSON,
+        path: str = "",
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = _api.INVOKE_TIMEOUT,
+    ) -> AgentResponse:
+        """Send a request to this key's agent and return its answer, whatever its status;
+        see :meth:`cloche.client.sync.Agent.invoke`."""
+        call = _api.invoke(self.app, self.key, body=body, json=json, path=path, method=method,
+                           headers=headers, params=params, timeout=timeout)  # fmt: skip
+        return await self._client._call(call)
+
+    def invoke_stream(
+        self,
+        body: bytes | str | IO[bytes] = b"",
+        *,
+        json: Any = _api._NO_JSON,
+        path: str = "",
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = _api.INVOKE_TIMEOUT,
+    ) -> AsyncAgentStream:
+        """Like :meth:`invoke`, but stream the answer::
+
+        async with agent.invoke_stream(json={"message": "hi"}) as stream:
+            print(stream.status_code)
+            async for chunk in stream:
+                ...
+        """
+        call = _api.invoke(self.app, self.key, body=body, json=json, path=path, method=method,
+                           headers=headers, params=params, timeout=timeout)  # fmt: skip
+        return AsyncAgentStream(self._client, call)
+
+    async def info(self) -> AgentInfo:
+        """The agent's state, sandbox and last activity (NotFound before its first invocation)."""
+        return await self._client._call(_api.get_agent(self.app, self.key))
+
+    async def sandbox(self) -> AsyncSandbox:
+        """A handle on the agent's sandbox."""
+        return await self._client.sandboxes.get((await self.info()).sandbox_id)
+
+    async def delete(self, state: bool = False) -> None:
+        """Remove the agent's instance; with ``state``, delete its state too."""
+        await self._client._call(_api.delete_agent(self.app, self.key, state))
+
+
+class AsyncAgentStream:
+    """A streamed agent answer: ``async for chunk in stream`` yields ``bytes``.
+
+    The request is sent by :meth:`open` (``async with`` calls it) or when iteration
+    starts; :attr:`status_code` and :attr:`headers` are available once it is open.
+    """
+
+    def __init__(self, client: AsyncClient, call: _api.Call[Any]) -> None:
+        self._client = client
+        self._call = call
+        self._response: httpx.Response | None = None
+
+    async def open(self) -> AsyncAgentStream:
+        """Send the request and wait for the status and headers (idempotent)."""
+        if self._response is None:
+            self._response = await self._client._open(self._call)
+        return self
+
+    def _opened(self) -> httpx.Response:
+        if self._response is None:
+            raise RuntimeError("the stream is not open yet: use `async with` or `await stream.open()`")
+        return self._response
+
+    @property
+    def status_code(self) -> int:
+        """The agent's HTTP status."""
+        return self._opened().status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The agent's response headers."""
+        return self._opened().headers
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        await self.open()
+        response = self._opened()
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx.TransportError as exc:
+            raise self._client._transport_error(exc) from exc
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        """Release the connection (stops reading the answer)."""
+        if self._response is not None:
+            await self._response.aclose()
+
+    async def __aenter__(self) -> AsyncAgentStream:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncState:
+    """``client.state(namespace)``: a durable, versioned KV and an append-only log
+    (see :class:`cloche.client.sync.State`)."""
+
+    def __init__(self, client: AsyncClient, namespace: str) -> None:
+        self._client = client
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"AsyncState(namespace={self.namespace!r})"
+
+    async def get(self, key: str) -> StateValue | None:
+        """The value of ``key`` with its version, or ``None`` if it does not exist."""
+        try:
+            return await self._client._call(_api.kv_get(self.namespace, key))
+        except NotFound:
+            return None
+
+    async def put(
+        self,
+        key: str,
+        value: bytes | str,
+        *,
+        if_match: int | None = None,
+        if_none_match: bool = False,
+        ttl_s: float | None = None,
+    ) -> int:
+        """Store ``value`` under ``key``; return its new version (raises
+        :class:`PreconditionFailed` when ``if_match`` / ``if_none_match`` does not hold)."""
+        return await self._client._call(
+            _api.kv_put(self.namespace, key, value, if_match=if_match, if_none_match=if_none_match, ttl_s=ttl_s)
+        )
+
+    async def delete(self, key: str, *, if_match: int | None = None) -> None:
+        """Delete ``key`` (raises :class:`PreconditionFailed` if ``if_match`` does not hold)."""
+        await self._client._call(_api.kv_delete(self.namespace, key, if_match=if_match))
+
+    async def list(self, prefix: str = "", *, page_size: int = 100) -> AsyncIterator[KeyInfo]:
+        """Iterate (``async for``) over the live keys starting with ``prefix``, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_page(prefix, cursor=cursor, limit=page_size)
+            for item in page.items:
+                yield item
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+    async def list_page(self, prefix: str = "", *, cursor: str | None = None, limit: int = 100) -> KeyPage:
+        """One page of :meth:`list`; pass ``next_cursor`` back as ``cursor``."""
+        return await self._client._call(_api.kv_list(self.namespace, prefix, cursor, limit))
+
+    async def batch(self, ops: Sequence[Mapping[str, Any]]) -> list[BatchResult]:
+        """Apply several operations atomically; see :meth:`cloche.client.sync.State.batch`."""
+        return await self._client._call(_api.kv_batch(self.namespace, ops))
+
+    async def append(self, data: bytes | str, *, idempotency_key: str | None = None) -> int:
+        """Append an entry to the log; return its sequence number (a retry with the same
+        ``idempotency_key`` returns the original one and adds nothing)."""
+        return await self._client._call(_api.log_append(self.namespace, data, idempotency_key=idempotency_key))
+
+    async def read(self, after: int = 0, limit: int = 100) -> LogPage:
+        """Up to ``limit`` entries with a sequence number above ``after``, oldest first."""
+        return await self._client._call(_api.log_read(self.namespace, after, limit))
+
+    async def wait(self, after: int = 0, timeout_s: float = 30.0, limit: int = 100) -> LogPage:
+        """Like :meth:`read`, but wait up to ``timeout_s`` (at most 300) for a new entry."""
+        return await self._client._call(_api.log_read(self.namespace, after, limit, wait_s=timeout_s))
+
+    async def follow(self, after: int = 0, wait_s: float = 30.0) -> AsyncIterator[LogEntry]:
+        """Iterate over the entries after ``after``, then over new ones, forever."""
+        while True:
+            page = await self.wait(after, wait_s)
+            for entry in page.items:
+                yield entry
+            if page.items:
+                after = page.items[-1].seq
+
+    async def trim(self, upto: int) -> int:
+        """Drop every entry up to ``upto``; return the oldest sequence number kept."""
+        return await self._client._call(_api.log_trim(self.namespace, upto))
+
+    async def grant(self, sandbox_id: str) -> None:
+        """Let one of your sandboxes use this namespace from inside."""
+        await self._client._call(_api.grant(self.namespace, sandbox_id))
+
+    async def revoke(self, sandbox_id: str) -> None:
+        """Withdraw a :meth:`grant`."""
+        await self._client._call(_api.revoke(self.namespace, sandbox_id))
+
+    async def grants(self) -> list[str]:
+        """The ids of the sandboxes granted this namespace."""
+        return await self._client._call(_api.list_grants(self.namespace))

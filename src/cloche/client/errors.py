@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import httpx
 
 __all__ = [
+    "AgentError",
     "ClocheError",
     "Conflict",
     "ConnectionFailed",
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "PayloadTooLarge",
+    "PreconditionFailed",
     "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
@@ -81,6 +83,30 @@ class InvalidState(Conflict):
     """The sandbox is in the wrong state for the operation, e.g. exec on a paused one."""
 
 
+class PreconditionFailed(ClocheError):
+    """A conditional state write lost: ``If-Match`` / ``If-None-Match`` did not hold (HTTP 412).
+
+    Attributes:
+        key: The key whose condition failed.
+        current_version: Its version now (``None``: the key does not exist).
+        index: For an atomic batch, the position of the failing operation.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        key: str | None = None,
+        current_version: int | None = None,
+        index: int | None = None,
+    ) -> None:
+        super().__init__(status, code, message)
+        self.key = key
+        self.current_version = current_version
+        self.index = index
+
+
 class PayloadTooLarge(ClocheError):
     """The request body or the requested output exceeds a server limit (HTTP 413)."""
 
@@ -107,6 +133,16 @@ class RateLimited(ClocheError):
     def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(status, code, message)
         self.retry_after = retry_after
+
+
+class AgentError(ClocheError):
+    """An agent answered an invocation with a non-2xx status (``raise_for_status()``).
+
+    ``status`` is the agent's status; ``message`` the start of its body.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, "agent_error", message or f"the agent answered HTTP {status}")
 
 
 class ServerError(ClocheError):
@@ -154,6 +190,7 @@ _DEFAULT_CODES: dict[int, str] = {
     403: "forbidden",
     404: "not_found",
     409: "conflict",
+    412: "precondition_failed",
     413: "too_large",
     422: "validation_error",
     429: "rate_limited",
@@ -210,6 +247,20 @@ def _decode_body(content: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _error_fields(content: bytes) -> dict[str, object]:
+    """The whole ``error`` object of an error body (empty if there is none)."""
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, dict) else {}
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def error_from_response(
     status: int, content: bytes, headers: Mapping[str, str] | httpx.Headers | None = None
 ) -> ClocheError:
@@ -235,6 +286,16 @@ def error_from_response(
         return cls429(status, code, message, retry_after)
     if status == 409 and code == "invalid_state":
         return InvalidState(status, code, message)
+    if status == 412:
+        extra = _error_fields(content)
+        return PreconditionFailed(
+            status,
+            code,
+            message,
+            key=extra.get("key") if isinstance(extra.get("key"), str) else None,
+            current_version=_int_or_none(extra.get("current_version")),
+            index=_int_or_none(extra.get("index")),
+        )
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else ClocheError

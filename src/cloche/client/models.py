@@ -6,14 +6,22 @@ that adds fields does not break an older SDK.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AgentInfo",
+    "AgentResponse",
     "ApiKey",
+    "App",
+    "AppSpec",
     "ArchiveResult",
+    "BatchResult",
     "Entry",
     "ExecEvent",
     "ExecExit",
@@ -21,6 +29,11 @@ __all__ = [
     "ExecResult",
     "ExecStart",
     "Health",
+    "IdlePolicy",
+    "KeyInfo",
+    "KeyPage",
+    "LogEntry",
+    "LogPage",
     "NewTenant",
     "NodeInfo",
     "PoolInfo",
@@ -28,11 +41,13 @@ __all__ = [
     "SandboxInfo",
     "SandboxState",
     "SkippedMember",
+    "SnapshotInfo",
+    "StateValue",
     "Tenant",
     "WriteResult",
 ]
 
-SandboxState = Literal["creating", "running", "paused", "stopped"]
+SandboxState = Literal["creating", "running", "paused", "hibernated", "stopped"]
 """The lifecycle states a sandbox can be in."""
 
 
@@ -48,11 +63,23 @@ class Health(_Model):
     status: str
 
 
+class IdlePolicy(_Model):
+    """When an idle sandbox goes to sleep: no exec, file or API activity for this long.
+
+    ``None`` leaves that step out (never paused, or never hibernated).
+    """
+
+    pause_after_s: float | None = Field(None, description="Freeze the processes after this many idle seconds.")
+    hibernate_after_s: float | None = Field(
+        None, description="Snapshot the files and release CPU and memory after this many idle seconds."
+    )
+
+
 class SandboxInfo(_Model):
     """A sandbox as the server describes it."""
 
     id: str
-    state: str = Field(description="One of creating, running, paused, stopped.")
+    state: str = Field(description="One of creating, running, paused, hibernated, stopped.")
     name: str | None = None
     template: str | None = None
     cpu: float | None = None
@@ -62,6 +89,10 @@ class SandboxInfo(_Model):
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None
     expires_at: datetime | None = None
+    last_active_at: datetime | None = Field(None, description="Last exec, file or API activity.")
+    idle: IdlePolicy = Field(default_factory=IdlePolicy)
+    on_timeout: str | None = Field(None, description="What happens at the timeout: kill or hibernate.")
+    on_resume: str | None = Field(None, description="Shell command run after waking from stopped or hibernated.")
     node: str | None = None
 
 
@@ -207,3 +238,165 @@ class NodeInfo(_Model):
     allocated: Resources = Field(default_factory=Resources)
     sandboxes: int = 0
     pools: list[PoolInfo] = Field(default_factory=list)
+
+
+class SnapshotInfo(_Model):
+    """A named snapshot of a sandbox's files; new sandboxes can start from it."""
+
+    id: str
+    name: str
+    sandbox_id: str = Field(description="The sandbox it was taken from.")
+    template: str | None = None
+    bytes: int = Field(0, description="Size of the files it holds.")
+    created_at: datetime | None = None
+
+
+class AppSpec(_Model):
+    """What an app runs in each of its agents' sandboxes (see ``client.apps.deploy``)."""
+
+    command: list[str]
+    template: str | None = None
+    cpu: float | None = None
+    memory_mb: int | None = None
+    disk_mb: int | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    setup: list[str] | str | None = None
+    idle: IdlePolicy | None = None
+    max_concurrency: int = 1
+    startup_timeout_s: float = 30
+
+
+class App(_Model):
+    """A deployed app; ``version`` goes up with every deploy."""
+
+    name: str
+    version: int
+    spec: AppSpec
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class AgentInfo(_Model):
+    """One agent: the instance of an app that serves one key (one user)."""
+
+    key: str
+    app: str
+    sandbox_id: str
+    state: str = Field(description="Its sandbox's state (running, paused, hibernated, ...; deleted if gone).")
+    node: str | None = None
+    app_version: int = Field(0, description="The app version the instance runs.")
+    created_at: datetime | None = None
+    last_active_at: datetime | None = None
+
+
+class StateValue(_Model):
+    """A KV value with its version (``put(..., if_match=version)`` for compare-and-set)."""
+
+    key: str
+    value: bytes
+    version: int
+    expires_at: datetime | None = Field(None, description="When a key written with a TTL expires.")
+
+    @property
+    def text(self) -> str:
+        """The value decoded as UTF-8."""
+        return self.value.decode()
+
+    def json(self) -> Any:
+        """The value parsed as JSON."""
+        return json.loads(self.value)
+
+
+class KeyInfo(_Model):
+    """A live key in a listing."""
+
+    key: str
+    version: int
+    size: int
+
+
+class KeyPage(_Model):
+    """One page of a key listing; pass ``next_cursor`` back for the next (``None``: the last)."""
+
+    items: list[KeyInfo]
+    next_cursor: str | None = None
+
+
+class BatchResult(_Model):
+    """The outcome of one operation of an atomic batch."""
+
+    op: str
+    key: str
+    version: int | None = Field(
+        None, description="put: the new version; delete: the tombstone's; check: the current one."
+    )
+    existed: bool = Field(True, description="delete and check: whether the key existed.")
+
+
+class LogEntry(_Model):
+    """One entry of a namespace's append-only log."""
+
+    seq: int
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        """The entry decoded as UTF-8."""
+        return self.data.decode()
+
+
+class LogPage(_Model):
+    """Log entries after a sequence number, oldest first.
+
+    Attributes:
+        last_seq: The newest sequence number in the log (0 when empty); read on with
+            ``after=items[-1].seq`` while ``items`` is not empty.
+        first_seq: The oldest sequence number still kept (entries before it were trimmed).
+    """
+
+    items: list[LogEntry]
+    last_seq: int = 0
+    first_seq: int = 0
+
+
+@dataclass(frozen=True)
+class AgentResponse:
+    """An agent's answer to an invocation, as the agent sent it (like ``httpx.Response``).
+
+    Attributes:
+        status_code: The agent's HTTP status.
+        headers: The agent's response headers (case-insensitive).
+        content: The whole body.
+    """
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def status(self) -> int:
+        """Alias of :attr:`status_code`."""
+        return self.status_code
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx status."""
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        """The body decoded as text (UTF-8 unless the agent named a charset)."""
+        charset = httpx.Response(self.status_code, headers=self.headers).charset_encoding or "utf-8"
+        return self.content.decode(charset, errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.content)
+
+    def raise_for_status(self) -> AgentResponse:
+        """Raise :class:`~cloche.client.errors.AgentError` unless the status is 2xx; return self."""
+        if not self.ok:
+            from .errors import AgentError
+
+            raise AgentError(self.status_code, self.text[:500])
+        return self

@@ -29,15 +29,26 @@ from ._base import (
 from ._sse import SSEDecoder, to_exec_event
 from .errors import NotFound
 from .models import (
+    AgentInfo,
+    AgentResponse,
     ApiKey,
+    App,
     ArchiveResult,
+    BatchResult,
     Entry,
     ExecEvent,
     ExecResult,
     Health,
+    IdlePolicy,
+    KeyInfo,
+    KeyPage,
+    LogEntry,
+    LogPage,
     NewTenant,
     NodeInfo,
     SandboxInfo,
+    SnapshotInfo,
+    StateValue,
     Tenant,
     WriteResult,
 )
@@ -45,7 +56,20 @@ from .models import (
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
 
-__all__ = ["Client", "Files", "Nodes", "Sandbox", "Sandboxes", "Tenants"]
+__all__ = [
+    "Agent",
+    "AgentStream",
+    "Agents",
+    "Apps",
+    "Client",
+    "Files",
+    "Nodes",
+    "Sandbox",
+    "Sandboxes",
+    "Snapshots",
+    "State",
+    "Tenants",
+]
 
 T = TypeVar("T")
 
@@ -77,6 +101,8 @@ class Client(BaseClient):
 
     Attributes:
         sandboxes: Create, look up and list sandboxes.
+        snapshots: List and delete named snapshots of sandboxes' files.
+        apps: Deploy apps, whose per-key agents :meth:`agents` reaches.
         tenants: Manage tenants and API keys (admin key required).
         nodes: Inspect worker nodes (admin key required).
 
@@ -96,8 +122,18 @@ class Client(BaseClient):
             base_url=self.url, headers=self._default_headers(), timeout=timeout, transport=transport
         )
         self.sandboxes = Sandboxes(self)
+        self.snapshots = Snapshots(self)
+        self.apps = Apps(self)
         self.tenants = Tenants(self)
         self.nodes = Nodes(self)
+
+    def agents(self, app: str) -> Agents:
+        """The agents of ``app``: ``client.agents("memo")["alice"].invoke(json=...)``."""
+        return Agents(self, app)
+
+    def state(self, namespace: str) -> State:
+        """The durable KV and log of a state namespace (created by its first write)."""
+        return State(self, namespace)
 
     def __enter__(self) -> Client:
         return self
@@ -129,9 +165,9 @@ class Client(BaseClient):
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from exc
         try:
-            if response.status_code >= 400:
+            if self._is_error(call, response):
                 response.read()
-                self._check_status(response)
+                self._check_status(call, response)
             if call.precheck is not None:
                 call.precheck(response)
         except httpx.TransportError as exc:  # the error body broke off
@@ -203,6 +239,10 @@ class Sandboxes:
         name: str | None = None,
         metadata: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        idle: IdlePolicy | Mapping[str, float | None] | None = None,
+        on_timeout: str | None = None,
+        on_resume: str | None = None,
+        snapshot: str | None = None,
     ) -> Sandbox:
         """Create a sandbox and return its handle once it is running.
 
@@ -215,6 +255,13 @@ class Sandboxes:
             name: Unique per tenant; creating an existing name returns that sandbox.
             metadata: Free-form string labels, filterable in :meth:`list`.
             env: Environment variables for every command run in the sandbox.
+            idle: Idle policy, e.g. ``{"pause_after_s": 60, "hibernate_after_s": 900}``
+                (template defaults if omitted).
+            on_timeout: What happens at ``timeout_s``: ``"kill"`` (default) or
+                ``"hibernate"``.
+            on_resume: Shell command run after each wake from hibernated or stopped
+                (processes are restarted, not restored).
+            snapshot: Start from the files of this named snapshot (its id).
 
         Raises:
             QuotaExceeded: The tenant is at its sandbox, CPU or memory quota.
@@ -229,6 +276,10 @@ class Sandboxes:
             name=name,
             metadata=metadata,
             env=env,
+            idle=idle,
+            on_timeout=on_timeout,
+            on_resume=on_resume,
+            snapshot=snapshot,
         )
         return Sandbox(self._client, self._client._call(call))
 
@@ -435,6 +486,37 @@ class Sandbox(SandboxBase):
         self._info = self._client._call(_api.set_timeout(self.id, timeout_s))
         return self
 
+    def hibernate(self, keep_local: bool = True) -> Sandbox:
+        """Snapshot the sandbox's files and release its CPU, memory and processes.
+
+        Any later call that needs it running (exec, files, :meth:`resume`) wakes it with
+        every file intact; processes are restarted, not restored.
+
+        Args:
+            keep_local: Keep the node's copy of the files too, for the fastest wake
+                (``False``: the next wake restores them from the snapshot store).
+        """
+        self._info = self._client._call(_api.hibernate(self.id, keep_local))
+        return self
+
+    def fork(self, name: str | None = None, metadata: Mapping[str, str] | None = None) -> Sandbox:
+        """Start a new sandbox with this one's current files (running or hibernated).
+
+        Args:
+            name: Name of the new sandbox.
+            metadata: Its labels (default: this sandbox's).
+        """
+        return Sandbox(self._client, self._client._call(_api.fork(self.id, name, metadata)))
+
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Save the sandbox's current files as the named snapshot ``name``; start new
+        sandboxes from it with ``client.sandboxes.create(snapshot=info.id)``.
+
+        Raises:
+            Conflict: The tenant already has a snapshot with this name.
+        """
+        return self._client._call(_api.create_snapshot(self.id, name))
+
     def kill(self, missing_ok: bool = False) -> None:
         """Destroy the sandbox and its files.
 
@@ -511,3 +593,409 @@ class Nodes:
     def list(self) -> list[NodeInfo]:
         """List the worker nodes with their capacity, allocation and warm pools."""
         return self._client._call(_api.list_nodes())
+
+
+class Snapshots:
+    """``client.snapshots``: named snapshots of sandboxes' files.
+
+    Create one with :meth:`Sandbox.snapshot` (or :meth:`create`), start a sandbox from it
+    with ``client.sandboxes.create(snapshot=snapshot.id)``.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, sandbox_id: str, name: str) -> SnapshotInfo:
+        """Save the current files of a sandbox (running or hibernated) as ``name``.
+
+        Raises:
+            Conflict: The tenant already has a snapshot with this name.
+        """
+        return self._client._call(_api.create_snapshot(sandbox_id, name))
+
+    def list(self) -> list[SnapshotInfo]:
+        """List this tenant's snapshots."""
+        return self._client._call(_api.list_snapshots())
+
+    def get(self, snapshot_id: str) -> SnapshotInfo:
+        """Describe one snapshot (raises :class:`NotFound`)."""
+        return self._client._call(_api.get_snapshot(snapshot_id))
+
+    def delete(self, snapshot_id: str) -> None:
+        """Delete a snapshot; sandboxes already created from it keep their files."""
+        self._client._call(_api.delete_snapshot(snapshot_id))
+
+
+class Apps:
+    """``client.apps``: deploy the apps whose agents ``client.agents(app)`` reaches."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def deploy(
+        self,
+        name: str,
+        command: Sequence[str],
+        template: str | None = None,
+        env: Mapping[str, str] | None = None,
+        setup: str | Sequence[str] | None = None,
+        idle: IdlePolicy | Mapping[str, float | None] | None = None,
+        max_concurrency: int | None = None,
+        startup_timeout_s: float | None = None,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        disk_mb: int | None = None,
+    ) -> App:
+        """Deploy an app, or redeploy it as a new version.
+
+        Every key gets its own sandbox running ``command``, created on its first
+        invocation; a redeploy reaches running agents at their next invocation.
+
+        Args:
+            name: App name (lowercase letters, digits and ``-``).
+            command: The agent's server (argv); it must serve HTTP on the unix socket
+                at ``$CLOCHE_AGENT_SOCKET``.
+            template: Root file-system template of the agents' sandboxes.
+            env: Environment variables of the agents (``CLOCHE_AGENT_KEY`` and
+                ``CLOCHE_APP`` are always set).
+            setup: Run once in each new instance before the server starts (a shell
+                string or an argv list).
+            idle: When idle agents are paused and hibernated (server default: pause
+                after 60 s, hibernate after 15 min).
+            max_concurrency: Invocations delivered at once to one agent (default 1: in
+                order, one at a time).
+            startup_timeout_s: How long to wait for the agent's socket (default 30).
+            cpu: CPU cores per agent.
+            memory_mb: Memory limit per agent in MiB.
+            disk_mb: Disk quota per agent in MiB.
+
+        Example::
+
+            from cloche.examples import memo_app
+            client.apps.deploy("memo", **memo_app())
+        """
+        call = _api.deploy_app(
+            name,
+            command=command,
+            template=template,
+            cpu=cpu,
+            memory_mb=memory_mb,
+            disk_mb=disk_mb,
+            env=env,
+            setup=setup,
+            idle=idle,
+            max_concurrency=max_concurrency,
+            startup_timeout_s=startup_timeout_s,
+        )
+        return self._client._call(call)
+
+    def list(self) -> list[App]:
+        """List this tenant's apps."""
+        return self._client._call(_api.list_apps())
+
+    def get(self, name: str) -> App:
+        """Describe one app (raises :class:`NotFound`)."""
+        return self._client._call(_api.get_app(name))
+
+    def delete(self, name: str, state: bool = False) -> None:
+        """Delete an app and every agent's sandbox; with ``state``, their state too."""
+        self._client._call(_api.delete_app(name, state))
+
+
+class Agents:
+    """``client.agents(app)``: the agents of one app, one per key; ``agents[key]`` is one."""
+
+    def __init__(self, client: Client, app: str) -> None:
+        self._client = client
+        self.app = app
+
+    def __getitem__(self, key: str) -> Agent:
+        return Agent(self._client, self.app, key)
+
+    def __repr__(self) -> str:
+        return f"Agents(app={self.app!r})"
+
+    def list(self) -> list[AgentInfo]:
+        """List the app's agents with their state, sandbox and last activity."""
+        return self._client._call(_api.list_agents(self.app))
+
+
+class Agent:
+    """The agent of one key of an app: the address of one user's own instance.
+
+    Nothing is created until the first :meth:`invoke`; the handle holds no connection.
+    """
+
+    def __init__(self, client: Client, app: str, key: str) -> None:
+        self._client = client
+        self.app = app
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"Agent(app={self.app!r}, key={self.key!r})"
+
+    def invoke(
+        self,
+        body: bytes | str | IO[bytes] = b"",
+        *,
+        json: Any = _api._NO_JSON,
+        path: str = "",
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = _api.INVOKE_TIMEOUT,
+    ) -> AgentResponse:
+        """Send a request to this key's agent and return its answer, whatever its status.
+
+        The instance is created on first use, woken if paused or hibernated, and its
+        server (re)started if needed.
+
+        Args:
+            body: The raw request body (``bytes``, text, or a binary file to stream).
+            json: A JSON value to send instead of ``body``.
+            path: Path below the agent's root (``"v1/chat"`` reaches ``/v1/chat``).
+            method: GET, POST, PUT, PATCH or DELETE.
+            headers: Extra headers for the agent.
+            params: Query parameters for the agent.
+            timeout: Seconds to wait for the answer (``None``: forever).
+
+        Returns:
+            The agent's status, headers and body (``.json()``, ``.text``, ``.ok``).
+
+        Raises:
+            NotFound: No such app.
+            ServerError: The agent could not be started or crashed (codes
+                ``agent_exited``, ``agent_not_ready``, ``agent_crashed``,
+                ``agent_setup_failed``), with the end of its output in the message.
+        """
+        call = _api.invoke(self.app, self.key, body=body, json=json, path=path, method=method,
+                           headers=headers, params=params, timeout=timeout)  # fmt: skip
+        return self._client._call(call)
+
+    def invoke_stream(
+        self,
+        body: bytes | str | IO[bytes] = b"",
+        *,
+        json: Any = _api._NO_JSON,
+        path: str = "",
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = _api.INVOKE_TIMEOUT,
+    ) -> AgentStream:
+        """Like :meth:`invoke`, but stream the answer: iterate for the body's chunks as
+        the agent sends them (``timeout`` then bounds the wait between chunks)::
+
+            with agent.invoke_stream(json={"message": "hi"}) as stream:
+                print(stream.status_code)
+                for chunk in stream:
+                    sys.stdout.buffer.write(chunk)
+        """
+        call = _api.invoke(self.app, self.key, body=body, json=json, path=path, method=method,
+                           headers=headers, params=params, timeout=timeout)  # fmt: skip
+        return AgentStream(self._client, call)
+
+    def info(self) -> AgentInfo:
+        """The agent's state, sandbox and last activity (raises :class:`NotFound` before
+        its first invocation)."""
+        return self._client._call(_api.get_agent(self.app, self.key))
+
+    def sandbox(self) -> Sandbox:
+        """A handle on the agent's sandbox (to exec, read files, hibernate, ...)."""
+        return self._client.sandboxes.get(self.info().sandbox_id)
+
+    def delete(self, state: bool = False) -> None:
+        """Remove the agent's instance (the next invocation starts afresh); with
+        ``state``, delete its state too."""
+        self._client._call(_api.delete_agent(self.app, self.key, state))
+
+
+class AgentStream:
+    """A streamed agent answer: iterate for ``bytes`` chunks.
+
+    The request is sent when iteration starts or :attr:`status_code`/:attr:`headers` is
+    first read; the connection is released at the end, on :meth:`close`, or when a
+    ``with`` block exits.
+    """
+
+    def __init__(self, client: Client, call: _api.Call[Any]) -> None:
+        self._client = client
+        self._call = call
+        self._response: httpx.Response | None = None
+
+    def open(self) -> AgentStream:
+        """Send the request and wait for the status and headers (idempotent)."""
+        if self._response is None:
+            self._response = self._client._open(self._call)
+        return self
+
+    @property
+    def status_code(self) -> int:
+        """The agent's HTTP status."""
+        return self._opened().status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """The agent's response headers."""
+        return self._opened().headers
+
+    def _opened(self) -> httpx.Response:
+        self.open()
+        assert self._response is not None
+        return self._response
+
+    def __iter__(self) -> Iterator[bytes]:
+        response = self._opened()
+        try:
+            yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise self._client._transport_error(exc) from exc
+        finally:
+            response.close()
+
+    def close(self) -> None:
+        """Release the connection (stops reading the answer)."""
+        if self._response is not None:
+            self._response.close()
+
+    def __enter__(self) -> AgentStream:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class State:
+    """``client.state(namespace)``: a durable, versioned KV and an append-only log.
+
+    Namespaces belong to the tenant and are created by their first write; a sandbox's
+    own namespace is named after its id (``client.state(sandbox.id)``).  Versions only increase;
+    pass one back as ``if_match`` for compare-and-set.
+    """
+
+    def __init__(self, client: Client, namespace: str) -> None:
+        self._client = client
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"State(namespace={self.namespace!r})"
+
+    # -- kv ----------------------------------------------------------------------------
+
+    def get(self, key: str) -> StateValue | None:
+        """The value of ``key`` with its version, or ``None`` if it does not exist."""
+        try:
+            return self._client._call(_api.kv_get(self.namespace, key))
+        except NotFound:
+            return None
+
+    def put(
+        self,
+        key: str,
+        value: bytes | str,
+        *,
+        if_match: int | None = None,
+        if_none_match: bool = False,
+        ttl_s: float | None = None,
+    ) -> int:
+        """Store ``value`` (text is encoded as UTF-8) under ``key``; return its new version.
+
+        Args:
+            if_match: Only if the key is at this version now.
+            if_none_match: Only if the key does not exist.
+            ttl_s: Expire the key after this many seconds.
+
+        Raises:
+            PreconditionFailed: A condition did not hold (``current_version`` says why).
+            PayloadTooLarge: The value exceeds the server's limit (1 MiB by default).
+        """
+        return self._client._call(
+            _api.kv_put(self.namespace, key, value, if_match=if_match, if_none_match=if_none_match, ttl_s=ttl_s)
+        )
+
+    def delete(self, key: str, *, if_match: int | None = None) -> None:
+        """Delete ``key`` (no error if it does not exist, unless ``if_match`` is given).
+
+        Raises:
+            PreconditionFailed: ``if_match`` is not the key's current version.
+        """
+        self._client._call(_api.kv_delete(self.namespace, key, if_match=if_match))
+
+    def list(self, prefix: str = "", *, page_size: int = 100) -> Iterator[KeyInfo]:
+        """Iterate over the live keys starting with ``prefix`` in byte order, fetching
+        ``page_size`` at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.list_page(prefix, cursor=cursor, limit=page_size)
+            yield from page.items
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+    def list_page(self, prefix: str = "", *, cursor: str | None = None, limit: int = 100) -> KeyPage:
+        """One page of :meth:`list`; pass ``next_cursor`` back as ``cursor``."""
+        return self._client._call(_api.kv_list(self.namespace, prefix, cursor, limit))
+
+    def batch(self, ops: Sequence[Mapping[str, Any]]) -> list[BatchResult]:
+        """Apply several operations atomically, in order: all of them or none.
+
+        Each op is a dict: ``{"op": "put", "key": k, "value": bytes | str, "if_match": v,
+        "if_none_match": True, "ttl_s": s}``, ``{"op": "delete", "key": k, "if_match": v}``
+        or ``{"op": "check", "key": k, "if_match": v}`` (asserts only).
+
+        Raises:
+            PreconditionFailed: An op's condition failed (``index`` says which); nothing
+                was applied.
+        """
+        return self._client._call(_api.kv_batch(self.namespace, ops))
+
+    # -- log ---------------------------------------------------------------------------
+
+    def append(self, data: bytes | str, *, idempotency_key: str | None = None) -> int:
+        """Append an entry to the log; return its sequence number.
+
+        With ``idempotency_key``, a retry of the same append returns the original
+        sequence number and adds nothing.
+        """
+        return self._client._call(_api.log_append(self.namespace, data, idempotency_key=idempotency_key))
+
+    def read(self, after: int = 0, limit: int = 100) -> LogPage:
+        """Up to ``limit`` entries with a sequence number above ``after``, oldest first."""
+        return self._client._call(_api.log_read(self.namespace, after, limit))
+
+    def wait(self, after: int = 0, timeout_s: float = 30.0, limit: int = 100) -> LogPage:
+        """Like :meth:`read`, but wait up to ``timeout_s`` (at most 300) for an entry
+        after ``after`` to arrive; the page is empty if none did."""
+        return self._client._call(_api.log_read(self.namespace, after, limit, wait_s=timeout_s))
+
+    def follow(self, after: int = 0, wait_s: float = 30.0) -> Iterator[LogEntry]:
+        """Iterate over the log's entries after ``after``, then over new ones as they are
+        appended, forever (long polls of ``wait_s``)."""
+        while True:
+            page = self.wait(after, wait_s)
+            yield from page.items
+            if page.items:
+                after = page.items[-1].seq
+
+    def trim(self, upto: int) -> int:
+        """Drop every entry up to ``upto``; return the oldest sequence number kept."""
+        return self._client._call(_api.log_trim(self.namespace, upto))
+
+    # -- grants ------------------------------------------------------------------------
+
+    def grant(self, sandbox_id: str) -> None:
+        """Let one of your sandboxes use this namespace from inside (``cloche-state -n``)."""
+        self._client._call(_api.grant(self.namespace, sandbox_id))
+
+    def revoke(self, sandbox_id: str) -> None:
+        """Withdraw a :meth:`grant`."""
+        self._client._call(_api.revoke(self.namespace, sandbox_id))
+
+    def grants(self) -> list[str]:
+        """The ids of the sandboxes granted this namespace."""
+        return self._client._call(_api.list_grants(self.namespace))
