@@ -28,6 +28,22 @@ class Settings:
     max_memory_mb: int = 64 * 1024
     rate_per_s: float = 200.0
     rate_burst: int = 400
+    # The embedded node as the scheduler sees it (0: detect cpus / MemTotal; disk 0: not checked).
+    node_cpu: float = 0.0
+    node_memory_mb: int = 0
+    node_disk_mb: int = 0
+    node_region: str = "local"
+    # Allocation is by request, up to capacity x these ratios; live usage keeps it honest.
+    cpu_overcommit: float = 4.0
+    memory_overcommit: float = 1.5
+    disk_overcommit: float = 1.0
+    usage_high_water: float = 0.85  # of physical memory: take nothing more, hibernate idle sandboxes
+    create_wait_s: float = 30.0  # how long a create may queue for room when it does not say (wait_s)
+    preempt_idle_s: float = 60.0  # sandboxes idle this long may be hibernated to make room
+    scheduler_weights: str = ""  # e.g. "latency=4,binpack=1" (see scheduler/policies.py)
+    latency_matrix: str = ""  # e.g. "us-eu=80,us-ap=160" (ms)
+    pool_autosize: int = 1  # size the warm pool from its claim rate (pool_size is the floor)
+    pool_budget_mb: int = 0  # memory for warm sandboxes (0: 5% of the node's memory)
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20

@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloche.control.errors import ApiError, not_found
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
 from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
+from cloche.scheduler.local import unscheduled
 from cloche.store.db import SandboxRow, Store, Tenant
+
+if TYPE_CHECKING:
+    from cloche.scheduler.local import LocalScheduler
 
 
 @dataclass
@@ -52,6 +56,7 @@ class SandboxService:
         self.runtime = runtime
         self.defaults = defaults
         self._create_locks: dict[str, asyncio.Lock] = {}
+        self.scheduler: LocalScheduler | None = None  # admission and placement (set by the app)
         runtime.on_expire = store.delete_sandbox
 
     async def reconcile(self) -> None:
@@ -108,6 +113,7 @@ class SandboxService:
                      name: str | None, metadata: dict[str, str], env: dict[str, str],
                      idle: dict[str, float | None] | None = None, on_timeout: str = "kill",
                      on_resume: str | None = None, snapshot: str | None = None,
+                     wait_s: float | None = None, region: str | None = None,
                      ) -> tuple[SandboxView, bool]:  # fmt: skip
         """Create a sandbox (from a named snapshot if given), or return the tenant's
         existing one with this name. Returns (view, created)."""
@@ -135,10 +141,14 @@ class SandboxService:
                                idle=IdlePolicy(**(idle or {}), on_timeout=on_timeout), on_resume=on_resume)  # fmt: skip
             spec.validate()
             self._check_quota(tenant, limits)
-            if manifest:
-                rec = await self.runtime.create_cold(spec, snapshot=manifest)
-            else:
-                rec = await self.runtime.create(spec)
+            # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
+            admission = self.scheduler.admit(tenant, spec, wait_s, region) if self.scheduler else unscheduled()
+            async with admission as admitted:
+                if manifest:
+                    rec = await self.runtime.create_cold(spec, snapshot=manifest)
+                else:
+                    rec = await self.runtime.create(spec)
+                admitted.bind(rec.id)
             return await self._own(tenant, rec, name, metadata), True
         finally:
             if lock:

@@ -34,6 +34,14 @@ class WarmPool:
         if self.size > 0:
             self._task = asyncio.create_task(self._fill())
 
+    def set_size(self, size: int) -> None:
+        """Change the target size (the scheduler's autosizer calls this); a smaller
+        target is reached as claims take sandboxes, a larger one by refilling."""
+        self.size = max(0, size)
+        if self.size > 0 and self._task is None:
+            self._task = asyncio.create_task(self._fill())
+        self._wake.set()
+
     def fits(self, spec: SandboxSpec) -> bool:
         return (
             spec.template == self.template

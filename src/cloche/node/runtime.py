@@ -28,7 +28,7 @@ from typing import Protocol
 
 from cloche.node import cgroups, disk, idmap, linux, supervisor
 from cloche.node.bundle import UID_RANGE, build_config
-from cloche.node.errors import InvalidState, RuntimeFailure, SandboxNotFound
+from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.files import SandboxFS
 from cloche.node.pool import WarmPool
 from cloche.node.protocol import ExecRequest
@@ -532,6 +532,27 @@ class NodeRuntime:
         rec.expires_at = time.time() + timeout_s if timeout_s else None
         await asyncio.to_thread(self.records.save, rec)
         return rec
+
+    async def resize(self, sandbox_id: str, limits: Limits) -> SandboxRecord:
+        """Change a sandbox's cpu, memory and pids limits in place: written to its cgroup
+        when it runs (no restart, its processes untouched), else applied when it starts.
+        The disk cannot change size. A memory limit below what the sandbox uses fails
+        (the kernel refuses to reclaim it) and leaves the old limits."""
+        async with self._lock(sandbox_id):
+            rec = self.get(sandbox_id)
+            limits.validate()
+            old = rec.spec.limits
+            if (limits.disk_mb, limits.inodes) != (old.disk_mb, old.inodes):
+                raise InvalidSpec("a sandbox's disk size cannot change")
+            if rec.state in ("running", "paused") and limits != old:
+                try:
+                    await asyncio.to_thread(cgroups.manager(self._cgroup(sandbox_id)).set_limits, limits)
+                except OSError as exc:
+                    await asyncio.to_thread(cgroups.manager(self._cgroup(sandbox_id)).set_limits, old)
+                    raise InvalidState(f"the new limits cannot be applied: {exc.strerror or exc}") from None
+            rec.spec = replace(rec.spec, limits=limits)
+            await asyncio.to_thread(self.records.save, rec)
+            return rec
 
     async def _reap_expired(self) -> None:
         while True:

@@ -18,6 +18,7 @@ from cloche.control.snapshots import SnapshotService
 from cloche.e2b import router as e2b_router
 from cloche.metrics import Metrics
 from cloche.node.runtime import NodeConfig, NodeRuntime
+from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit, BodyTooLarge
@@ -64,11 +65,14 @@ def create_app(settings: Settings) -> FastAPI:
         await runtime.start()
         service = SandboxService(store, runtime, settings.default_limits)
         await service.reconcile()
+        service.scheduler = LocalScheduler(runtime, store, settings)
+        await service.scheduler.start()
         app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service), AgentService(service),
                                 RateLimiter(settings.rate_per_s, settings.rate_burst), Metrics())  # fmt: skip
         try:
             yield
         finally:
+            await service.scheduler.close()
             await runtime.close()
             await app.state.state.close()
             store.close()

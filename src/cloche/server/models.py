@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,8 @@ class TenantCreate(Strict):
     max_sandboxes: int | None = Field(None, ge=0, le=100_000)
     max_cpu: float | None = Field(None, ge=0, le=100_000)
     max_memory_mb: int | None = Field(None, ge=0, le=1 << 30)
+    priority: int = Field(0, ge=-1000, le=1000, description="scheduling priority: higher is admitted first, "
+                                                             "preempted last")
 
 
 class TenantCreated(BaseModel):
@@ -37,6 +39,7 @@ class TenantOut(BaseModel):
     max_cpu: float
     max_memory_mb: int
     created_at: float
+    priority: int = 0
 
 
 class KeyCreated(BaseModel):
@@ -63,6 +66,10 @@ class SandboxCreate(Strict):
     on_resume: str | None = Field(None, min_length=1, max_length=4096,
                                   description="shell command run after waking from stopped or hibernated")
     snapshot: str | None = Field(None, max_length=64, description="id of a named snapshot to start from")
+    wait_s: float | None = Field(None, ge=0, le=3600, description="how long to wait in the admission queue "
+                                 "when no node has room (then 503 with Retry-After); default: the server's")
+    region: str | None = Field(None, max_length=63, description="the user's region (client-location hint): "
+                               "the scheduler places the sandbox close to it")
 
 
 class SandboxOut(BaseModel):
@@ -82,10 +89,19 @@ class SandboxOut(BaseModel):
     on_timeout: str
     on_resume: str | None
     node: str
+    placement: dict[str, Any] | None = Field(None, description="why the scheduler chose this node")
 
 
 class SandboxList(BaseModel):
     items: list[SandboxOut]
+
+
+class SandboxResize(Strict):
+    cpu: float | None = Field(None, ge=0.01, le=MAX_CPU)
+    memory_mb: int | None = Field(None, ge=16, le=MAX_MEMORY_MB)
+    pids: int | None = Field(None, ge=8, le=65536)
+    allow_move: bool = Field(False, description="when the node has no room, move the sandbox (hibernate, then "
+                                                "resume on a node that fits) instead of answering 409")
 
 
 class TimeoutUpdate(Strict):

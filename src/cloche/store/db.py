@@ -83,6 +83,7 @@ class Tenant:
     max_cpu: float
     max_memory_mb: int
     created_at: float
+    priority: int = 0  # scheduling priority: higher is admitted first and preempted last
 
 
 @dataclass
@@ -119,6 +120,13 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after the first release (the caller holds the lock)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(tenants)").fetchall()}
+        if "priority" not in columns:
+            self._db.execute("ALTER TABLE tenants ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -134,18 +142,19 @@ class Store:
     # ---- tenants and keys -----------------------------------------------------
 
     def create_tenant(self, name: str, max_sandboxes: int, max_cpu: float, max_memory_mb: int,
-                      is_admin: bool = False) -> tuple[Tenant, str, str]:  # fmt: skip
+                      is_admin: bool = False, priority: int = 0) -> tuple[Tenant, str, str]:  # fmt: skip
         """Create a tenant with its first key. Returns (tenant, key id, key)."""
         tenant = Tenant("tn_" + secrets.token_hex(8), name, is_admin, max_sandboxes, max_cpu,
-                        max_memory_mb, time.time())  # fmt: skip
+                        max_memory_mb, time.time(), priority)  # fmt: skip
         key_id, key = "key_" + secrets.token_hex(8), new_key()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO tenants VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO tenants (id, name, is_admin, max_sandboxes, max_cpu, max_memory_mb, created_at,"
+                    " priority) VALUES (?,?,?,?,?,?,?,?)",
                     (tenant.id, name, int(is_admin), max_sandboxes, max_cpu, max_memory_mb,
-                     tenant.created_at),  # fmt: skip
+                     tenant.created_at, priority),  # fmt: skip
                 )
                 self._db.execute("INSERT INTO api_keys VALUES (?,?,?,?,NULL)",
                                  (key_id, tenant.id, hash_key(key), time.time()))  # fmt: skip
@@ -165,6 +174,10 @@ class Store:
 
     def tenants(self) -> list[Tenant]:
         return [_tenant(r) for r in self._q("SELECT * FROM tenants ORDER BY created_at")]
+
+    def set_priority(self, tenant_id: str, priority: int) -> bool:
+        with self._lock:
+            return self._db.execute("UPDATE tenants SET priority=? WHERE id=?", (priority, tenant_id)).rowcount == 1
 
     def add_key(self, tenant_id: str) -> tuple[str, str]:
         key_id, key = "key_" + secrets.token_hex(8), new_key()
@@ -324,7 +337,7 @@ class AgentRow:
 
 def _tenant(r: sqlite3.Row) -> Tenant:
     return Tenant(r["id"], r["name"], bool(r["is_admin"]), r["max_sandboxes"], r["max_cpu"],
-                  r["max_memory_mb"], r["created_at"])  # fmt: skip
+                  r["max_memory_mb"], r["created_at"], r["priority"])  # fmt: skip
 
 
 def _app(r: sqlite3.Row) -> AppRow:

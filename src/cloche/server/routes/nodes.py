@@ -14,7 +14,12 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
 @router.get("")
 async def list_nodes(request: Request, _: Admin) -> dict[str, list[dict[str, Any]]]:
-    rt = ctx(request).runtime
+    """Capacity, overcommit and allocatable, allocation by request, live usage, warm
+    pools and the admission queue of every node."""
+    c = ctx(request)
+    if c.sandboxes.scheduler is not None:
+        return {"items": c.sandboxes.scheduler.nodes()}
+    rt = c.runtime
     active = [r for r in rt.list() if r.state in ("running", "paused")]
     pool = rt.pool
     return {

@@ -7,9 +7,10 @@ import time
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from cloche.control.errors import ApiError
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
-from cloche.server.models import ForkBody, SandboxCreate, SandboxList, SandboxOut, TimeoutUpdate
+from cloche.server.models import ForkBody, SandboxCreate, SandboxList, SandboxOut, SandboxResize, TimeoutUpdate
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
@@ -25,7 +26,10 @@ async def create_sandbox(body: SandboxCreate, request: Request, tenant: CurrentT
     if created:
         source = "pool" if c.runtime.pool.claims > pool_claims else "cold"
         c.metrics.create_seconds.labels(source).observe(time.perf_counter() - started)
-    return JSONResponse(view.to_json(), status_code=201 if created else 200)
+    out = view.to_json()
+    if c.sandboxes.scheduler is not None:
+        out["placement"] = c.sandboxes.scheduler.explain(view.row.id)
+    return JSONResponse(out, status_code=201 if created else 200)
 
 
 @router.get("", response_model=SandboxList)
@@ -38,7 +42,27 @@ async def list_sandboxes(request: Request, tenant: CurrentTenant, state: str | N
 
 @router.get("/{sandbox_id}", response_model=SandboxOut)
 async def get_sandbox(sandbox_id: str, request: Request, tenant: CurrentTenant) -> SandboxOut:
-    return SandboxOut(**ctx(request).sandboxes.get(tenant, sandbox_id).to_json())
+    """The sandbox, with `placement`: which node the scheduler chose and why."""
+    service = ctx(request).sandboxes
+    out = service.get(tenant, sandbox_id).to_json()
+    if service.scheduler is not None:
+        out["placement"] = service.scheduler.explain(sandbox_id)
+    return SandboxOut(**out)
+
+
+@router.patch("/{sandbox_id}", response_model=SandboxOut)
+async def resize(sandbox_id: str, body: SandboxResize, request: Request, tenant: CurrentTenant) -> SandboxOut:
+    """Change cpu, memory and pids limits of a running sandbox in place, without a
+    restart. 409 when the node has no room (or the sandbox uses more memory than the
+    new limit); a stopped or hibernated sandbox gets them when it starts."""
+    service = ctx(request).sandboxes
+    service.get(tenant, sandbox_id)
+    if service.scheduler is None:
+        raise ApiError(501, "not_implemented", "this server has no scheduler")
+    await service.scheduler.resize(tenant, sandbox_id, body.cpu, body.memory_mb, body.pids, body.allow_move)
+    out = service.get(tenant, sandbox_id).to_json()
+    out["placement"] = service.scheduler.explain(sandbox_id)
+    return SandboxOut(**out)
 
 
 @router.delete("/{sandbox_id}", status_code=204, response_class=Response)
