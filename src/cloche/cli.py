@@ -867,6 +867,39 @@ class _PtySession:
             signal.signal(signal.SIGWINCH, previous)
 
 
+# --- scheduler simulator -----------------------------------------------------------------
+
+
+@app.command("sim")
+def sim_command(
+    nodes: Annotated[int, typer.Option(help="Simulated nodes, spread over the regions.")] = 24,
+    hours: Annotated[float, typer.Option(help="Simulated hours.")] = 6.0,
+    load: Annotated[float, typer.Option(help="Offered concurrency / the cluster's capacity without overcommit.")] = 2.0,
+    policies: Annotated[str, typer.Option(help="Policies to compare.")] = "random,first-fit,kubernetes,cloche",
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 1,
+    wait_s: Annotated[float, typer.Option("--wait-s", help="How long a create may queue.")] = 30.0,
+    trace: Annotated[Path | None, typer.Option(help="Replay this JSON-lines trace instead.")] = None,
+    save_trace: Annotated[Path | None, typer.Option("--save-trace", help="Write the workload as a trace.")] = None,
+    output: Annotated[Path, typer.Option(help="Markdown file whose `cloche sim` section is written.")] = Path(
+        "BENCHMARKS.md"),
+    write: Annotated[bool, typer.Option("--write/--no-write", help="Write the section to --output.")] = True,
+) -> None:
+    """Simulate placement policies side by side with the real scheduler code (random,
+    first-fit, Kubernetes-default-like, cloche) and write the comparison table."""
+    from cloche.scheduler import sim
+
+    cfg = sim.SimConfig(nodes=nodes, hours=hours, load=load, seed=seed, wait_s=wait_s)
+    command = " ".join(["cloche", "sim", *sys.argv[2:]]) if len(sys.argv) > 1 else "cloche sim"
+    with _spinner(f"simulating {hours:g} h on {nodes} nodes"):
+        _, section, ok = sim.run(cfg, [p.strip() for p in policies.split(",") if p.strip()], trace, save_trace,
+                                 output if write else None, command)  # fmt: skip
+    out.print(section, markup=False, highlight=False, soft_wrap=True)
+    if write:
+        err.print(f"wrote the `cloche sim` section of {output}", highlight=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
 # --- entry point -------------------------------------------------------------------------
 
 

@@ -701,3 +701,19 @@ def write_section(path: Path, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
+
+
+def run(cfg: SimConfig, policy_names: Sequence[str], trace: Path | None = None, save: Path | None = None,
+        output: Path | None = None, command: str = "cloche sim") -> tuple[list[Result], str, bool]:  # fmt: skip
+    """What `cloche sim` does: simulate, render, optionally write the markdown section."""
+    unknown = [p for p in policy_names if p not in policies.POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(policies.POLICIES)}")
+    agents = load_trace(trace) if trace else generate(cfg)
+    if save:
+        save_trace(agents, save)
+    results = simulate(cfg, policy_names, agents)
+    section = markdown(results, cfg, len(agents), command)
+    if output is not None:
+        write_section(output, section)
+    return results, section, verdict(results)[0]
