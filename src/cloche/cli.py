@@ -8,12 +8,15 @@ output composes with pipes: ``ID=$(cloche sandbox create)``.
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
+import stat
 import sys
 import tarfile
 import tempfile
@@ -40,7 +43,17 @@ from rich.table import Table
 from cloche import __version__
 from cloche.client import Client, ClocheError, Sandbox
 from cloche.client._base import DEFAULT_URL, ENV_API_KEY, ENV_URL
-from cloche.client.models import Entry, ExecExit, ExecOutput, SandboxInfo
+from cloche.client.models import (
+    AgentInfo,
+    App,
+    Entry,
+    ExecExit,
+    ExecOutput,
+    IdlePolicy,
+    LogEntry,
+    SandboxInfo,
+    SnapshotInfo,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -74,6 +87,16 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(files_app, name="files")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(node_app, name="node")
+snapshot_app = typer.Typer(help="Named snapshots of sandboxes' files.", no_args_is_help=True)
+app_app = typer.Typer(help="Deploy apps: one agent per key, created on first invocation.", no_args_is_help=True)
+agent_app = typer.Typer(help="Invoke, list and remove an app's per-key agents.", no_args_is_help=True)
+state_app = typer.Typer(
+    help="Durable state: a versioned KV and an append-only log per namespace.", no_args_is_help=True
+)
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(app_app, name="app")
+app.add_typer(agent_app, name="agent")
+app.add_typer(state_app, name="state")
 
 # --- shared options ----------------------------------------------------------------------
 
@@ -139,7 +162,8 @@ def _size(n: float) -> str:
 
 
 def _state_style(state: str) -> str:
-    return {"running": "green", "paused": "yellow", "creating": "cyan", "stopped": "dim"}.get(state, "")
+    styles = {"running": "green", "paused": "yellow", "hibernated": "blue", "creating": "cyan", "stopped": "dim"}
+    return styles.get(state, "")
 
 
 @contextmanager
@@ -261,12 +285,21 @@ def _sandbox_detail(s: SandboxInfo) -> Table:
         ("timeout", f"{s.timeout_s:g}s" if s.timeout_s is not None else "none"),
         ("created", f"{s.created_at:%Y-%m-%d %H:%M:%S} UTC ({_when(s.created_at)})" if s.created_at else "-"),
         ("expires", f"{s.expires_at:%Y-%m-%d %H:%M:%S} UTC ({_when(s.expires_at)})" if s.expires_at else "never"),
+        ("last active", _when(s.last_active_at)),
+        ("idle", _idle_text(s.idle)),
+        ("on timeout", s.on_timeout or "-"),
+        ("on resume", s.on_resume or "-"),
         ("node", s.node or "-"),
     ]
     rows += [(f"metadata.{k}", v) for k, v in sorted(s.metadata.items())]
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+class OnTimeout(enum.StrEnum):
+    kill = "kill"
+    hibernate = "hibernate"
 
 
 @sandbox_app.command("create")
@@ -285,6 +318,19 @@ def sandbox_create(
     metadata: Annotated[
         list[str] | None, typer.Option("--metadata", "-m", help="KEY=VALUE label (repeatable).")
     ] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Start from this named snapshot (id).")] = None,
+    idle_pause: Annotated[
+        float | None, typer.Option("--idle-pause", help="Pause after this many idle seconds.")
+    ] = None,
+    idle_hibernate: Annotated[
+        float | None, typer.Option("--idle-hibernate", help="Hibernate after this many idle seconds.")
+    ] = None,
+    on_timeout: Annotated[
+        OnTimeout | None, typer.Option("--on-timeout", help="What happens at --timeout (default: kill).")
+    ] = None,
+    on_resume: Annotated[
+        str | None, typer.Option("--on-resume", help="Shell command run after each wake from hibernation.")
+    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -301,6 +347,10 @@ def sandbox_create(
             name=name,
             metadata=labels or None,
             env=env_vars or None,
+            idle=_idle(idle_pause, idle_hibernate),
+            on_timeout=on_timeout.value if on_timeout else None,
+            on_resume=on_resume,
+            snapshot=snapshot,
         )
     if as_json:
         _print_json(sbx.info)
@@ -428,6 +478,45 @@ def sandbox_resume(sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = 
     with _client(url, api_key) as client, _spinner("Resuming…"):
         sbx = _handle(client, sandbox_id).resume()
     out.print(f"{sbx.id} {sbx.state}", highlight=False)
+
+
+@sandbox_app.command("hibernate")
+def sandbox_hibernate(
+    sandbox_id: SandboxId,
+    drop_local: Annotated[
+        bool, typer.Option("--drop-local", help="Drop the node's copy too: the next wake restores from snapshots.")
+    ] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Snapshot a sandbox's files and release its CPU, memory and processes.
+
+    Any later exec, file access or resume wakes it with every file intact.
+    """
+    with _client(url, api_key) as client, _spinner("Hibernating…"):
+        sbx = _handle(client, sandbox_id).hibernate(keep_local=not drop_local)
+    out.print(f"{sbx.id} {sbx.state}", highlight=False)
+
+
+@sandbox_app.command("fork")
+def sandbox_fork(
+    sandbox_id: SandboxId,
+    name: Annotated[str | None, typer.Option(help="Name of the new sandbox.")] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", "-m", help="KEY=VALUE label (default: the source's).")
+    ] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Start a new sandbox with the current files of this one; print its id."""
+    labels = _pairs(metadata, "--metadata")
+    with _client(url, api_key) as client, _spinner("Forking…"):
+        forked = _handle(client, sandbox_id).fork(name=name, metadata=labels or None)
+    if as_json:
+        _print_json(forked.info)
+    else:
+        out.print(forked.id, highlight=False)
 
 
 @sandbox_app.command("timeout")
@@ -647,6 +736,648 @@ def files_download(
         with output.open("wb") as f, _transfer(f"download {path}", None) as advance:
             n = sbx.download_tar_to(path, f, on_progress=advance)
     err.print(f"wrote {_size(n)} to {output}", highlight=False)
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+def _snapshot_table(snapshots: list[SnapshotInfo]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("ID", "NAME", "SANDBOX", "TEMPLATE", "SIZE", "CREATED"):
+        table.add_column(col, no_wrap=True)
+    for s in snapshots:
+        table.add_row(s.id, s.name, s.sandbox_id, s.template or "-", _size(s.bytes), _when(s.created_at))
+    return table
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    sandbox_id: SandboxId,
+    name: Annotated[str, typer.Argument(help="Snapshot name (unique per tenant).", show_default=False)],
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Save a sandbox's current files as a named snapshot; print its id.
+
+    Start sandboxes from it with `cloche sandbox create --snapshot ID`.
+    """
+    with _client(url, api_key) as client, _spinner("Snapshotting…"):
+        snap = client.snapshots.create(sandbox_id, name)
+    if as_json:
+        _print_json(snap)
+    else:
+        out.print(snap.id, highlight=False)
+
+
+@snapshot_app.command("ls")
+def snapshot_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List your snapshots."""
+    with _client(url, api_key) as client:
+        snapshots = client.snapshots.list()
+    if as_json:
+        _print_json(snapshots)
+    elif not snapshots:
+        err.print("no snapshots")
+    else:
+        out.print(_snapshot_table(snapshots))
+
+
+@snapshot_app.command("get")
+def snapshot_get(
+    snapshot_id: Annotated[str, typer.Argument(help="Snapshot id.", show_default=False)],
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Show one snapshot."""
+    with _client(url, api_key) as client:
+        snap = client.snapshots.get(snapshot_id)
+    if as_json:
+        _print_json(snap)
+    else:
+        out.print(_snapshot_table([snap]))
+
+
+@snapshot_app.command("rm")
+def snapshot_rm(
+    snapshot_ids: Annotated[list[str], typer.Argument(help="Snapshot id(s).", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Delete snapshots (sandboxes created from them keep their files)."""
+    with _client(url, api_key) as client:
+        for snapshot_id in snapshot_ids:
+            client.snapshots.delete(snapshot_id)
+            err.print(f"deleted {snapshot_id}", highlight=False)
+
+
+# --- apps and agents ---------------------------------------------------------------------
+
+EXAMPLES = ("memo",)
+"""Example agents ``cloche app deploy NAME --example`` knows."""
+
+
+def _idle(pause: float | None, hibernate: float | None) -> dict[str, float] | None:
+    policy = {k: v for k, v in (("pause_after_s", pause), ("hibernate_after_s", hibernate)) if v is not None}
+    return policy or None
+
+
+def _app_table(apps: list[App]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "VERSION", "COMMAND", "TEMPLATE", "IDLE", "UPDATED"):
+        table.add_column(col, no_wrap=True)
+    for a in apps:
+        command = shlex.join(a.spec.command)
+        table.add_row(
+            a.name,
+            str(a.version),
+            command if len(command) <= 60 else command[:57] + "...",
+            a.spec.template or "-",
+            _idle_text(a.spec.idle),
+            _when(a.updated_at),
+        )
+    return table
+
+
+def _idle_text(idle: IdlePolicy | None) -> str:
+    if idle is None:
+        return "default"
+    parts = []
+    if idle.pause_after_s is not None:
+        parts.append(f"pause {idle.pause_after_s:g}s")
+    if idle.hibernate_after_s is not None:
+        parts.append(f"hibernate {idle.hibernate_after_s:g}s")
+    return ", ".join(parts) or "never"
+
+
+def _app_detail(a: App) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    spec = a.spec
+    setup = spec.setup if isinstance(spec.setup, str) or spec.setup is None else shlex.join(spec.setup)
+    rows: list[tuple[str, str]] = [
+        ("name", a.name),
+        ("version", str(a.version)),
+        ("command", shlex.join(spec.command)),
+        ("template", spec.template or "-"),
+        ("setup", "-" if setup is None else setup if len(setup) <= 100 else f"{setup[:97]}..."),
+        ("idle", _idle_text(spec.idle)),
+        ("max concurrency", str(spec.max_concurrency)),
+        ("startup timeout", f"{spec.startup_timeout_s:g}s"),
+        ("cpu", f"{spec.cpu:g}" if spec.cpu is not None else "-"),
+        ("memory", f"{spec.memory_mb} MiB" if spec.memory_mb is not None else "-"),
+        ("updated", _when(a.updated_at)),
+    ]
+    rows += [(f"env.{k}", v) for k, v in sorted(spec.env.items())]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@app_app.command("deploy", epilog="Example: cloche app deploy memo --example memo")
+def app_deploy(
+    name: Annotated[str, typer.Argument(help="App name (lowercase letters, digits, -).", show_default=False)],
+    command: Annotated[
+        str | None,
+        typer.Option(
+            "--command", "-c", help="The agent's server, a command line; it must serve HTTP on $CLOCHE_AGENT_SOCKET."
+        ),
+    ] = None,
+    example: Annotated[
+        str | None, typer.Option("--example", help=f"Deploy a bundled example agent: {', '.join(EXAMPLES)}.")
+    ] = None,
+    template: Annotated[str | None, typer.Option(help="Template of the agents' sandboxes.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the agents (repeatable).")] = None,
+    setup: Annotated[str | None, typer.Option("--setup", help="Shell command run once in each new instance.")] = None,
+    idle_pause: Annotated[
+        float | None, typer.Option("--idle-pause", help="Pause an agent after this many idle seconds.")
+    ] = None,
+    idle_hibernate: Annotated[
+        float | None, typer.Option("--idle-hibernate", help="Hibernate an agent after this many idle seconds.")
+    ] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option("--max-concurrency", help="Invocations delivered at once to one agent.")
+    ] = None,
+    startup_timeout: Annotated[
+        float | None, typer.Option("--startup-timeout", help="Seconds to wait for the agent's socket.")
+    ] = None,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores per agent.")] = None,
+    memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Memory per agent in MiB.")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Deploy an app (or redeploy it as a new version).
+
+    Each key gets its own agent, a sandbox running the command, created on its first
+    invocation (`cloche agent invoke APP KEY`).
+    """
+    if (command is None) == (example is None):
+        raise typer.BadParameter("give either --command or --example", param_hint="--command")
+    spec: dict[str, Any] = {}
+    if example is not None:
+        if example not in EXAMPLES:
+            raise typer.BadParameter(f"unknown example {example!r}; known: {', '.join(EXAMPLES)}")
+        from cloche.examples import memo_app
+
+        spec = memo_app(**({"template": template} if template else {}))
+    else:
+        argv = shlex.split(command or "")
+        if not argv:
+            raise typer.BadParameter("the command is empty", param_hint="--command")
+        spec = {"command": argv, "template": template}
+    env_vars = _pairs(env, "--env")
+    if env_vars:
+        spec["env"] = {**spec.get("env", {}), **env_vars}
+    if setup is not None:
+        spec["setup"] = setup
+    idle = _idle(idle_pause, idle_hibernate)
+    if idle is not None:
+        spec["idle"] = idle
+    extra = {
+        "max_concurrency": max_concurrency,
+        "startup_timeout_s": startup_timeout,
+        "cpu": cpu,
+        "memory_mb": memory_mb,
+    }
+    spec.update({k: v for k, v in extra.items() if v is not None})
+    with _client(url, api_key) as client:
+        deployed = client.apps.deploy(name, **spec)
+    if as_json:
+        _print_json(deployed)
+    else:
+        out.print(f"{deployed.name} version {deployed.version}", highlight=False)
+        err.print(f"[dim]try: cloche agent invoke {deployed.name} alice -m hello[/]", highlight=False)
+
+
+@app_app.command("ls")
+def app_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List your apps."""
+    with _client(url, api_key) as client:
+        apps = client.apps.list()
+    if as_json:
+        _print_json(apps)
+    elif not apps:
+        err.print("no apps")
+    else:
+        out.print(_app_table(apps))
+
+
+@app_app.command("get")
+def app_get(
+    name: Annotated[str, typer.Argument(help="App name.", show_default=False)],
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Show one app and its spec."""
+    with _client(url, api_key) as client:
+        deployed = client.apps.get(name)
+    if as_json:
+        _print_json(deployed)
+    else:
+        out.print(_app_detail(deployed))
+
+
+@app_app.command("rm")
+def app_rm(
+    name: Annotated[str, typer.Argument(help="App name.", show_default=False)],
+    state: Annotated[bool, typer.Option("--state", help="Also delete every agent's state.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Delete an app and all its agents' sandboxes."""
+    with _client(url, api_key) as client, _spinner(f"Deleting {name}…"):
+        client.apps.delete(name, state=state)
+    err.print(f"deleted {name}", highlight=False)
+
+
+AppArg = Annotated[str, typer.Argument(help="App name.", show_default=False)]
+AgentKey = Annotated[str, typer.Argument(help="Agent key (one per user).", show_default=False)]
+
+
+def _agent_table(agents: list[AgentInfo]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("KEY", "STATE", "SANDBOX", "VERSION", "LAST ACTIVITY", "CREATED"):
+        table.add_column(col, no_wrap=True)
+    for a in agents:
+        style = _state_style(a.state)
+        table.add_row(
+            a.key,
+            f"[{style}]{a.state}[/]" if style else a.state,
+            a.sandbox_id,
+            str(a.app_version),
+            _when(a.last_active_at),
+            _when(a.created_at),
+        )
+    return table
+
+
+def _piped_stdin() -> bool:
+    """Whether stdin is a pipe or a file (not a terminal, not /dev/null)."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def _invoke_body(data: str | None, message: str | None) -> tuple[bytes | None, str | None]:
+    """The request body and its content type from -d / -m / stdin (None: no body)."""
+    if message is not None:
+        if data is not None:
+            raise typer.BadParameter("give either --data or --message", param_hint="--data")
+        return json.dumps({"message": message}).encode(), "application/json"
+    if data is None:
+        body = sys.stdin.buffer.read() if _piped_stdin() else None
+    elif data in ("-", "@-"):
+        body = sys.stdin.buffer.read()
+    elif data.startswith("@"):
+        try:
+            body = Path(data[1:]).read_bytes()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {data[1:]}: {exc.strerror}", param_hint="--data") from None
+    else:
+        body = data.encode()
+    if body is None:
+        return None, None
+    try:
+        json.loads(body)
+    except ValueError:
+        return body, "application/octet-stream"
+    return body, "application/json"
+
+
+@agent_app.command(
+    "invoke",
+    epilog="Examples: cloche agent invoke memo alice -m 'remember I like tea'  |  "
+    "cloche agent invoke memo alice -d '{\"message\": \"recall\"}'  |  echo '{...}' | cloche agent invoke memo alice",
+)
+def agent_invoke(
+    app_name: AppArg,
+    key: AgentKey,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Request body: text/JSON, @FILE, or - for stdin (default: piped stdin)."),
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help='Send {"message": TEXT} (the memo agent\'s format).')
+    ] = None,
+    path: Annotated[str, typer.Option("--path", help="Path below the agent's root.")] = "",
+    method: Annotated[str, typer.Option("--method", "-X", help="HTTP method.")] = "POST",
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="'Name: value' header for the agent (repeatable).")
+    ] = None,
+    include: Annotated[
+        bool, typer.Option("--include", "-i", help="Print the agent's status and headers (to stderr).")
+    ] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for the answer.")] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Send a request to the KEY's agent of APP (created or woken as needed) and print
+    its answer as it streams.
+
+    Exits 0 if the agent answered 2xx, 1 otherwise.
+    """
+    body, content_type = _invoke_body(data, message)
+    headers: dict[str, str] = {}
+    if content_type:
+        headers["Content-Type"] = content_type
+    for item in header or []:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"expected 'Name: value', got {item!r}", param_hint="--header")
+        headers[name.strip()] = value.strip()
+    with _client(url, api_key) as client:
+        agent = client.agents(app_name)[key]
+        kwargs: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        with agent.invoke_stream(body or b"", path=path, method=method, headers=headers, **kwargs) as stream:
+            status = stream.status_code
+            if include:
+                err.print(f"HTTP {status}", highlight=False)
+                for name, value in stream.headers.items():
+                    err.print(f"{name}: {value}", highlight=False)
+            last = b"\n"
+            for chunk in stream:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                last = chunk or last
+    if sys.stdout.isatty() and not last.endswith(b"\n"):
+        sys.stdout.write("\n")
+    if not 200 <= status < 300:
+        err.print(f"[red]error:[/] the agent answered HTTP {status}", highlight=False)
+        raise typer.Exit(1)
+
+
+@agent_app.command("ls")
+def agent_ls(app_name: AppArg, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List an app's agents: key, state, sandbox, version and last activity."""
+    with _client(url, api_key) as client:
+        agents = client.agents(app_name).list()
+    if as_json:
+        _print_json(agents)
+    elif not agents:
+        err.print(f"no agents yet; the first `cloche agent invoke {app_name} KEY` creates one")
+    else:
+        out.print(_agent_table(agents))
+
+
+@agent_app.command("get")
+def agent_get(
+    app_name: AppArg, key: AgentKey, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
+) -> None:
+    """Show one agent."""
+    with _client(url, api_key) as client:
+        info = client.agents(app_name)[key].info()
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(_agent_table([info]))
+
+
+@agent_app.command("rm")
+def agent_rm(
+    app_name: AppArg,
+    key: AgentKey,
+    state: Annotated[bool, typer.Option("--state", help="Also delete the agent's state.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Remove an agent's instance (its next invocation starts afresh)."""
+    with _client(url, api_key) as client:
+        client.agents(app_name)[key].delete(state=state)
+    err.print(f"deleted {app_name}/{key}", highlight=False)
+
+
+# --- state -------------------------------------------------------------------------------
+
+Namespace = Annotated[str, typer.Argument(help="State namespace (a sandbox id is its own).", show_default=False)]
+StateKey = Annotated[str, typer.Argument(help="Key.", show_default=False)]
+
+
+def _value(value: str | None, file: Path | None, what: str) -> bytes:
+    """The bytes to store: the argument, --file, or stdin (for '-' or when piped)."""
+    if file is not None:
+        if value is not None:
+            raise typer.BadParameter(f"give either {what} or --file", param_hint="--file")
+        return file.read_bytes()
+    if value == "-" or (value is None and _piped_stdin()):
+        return sys.stdin.buffer.read()
+    if value is None:
+        raise typer.BadParameter(f"give {what}, --file, or pipe it on stdin", param_hint=what)
+    return value.encode()
+
+
+@state_app.command("get")
+def state_get(
+    namespace: Namespace,
+    key: StateKey,
+    show_version: Annotated[bool, typer.Option("--show-version", "-v", help="Print the version on stderr.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Print a key's value (exit 1 if it does not exist)."""
+    with _client(url, api_key) as client:
+        item = client.state(namespace).get(key)
+    if item is None:
+        err.print(f"[red]error:[/] key {key!r} not found in {namespace!r}", highlight=False)
+        raise typer.Exit(1)
+    sys.stdout.buffer.write(item.value)
+    sys.stdout.buffer.flush()
+    if show_version:
+        err.print(f"version {item.version}", highlight=False)
+
+
+@state_app.command("put")
+def state_put(
+    namespace: Namespace,
+    key: StateKey,
+    value: Annotated[str | None, typer.Argument(help="The value; - or none: stdin.", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the value from this file.")] = None,
+    if_match: Annotated[int | None, typer.Option("--if-match", help="Only if the key is at this version.")] = None,
+    if_none_match: Annotated[bool, typer.Option("--if-none-match", help="Only if the key does not exist.")] = False,
+    ttl: Annotated[float | None, typer.Option("--ttl", help="Expire the key after this many seconds.")] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Store a value and print its new version (exit 1 if a condition fails)."""
+    data = _value(value, file, "VALUE")
+    with _client(url, api_key) as client:
+        version = client.state(namespace).put(key, data, if_match=if_match, if_none_match=if_none_match, ttl_s=ttl)
+    out.print(str(version), highlight=False)
+
+
+@state_app.command("rm")
+def state_rm(
+    namespace: Namespace,
+    key: StateKey,
+    if_match: Annotated[int | None, typer.Option("--if-match", help="Only if the key is at this version.")] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Delete a key (no error if it does not exist, unless --if-match is given)."""
+    with _client(url, api_key) as client:
+        client.state(namespace).delete(key, if_match=if_match)
+
+
+state_app.command("del", hidden=True)(state_rm)
+
+
+@state_app.command("ls")
+def state_ls(
+    namespace: Namespace,
+    prefix: Annotated[str, typer.Argument(help="Only keys starting with this.")] = "",
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List the live keys of a namespace (all pages)."""
+    with _client(url, api_key) as client:
+        keys = list(client.state(namespace).list(prefix, page_size=1000))
+    if as_json:
+        _print_json(keys)
+        return
+    if not keys:
+        err.print("no keys")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("KEY", no_wrap=True)
+    table.add_column("VERSION", justify="right", no_wrap=True)
+    table.add_column("SIZE", justify="right", no_wrap=True)
+    for k in keys:
+        table.add_row(k.key, str(k.version), _size(k.size))
+    out.print(table, highlight=False)
+
+
+@state_app.command("append")
+def state_append(
+    namespace: Namespace,
+    data: Annotated[str | None, typer.Argument(help="The entry; - or none: stdin.", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the entry from this file.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", "-k", help="A retry with the same key adds nothing.")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Append an entry to the namespace's log and print its sequence number."""
+    entry = _value(data, file, "DATA")
+    with _client(url, api_key) as client:
+        seq = client.state(namespace).append(entry, idempotency_key=idempotency_key)
+    out.print(str(seq), highlight=False)
+
+
+@state_app.command("read")
+def state_read(
+    namespace: Namespace,
+    after: Annotated[int, typer.Option("--after", help="Entries with a sequence number above this.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", help="Most entries to print (without --follow).")] = 100,
+    wait: Annotated[float, typer.Option("--wait", help="Wait up to this long for a new entry.")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new entries.")] = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Print log entries as SEQ<TAB>DATA lines (--json: one JSON object per line)."""
+
+    def emit(entry: LogEntry) -> None:
+        if as_json:
+            text = entry.data.decode(errors="replace")
+            sys.stdout.write(json.dumps({"seq": entry.seq, "data": text}) + "\n")
+        else:
+            sys.stdout.buffer.write(b"%d\t%s\n" % (entry.seq, entry.data))
+        sys.stdout.flush()
+
+    with _client(url, api_key) as client:
+        log = client.state(namespace)
+        if follow:
+            try:
+                for entry in log.follow(after):
+                    emit(entry)
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+            return
+        page = log.wait(after, wait, limit) if wait > 0 else log.read(after, limit)
+        for entry in page.items:
+            emit(entry)
+
+
+@state_app.command("trim")
+def state_trim(
+    namespace: Namespace,
+    upto: Annotated[int, typer.Argument(help="Drop entries up to this sequence number.", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Drop log entries up to UPTO and print the oldest sequence number kept."""
+    with _client(url, api_key) as client:
+        first = client.state(namespace).trim(upto)
+    out.print(str(first), highlight=False)
+
+
+@state_app.command("grant")
+def state_grant(namespace: Namespace, sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Let one of your sandboxes use the namespace from inside (cloche-state -n NS)."""
+    with _client(url, api_key) as client:
+        client.state(namespace).grant(sandbox_id)
+
+
+@state_app.command("revoke")
+def state_revoke(namespace: Namespace, sandbox_id: SandboxId, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Withdraw a grant."""
+    with _client(url, api_key) as client:
+        client.state(namespace).revoke(sandbox_id)
+
+
+@state_app.command("grants")
+def state_grants(namespace: Namespace, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List the sandboxes granted the namespace."""
+    with _client(url, api_key) as client:
+        for sandbox_id in client.state(namespace).grants():
+            out.print(sandbox_id, highlight=False)
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option("--users", "-n", min=1, help="Simulated users, driven concurrently.")] = 20,
+    rounds: Annotated[int, typer.Option("--rounds", "-r", min=0, help="Talk / sleep / wake rounds per user.")] = 3,
+    idle: Annotated[
+        float | None,
+        typer.Option(
+            "--idle",
+            help="Sleep by going idle S seconds (the idle policy pauses after S/3 and "
+            "hibernates after 2S/3) instead of through the API.",
+        ),
+    ] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="App name (default: a fresh one).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the app and its agents afterwards.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Deploy the memo agent and drive N users through create, talk, sleep and wake.
+
+    Prints invoke latencies per phase and whether every user's memory survived; exits
+    1 if any was lost or any user failed.
+    """
+    import asyncio
+
+    from cloche.demo import report, run_demo
+
+    def log(line: str) -> None:
+        err.print(line, highlight=False)
+
+    result = asyncio.run(
+        run_demo(url, api_key, users=users, rounds=rounds, idle=idle, app=app_name, keep=keep, console=err, log=log)
+    )
+    report(result, out)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 # --- tenants and nodes -------------------------------------------------------------------
