@@ -35,6 +35,7 @@ from cloche.state.engine import Conflict, Op, StateEngine, StateError
 from cloche.store.db import Tenant
 
 router = APIRouter(prefix="/v1/state", tags=["state"])
+MAX_WAIT_S = 20  # a long poll answers (possibly empty) within this; clients poll again
 
 
 async def _authenticate(request: Request) -> Tenant:
@@ -253,11 +254,11 @@ async def append(ns: str, request: Request, tenant: CurrentTenant) -> Response:
 async def read_log(ns: str, request: Request, tenant: CurrentTenant,
                    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                   wait_s: Annotated[float, Query(ge=0, le=300)] = 0,
+                   wait_s: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
                    encoding: Annotated[Literal["auto", "base64"], Query()] = "auto") -> Response:  # fmt: skip
     """Entries with seq > `after`, oldest first: `{"items": [{"seq", "data" | "data_b64"}],
     "last_seq", "first_seq"}`. With `wait_s`, waits up to that long for the first new entry
-    (long poll); poll again with `after` = the last seq received."""
+    (long poll, at most 20 s); poll again with `after` = the last seq received."""
     engine = _engine(request)
     try:
         if wait_s > 0:
