@@ -3,7 +3,8 @@ moments and restarted each time (one data directory throughout). Afterwards ever
 acknowledged write is there with its acknowledged version (or the one write after it
 that was in flight when the server died), no batch is torn, the log is gap-free and
 holds every acknowledged entry (a retried append with its Idempotency-Key returns the
-original seq), and SQLite's integrity_check is ok. The same against PostgreSQL.
+original seq), and SQLite's integrity_check is ok. The same against PostgreSQL, whose
+indexes are then verified with amcheck's bt_index_check (heapallindexed).
 """
 
 from __future__ import annotations
@@ -177,6 +178,15 @@ def crash_run(kind: str, data: Path, dsn: str) -> None:
         db = sqlite3.connect(str(data / "state.db"))
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         db.close()
+    else:  # amcheck: every B-tree of the state tables is consistent with its heap
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+            rows = conn.execute("SELECT c.relname, bt_index_check(c.oid, true) FROM pg_class c "
+                                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                "WHERE c.relkind = 'i' AND c.relname LIKE 'state\\_%'").fetchall()  # fmt: skip
+            assert len(rows) >= 5, rows
 
 
 def test_sigkill_under_load(tmp_path_factory: pytest.TempPathFactory) -> None:
