@@ -267,13 +267,14 @@ def report(result: DemoResult, console: Console) -> None:
     """Print the latency table and the correctness line."""
     console.print(latency_table(result))
     console.print(
-        f"{result.users} users, {result.rounds} rounds, {result.invocations} invocations in {result.elapsed:.1f} s"
+        f"{result.users} users, {result.rounds} rounds, {result.invocations} invocations in {result.elapsed:.1f} s",
+        highlight=False,
     )
     verdict = "[green]yes[/]" if result.ok else "[red]no[/]"
     detail = f"{len(result.intact)}/{result.users} users verified"
     if result.lost:
         detail += f", {len(result.lost)} recalls missed facts"
-    console.print(f"all users' memories intact: {verdict} ({detail})")
+    console.print(f"all users' memories intact: {verdict} ({detail})", highlight=False)
     for line in result.lost[:20]:
         console.print(f"  [red]lost[/] {line}", highlight=False)
     for line in result.errors[:20]:
