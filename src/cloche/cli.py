@@ -1,4 +1,5 @@
-"""The ``cloche`` command line: run the server, and drive sandboxes, files and tenants.
+"""The ``cloche`` command line: run the server; drive sandboxes, files, snapshots, apps,
+agents, state and tenants; ``cloche demo``.
 
 Every command that talks to a server takes ``--url`` and ``--api-key``, defaulting to
 the ``CLOCHE_URL`` and ``CLOCHE_API_KEY`` environment variables.  Results go to stdout
