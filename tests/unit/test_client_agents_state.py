@@ -139,3 +139,21 @@ def test_async_state_list_pages():
             return [k.key async for k in client.state("ns").list()]
 
     assert asyncio.run(main()) == ["a", "b"]
+
+
+def test_long_waits_are_split_into_server_sized_polls(monkeypatch):
+    from cloche.client import sync
+
+    clock = [0.0]
+    monkeypatch.setattr(sync.time, "monotonic", lambda: clock[0])
+    polls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        wait_s = float(request.url.params.get("wait_s", 0))
+        polls.append(wait_s)
+        clock[0] += wait_s
+        return httpx.Response(200, json={"items": [], "last_seq": 0, "first_seq": 0})
+
+    with _client(handler) as client:
+        assert client.state("ns").wait(timeout_s=45).items == []
+    assert polls == [20.0, 20.0, 5.0]

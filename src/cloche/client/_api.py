@@ -62,6 +62,8 @@ CREATE_TIMEOUT = 180.0
 """Read timeout for creating a sandbox: a cold start without a warm pool takes seconds."""
 INVOKE_TIMEOUT = 600.0
 """Default read timeout of an agent invocation: it may create, wake and start the agent."""
+LONG_POLL_S = 20.0
+"""The longest single log long poll the server accepts; longer waits poll again."""
 
 
 @dataclass(frozen=True)

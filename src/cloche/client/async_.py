@@ -15,6 +15,7 @@ coroutine and ``exec_stream`` is an async iterator.  Example::
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -787,10 +788,18 @@ class AsyncState:
         return await self._client._call(_api.log_read(self.namespace, after, limit))
 
     async def wait(self, after: int = 0, timeout_s: float = 30.0, limit: int = 100) -> LogPage:
-        """Like :meth:`read`, but wait up to ``timeout_s`` (at most 300) for a new entry."""
-        return await self._client._call(_api.log_read(self.namespace, after, limit, wait_s=timeout_s))
+        """Like :meth:`read`, but wait up to ``timeout_s`` for a new entry (in long polls
+        of at most :data:`~cloche.client._api.LONG_POLL_S`)."""
+        deadline = time.monotonic() + timeout_s
+        remaining = timeout_s
+        while True:
+            wait_s = min(remaining, _api.LONG_POLL_S)
+            page = await self._client._call(_api.log_read(self.namespace, after, limit, wait_s=wait_s))
+            if page.items or remaining <= _api.LONG_POLL_S:
+                return page
+            remaining = max(0.0, deadline - time.monotonic())
 
-    async def follow(self, after: int = 0, wait_s: float = 30.0) -> AsyncIterator[LogEntry]:
+    async def follow(self, after: int = 0, wait_s: float = _api.LONG_POLL_S) -> AsyncIterator[LogEntry]:
         """Iterate over the entries after ``after``, then over new ones, forever."""
         while True:
             page = await self.wait(after, wait_s)

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -969,11 +970,19 @@ class State:
         return self._client._call(_api.log_read(self.namespace, after, limit))
 
     def wait(self, after: int = 0, timeout_s: float = 30.0, limit: int = 100) -> LogPage:
-        """Like :meth:`read`, but wait up to ``timeout_s`` (at most 300) for an entry
-        after ``after`` to arrive; the page is empty if none did."""
-        return self._client._call(_api.log_read(self.namespace, after, limit, wait_s=timeout_s))
+        """Like :meth:`read`, but wait up to ``timeout_s`` for an entry after ``after`` to
+        arrive (long polls of at most :data:`~cloche.client._api.LONG_POLL_S` each); the
+        page is empty if none did."""
+        deadline = time.monotonic() + timeout_s
+        remaining = timeout_s
+        while True:
+            wait_s = min(remaining, _api.LONG_POLL_S)
+            page = self._client._call(_api.log_read(self.namespace, after, limit, wait_s=wait_s))
+            if page.items or remaining <= _api.LONG_POLL_S:
+                return page
+            remaining = max(0.0, deadline - time.monotonic())
 
-    def follow(self, after: int = 0, wait_s: float = 30.0) -> Iterator[LogEntry]:
+    def follow(self, after: int = 0, wait_s: float = _api.LONG_POLL_S) -> Iterator[LogEntry]:
         """Iterate over the log's entries after ``after``, then over new ones as they are
         appended, forever (long polls of ``wait_s``)."""
         while True:
