@@ -1606,8 +1606,9 @@ class _PtySession:
 def sim_command(
     nodes: Annotated[int, typer.Option(help="Simulated nodes, spread over the regions.")] = 24,
     hours: Annotated[float, typer.Option(help="Simulated hours.")] = 6.0,
-    load: Annotated[float, typer.Option(help="Offered concurrency / the cluster's capacity without overcommit.")] = 2.0,
-    policies: Annotated[str, typer.Option(help="Policies to compare.")] = "random,first-fit,kubernetes,cloche",
+    load: Annotated[float, typer.Option(help="Offered concurrency / the cluster's capacity without overcommit.")] = 3.0,
+    policies: Annotated[str, typer.Option(help="Policies to compare (cloche-no-overcommit: an ablation).")] = (
+        "random,first-fit,kubernetes,cloche,cloche-no-overcommit"),
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 1,
     wait_s: Annotated[float, typer.Option("--wait-s", help="How long a create may queue.")] = 30.0,
     trace: Annotated[Path | None, typer.Option(help="Replay this JSON-lines trace instead.")] = None,

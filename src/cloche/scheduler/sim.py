@@ -49,6 +49,8 @@ DAY_S = 86400.0
 SIZES = ((0.6, 0.25, 512), (0.3, 0.5, 1024), (0.1, 1.0, 4096))  # (share, cpu, memory_mb)
 TEMPLATES = (("python", 0.7), ("node", 0.25), ("browser", 0.05))
 MIN_SIZE = Resources(min(c for _, c, _ in SIZES), min(m for _, _, m in SIZES))
+ABLATION = "cloche-no-overcommit"  # cloche without overcommit: what hibernation, pools and placement add alone
+SIM_POLICIES = (*policies.POLICIES, ABLATION)
 MARK_BEGIN = "<!-- cloche sim: begin -->"
 MARK_END = "<!-- cloche sim: end -->"
 
@@ -279,8 +281,9 @@ class World:
         self.policy = policy
         self.agents = agents
         self.matrix = matrix
-        self.cloche = policy == "cloche"
-        ratio = Overcommit(cfg.cpu_overcommit, cfg.memory_overcommit) if self.cloche else Overcommit()
+        self.cloche = policy in ("cloche", ABLATION)
+        overcommit = policy == "cloche"
+        ratio = Overcommit(cfg.cpu_overcommit, cfg.memory_overcommit) if overcommit else Overcommit()
         nodes = [
             Node(
                 f"{cfg.regions[i % len(cfg.regions)]}-{i // len(cfg.regions)}",
@@ -291,7 +294,8 @@ class World:
             for i in range(cfg.nodes)
         ]
         self.cluster = Cluster(nodes)
-        self.scheduler: Scheduler = policies.build(policy, self.cluster, matrix=matrix, high_water=cfg.high_water,
+        name = "cloche" if self.cloche else policy
+        self.scheduler: Scheduler = policies.build(name, self.cluster, matrix=matrix, high_water=cfg.high_water,
                                                    seed=cfg.seed)  # fmt: skip
         self.queue: FairQueue[Waiter] = FairQueue()
         self.ledger = QuotaLedger()
@@ -382,6 +386,7 @@ class World:
     def dispatch(self) -> None:
         if len(self.queue):
             self._failed: list[Resources] = []
+            self._planned = False  # at most one preemption plan per pass (each plan scans every sandbox)
             dispatch(self.queue, self._try)
 
     def _try(self, w: Waiter) -> bool | None:
@@ -402,8 +407,9 @@ class World:
         p = self.scheduler.place(w.ask)
         self.result.decisions_us.append((time.perf_counter() - t0) * 1e6)
         if p.node is None:
-            if self.cloche and self.now - w.tried_preempt >= self.cfg.tick_s:
+            if self.cloche and not self._planned and self.now - w.tried_preempt >= self.cfg.tick_s:
                 w.tried_preempt = self.now
+                self._planned = True
                 if self._preempt_for(w):
                     return False
             self._failed.append(res)
@@ -511,21 +517,26 @@ class World:
 
     # ---- preemption by hibernation ------------------------------------------------------------
 
-    def _victims(self, node_ids: Iterable[str]) -> dict[str, list[Victim]]:
+    def _victims(self, node_ids: Iterable[str], max_priority: float = math.inf) -> dict[str, list[Victim]]:
+        """Idle sandboxes (long enough to be preempted) of at most `max_priority`, per node."""
         out = {}
+        idle_before = self.now - self.cfg.preempt_idle_s
+        boxes = self.boxes
         for nid in node_ids:
             vs = []
             for aid in self.on_node[nid]:
-                b = self.boxes[aid]
-                if b.state == "running" and not b.active:
-                    a = b.agent
-                    vs.append(Victim(f"sb{aid}", nid, Resources(a.cpu, a.memory_mb), a.priority, b.last_active,
-                                     b.usage.memory_mb))  # fmt: skip
+                b = boxes[aid]
+                if b.active or b.state != "running" or b.last_active > idle_before or b.agent.priority > max_priority:
+                    continue
+                a = b.agent
+                vs.append(Victim(f"sb{aid}", nid, Resources(a.cpu, a.memory_mb), a.priority, b.last_active,
+                                 b.usage.memory_mb))  # fmt: skip
             out[nid] = vs
         return out
 
     def _preempt_for(self, w: Waiter) -> bool:
-        p = plan(self.scheduler, w.ask, self._victims(self.on_node), self.now, self.cfg.preempt_idle_s)
+        victims = self._victims(self.on_node, w.ask.priority)
+        p = plan(self.scheduler, w.ask, victims, self.now, self.cfg.preempt_idle_s)
         if p is None:
             return False
         w.preempting = True
@@ -650,7 +661,7 @@ def verdict(results: Sequence[Result]) -> tuple[bool, str]:
     c = by["cloche"]
     problems = []
     for name, s in by.items():
-        if name == "cloche":
+        if name in ("cloche", ABLATION):
             continue
         if c["admitted"] <= s["admitted"]:
             problems.append(f"admits no more than {name}")
@@ -706,9 +717,9 @@ def write_section(path: Path, section: str) -> None:
 def run(cfg: SimConfig, policy_names: Sequence[str], trace: Path | None = None, save: Path | None = None,
         output: Path | None = None, command: str = "cloche sim") -> tuple[list[Result], str, bool]:  # fmt: skip
     """What `cloche sim` does: simulate, render, optionally write the markdown section."""
-    unknown = [p for p in policy_names if p not in policies.POLICIES]
+    unknown = [p for p in policy_names if p not in SIM_POLICIES]
     if unknown:
-        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(policies.POLICIES)}")
+        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(SIM_POLICIES)}")
     agents = load_trace(trace) if trace else generate(cfg)
     if save:
         save_trace(agents, save)
