@@ -34,7 +34,8 @@ class Settings:
     node_disk_mb: int = 0
     node_region: str = "local"
     # Allocation is by request, up to capacity x these ratios; live usage keeps it honest.
-    cpu_overcommit: float = 4.0
+    # cpu is compressible (a limit caps bursts, idle agents use none), memory is not.
+    cpu_overcommit: float = 32.0
     memory_overcommit: float = 1.5
     disk_overcommit: float = 1.0
     usage_high_water: float = 0.85  # of physical memory: take nothing more, hibernate idle sandboxes

@@ -122,7 +122,8 @@ class NodeView:
             prev = self._cpu_seen.get(rec.id)
             cores = (u.cpu_usec - prev[1]) / 1e6 / (now - prev[0]) if prev and now > prev[0] else 0.0
             self._cpu_seen[rec.id] = (now, u.cpu_usec)
-            mem = u.memory_bytes / 1024 / 1024
+            # what the kernel cannot reclaim (no swap): page cache would come back under pressure
+            mem = anon_memory_mb(f"{self.runtime.cgroup_parent}/{rec.id}")
             usage[rec.id] = (max(0.0, cores), mem)
             cpu_total += max(0.0, cores)
             mem_total += mem
