@@ -108,6 +108,7 @@ def test_crashed_agent_errors_clearly_then_restarts(tenant_client: httpx.Client)
     crashed = _say(tenant_client, "fragile", "k", "crash")
     assert crashed.status_code == 502
     assert crashed.json()["error"]["code"] == "agent_crashed"
+    assert crashed.headers["X-Cloche-Error"] == "agent_crashed"  # cloche's error, not the agent's
     again = _say(tenant_client, "fragile", "k", "back?")
     assert again.status_code == 200 and again.json()["pid"] != before["pid"]
     assert again.json()["turn"] == 2  # its files survived the crash (which happened before saving)
@@ -146,6 +147,8 @@ def test_agent_status_headers_and_paths_pass_through(tenant_client: httpx.Client
     _deploy(tenant_client, "plain")
     r = tenant_client.get("/v1/apps/plain/agents/k/invoke/health?x=1")
     assert r.status_code == 200 and r.json()["ok"] is True
+    assert "X-Cloche-Error" not in r.headers
+    assert len(r.headers.get_list("date")) == 1 and len(r.headers.get_list("server")) == 1
     tenant_client.delete("/v1/apps/plain")
 
 

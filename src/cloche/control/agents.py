@@ -32,6 +32,7 @@ AGENT_LOG = "/.cloche/host/agent.log"
 LOG_TAIL_BYTES = 4000
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
               "authorization", "proxy-authorization", "content-length"}  # fmt: skip
+SERVER_SET = {"date", "server"}  # our own server sets these on the answer
 DEFAULT_IDLE = {"pause_after_s": 60.0, "hibernate_after_s": 900.0}
 
 
@@ -160,7 +161,7 @@ class AgentService:
                 await response.aclose()
                 gate.slots.release()
 
-        out = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
+        out = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP | SERVER_SET}
         if "content-length" in response.headers and "content-encoding" not in response.headers:
             out["content-length"] = response.headers["content-length"]
         return Invocation(response.status_code, out, stream())
@@ -313,5 +314,5 @@ class AgentService:
 
 
 def _check_key(key: str) -> None:
-    if not key or len(key) > 256 or any(ord(c) < 32 for c in key):
-        raise ApiError(400, "invalid_request", "agent key must be 1-256 printable characters")
+    if not key or len(key) > 256 or any(ord(c) < 32 or c == "/" for c in key):
+        raise ApiError(400, "invalid_request", "agent key must be 1-256 printable characters, without '/'")

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,26 @@ class OciDriver:
             return None
         return json.loads(proc.stdout)
 
-    def list_ids(self) -> list[str]:
+    def statuses(self) -> dict[str, str]:
+        """Every container in this state root and its status, in one call."""
         proc = self._call("list", "--format", "json", check=False)
         if proc.returncode != 0 or not proc.stdout.strip() or proc.stdout.strip() == "null":
-            return []
-        return [c["id"] for c in json.loads(proc.stdout)]
+            return {}
+        return {c["id"]: c["status"] for c in json.loads(proc.stdout)}
+
+    def list_ids(self) -> list[str]:
+        return list(self.statuses())
 
     def pause(self, container_id: str) -> None:
-        self._call("pause", container_id)
+        """Freeze with the cgroup freezer. On a loaded host the freezer may not settle
+        within runc's own wait ("unable to freeze"), so a few attempts are made."""
+        for attempt in range(4):
+            proc = self._call("pause", container_id, check=False)
+            if proc.returncode == 0:
+                return
+            if "unable to freeze" not in proc.stderr or attempt == 3:
+                raise RuntimeFailure(f"{self.binary_name} pause failed: {proc.stderr.strip()}")
+            time.sleep(0.05 * (attempt + 1))
 
     def resume(self, container_id: str) -> None:
         self._call("resume", container_id)
@@ -114,7 +127,9 @@ def _last_error(log: Path) -> str:
 
 
 DRIVERS: dict[str, type[OciDriver]] = {"runc": RuncDriver}
-UNSUPPORTED = {"runsc": "Debian's runsc (2022-12) cannot pass the supervisor's socket into the sandbox (no --preserve-fds)"}
+UNSUPPORTED = {
+    "runsc": "Debian's runsc (2022-12) cannot pass the supervisor's socket into the sandbox (no --preserve-fds)",
+}
 
 
 def driver_for(name: str, state_root: Path) -> OciDriver:

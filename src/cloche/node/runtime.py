@@ -147,7 +147,8 @@ class NodeRuntime:
 
     def _reconcile(self) -> None:
         self.templates.get("base")  # built once, before the first create needs it
-        running = set(self.driver.list_ids())
+        statuses = self.driver.statuses()
+        running = set(statuses)
         known = set()
         for rec in self.records.load_all():
             known.add(rec.id)
@@ -155,8 +156,7 @@ class NodeRuntime:
                 self._destroy(rec)
                 continue
             self.uids.claim(rec.uid_index, self.key)
-            state = self.driver.state(rec.id) if rec.id in running else None
-            status = state.get("status") if state else None
+            status = statuses.get(rec.id)
             if rec.state in ("running", "paused") and status in ("running", "paused"):
                 rec.state = status
                 log.info("adopted sandbox %s (%s)", rec.id, status)

@@ -87,11 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(errors.error_body("too_large", "request body is too large"), 413)
+        return errors.error_response(413, "too_large", "request body is too large")
 
     @app.exception_handler(RecursionError)
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
-        return JSONResponse(errors.error_body("invalid_request", "JSON is nested too deeply"), 400)
+        return errors.error_response(400, "invalid_request", "JSON is nested too deeply")
 
     for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes, state_routes, apps):
         app.include_router(module.router)

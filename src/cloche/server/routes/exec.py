@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from cloche.control.errors import ApiError
 from cloche.node.errors import RuntimeFailure
 from cloche.node.protocol import ExecRequest
-from cloche.server.auth import CurrentTenant, authenticate
+from cloche.server.auth import CurrentTenant, authenticate_now
 from cloche.server.context import ctx
 from cloche.server.models import ExecBody, ExecOut
 
@@ -91,7 +91,7 @@ async def pty(websocket: WebSocket, sandbox_id: str) -> None:
     {"type": "resize", "rows", "cols"} resizes; the last frame is {"type": "exit"}."""
     c = ctx(websocket)  # type: ignore[arg-type]
     try:
-        tenant = authenticate(websocket)  # type: ignore[arg-type]
+        tenant = authenticate_now(websocket)  # type: ignore[arg-type]
         await c.sandboxes.running(tenant, sandbox_id)
     except ApiError as exc:
         await websocket.close(code=4000 + exc.status, reason=exc.message[:120])

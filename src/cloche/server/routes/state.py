@@ -24,12 +24,12 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloche.control.errors import ApiError, not_found
-from cloche.server.auth import authenticate
+from cloche.server.auth import CurrentTenant, authenticate_now
 from cloche.server.context import ctx
 from cloche.state.engine import Conflict, Op, StateEngine, StateError
 from cloche.store.db import Tenant
@@ -37,15 +37,6 @@ from cloche.store.db import Tenant
 router = APIRouter(prefix="/v1/state", tags=["state"])
 MAX_WAIT_S = 20  # a long poll answers (possibly empty) within this; clients poll again
 
-
-async def _authenticate(request: Request) -> Tenant:
-    """`cloche.server.auth.authenticate`, called on the event loop: FastAPI runs a plain
-    `def` dependency in its thread pool, and that hop costs more than the whole state
-    operation (a key lookup is a few microseconds of SQLite)."""
-    return authenticate(request)
-
-
-CurrentTenant = Annotated[Tenant, Depends(_authenticate)]
 
 
 def _engine(request: Request) -> StateEngine:
@@ -356,7 +347,7 @@ class StateFastPath:
             return
         request = Request(scope, receive)
         try:
-            tenant = authenticate(request)
+            tenant = authenticate_now(request)
             if method == "PUT":
                 response = await _put(request, tenant, ns, key, None)
             else:
