@@ -9,6 +9,7 @@ Run alone with `BENCH_MODULES=scheduler_bench .venv/bin/python bench/run.py`, or
 from __future__ import annotations
 
 import gc
+import os
 import random
 import sys
 import time
@@ -82,6 +83,10 @@ def decisions(n_nodes: int, n: int, full_scan: bool = False, seed: int = 7) -> t
 
 
 def run() -> list[Result]:
+    return run_decisions() + run_sim()
+
+
+def run_decisions() -> list[Result]:
     n_nodes = env_int("BENCH_SCHED_NODES", 1000)
     n = env_int("BENCH_SCHED_DECISIONS", 20000)
     log(f"scheduler: {n} placements on {n_nodes} nodes (sampled, then full scan)")
@@ -118,6 +123,11 @@ def run() -> list[Result]:
             "ms",
         ),  # fmt: skip
     ]
+    return out
+
+
+def run_sim() -> list[Result]:
+    out = []
     cfg = sim.SimConfig(nodes=env_int("BENCH_SIM_NODES", 24), hours=env_float("BENCH_SIM_HOURS", 6.0),
                         load=env_float("BENCH_SIM_LOAD", 3.0))  # fmt: skip
     log(f"scheduler: cloche sim, {cfg.hours:g} h on {cfg.nodes} nodes at load {cfg.load:g}")
@@ -134,7 +144,23 @@ def run() -> list[Result]:
     return out
 
 
+def decision_section() -> str:
+    """The decision figures as markdown (what `python bench/scheduler_bench.py` writes)."""
+    rows = run_decisions()
+    lines = [f"## {TABLE_DECISIONS}", "", DESCRIPTIONS[TABLE_DECISIONS], "",
+             "| Metric | Figure | Goal | Status |", "|---|---:|---|---|"]  # fmt: skip
+    for r in rows:
+        goal = r.goal.describe(r.unit) if r.goal else ""
+        status = ("met" if r.goal.met(r.value, None) else "**MISSED**") if r.goal else ""
+        value = f"{r.value:,.0f}" if r.value >= 100 else f"{r.value:.3f}"
+        lines.append(f"| {r.metric} | {value} {r.unit} | {goal} | {status} |")
+    lines += ["", "Written by `.venv/bin/python bench/scheduler_bench.py`."]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for r in run():
-        print(f"{r.key:40s} {r.value:14.4f} {r.unit}")
-    print(DESCRIPTIONS[TABLE_SIM])
+    section = decision_section()
+    print(section)
+    out = Path(os.environ.get("BENCH_OUTPUT", Path(__file__).resolve().parent.parent / "BENCHMARKS.md"))
+    sim.write_section(out, section, name="scheduler decisions")
+    print(f"wrote the scheduler decisions section of {out}")

@@ -701,13 +701,14 @@ def markdown(results: Sequence[Result], cfg: SimConfig, agents: int, command: st
     ])  # fmt: skip
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the marked `cloche sim` section of a markdown file, or append it."""
-    block = f"{MARK_BEGIN}\n{section.rstrip()}\n{MARK_END}\n"
+def write_section(path: Path, section: str, name: str = "cloche sim") -> None:
+    """Replace the marked section `name` of a markdown file, or append it."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        _, tail = rest.split(MARK_END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail.lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block
