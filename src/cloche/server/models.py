@@ -21,8 +21,9 @@ class TenantCreate(Strict):
     max_sandboxes: int | None = Field(None, ge=0, le=100_000)
     max_cpu: float | None = Field(None, ge=0, le=100_000)
     max_memory_mb: int | None = Field(None, ge=0, le=1 << 30)
-    priority: int = Field(0, ge=-1000, le=1000, description="scheduling priority: higher is admitted first, "
-                                                             "preempted last")
+    priority: int = Field(
+        0, ge=-1000, le=1000, description="scheduling priority: higher is admitted first, preempted last"
+    )
 
 
 class TenantCreated(BaseModel):
@@ -66,10 +67,12 @@ class SandboxCreate(Strict):
     on_resume: str | None = Field(None, min_length=1, max_length=4096,
                                   description="shell command run after waking from stopped or hibernated")
     snapshot: str | None = Field(None, max_length=64, description="id of a named snapshot to start from")
-    wait_s: float | None = Field(None, ge=0, le=3600, description="how long to wait in the admission queue "
-                                 "when no node has room (then 503 with Retry-After); default: the server's")
-    region: str | None = Field(None, max_length=63, description="the user's region (client-location hint): "
-                               "the scheduler places the sandbox close to it")
+    wait_s: float | None = Field(
+        None, ge=0, le=3600, description="seconds to wait for room (then 503 + Retry-After); default: the server's"
+    )
+    region: str | None = Field(
+        None, max_length=63, description="the user's region (client-location hint): placed close to it"
+    )
 
 
 class SandboxOut(BaseModel):
