@@ -100,8 +100,8 @@ class SandboxList(BaseModel):
 
 
 class SandboxResize(Strict):
-    cpu: float | None = Field(None, ge=0.01, le=MAX_CPU)
-    memory_mb: int | None = Field(None, ge=16, le=MAX_MEMORY_MB)
+    cpu: float | None = Field(None, ge=MIN_CPU, le=MAX_CPU)
+    memory_mb: int | None = Field(None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     pids: int | None = Field(None, ge=8, le=65536)
     allow_move: bool = Field(
         False, description="no room on its node: move it (hibernate, resume on a node that fits) instead of 409"
