@@ -332,6 +332,13 @@ def sandbox_create(
     on_resume: Annotated[
         str | None, typer.Option("--on-resume", help="Shell command run after each wake from hibernation.")
     ] = None,
+    wait: Annotated[
+        float | None,
+        typer.Option("--wait", help="Seconds to wait for room when the node is full (default: the server's)."),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", help="Your region: the sandbox is placed close to it.")
+    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -352,6 +359,8 @@ def sandbox_create(
             on_timeout=on_timeout.value if on_timeout else None,
             on_resume=on_resume,
             snapshot=snapshot,
+            wait_s=wait,
+            region=region,
         )
     if as_json:
         _print_json(sbx.info)
@@ -518,6 +527,35 @@ def sandbox_fork(
         _print_json(forked.info)
     else:
         out.print(forked.id, highlight=False)
+
+
+@sandbox_app.command("resize", epilog="Example: cloche sandbox resize ID --memory-mb 2048 --cpu 2")
+def sandbox_resize(
+    sandbox_id: SandboxId,
+    cpu: Annotated[float | None, typer.Option(help="CPU cores (fractions allowed).")] = None,
+    memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Memory limit in MiB.")] = None,
+    pids: Annotated[int | None, typer.Option(help="Maximum number of processes and threads.")] = None,
+    allow_move: Annotated[
+        bool, typer.Option("--allow-move", help="No room on its node: move it to one that fits instead of failing.")
+    ] = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Change a sandbox's cpu, memory and pids limits in place, without a restart.
+
+    Fails (409) when its node has no room, or when it uses more memory than the new limit.
+    """
+    if cpu is None and memory_mb is None and pids is None:
+        raise typer.BadParameter("give at least one of --cpu, --memory-mb, --pids")
+    with _client(url, api_key) as client, _spinner("Resizing…"):
+        info = _handle(client, sandbox_id).resize(cpu=cpu, memory_mb=memory_mb, pids=pids, allow_move=allow_move).info
+    if as_json:
+        _print_json(info)
+    else:
+        cpu_text = f"{info.cpu:g}" if info.cpu is not None else "-"
+        mem_text = f"{info.memory_mb} MiB" if info.memory_mb is not None else "-"
+        out.print(f"{info.id} {info.state} cpu={cpu_text} memory={mem_text}", highlight=False)
 
 
 @sandbox_app.command("timeout")

@@ -177,8 +177,14 @@ def create_sandbox(
     on_timeout: str | None = None,
     on_resume: str | None = None,
     snapshot: str | None = None,
+    wait_s: float | None = None,
+    region: str | None = None,
 ) -> Call[SandboxInfo]:
-    """``POST /v1/sandboxes``; only the fields given are sent, the rest default server-side."""
+    """``POST /v1/sandboxes``; only the fields given are sent, the rest default server-side.
+
+    ``wait_s`` is how long the create may wait in the admission queue for room (the server
+    then answers 503 with ``Retry-After``); the read timeout grows by as much.
+    """
     body = _compact(
         template=template,
         cpu=cpu,
@@ -192,8 +198,11 @@ def create_sandbox(
         on_timeout=on_timeout,
         on_resume=on_resume,
         snapshot=snapshot,
+        wait_s=wait_s,
+        region=region,
     )
-    return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body, read_timeout=CREATE_TIMEOUT)
+    read_timeout = CREATE_TIMEOUT + (wait_s or 0.0)
+    return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body, read_timeout=read_timeout)
 
 
 def get_sandbox(sandbox_id: str) -> Call[SandboxInfo]:
@@ -212,6 +221,29 @@ def list_sandboxes(state: str | None = None, metadata: Mapping[str, str] | None 
 def kill_sandbox(sandbox_id: str) -> Call[None]:
     """``DELETE /v1/sandboxes/{id}``."""
     return Call("DELETE", sbx(sandbox_id), _none)
+
+
+def resize_sandbox(
+    sandbox_id: str,
+    *,
+    cpu: float | None = None,
+    memory_mb: int | None = None,
+    pids: int | None = None,
+    allow_move: bool = False,
+) -> Call[SandboxInfo]:
+    """``PATCH /v1/sandboxes/{id}``: change cpu, memory and pids limits in place.
+
+    Only the limits given are sent; ``allow_move`` only when true.  Moving goes through
+    hibernate and resume, so the read timeout is that of a transfer then.
+    """
+    body = _compact(cpu=cpu, memory_mb=memory_mb, pids=pids, allow_move=True if allow_move else None)
+    return Call(
+        "PATCH",
+        sbx(sandbox_id),
+        _json(SandboxInfo),
+        json=body,
+        read_timeout=TRANSFER_TIMEOUT if allow_move else CREATE_TIMEOUT,
+    )
 
 
 def set_timeout(sandbox_id: str, timeout_s: float) -> Call[SandboxInfo]:

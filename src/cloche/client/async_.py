@@ -250,6 +250,8 @@ class AsyncSandboxes:
         on_timeout: str | None = None,
         on_resume: str | None = None,
         snapshot: str | None = None,
+        wait_s: float | None = None,
+        region: str | None = None,
     ) -> AsyncSandbox:
         """Create a sandbox and return its handle; see :meth:`cloche.Client.sandboxes`'s
         ``create`` for the parameters and errors."""
@@ -266,6 +268,8 @@ class AsyncSandboxes:
             on_timeout=on_timeout,
             on_resume=on_resume,
             snapshot=snapshot,
+            wait_s=wait_s,
+            region=region,
         )
         return AsyncSandbox(self._client, await self._client._call(call))
 
@@ -414,6 +418,19 @@ class AsyncSandbox(SandboxBase):
     async def resume(self) -> AsyncSandbox:
         """Thaw a paused sandbox (or start a stopped one)."""
         self._info = await self._client._call(_api.resume(self.id))
+        return self
+
+    async def resize(
+        self,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        pids: int | None = None,
+        allow_move: bool = False,
+    ) -> AsyncSandbox:
+        """Change the sandbox's cpu, memory and pids limits in place, without a restart;
+        see :meth:`cloche.Sandbox.resize` for the parameters and errors."""
+        call = _api.resize_sandbox(self.id, cpu=cpu, memory_mb=memory_mb, pids=pids, allow_move=allow_move)
+        self._info = await self._client._call(call)
         return self
 
     async def set_timeout(self, timeout_s: float) -> AsyncSandbox:

@@ -150,7 +150,17 @@ class ServerError(ClocheError):
 
 
 class Unavailable(ServerError):
-    """The service or the sandbox's node is temporarily unavailable (HTTP 503)."""
+    """The service or the sandbox's node is temporarily unavailable (HTTP 503).
+
+    A create that waited ``wait_s`` in the admission queue without finding room ends so.
+
+    Attributes:
+        retry_after: Seconds the server suggested waiting, if it sent ``Retry-After``.
+    """
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
 
 
 class DiskFull(ServerError):
@@ -284,6 +294,8 @@ def error_from_response(
     if status == 429:
         cls429 = QuotaExceeded if code == "quota_exceeded" else RateLimited
         return cls429(status, code, message, retry_after)
+    if status == 503:
+        return Unavailable(status, code, message, retry_after)
     if status == 409 and code == "invalid_state":
         return InvalidState(status, code, message)
     if status == 412:

@@ -94,6 +94,9 @@ class SandboxInfo(_Model):
     on_timeout: str | None = Field(None, description="What happens at the timeout: kill or hibernate.")
     on_resume: str | None = Field(None, description="Shell command run after waking from stopped or hibernated.")
     node: str | None = None
+    placement: dict[str, Any] | None = Field(
+        None, description="Why the scheduler chose this node (free-form; absent without a scheduler)."
+    )
 
 
 class ExecResult(_Model):

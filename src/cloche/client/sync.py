@@ -244,6 +244,8 @@ class Sandboxes:
         on_timeout: str | None = None,
         on_resume: str | None = None,
         snapshot: str | None = None,
+        wait_s: float | None = None,
+        region: str | None = None,
     ) -> Sandbox:
         """Create a sandbox and return its handle once it is running.
 
@@ -263,9 +265,13 @@ class Sandboxes:
             on_resume: Shell command run after each wake from hibernated or stopped
                 (processes are restarted, not restored).
             snapshot: Start from the files of this named snapshot (its id).
+            wait_s: Seconds to wait in the admission queue when the node is full (server
+                default if omitted); then :class:`Unavailable` with ``retry_after``.
+            region: The user's region, a hint to place the sandbox close to them.
 
         Raises:
             QuotaExceeded: The tenant is at its sandbox, CPU or memory quota.
+            Unavailable: No room came free within ``wait_s``.
             InvalidRequest: A parameter is out of range or the template is unknown.
         """
         call = _api.create_sandbox(
@@ -281,6 +287,8 @@ class Sandboxes:
             on_timeout=on_timeout,
             on_resume=on_resume,
             snapshot=snapshot,
+            wait_s=wait_s,
+            region=region,
         )
         return Sandbox(self._client, self._client._call(call))
 
@@ -480,6 +488,36 @@ class Sandbox(SandboxBase):
     def resume(self) -> Sandbox:
         """Thaw a paused sandbox (or start a stopped one)."""
         self._info = self._client._call(_api.resume(self.id))
+        return self
+
+    def resize(
+        self,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        pids: int | None = None,
+        allow_move: bool = False,
+    ) -> Sandbox:
+        """Change the sandbox's cpu, memory and pids limits in place, without a restart.
+
+        Only the limits given change.  A running sandbox is admitted when its node has
+        room for the difference; a stopped or hibernated one gets the new limits when it
+        next starts.  :attr:`info` shows the new ``cpu`` and ``memory_mb``.
+
+        Args:
+            cpu: CPU cores (may be fractional).
+            memory_mb: Memory limit in MiB.
+            pids: Maximum number of processes and threads.
+            allow_move: If the node has no room, move the sandbox (hibernate, then resume
+                on a node that fits) instead of failing.
+
+        Raises:
+            Conflict: The node has no room for the new limits (``insufficient_capacity``),
+                or the sandbox uses more memory than the new limit (``in_use``).
+            QuotaExceeded: The tenant's CPU or memory quota would be exceeded.
+            InvalidRequest: A limit is out of range.
+        """
+        call = _api.resize_sandbox(self.id, cpu=cpu, memory_mb=memory_mb, pids=pids, allow_move=allow_move)
+        self._info = self._client._call(call)
         return self
 
     def set_timeout(self, timeout_s: float) -> Sandbox:
