@@ -14,13 +14,15 @@ Everything lives under /run/cloche-bench (its own runc --root and cgroup parent
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
-from results import Result, env_int, latency_results, log
+from results import Result, env_int, latency_results, log, note_conditions
 
 from cloche.node import cgroups
 from cloche.node.bundle import UID_RANGE, HostBind, build_config
@@ -33,7 +35,14 @@ CGROUP_PARENT = "/cloche-bench"
 INIT_BINARY = Path(__file__).resolve().parent.parent / "src" / "cloche" / "_bin" / "cloche-init"
 TABLE_RUN = "Baseline: raw runc run (cold, /bin/true)"
 TABLE_EXEC = "Baseline: raw runc exec of true"
+TABLE_SPAWN = "Baseline: host posix_spawn of /usr/bin/true (no container)"
 OWNER = "cloche-bench-baseline"
+
+KNOBS = [
+    ("BENCH_RUNC_RUN_N", "30", "raw `runc run` samples"),
+    ("BENCH_RUNC_EXEC_N", "100", "raw `runc exec` samples"),
+    ("BENCH_SPAWN_N", "1000", "host posix_spawn of true samples"),
+]
 
 DESCRIPTIONS = {
     TABLE_RUN: (
@@ -46,6 +55,11 @@ DESCRIPTIONS = {
     TABLE_EXEC: (
         "`runc exec <id> /usr/bin/true` into a raw container running `/usr/bin/sleep 100000`, "
         "timed from posix_spawn of runc to its exit; three unmeasured warm-up execs."
+    ),
+    TABLE_SPAWN: (
+        "posix_spawn + waitpid of `/usr/bin/true` directly on the host from this Python "
+        "process: the floor under any exec (no namespaces, cgroup, seccomp or supervisor); "
+        "ten unmeasured warm-up spawns."
     ),
 }
 
@@ -71,34 +85,55 @@ def _spawn_wait(argv: list[str]) -> tuple[int, float]:
     return os.waitstatus_to_exitcode(status), elapsed
 
 
+def _path_arg(bundle: Path, param: str) -> str:
+    """Host paths build_config binds into the sandbox (the supervisor binary or the
+    package's bin dir, the per-sandbox host dir, ...): real ones, made in the bundle."""
+    path = bundle / param
+    if param.endswith("_dir"):
+        shutil.copytree(INIT_BINARY.parent, path)
+    elif "init" in param or "binary" in param:
+        shutil.copy2(INIT_BINARY, path)
+    else:
+        raise RuntimeError(f"baseline: build_config has a parameter it cannot fill: {param}")
+    os.chmod(path, 0o755)
+    return str(path)
+
+
 def _make_bundle(name: str, uid_base: int, args: list[str]) -> Path:
     bundle = ROOT / "bundles" / name
     rootfs = bundle / "rootfs"
-    for d in ("proc", "sys", "dev", "usr", "tmp", ".cloche"):
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
-    for link in ("bin", "sbin", "lib", "lib64"):
+    os.chmod(rootfs / "tmp", 0o1777)
+    binds = [HostBind("/usr", "/usr")]
+    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = Path("/") / link
         if host.is_symlink():
             os.symlink(os.readlink(host).lstrip("/"), rootfs / link)
-    (rootfs / ".cloche" / "init").touch()
-    (rootfs / "etc").mkdir(exist_ok=True)
-    os.chmod(rootfs / "tmp", 0o1777)
-    binds = [HostBind("/usr", "/usr")]
-    for link in ("bin", "sbin", "lib", "lib64"):
-        host = Path("/") / link
-        if host.is_dir() and not host.is_symlink():  # a host without merged /usr
-            (rootfs / link).mkdir(exist_ok=True)
+        elif host.is_dir():  # a host without merged /usr
             binds.append(HostBind(str(host), f"/{link}"))
-    config = build_config(
-        sandbox_id=name,
-        uid_base=uid_base,
-        limits=Limits(),
-        init_binary=str(ROOT / "cloche-init"),
-        binds=binds,
-        cgroup_path=f"{CGROUP_PARENT}/{name}",
-        swap_control=cgroups.swap_control(),
-    )
+    known: dict[str, Any] = {
+        "sandbox_id": name,
+        "uid_base": uid_base,
+        "limits": Limits(),
+        "binds": binds,
+        "cgroup_path": f"{CGROUP_PARENT}/{name}",
+        "swap_control": cgroups.swap_control(),
+    }
+    config = build_config(**{p: known[p] if p in known else _path_arg(bundle, p)
+                             for p in inspect.signature(build_config).parameters})  # fmt: skip
     config["process"]["args"] = args
+    # Every bind target must exist: the sandbox's root cannot create it in a root-owned
+    # rootfs (the runtime's templates carry these mount points too).
+    for m in config["mounts"]:
+        target = rootfs / m["destination"].lstrip("/")
+        if m["type"] != "bind" or target.exists() or target.is_symlink():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if Path(m["source"]).is_dir():
+            target.mkdir()
+        else:
+            target.touch()
     (bundle / "config.json").write_text(json.dumps(config))
     for d in (ROOT, ROOT / "bundles", bundle):
         os.chmod(d, 0o711)
@@ -123,12 +158,11 @@ def run() -> list[Result]:
     uid_base = UidAllocator.base(index)
     assert uid_base >= 1 << 24 and UID_RANGE == 65536
     results: list[Result] = []
+    note_conditions("before baseline")
     _cleanup(runc)
     try:
         ROOT.mkdir(parents=True)
         STATE.mkdir()
-        shutil.copy2(INIT_BINARY, ROOT / "cloche-init")
-        os.chmod(ROOT / "cloche-init", 0o755)
 
         # runc run, cold: a new container each time.
         bundle = _make_bundle("run", uid_base, ["/usr/bin/true"])
@@ -142,7 +176,7 @@ def run() -> list[Result]:
                 samples.append(ms)
         results += latency_results(
             "baseline.runc_run", TABLE_RUN, "runc run", samples,
-            plot="Sandbox create latency (CDF)",
+            plot="Sandbox create latency (CDF)", label="raw runc run of /bin/true",
         )  # fmt: skip
 
         # runc exec of true into a running raw container.
@@ -160,7 +194,16 @@ def run() -> list[Result]:
                 samples.append(ms)
         results += latency_results(
             "baseline.runc_exec", TABLE_EXEC, "runc exec", samples,
-            plot="Exec round trip of `true` (CDF)",
+            plot="Exec round trip of `true` (CDF)", label="raw runc exec",
+        )  # fmt: skip
+
+        # The floor: spawning `true` on the host, no container, no supervisor.
+        n_spawn = env_int("BENCH_SPAWN_N", 1000)
+        log(f"baseline: host posix_spawn of /usr/bin/true x{n_spawn}")
+        samples = [_spawn_wait(["/usr/bin/true"])[1] for _ in range(n_spawn + 10)][10:]
+        results += latency_results(
+            "baseline.spawn", TABLE_SPAWN, "host spawn of true", samples,
+            plot="Exec round trip of `true` (CDF)", label="host posix_spawn (no container)",
         )  # fmt: skip
     finally:
         _cleanup(runc)

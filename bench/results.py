@@ -84,6 +84,7 @@ def latency_results(
     goals: dict[int, Goal] | None = None,
     baselines: dict[int, str] | None = None,
     plot: str | None = None,
+    label: str | None = None,
     note: str = "",
 ) -> list[Result]:
     """One row per percentile (plus the mean); the p50 row carries the samples for plots."""
@@ -102,14 +103,12 @@ def latency_results(
                 baseline=baselines.get(p),
                 samples=list(samples_ms) if p == percentiles[0] else None,
                 plot=plot if p == percentiles[0] else None,
-                label=name,
+                label=label or name,
                 note=note if p == percentiles[0] else "",
             )
         )
-    out.append(
-        Result(key=f"{prefix}.mean", table=table, metric=f"{name} mean", unit="ms",
-               value=sum(samples_ms) / len(samples_ms))  # fmt: skip
-    )
+    mean = sum(samples_ms) / len(samples_ms)
+    out.append(Result(key=f"{prefix}.mean", table=table, metric=f"{name} mean", unit="ms", value=mean))
     return out
 
 
@@ -135,3 +134,54 @@ def stopwatch() -> Iterator[Callable[[], float]]:
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---- run conditions (is anything else loading this host?) ---------------------------
+
+OWN_NODE_KEYS: set[str] = set()  # node keys (cgroup names) of this run's NodeRuntimes
+CONDITIONS: list[tuple[str, float, int, float]] = []  # (moment, loadavg, foreign procs, idle busy %)
+
+
+def foreign_sandbox_processes() -> int:
+    """Processes in cloche sandbox cgroups that do not belong to this benchmark run."""
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    root = "/sys/fs/cgroup/cloche" if v2 else "/sys/fs/cgroup/pids/cloche"
+    count = 0
+    try:
+        keys = [k for k in os.listdir(root) if os.path.isdir(os.path.join(root, k))]
+    except OSError:
+        return 0
+    for key in keys:
+        if key in OWN_NODE_KEYS:
+            continue
+        for dirpath, _, files in os.walk(os.path.join(root, key)):
+            if "cgroup.procs" in files:
+                try:
+                    with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                        count += sum(1 for _ in f)
+                except OSError:
+                    continue
+    return count
+
+
+def _cpu_jiffies() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def idle_host_busy(seconds: float = 1.0) -> float:
+    """Host CPU busy (% of all CPUs) over `seconds` while this run does nothing: other load."""
+    busy0, total0 = _cpu_jiffies()
+    time.sleep(seconds)
+    busy1, total1 = _cpu_jiffies()
+    return 100 * (busy1 - busy0) / max(1.0, total1 - total0)
+
+
+def note_conditions(moment: str) -> None:
+    """Called between steps, when this run has nothing running."""
+    busy = idle_host_busy()
+    with open("/proc/loadavg") as f:
+        load = float(f.read().split()[0])
+    CONDITIONS.append((moment, load, foreign_sandbox_processes(), busy))
