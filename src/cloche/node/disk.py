@@ -9,9 +9,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import secrets
 import stat
 import struct
 import subprocess
+import threading
+from pathlib import Path
 
 from cloche.node import linux
 
@@ -78,3 +81,50 @@ def unmount(target: str) -> None:
         if exc.errno in (errno.EINVAL, errno.ENOENT):  # not mounted, or no mount point
             return
         linux.umount(target, detach=True)
+
+
+class DiskStock:
+    """A few blank, already-formatted images of the default size, so a cold create does
+    not wait for mkfs. Images are claimed by rename (atomic) and refilled in the
+    background; a create with another size or inode count formats its own."""
+
+    def __init__(self, root: Path, size_mb: int, inodes: int, count: int = 4) -> None:
+        self.root = root
+        self.size_mb = size_mb
+        self.inodes = inodes
+        self.count = count
+        self._lock = threading.Lock()
+        self._filling = False
+        root.mkdir(parents=True, exist_ok=True)
+        for leftover in root.glob("*.tmp"):
+            leftover.unlink()
+
+    def take(self, size_mb: int, inodes: int, dest: Path) -> bool:
+        if (size_mb, inodes) != (self.size_mb, self.inodes):
+            return False
+        with self._lock:
+            for image in sorted(self.root.glob("*.img")):
+                os.rename(image, dest)
+                break
+            else:
+                return False
+        self.refill_soon()
+        return True
+
+    def refill_soon(self) -> None:
+        with self._lock:
+            if self._filling:
+                return
+            self._filling = True
+        threading.Thread(target=self._fill, name="disk-stock", daemon=True).start()
+
+    def _fill(self) -> None:
+        try:
+            while len(list(self.root.glob("*.img"))) < self.count:
+                name = secrets.token_hex(6)
+                tmp = self.root / f"{name}.tmp"
+                create_image(str(tmp), self.size_mb, self.inodes)
+                os.rename(tmp, self.root / f"{name}.img")
+        finally:
+            with self._lock:
+                self._filling = False

@@ -117,6 +117,8 @@ class NodeRuntime:
         self.on_expire: Callable[[str], None] | None = None
         self.listeners: list[SandboxListener] = []
         self.snapshots = SnapshotStore(open_store(config.blob_url, config.data_dir / "blobs"))
+        defaults = config.pool_limits
+        self.disk_stock = disk.DiskStock(self.data / "disk-stock", defaults.disk_mb, defaults.inode_count)
         # Manifests referenced from outside the node (named snapshots); GC keeps them.
         self.pinned_manifests: Callable[[], set[str]] = set
 
@@ -124,6 +126,7 @@ class NodeRuntime:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._reconcile)
+        self.disk_stock.refill_soon()
         for rec in self.list():
             if rec.state in ("running", "paused"):
                 await self.announce_started(rec)
@@ -322,7 +325,8 @@ class NodeRuntime:
         becomes disk.img once complete, so a crash leaves the previous state intact."""
         limits = rec.spec.limits
         tmp = image.with_name("disk.img.tmp")
-        disk.create_image(str(tmp), limits.disk_mb, limits.inode_count)
+        if not self.disk_stock.take(limits.disk_mb, limits.inode_count, tmp):
+            disk.create_image(str(tmp), limits.disk_mb, limits.inode_count)
         if rec.snapshot:
             base = UidAllocator.base(rec.uid_index)
             disk.mount_image(str(tmp), str(mountpoint))
