@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib
 import json
 import os
@@ -53,10 +54,23 @@ def _cmd(*argv: str) -> str:
         return "n/a"
 
 
-def _commit() -> str:
+def code_state() -> tuple[str, str]:
+    """(HEAD, digest of uncommitted changes to src/ and supervisor/ or "")."""
     head = _cmd("git", "-C", str(REPO), "rev-parse", "--short", "HEAD")
-    dirty = _cmd("git", "-C", str(REPO), "status", "--porcelain", "--", "src", "supervisor")
-    return f"{head} (with uncommitted changes in src/)" if dirty else head
+    diff = _cmd("git", "-C", str(REPO), "diff", "HEAD", "--", "src", "supervisor")
+    untracked = _cmd("git", "-C", str(REPO), "ls-files", "--others", "--exclude-standard", "src", "supervisor")
+    dirty = diff + untracked
+    return head, hashlib.sha256(dirty.encode()).hexdigest()[:8] if dirty else ""
+
+
+def describe_code(start: tuple[str, str], end: tuple[str, str]) -> str:
+    head, dirty = start
+    text = f"{head} (plus uncommitted changes in src/)" if dirty else head
+    if end != start:
+        text += (f"; **the code changed during the run** (HEAD {end[0]} at the end"
+                 f"{', with uncommitted changes' if end[1] else ''}): modules imported after "
+                 "the change measured the new code")  # fmt: skip
+    return text
 
 
 def machine() -> list[tuple[str, str]]:
@@ -84,7 +98,6 @@ def machine() -> list[tuple[str, str]]:
         ("cgroups", cgroup),
         ("runc", _cmd("runc", "--version").splitlines()[0] if _cmd("runc", "--version") else "n/a"),
         ("Python", platform.python_version()),
-        ("cloche commit", _commit()),
     ]
 
 
@@ -332,6 +345,7 @@ def plot(results: list[Result]) -> list[Path]:
 
 
 def measure() -> tuple[dict[str, Any], list[Result]]:
+    code_at_start = code_state()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     names = [m for m in os.environ.get("BENCH_MODULES", ",".join(MODULES)).split(",") if m]
@@ -359,7 +373,7 @@ def measure() -> tuple[dict[str, Any], list[Result]]:
     run = {
         "started": started.isoformat(),
         "wall_s": time.perf_counter() - t0,
-        "machine": machine(),
+        "machine": machine() + [("cloche commit", describe_code(code_at_start, code_state()))],
         "overrides": {k: v for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")},
         "conditions": CONDITIONS,
         "descriptions": descriptions,
