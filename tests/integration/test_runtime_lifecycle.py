@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -84,3 +85,18 @@ def test_unsupported_driver_is_refused_with_its_reason(tmp_path):
         driver_for("runsc", tmp_path)
     with pytest.raises(RuntimeFailure, match="unknown runtime driver"):
         driver_for("kata", tmp_path)
+
+
+def test_close_while_the_pool_refills_leaves_nothing(tmp_path):
+    from tests.conftest import Node
+
+    n = Node(tmp_path / "data", pool_size=2)
+    run_dir = n.rt.run
+    time.sleep(0.02)  # the pool is now starting its first sandboxes
+    n.run(n.rt.close(), timeout=60)
+    for rec in n.rt.all_records():
+        n.run(n.rt.kill(rec.id))
+    n.run(n.rt.close(), timeout=60)
+    n.loop.stop()
+    assert n.rt.driver.list_ids() == []
+    assert not [line for line in open("/proc/self/mountinfo") if str(run_dir) in line]

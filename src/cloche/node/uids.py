@@ -19,19 +19,22 @@ class UidAllocator:
     def __init__(self, root: Path = Path("/run/cloche/uids")) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._next = 0  # where the next search starts: allocation stays O(1) as ranges fill
 
     @staticmethod
     def base(index: int) -> int:
         return FIRST_UID + index * RANGE
 
     def allocate(self, owner: str) -> int:
-        for index in range(MAX_INDEX):
+        for step in range(MAX_INDEX):
+            index = (self._next + step) % MAX_INDEX
             try:
                 fd = os.open(self.root / str(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
             os.write(fd, owner.encode())
             os.close(fd)
+            self._next = index + 1
             return index
         raise OSError("no free uid range on this host")
 
