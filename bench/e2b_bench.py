@@ -9,12 +9,7 @@ prints the figures. Sizes: BENCH_E2B_N round trips per client (default 300).
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +17,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from results import OWN_NODE_KEYS, Result, env_int, failed, latency_results, log, note_conditions  # noqa: E402
+from results import Result, env_int, failed, latency_results, log, note_conditions  # noqa: E402
+from server import BenchServer  # noqa: E402
 
 DATA_PARENT = Path(os.environ.get("BENCH_DATA_DIR", "/var/tmp"))
 T_RUN = 'E2B SDK: `commands.run("true")` round trip'
@@ -42,77 +38,10 @@ DESCRIPTIONS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`cloche up` on a throwaway data dir; close() leaves nothing behind."""
-
-    def __init__(self) -> None:
-        DATA_PARENT.mkdir(parents=True, exist_ok=True)
-        self.data = Path(tempfile.mkdtemp(prefix="cloche-bench-e2b-", dir=DATA_PARENT))
-        from cloche.node.runtime import node_key
-
-        OWN_NODE_KEYS.add(node_key(self.data))
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(self.data / "server.log", "wb")  # noqa: SIM115 - the child writes it
-        env = {**os.environ, "CLOCHE_RATE_PER_S": "10000000", "CLOCHE_RATE_BURST": "10000000"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cloche.cli", "up", "--data-dir", str(self.data), "--port", str(self.port),
-             "--pool-size", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-        import httpx
-
-        deadline = time.time() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("cloche up exited: " + (self.data / "server.log").read_text()[-2000:])
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("cloche up did not become healthy")
-            time.sleep(0.05)
-        self.key = (self.data / "admin-key").read_text().strip()
-
-    def close(self) -> None:
-        import asyncio
-
-        from cloche.config import INIT_BINARY
-        from cloche.node.runtime import NodeConfig, NodeRuntime
-
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-        async def wipe() -> None:
-            rt = NodeRuntime(NodeConfig(data_dir=self.data, init_binary=INIT_BINARY))
-            await rt.start()
-            for rec in rt.all_records():
-                await rt.kill(rec.id)
-            await rt.close()
-
-        try:
-            asyncio.run(wipe())
-        finally:
-            shutil.rmtree(self.data, ignore_errors=True)
-
-
 def bench_run_true(n: int) -> list[Result]:
     import cloche
 
-    server = Server()
+    server = BenchServer("e2b", pool_size=1)
     saved = {k: os.environ.get(k) for k in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")}
     os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": server.key})
     try:
