@@ -84,10 +84,13 @@ sandbox_app = typer.Typer(help="Create, inspect, run commands in and control san
 files_app = typer.Typer(help="Read, write and list files inside a sandbox.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants and their API keys (admin key required).", no_args_is_help=True)
 node_app = typer.Typer(help="Inspect worker nodes (admin key required).", no_args_is_help=True)
+template_app = typer.Typer(help="List, import and delete templates (importing needs the admin key).",
+                           no_args_is_help=True)  # fmt: skip
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(files_app, name="files")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(node_app, name="node")
+app.add_typer(template_app, name="template")
 snapshot_app = typer.Typer(help="Named snapshots of sandboxes' files.", no_args_is_help=True)
 app_app = typer.Typer(help="Deploy apps: one agent per key, created on first invocation.", no_args_is_help=True)
 agent_app = typer.Typer(help="Invoke, list and remove an app's per-key agents.", no_args_is_help=True)
@@ -1514,6 +1517,46 @@ def node_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
             pools,
         )
     out.print(table)
+
+
+@template_app.command("ls")
+def template_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List the templates sandboxes can be created from."""
+    with _client(url, api_key) as client:
+        templates = client.templates.list()
+    if as_json:
+        _print_json(templates)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("NAME", no_wrap=True)
+    table.add_column("ON BASE", no_wrap=True)
+    for t in templates:
+        table.add_row(t.name, "yes" if t.on_base else "no")
+    out.print(table)
+
+
+@template_app.command("import")
+def template_import(
+    name: Annotated[str, typer.Argument(help="Template name (lowercase letters, digits, . _ -).")],
+    archive: Annotated[Path, typer.Argument(help="A rootfs tarball (.tar, .tar.gz, .tar.xz).", exists=True,
+                                            dir_okay=False)],  # fmt: skip
+    on_base: Annotated[bool, typer.Option("--on-base", help="Lay the files over the base template.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Import a rootfs tarball as a template (admin key)."""
+    with _client(url, api_key) as client, archive.open("rb") as f:
+        info = client.templates.import_tar(name, f, on_base=on_base)
+    out.print(info.name, highlight=False)
+
+
+@template_app.command("rm")
+def template_rm(name: Annotated[str, typer.Argument(help="Template name.")], url: UrlOpt = None,
+                api_key: KeyOpt = None) -> None:  # fmt: skip
+    """Delete a template (refused while sandboxes use it)."""
+    with _client(url, api_key) as client:
+        client.templates.delete(name)
+    err.print(f"deleted template {name}", highlight=False)
 
 
 # --- interactive shell -------------------------------------------------------------------

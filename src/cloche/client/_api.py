@@ -38,6 +38,7 @@ from .models import (
     SandboxInfo,
     SnapshotInfo,
     StateValue,
+    TemplateInfo,
     Tenant,
     WriteResult,
 )
@@ -852,6 +853,23 @@ def create_key(tenant_id: str) -> Call[ApiKey]:
 def revoke_key(tenant_id: str, key_id: str) -> Call[None]:
     """``DELETE /v1/tenants/{id}/keys/{key_id}`` (admin)."""
     return Call("DELETE", f"/v1/tenants/{quote(tenant_id, safe='')}/keys/{quote(key_id, safe='')}", _none)
+
+
+def list_templates() -> Call[list[TemplateInfo]]:
+    """``GET /v1/templates``."""
+    return Call("GET", "/v1/templates", _items(TemplateInfo))
+
+
+def import_template(name: str, archive: Body, on_base: bool = False) -> Call[TemplateInfo]:
+    """``PUT /v1/templates/{name}`` (admin): a rootfs tarball, optionally over `base`."""
+    return Call("PUT", f"/v1/templates/{quote(name, safe='')}", _json(TemplateInfo),
+                params={"on_base": "true"} if on_base else None, content=archive,
+                content_type="application/x-tar", read_timeout=TRANSFER_TIMEOUT)  # fmt: skip
+
+
+def delete_template(name: str) -> Call[None]:
+    """``DELETE /v1/templates/{name}`` (admin)."""
+    return Call("DELETE", f"/v1/templates/{quote(name, safe='')}", _none)
 
 
 def list_nodes() -> Call[list[NodeInfo]]:

@@ -54,6 +54,7 @@ from .models import (
     SandboxInfo,
     SnapshotInfo,
     StateValue,
+    TemplateInfo,
     Tenant,
     WriteResult,
 )
@@ -131,6 +132,7 @@ class AsyncClient(BaseClient):
         self.apps = AsyncApps(self)
         self.tenants = AsyncTenants(self)
         self.nodes = AsyncNodes(self)
+        self.templates = AsyncTemplates(self)
 
     def agents(self, app: str) -> AsyncAgents:
         """The agents of ``app``: ``await client.agents("memo")["alice"].invoke(json=...)``."""
@@ -511,6 +513,25 @@ class AsyncTenants:
     async def revoke_key(self, tenant_id: str, key_id: str) -> None:
         """Revoke one of the tenant's API keys."""
         await self._client._call(_api.revoke_key(tenant_id, key_id))
+
+
+class AsyncTemplates:
+    """``client.templates``: the root filesystems sandboxes are built on."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self) -> list[TemplateInfo]:
+        """Every template (``base`` included)."""
+        return await self._client._call(_api.list_templates())
+
+    async def import_tar(self, name: str, archive: bytes | IO[bytes], on_base: bool = False) -> TemplateInfo:
+        """Import a rootfs tarball as template ``name`` (admin key); see the sync client."""
+        return await self._client._call(_api.import_template(name, archive, on_base))
+
+    async def delete(self, name: str) -> None:
+        """Delete a template; refused (Conflict) while sandboxes use it."""
+        await self._client._call(_api.delete_template(name))
 
 
 class AsyncNodes:

@@ -232,6 +232,13 @@ class PoolInfo(_Model):
     size: int = 0
 
 
+class TemplateInfo(_Model):
+    """A template sandboxes can be created from."""
+
+    name: str
+    on_base: bool = False
+
+
 class NodeInfo(_Model):
     """A worker node, its capacity and what is allocated on it."""
 

@@ -50,6 +50,7 @@ from .models import (
     SandboxInfo,
     SnapshotInfo,
     StateValue,
+    TemplateInfo,
     Tenant,
     WriteResult,
 )
@@ -127,6 +128,7 @@ class Client(BaseClient):
         self.apps = Apps(self)
         self.tenants = Tenants(self)
         self.nodes = Nodes(self)
+        self.templates = Templates(self)
 
     def agents(self, app: str) -> Agents:
         """The agents of ``app``: ``client.agents("memo")["alice"].invoke(json=...)``."""
@@ -621,6 +623,26 @@ class Tenants:
     def revoke_key(self, tenant_id: str, key_id: str) -> None:
         """Revoke one of the tenant's API keys; it stops working immediately."""
         self._client._call(_api.revoke_key(tenant_id, key_id))
+
+
+class Templates:
+    """``client.templates``: the root filesystems sandboxes are built on."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self) -> list[TemplateInfo]:
+        """Every template (``base`` included)."""
+        return self._client._call(_api.list_templates())
+
+    def import_tar(self, name: str, archive: bytes | IO[bytes], on_base: bool = False) -> TemplateInfo:
+        """Import a rootfs tarball as template ``name`` (admin key). With ``on_base`` the
+        files are laid over ``base`` (the host's /usr, read-only), e.g. an agent's code."""
+        return self._client._call(_api.import_template(name, archive, on_base))
+
+    def delete(self, name: str) -> None:
+        """Delete a template; refused (Conflict) while sandboxes use it."""
+        self._client._call(_api.delete_template(name))
 
 
 class Nodes:

@@ -171,6 +171,8 @@ class AgentService:
         row = self.store.agent(tenant.id, app.name, key)
         if row is not None:
             try:
+                if self.sandboxes.get(tenant, row.sandbox_id).record.state in ("stopped", "hibernated"):
+                    await self._forget_process(row.sandbox_id)  # its server is gone with its processes
                 await self.sandboxes.running(tenant, row.sandbox_id)
             except ApiError:
                 self.store.delete_agent(tenant.id, app.name, key)
@@ -239,6 +241,9 @@ class AgentService:
 
     async def _ensure_server(self, sandbox_id: str, app: AppRow) -> Path:
         sock = self._socket(sandbox_id)
+        proc = self._procs.get(sandbox_id)
+        if proc is not None and proc.exit_code is None and sandbox_id in self._clients:
+            return sock  # started by us, alive, and answered before: skip the probe connection
         if await self._listening(sock):
             return sock
         await self._stop_server(sandbox_id)

@@ -28,7 +28,6 @@ from cloche.e2b.users import User, name_from, resolve
 from cloche.node.errors import RuntimeFailure
 from cloche.node.protocol import ExecRequest
 from cloche.node.supervisor import ExecSession
-from cloche.server.limits import BodyTooLarge
 
 log = logging.getLogger("cloche.e2b")
 OUTPUT_CAP = 1 << 40
@@ -420,10 +419,6 @@ async def stream_input(request: Request) -> Response:
         return connect.stream_error(exc)
     except (TypeError, ValueError, AttributeError) as exc:
         return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
-    except BodyTooLarge:
-        limit = request.app.state.ctx.settings.max_json_bytes
-        message = f"an input stream may carry at most {limit} bytes (CLOCHE_MAX_JSON_BYTES); use several streams"
-        return connect.stream_error(ConnectError("resource_exhausted", message))
     return Response(connect.envelope({}) + connect.end_stream(), media_type=connect.STREAM_TYPE)
 
 

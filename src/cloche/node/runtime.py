@@ -592,6 +592,16 @@ class NodeRuntime:
         elif idle.pause_after_s and quiet >= idle.pause_after_s and rec.state == "running":
             await self.pause(rec.id)
 
+    def delete_template(self, name: str) -> None:
+        """Delete an imported template; refused while any sandbox is built on it (its
+        files are the lower layer of those sandboxes)."""
+        users = [r.id for r in self._sandboxes.values() if r.spec.template == name]
+        if users:
+            raise InvalidState(f"template {name!r} is used by {len(users)} sandbox(es), e.g. {users[0]}")
+        if name == "base":
+            raise InvalidState("the built-in template 'base' cannot be deleted")
+        self.templates.delete(name)
+
     # ---- exec --------------------------------------------------------------------------
 
     def prepare_exec(self, sandbox_id: str, request: ExecRequest) -> tuple[str, ExecRequest]:

@@ -16,6 +16,7 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from cloche.node.bundle import HostBind
 from cloche.node.errors import InvalidSpec, TemplateNotFound
@@ -133,13 +134,28 @@ class TemplateStore:
         shutil.copytree(source, staging / "rootfs", symlinks=True)
         return self._commit(name, staging, [])
 
-    def import_tar(self, name: str, tarball: str) -> Template:
+    def import_tar(self, name: str, tarball: str | IO[bytes], on_base: bool = False) -> Template:
         """Import a rootfs tarball (trusted operator input, extracted with tarfile's `tar`
-        filter: no absolute names, no escapes, no device nodes)."""
+        filter: no absolute names, no escapes, no device nodes). With `on_base` the files
+        are laid over the `base` template (the host's /usr, read-only, and its /etc), so a
+        template can be "base plus my agent's code"."""
+        if name == "base":
+            raise InvalidSpec("the name 'base' is reserved for the built-in template")
+        self._dir(name)
         staging = self._staging(name)
-        with tarfile.open(tarball) as tar:
-            tar.extractall(staging / "rootfs", filter="tar")
-        return self._commit(name, staging, [])
+        binds: list[HostBind] = []
+        if on_base:
+            base = self.get("base")
+            shutil.rmtree(staging / "rootfs")
+            shutil.copytree(base.rootfs, staging / "rootfs", symlinks=True)
+            binds = list(base.binds)
+        try:
+            with tarfile.open(tarball) if isinstance(tarball, str) else tarfile.open(fileobj=tarball) as tar:
+                tar.extractall(staging / "rootfs", filter="tar")
+        except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise InvalidSpec(f"template archive could not be imported: {exc}") from exc
+        return self._commit(name, staging, binds)
 
     def delete(self, name: str) -> None:
         d = self._dir(name)

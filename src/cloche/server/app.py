@@ -21,8 +21,8 @@ from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors
 from cloche.server.context import Context
-from cloche.server.limits import BodyLimit, BodyTooLarge
-from cloche.server.routes import apps, files, health, nodes, sandboxes, snapshots, tenants
+from cloche.server.limits import BodyLimit
+from cloche.server.routes import apps, files, health, nodes, sandboxes, snapshots, templates, tenants
 from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import state as state_routes
 from cloche.state.service import StateService
@@ -85,15 +85,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_: Request, __: BodyTooLarge) -> JSONResponse:
-        return errors.error_response(413, "too_large", "request body is too large")
-
     @app.exception_handler(RecursionError)
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
         return errors.error_response(400, "invalid_request", "JSON is nested too deeply")
 
-    for module in (health, tenants, sandboxes, snapshots, exec_routes, files, nodes, state_routes, apps):
+    for module in (health, tenants, templates, sandboxes, snapshots, exec_routes, files, nodes, state_routes, apps):
         app.include_router(module.router)
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(state_routes.StateFastPath)

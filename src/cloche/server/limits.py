@@ -12,17 +12,13 @@ from cloche.config import Settings
 from cloche.server.errors import error_body
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
 
     def _limit(self, path: str) -> int:
-        if path.endswith("/archive"):
+        if path.endswith("/archive") or path.startswith("/v1/templates/"):
             return self.settings.max_archive_bytes
         if path.endswith("/files") or "/invoke" in path or path.startswith("/process.Process/"):
             return self.settings.max_file_bytes
@@ -39,27 +35,33 @@ class BodyLimit:
                 return
         seen = 0
         started = False
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Past the limit we answer 413 ourselves, then tell the app the client left,
+            # so it stops reading whatever it was doing (its own answer is dropped).
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge()
+                    if not started:
+                        await _reject(send, limit)
+                    rejected = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await _reject(send, limit)
+        await self.app(scope, limited_receive, tracking_send)
 
 
 async def _reject(send: Send, limit: int) -> None:
