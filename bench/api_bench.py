@@ -140,7 +140,7 @@ async def _create_many(url: str, headers: dict[str, str], n: int) -> list[str]:
 
         async def one() -> str:
             async with sem:
-                r = await ac.post("/v1/sandboxes", json={"disk_mb": 32, "memory_mb": 64})
+                r = await ac.post("/v1/sandboxes", json={"disk_mb": 32, "memory_mb": 32, "cpu": 0.05})
                 r.raise_for_status()
                 return r.json()["id"]
 

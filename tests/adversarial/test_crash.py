@@ -89,7 +89,8 @@ def _node_leftovers(key: str) -> list[str]:
 
 
 def test_kill_9_under_mixed_load_loses_nothing_acknowledged(tmp_path):
-    server = Server(tmp_path / "data", pool_size=1)
+    server = Server(tmp_path / "data", pool_size=1,
+                    env={"CLOCHE_RATE_PER_S": "100000", "CLOCHE_RATE_BURST": "100000"})  # fmt: skip
     server.start()
     rng = random.Random(2026)
     _, key = server.tenant(max_sandboxes=1000)

@@ -73,6 +73,8 @@ class OciDriver:
 
     def statuses(self) -> dict[str, str]:
         """Every container in this state root and its status, in one call."""
+        if not self.state_root.exists():
+            return {}  # (runc would create its root just to list nothing)
         proc = self._call("list", "--format", "json", check=False)
         if proc.returncode != 0 or not proc.stdout.strip() or proc.stdout.strip() == "null":
             return {}
@@ -97,6 +99,8 @@ class OciDriver:
 
     def delete(self, container_id: str) -> None:
         """Kill every process of the container and remove its state and cgroup."""
+        if not (self.state_root / container_id).exists():
+            return  # no such container (runc would also recreate a removed state root)
         proc = self._call("delete", "--force", container_id, check=False)
         if proc.returncode != 0 and "does not exist" not in proc.stderr:
             raise RuntimeFailure(f"{self.binary_name} delete failed: {proc.stderr.strip()}")
