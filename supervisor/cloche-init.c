@@ -331,8 +331,10 @@ static void handle_exec(unsigned char *payload, uint32_t len) {
     if (read_all(errpipe[0], report, sizeof report) == 0) {
         char msg[512];
         const char *what = report[1] == 0 ? "chdir" : report[1] == 1 ? "setuid" : "exec";
-        int n = snprintf(msg, sizeof msg, "cloche: %s %s: %s\n", what,
+        int n = snprintf(msg, sizeof msg, "cloche: %s %.300s: %s\n", what,
                          report[1] == 0 ? cwd : argv[0], strerror(report[0]));
+        if (n < 0) n = 0;
+        if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1; /* never send past the buffer */
         waitpid(pid, NULL, 0);
         send_frame('E', msg, (uint32_t)n);
         send_exit(report[0] == ENOENT ? 127 : 126, 0, 0, 0);

@@ -62,7 +62,10 @@ class OciDriver:
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
-            early = log.with_suffix(".err").read_text(errors="replace").strip()[-500:]
+            try:
+                early = log.with_suffix(".err").read_text(errors="replace").strip()[-500:]
+            except OSError:
+                early = ""
             raise RuntimeFailure(f"{self.binary_name} run failed ({code}): {_last_error(log)} {early}".strip())
 
     def state(self, container_id: str) -> dict[str, Any] | None:

@@ -565,8 +565,8 @@ class NodeRuntime:
         while True:
             await asyncio.sleep(1.0)
             for rec in list(self._sandboxes.values()):
-                if rec.pooled:
-                    continue
+                if rec.pooled or rec.state == "creating":
+                    continue  # a create in flight is finished first; its timeout applies after
                 try:
                     await self._apply_policy(rec, time.time())
                 except SandboxNotFound:
