@@ -17,8 +17,6 @@ from cloche.node.spec import Limits
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "cloche"
 CPU_PERIOD_US = 100_000
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "devices", "blkio", "cpuset")
-
 
 @dataclass(frozen=True)
 class Usage:
@@ -79,7 +77,7 @@ class CgroupV1:
         )
 
     def paths(self) -> list[Path]:
-        return [self._dir(c) for c in V1_CONTROLLERS] + [ROOT / "unified" / self.rel]
+        return [root / self.rel for root in hierarchies()]
 
 
 class CgroupV2:
@@ -130,29 +128,28 @@ def node_parent(node_key: str) -> str:
     return f"/{PARENT}/{node_key}"
 
 
+def hierarchies() -> list[Path]:
+    """Every mounted cgroup hierarchy: the unified root on v2; on v1 each controller's,
+    the named ones (runc also makes its cgroup in name=systemd) and the hybrid v2 mount."""
+    if is_v2():
+        return [ROOT]
+    return sorted(p for p in ROOT.iterdir() if p.is_dir() and not p.is_symlink() and os.path.ismount(p))
+
+
 def leftovers(parent: str = f"/{PARENT}") -> list[Path]:
-    """Sandbox cgroups that still exist below `parent`, in any hierarchy."""
-    roots = [ROOT] if is_v2() else [ROOT / c for c in V1_CONTROLLERS] + [ROOT / "unified"]
+    """Every cgroup directory at or below `parent`, in any hierarchy (deepest first)."""
     found = []
-    for root in roots:
+    for root in hierarchies():
         base = root / parent.strip("/")
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, _ in os.walk(base):
-            if not dirnames and Path(dirpath) != base:
-                found.append(Path(dirpath))
+        if base.is_dir():
+            found += sorted((Path(d) for d, _, _ in os.walk(base)), key=lambda p: -len(str(p)))
     return found
 
 
 def remove_tree(parent: str) -> None:
-    """rmdir every empty cgroup below and including `parent` (deepest first)."""
-    roots = [ROOT] if is_v2() else [ROOT / c for c in V1_CONTROLLERS] + [ROOT / "unified"]
-    for root in roots:
-        base = root / parent.strip("/")
-        if not base.is_dir():
-            continue
-        for dirpath, _, _ in sorted(os.walk(base), key=lambda w: -len(w[0])):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
+    """rmdir every empty cgroup at or below `parent` (deepest first); busy ones stay."""
+    for path in leftovers(parent):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass

@@ -146,7 +146,7 @@ class NodeRuntime:
         """With no live sandbox left, the node's runtime directory goes too."""
         self.driver.delete_all()
         shutil.rmtree(self.run, ignore_errors=True)
-        cgroups.remove_tree(self.cgroup_parent)
+        cgroups.remove_tree(f"/{cgroups.PARENT}")  # ours, and the shared parent once empty
 
     def _reconcile(self) -> None:
         self.templates.get("base")  # built once, before the first create needs it
