@@ -13,8 +13,6 @@ from typing import Any
 
 from cloche.node.spec import SandboxSpec
 
-STATES = ("creating", "running", "paused", "stopped", "hibernated")
-
 
 @dataclass
 class SandboxRecord:
