@@ -27,6 +27,7 @@ class SandboxRecord:
     pooled: bool = False
     snapshot: str | None = None  # manifest of the last hibernate (or the one it was made from)
     last_hibernate: dict[str, int] | None = None  # write statistics of the last hibernate
+    net: dict[str, Any] | None = None  # index, address and gateway while its network is attached
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -41,11 +41,13 @@ class OciDriver:
             raise RuntimeFailure(f"{self.binary_name} {args[0]} failed: {proc.stderr.strip()}")
         return proc
 
-    def run(self, container_id: str, bundle: Path, listen_fd: int, log: Path) -> None:
-        """Start the container detached, handing it `listen_fd` as its fd 3. runc's own
-        early errors (before its log is set up) land in runc.err beside the log."""
-        argv = self._base() + ["--log", str(log), "--log-format", "json", "run", "--detach",
-                               "--preserve-fds", "1", "--bundle", str(bundle), container_id]  # fmt: skip
+    def run(self, container_id: str, bundle: Path, listen_fd: int, log: Path) -> int:
+        """Start the container detached, handing it `listen_fd` as its fd 3; returns the
+        pid of its init. runc's own early errors (before its log is set up) land in
+        runc.err beside the log."""
+        pid_file = bundle / "pid"
+        argv = self._base() + ["--log", str(log), "--log-format", "json", "run", "--detach", "--pid-file",
+                               str(pid_file), "--preserve-fds", "1", "--bundle", str(bundle), container_id]  # fmt: skip
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         errors = os.open(log.with_suffix(".err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -67,6 +69,7 @@ class OciDriver:
             except OSError:
                 early = ""
             raise RuntimeFailure(f"{self.binary_name} run failed ({code}): {_last_error(log)} {early}".strip())
+        return int(pid_file.read_text())
 
     def state(self, container_id: str) -> dict[str, Any] | None:
         proc = self._call("state", container_id, check=False)
@@ -107,7 +110,6 @@ class OciDriver:
         proc = self._call("delete", "--force", container_id, check=False)
         if proc.returncode != 0 and "does not exist" not in proc.stderr:
             raise RuntimeFailure(f"{self.binary_name} delete failed: {proc.stderr.strip()}")
-
 
     def delete_all(self) -> None:
         for container_id in self.list_ids():

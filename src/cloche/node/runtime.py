@@ -22,14 +22,17 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from cloche.node import cgroups, disk, idmap, linux, supervisor
-from cloche.node.bundle import UID_RANGE, build_config
+from cloche.node.bundle import UID_RANGE, HostBind, build_config
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.files import SandboxFS
+from cloche.node.net.firewall import Counters
+from cloche.node.net.node import NetConfig, NodeNetwork
+from cloche.node.net.policy import NetworkPolicy
 from cloche.node.pool import WarmPool
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import RecordStore, SandboxRecord
@@ -68,6 +71,7 @@ class NodeConfig:
     pool_limits: Limits = Limits()
     run_root: Path = Path("/run/cloche")
     blob_url: str = "local"  # local (DATA/blobs), file:///dir or s3://bucket/prefix?endpoint=...
+    network: NetConfig | None = field(default_factory=NetConfig)  # None: loopback-only sandboxes, no veth
 
 
 def new_id() -> str:
@@ -113,6 +117,7 @@ class NodeRuntime:
         self._sandboxes: dict[str, SandboxRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size)
+        self.network = NodeNetwork(self.key, config.network, config.run_root) if config.network else None
         self._reaper: asyncio.Task[None] | None = None
         self.on_expire: Callable[[str], None] | None = None
         self.listeners: list[SandboxListener] = []
@@ -125,6 +130,8 @@ class NodeRuntime:
     # ---- startup and shutdown -------------------------------------------------------
 
     async def start(self) -> None:
+        if self.network:
+            await self.network.start()
         await asyncio.to_thread(self._reconcile)
         self.disk_stock.refill_soon()
         for rec in self.list():
@@ -139,8 +146,12 @@ class NodeRuntime:
         if self._reaper:
             self._reaper.cancel()
         await self.pool.close()
-        if not any(r.state in ("running", "paused") for r in self._sandboxes.values()):
+        idle = not any(r.state in ("running", "paused") for r in self._sandboxes.values())
+        if idle:
             await asyncio.to_thread(self._remove_run_dir)
+        if self.network:
+            # With sandboxes still running, their policies stay in force while the node is down.
+            await self.network.close(remove_table=idle)
 
     def _remove_run_dir(self) -> None:
         """With no live sandbox left, the node's runtime directory goes too."""
@@ -160,14 +171,14 @@ class NodeRuntime:
                 continue
             self.uids.claim(rec.uid_index, self.key)
             status = statuses.get(rec.id)
-            if rec.state in ("running", "paused") and status in ("running", "paused"):
+            if rec.state in ("running", "paused") and status in ("running", "paused") and self._adopt_network(rec):
                 rec.state = status
                 log.info("adopted sandbox %s (%s)", rec.id, status)
-            elif rec.state == "hibernated":
-                self._teardown(rec.id)
             else:
                 self._teardown(rec.id)
-                rec.state = "stopped"
+                rec.net = None
+                if rec.state != "hibernated":
+                    rec.state = "stopped"
             self.records.save(rec)
             self._sandboxes[rec.id] = rec
         for d in self.records.orphan_dirs():
@@ -180,6 +191,18 @@ class NodeRuntime:
             if d.is_dir() and d.name.startswith("sb_") and d.name not in self._sandboxes:
                 self._teardown(d.name)
         cgroups.remove_tree(self.cgroup_parent)
+        if self.network:
+            for ifname in self.network.reap_unknown({r.id for r in self._sandboxes.values() if r.net}):
+                log.info("removed leftover link %s", ifname)
+
+    def _adopt_network(self, rec: SandboxRecord) -> bool:
+        """A surviving container keeps its link; without it, it is not adopted."""
+        if self.network is None or rec.net is None:
+            return self.network is None
+        if self.network.adopt(rec.id, rec.net, rec.spec.network):
+            return True
+        log.warning("sandbox %s lost its network link; restarting it", rec.id)
+        return False
 
     def host_dir(self, sandbox_id: str) -> Path:
         return self.run / sandbox_id / "host"
@@ -269,6 +292,8 @@ class NodeRuntime:
         """Turn a pooled sandbox into the caller's: its limits and env become `spec`'s."""
         if spec.limits != rec.spec.limits:
             cgroups.manager(self._cgroup(rec.id)).set_limits(spec.limits)
+        if self.network:
+            self.network.apply(rec.id, spec.network)
         rec.spec = spec
         rec.pooled = False
         now = time.time()
@@ -301,13 +326,17 @@ class NodeRuntime:
         idmap.bind_shifted(str(self.init_path), template.rootfs, str(rdir / "lower"), base, UID_RANGE)
         linux.mount("overlay", str(rdir / "rootfs"), "overlay", OVERLAY_FLAGS,
                     f"lowerdir={rdir / 'lower'},upperdir={upper},workdir={work}")  # fmt: skip
+        binds = list(template.binds)
+        if self.network:
+            rec.net = self.network.prepare(rec.id, rdir).to_json()
+            binds.append(HostBind(str(rdir / "resolv.conf"), "/etc/resolv.conf"))
         config = build_config(
             sandbox_id=rec.id,
             uid_base=base,
             limits=limits,
             bin_dir=str(self.bin_dir),
             host_dir=str(rdir / "host"),
-            binds=list(template.binds),
+            binds=binds,
             cgroup_path=self._cgroup(rec.id),
             swap_control=self._swap,
         )
@@ -320,9 +349,11 @@ class NodeRuntime:
             listener.bind(str(sock_path))
             os.chmod(sock_path, 0o600)
             listener.listen(128)
-            self.driver.run(rec.id, rdir, listener.fileno(), rdir / "runc.log")
+            pid = self.driver.run(rec.id, rdir, listener.fileno(), rdir / "runc.log")
         finally:
             listener.close()
+        if self.network:
+            self.network.attach(rec.id, pid, None if rec.pooled else rec.spec.network)
 
     def _make_disk(self, rec: SandboxRecord, image: Path, mountpoint: Path) -> None:
         """A fresh disk image, filled from the record's snapshot when it has one. It only
@@ -346,8 +377,13 @@ class NodeRuntime:
         os.rename(tmp, image)
 
     def _teardown(self, sandbox_id: str) -> None:
-        """Remove the runtime half of a sandbox (container, mounts, bundle); keep its disk."""
+        """Remove the runtime half of a sandbox (container, network, mounts, bundle); keep its disk."""
         self.driver.delete(sandbox_id)
+        if self.network:
+            self.network.detach(sandbox_id)
+        rec = self._sandboxes.get(sandbox_id)
+        if rec is not None:
+            rec.net = None
         rdir = self.run / sandbox_id
         # Unmount by trying (not-mounted answers EINVAL): scanning the host's mount table
         # costs tens of ms once a node runs a thousand sandboxes.
@@ -531,6 +567,23 @@ class NodeRuntime:
             elif rec.state != "running":
                 raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; it cannot be resumed")
             return rec
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxRecord:
+        """Replace the sandbox's network policy atomically. A running or paused sandbox
+        gets it at once, and its open connections the new policy denies are cut; a
+        sleeping one gets it when it wakes."""
+        async with self._lock(sandbox_id):
+            rec = self.get(sandbox_id)
+            if self.network is None:
+                raise InvalidState("networking is off on this node")
+            if rec.state in ("running", "paused"):
+                await asyncio.to_thread(self.network.apply, sandbox_id, policy, cut=True)
+            rec.spec = replace(rec.spec, network=policy)
+            await asyncio.to_thread(self.records.save, rec)
+            return rec
+
+    def network_counters(self) -> dict[str, Counters]:
+        return self.network.counters() if self.network else {}
 
     async def set_timeout(self, sandbox_id: str, timeout_s: float | None) -> SandboxRecord:
         rec = self.get(sandbox_id)

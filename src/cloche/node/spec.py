@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cloche.node.errors import InvalidSpec
+from cloche.node.net.policy import NetworkPolicy
 
 MIN_CPU = 0.05  # below this even runc's own setup crawls
 MAX_CPU = 64.0
@@ -71,6 +72,7 @@ class SandboxSpec:
     timeout_s: float | None = None
     idle: IdlePolicy = field(default_factory=IdlePolicy)
     on_resume: str | None = None  # shell command run after waking from stopped/hibernated
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)  # the runtime's default: loopback only
 
     def validate(self) -> None:
         self.limits.validate()
@@ -84,7 +86,9 @@ class SandboxSpec:
             raise InvalidSpec("on_resume must be a non-empty shell command")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["network"] = self.network.to_json()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxSpec:
@@ -95,4 +99,5 @@ class SandboxSpec:
             timeout_s=data.get("timeout_s"),
             idle=IdlePolicy(**data.get("idle", {})),
             on_resume=data.get("on_resume"),
+            network=NetworkPolicy.from_json(data.get("network", "none")),
         )

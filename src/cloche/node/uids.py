@@ -1,8 +1,9 @@
-"""Host-wide allocation of per-sandbox uid ranges.
+"""Host-wide allocation of per-sandbox indices: uid ranges, and network addresses.
 
 Each sandbox gets its own 65536-uid range, so a process that escaped one sandbox owns
-nothing of another. Ranges are claimed with O_EXCL marker files under /run/cloche/uids,
-which every cloche node on the host shares, so two nodes never hand out the same range.
+nothing of another, and its own /31 of the node's address pool. Indices are claimed
+with O_EXCL marker files under /run/cloche (holding the owning node's key), which every
+cloche node on the host shares, so two nodes never hand out the same one.
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ RANGE = 65536
 MAX_INDEX = (2**32 - FIRST_UID) // RANGE - 1
 
 
-class UidAllocator:
-    def __init__(self, root: Path = Path("/run/cloche/uids")) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self._next = 0  # where the next search starts: allocation stays O(1) as ranges fill
+class HostClaims:
+    """Indices 0..size-1 claimed host-wide, one marker file each."""
 
-    @staticmethod
-    def base(index: int) -> int:
-        return FIRST_UID + index * RANGE
+    def __init__(self, root: Path, size: int, what: str) -> None:
+        self.root = root
+        self.size = size
+        self.what = what
+        root.mkdir(parents=True, exist_ok=True)
+        self._next = 0  # where the next search starts: allocation stays O(1) as indices fill
 
     def allocate(self, owner: str) -> int:
-        for step in range(MAX_INDEX):
-            index = (self._next + step) % MAX_INDEX
+        for step in range(self.size):
+            index = (self._next + step) % self.size
             try:
                 fd = os.open(self.root / str(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -36,10 +37,10 @@ class UidAllocator:
             os.close(fd)
             self._next = index + 1
             return index
-        raise OSError("no free uid range on this host")
+        raise OSError(f"no free {self.what} on this host")
 
     def claim(self, index: int, owner: str) -> None:
-        """Re-take a range recorded by a sandbox that survived a restart."""
+        """Re-take an index recorded by a sandbox that survived a restart."""
         (self.root / str(index)).write_text(owner)
 
     def release(self, index: int) -> None:
@@ -47,3 +48,23 @@ class UidAllocator:
             os.unlink(self.root / str(index))
         except FileNotFoundError:
             pass
+
+    def owned_by(self, owner: str) -> list[int]:
+        """Indices whose marker names `owner` (what a crashed node left claimed)."""
+        found = []
+        for path in self.root.iterdir():
+            try:
+                if path.read_text() == owner:
+                    found.append(int(path.name))
+            except (OSError, ValueError):
+                continue
+        return found
+
+
+class UidAllocator(HostClaims):
+    def __init__(self, root: Path = Path("/run/cloche/uids")) -> None:
+        super().__init__(root, MAX_INDEX, "uid range")
+
+    @staticmethod
+    def base(index: int) -> int:
+        return FIRST_UID + index * RANGE

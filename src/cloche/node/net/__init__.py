@@ -1,0 +1,1 @@
+"""Sandbox networking: addresses, veth links, the nftables firewall and the DNS resolver."""

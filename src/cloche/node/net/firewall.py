@@ -1,0 +1,263 @@
+"""The node's egress firewall: one nftables table per node, owned by cloche.
+
+Packets from a sandbox enter through the host side of its veth, outside anything its
+root controls. The base chains do the same few lookups for every packet whatever the
+number of sandboxes (a set of our interfaces, the interface-to-address bindings that
+stop spoofing, the always-denied ranges) and then jump, through a verdict map keyed by
+the sandbox's address, to that sandbox's own chain holding only its own rules. So the
+cost per packet does not grow with the number of sandboxes.
+
+Every change is one libnftables batch: a policy is replaced atomically, and a failed
+change leaves the old one in force.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from cloche.node.net.nft import Nft, NftError
+from cloche.node.net.policy import NetworkPolicy, Rule
+
+# Never reachable from a sandbox, whatever its policy says.
+ALWAYS_DENIED = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32"]
+# Private ranges (RFC 1918 and the RFC 6598 shared space): denied unless the operator opens one.
+PRIVATE = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"]
+
+
+@dataclass(frozen=True)
+class FirewallConfig:
+    table: str  # cloche_<node key>
+    pool: str  # the sandboxes' address pool (CIDR)
+    uplink: str  # the only interface sandbox traffic may leave by
+    resolver_port: int
+    node_addresses: tuple[str, ...] = ()
+    open_ranges: tuple[str, ...] = ()  # private ranges the operator opened
+    default_max_connections: int = 1024
+
+
+@dataclass(frozen=True)
+class Counters:
+    bytes_out: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    packets_in: int = 0
+    denied: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"bytes_out": self.bytes_out, "packets_out": self.packets_out, "bytes_in": self.bytes_in,
+                "packets_in": self.packets_in, "denied_connections": self.denied}  # fmt: skip
+
+
+def _elements(items: list[str] | tuple[str, ...]) -> str:
+    return f"elements = {{ {', '.join(items)} }}; " if items else ""
+
+
+class Firewall:
+    """The node's table: build it, and add, police and remove sandboxes in it."""
+
+    def __init__(self, nft: Nft, config: FirewallConfig) -> None:
+        self.nft = nft
+        self.config = config
+        self.t = f"inet {config.table}"
+        self._generation: dict[int, int] = {}  # net index -> generation of its host-rule sets
+        self._host_sets: dict[int, list[str]] = {}
+        self._egress: set[int] = set()  # indices with an element in the egress map
+
+    # ---- the table ---------------------------------------------------------------------
+
+    def build(self) -> None:
+        """(Re)create the node's table from nothing, in one transaction."""
+        c = self.config
+        hard = ALWAYS_DENIED + [c.pool] + [f"{a}/32" for a in c.node_addresses]
+        exists = any(fam == "inet" and name == c.table for fam, name in self.nft.tables())
+        uplink = c.uplink or "cloche-no-uplink"
+        self.nft.run(
+            (f"delete table {self.t}\n" if exists else "")
+            + f"""table {self.t} {{
+  set ifaces {{ type ifname; }}
+  set bindings {{ type ifname . ipv4_addr; }}
+  set hard_deny {{ type ipv4_addr; flags interval; auto-merge; {_elements(hard)}}}
+  set private {{ type ipv4_addr; flags interval; auto-merge; {_elements(PRIVATE)}}}
+  set opened {{ type ipv4_addr; flags interval; auto-merge; {_elements(list(c.open_ranges))}}}
+  map egress {{ type ipv4_addr : verdict; }}
+  map cnt_out {{ type ipv4_addr : counter; }}
+  map cnt_in {{ type ipv4_addr : counter; }}
+  map cnt_deny {{ type ipv4_addr : counter; }}
+  chain deny {{
+    counter name ip saddr map @cnt_deny
+    meta l4proto tcp reject with tcp reset
+    reject with icmpx admin-prohibited
+  }}
+  chain from_sandbox {{
+    meta nfproto ipv6 drop
+    iifname . ip saddr != @bindings drop
+    counter name ip saddr map @cnt_out
+    ct state established,related accept
+    ct state invalid drop
+    oifname != "{uplink}" jump deny
+    ip daddr @hard_deny jump deny
+    ip daddr @private ip daddr != @opened jump deny
+    ip saddr vmap @egress
+    jump deny
+  }}
+  chain to_sandbox {{
+    meta nfproto ipv6 drop
+    counter name ip daddr map @cnt_in
+    ct state established,related accept
+    drop
+  }}
+  chain sandbox_to_node {{
+    meta nfproto ipv6 drop
+    iifname . ip saddr != @bindings drop
+    ct state established,related accept
+    meta l4proto {{ tcp, udp }} th dport {c.resolver_port} ct status dnat accept
+    jump deny
+  }}
+  chain forward {{
+    type filter hook forward priority filter - 10; policy accept;
+    iifname @ifaces jump from_sandbox
+    oifname @ifaces jump to_sandbox
+  }}
+  chain input {{
+    type filter hook input priority filter - 10; policy accept;
+    iifname @ifaces jump sandbox_to_node
+  }}
+  chain output {{
+    type filter hook output priority filter - 10; policy accept;
+    oifname @ifaces counter name ip daddr map @cnt_in
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname @ifaces meta l4proto {{ tcp, udp }} th dport 53 redirect to :{c.resolver_port}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {c.pool} oifname "{uplink}" masquerade
+  }}
+}}
+"""
+        )
+        self._generation.clear()
+        self._host_sets.clear()
+        self._egress.clear()
+
+    def remove(self) -> None:
+        if any(fam == "inet" and name == self.config.table for fam, name in self.nft.tables()):
+            self.nft.run(f"delete table {self.t}")
+
+    # ---- sandboxes -------------------------------------------------------------------
+
+    def add_sandbox(self, index: int, ifname: str, address: str) -> None:
+        """Bind the interface to its address, with counters; no egress until a policy."""
+        self.nft.run(
+            f"add element {self.t} ifaces {{ {ifname} }}\n"
+            f"add element {self.t} bindings {{ {ifname} . {address} }}\n"
+            f"add counter {self.t} o{index}\nadd counter {self.t} i{index}\nadd counter {self.t} d{index}\n"
+            f'add element {self.t} cnt_out {{ {address} : "o{index}" }}\n'
+            f'add element {self.t} cnt_in {{ {address} : "i{index}" }}\n'
+            f'add element {self.t} cnt_deny {{ {address} : "d{index}" }}\n'
+            f"add chain {self.t} sb{index}\n"
+            f"add set {self.t} c{index} {{ type ipv4_addr; size 1; flags dynamic; }}\n"
+        )
+
+    def remove_sandbox(self, index: int, ifname: str, address: str) -> None:
+        """Everything of one sandbox goes; tolerant of pieces already gone."""
+        batch = [
+            *([f"delete element {self.t} egress {{ {address} }}"] if index in self._egress else []),
+            f"delete element {self.t} cnt_out {{ {address} }}",
+            f"delete element {self.t} cnt_in {{ {address} }}",
+            f"delete element {self.t} cnt_deny {{ {address} }}",
+            f"delete element {self.t} bindings {{ {ifname} . {address} }}",
+            f"delete element {self.t} ifaces {{ {ifname} }}",
+            f"delete chain {self.t} sb{index}",
+            f"delete set {self.t} c{index}",
+            *(f"delete set {self.t} {name}" for name in self._host_sets.pop(index, [])),
+            f"delete counter {self.t} o{index}",
+            f"delete counter {self.t} i{index}",
+            f"delete counter {self.t} d{index}",
+        ]
+        self._generation.pop(index, None)
+        self._egress.discard(index)
+        try:
+            self.nft.run("\n".join(batch))
+        except NftError:
+            for command in batch:  # some pieces were already gone: remove the rest one by one
+                try:
+                    self.nft.run(command)
+                except NftError:
+                    pass
+
+    def apply(self, index: int, address: str, policy: NetworkPolicy) -> None:
+        """Replace the sandbox's policy in one transaction."""
+        gen = self._generation.get(index, 0) + 1
+        old_sets = self._host_sets.get(index, [])
+        new_sets = [f"h{index}g{gen}r{i}" for i, _ in policy.host_rules()]
+        batch = [f"flush chain {self.t} sb{index}"]
+        for name in new_sets:
+            batch.append(f"add set {self.t} {name} {{ type ipv4_addr; flags timeout; }}")
+        limit = policy.max_connections or self.config.default_max_connections
+        batch.append(f"add rule {self.t} sb{index} ct state new add @c{index} {{ ip saddr ct count over {limit} }} "
+                     "jump deny")  # fmt: skip
+        for i, rule in enumerate(policy.allow_out or ()):
+            match = f"ip daddr @h{index}g{gen}r{i}" if rule.is_host else f"ip daddr {rule.target}"
+            batch.append(f"add rule {self.t} sb{index} {match}{_ports(rule)} accept")
+        for rule in policy.deny_out:
+            if not rule.is_host:
+                batch.append(f"add rule {self.t} sb{index} ip daddr {rule.target}{_ports(rule)} jump deny")
+        batch.append(f"add rule {self.t} sb{index} " + ("accept" if policy.default_accept else "jump deny"))
+        if policy.egress and index not in self._egress:
+            batch.append(f"add element {self.t} egress {{ {address} : jump sb{index} }}")
+        elif not policy.egress and index in self._egress:
+            batch.append(f"delete element {self.t} egress {{ {address} }}")
+        batch += [f"delete set {self.t} {name}" for name in old_sets]
+        self.nft.run("\n".join(batch))
+        self._generation[index] = gen
+        self._host_sets[index] = new_sets
+        if policy.egress:
+            self._egress.add(index)
+        else:
+            self._egress.discard(index)
+
+    def learn(self, index: int, rules: tuple[int, ...], addrs: list[tuple[str, int]]) -> None:
+        """Allow addresses a host rule's name resolved to, for their TTL."""
+        gen = self._generation.get(index)
+        if gen is None or not addrs:
+            return
+        batch = []
+        for r in rules:
+            name = f"h{index}g{gen}r{r}"
+            if name not in self._host_sets.get(index, []):
+                continue
+            for addr, ttl in addrs:
+                ipaddress.IPv4Address(addr)
+                # add (no-op when present), delete, add again: the element's timeout restarts
+                batch += [f"add element {self.t} {name} {{ {addr} }}", f"delete element {self.t} {name} {{ {addr} }}",
+                          f"add element {self.t} {name} {{ {addr} timeout {max(1, int(ttl))}s }}"]  # fmt: skip
+        if batch:
+            self.nft.run("\n".join(batch))
+
+    def counters(self) -> dict[int, Counters]:
+        """Every sandbox's traffic counters, by net index, in one listing."""
+        raw: dict[str, tuple[int, int]] = {}
+        for obj in self.nft.list_json(f"counters table {self.t}"):
+            counter: dict[str, Any] | None = obj.get("counter")
+            if counter:
+                raw[counter["name"]] = (counter.get("bytes", 0), counter.get("packets", 0))
+        out: dict[int, Counters] = {}
+        for name, (nbytes, packets) in raw.items():
+            if name[0] != "o" or not name[1:].isdigit():
+                continue
+            index = int(name[1:])
+            in_bytes, in_packets = raw.get(f"i{index}", (0, 0))
+            out[index] = Counters(nbytes, packets, in_bytes, in_packets, raw.get(f"d{index}", (0, 0))[1])
+        return out
+
+
+def _ports(rule: Rule) -> str:
+    if rule.ports is None:
+        return f" meta l4proto {rule.protocol}" if rule.protocol else ""
+    low, high = rule.ports
+    span = str(low) if low == high else f"{low}-{high}"
+    return f" {rule.protocol or 'tcp'} dport {span}"

@@ -1,0 +1,239 @@
+"""NodeNetwork: every sandbox's network on this node, for the runtime to drive.
+
+It joins the pieces: an address pair from the node's pool (claimed host-wide), the
+veth link into the container's namespace, the node's nftables table, bandwidth
+shaping, and the DNS resolver whose answers open hostname rules. The runtime calls
+`prepare` before starting a container (the address is known, so resolv.conf can be
+bound in), `attach` once it runs, `apply` to put a policy in force (a warm-pool claim
+does only that), and `detach` when its processes go. A restarted node rebuilds its
+table and `adopt`s sandboxes that kept running; links it does not know are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloche.node.errors import RuntimeFailure
+from cloche.node.net import links
+from cloche.node.net.dns import Decision, Resolver
+from cloche.node.net.firewall import Counters, Firewall, FirewallConfig
+from cloche.node.net.nft import Nft
+from cloche.node.net.policy import NetworkPolicy
+from cloche.node.uids import HostClaims
+
+log = logging.getLogger("cloche.net")
+
+
+@dataclass
+class NetConfig:
+    pool: str = "100.64.0.0/16"  # one /31 per sandbox
+    uplink: str = ""  # the interface sandbox traffic leaves by ("": that of the default route)
+    dns_upstreams: tuple[str, ...] = ()  # host:port or host ("": the host's /etc/resolv.conf servers)
+    open_ranges: tuple[str, ...] = ()  # private ranges sandboxes may reach
+    max_connections: int = 1024  # default cap on a sandbox's concurrent outbound connections
+    dns_rate_per_s: float = 20.0
+    dns_burst: int = 50
+    mtu: int = 1500
+
+
+def host_resolvers(path: Path = Path("/etc/resolv.conf")) -> list[tuple[str, int]]:
+    servers = []
+    try:
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                try:
+                    if ipaddress.ip_address(parts[1]).version == 4 and not parts[1].startswith("127."):
+                        servers.append((parts[1], 53))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return servers
+
+
+def _upstream(text: str) -> tuple[str, int]:
+    host, _, port = text.partition(":")
+    return host, int(port or 53)
+
+
+class NodeNetwork:
+    def __init__(self, node_key: str, config: NetConfig, run_root: Path) -> None:
+        self.key = node_key
+        self.config = config
+        self.pool = links.AddressPool(config.pool)
+        self.claims = HostClaims(run_root / "net", self.pool.size, "sandbox address")
+        self.alias_prefix = f"{links.ALIAS_PREFIX}{node_key}:"
+        self.nft = Nft()
+        self.firewall: Firewall | None = None
+        self.resolver: Resolver | None = None
+        self._links: dict[str, links.Link] = {}  # sandbox id -> link
+        self._by_address: dict[str, str] = {}  # sandbox address -> sandbox id
+        self._policies: dict[str, NetworkPolicy] = {}
+        self.uplink = ""
+
+    # ---- node lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        upstreams = [_upstream(u) for u in self.config.dns_upstreams] or host_resolvers()
+        self.resolver = Resolver(host="0.0.0.0", port=0, upstreams=upstreams, decide=self._decide,
+                                 learned=self._learned, rate_per_s=self.config.dns_rate_per_s,
+                                 burst=self.config.dns_burst)  # fmt: skip
+        await self.resolver.start()
+        await asyncio.to_thread(self._build)
+
+    def _build(self) -> None:
+        default_uplink, addresses = links.address_of_default_route()
+        self.uplink = self.config.uplink or default_uplink
+        if not self.uplink:
+            log.warning("no uplink interface (no default route): sandboxes have no egress")
+        _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+        assert self.resolver is not None
+        self.firewall = Firewall(self.nft, FirewallConfig(
+            table=f"cloche_{self.key}", pool=str(self.pool.network), uplink=self.uplink,
+            resolver_port=self.resolver.port, node_addresses=tuple(addresses),
+            open_ranges=self.config.open_ranges, default_max_connections=self.config.max_connections,
+        ))  # fmt: skip
+        self.firewall.build()
+
+    async def close(self, *, remove_table: bool) -> None:
+        if self.resolver:
+            await self.resolver.close()
+        if remove_table and self.firewall:
+            await asyncio.to_thread(self.firewall.remove)
+
+    def reap_unknown(self, live: set[str]) -> list[str]:
+        """Remove links of this node whose sandbox is not live; returns their names."""
+        removed = []
+        for ifname, alias in list(links.ours(self.alias_prefix)):
+            if alias[len(self.alias_prefix) :] not in live:
+                links.delete(ifname)
+                removed.append(ifname)
+        for index in self.claims.owned_by(self.key):
+            if index not in {link.index for link in self._links.values()}:
+                self.claims.release(index)
+        return removed
+
+    # ---- sandboxes -------------------------------------------------------------------
+
+    def prepare(self, sandbox_id: str, rdir: Path) -> links.Link:
+        """Claim the sandbox's addresses and write the resolv.conf bound into it."""
+        link = self._links.get(sandbox_id)
+        if link is None:
+            link = self.pool.link(self.claims.allocate(self.key))
+            self._links[sandbox_id] = link
+            self._by_address[link.address] = sandbox_id
+        (rdir / "resolv.conf").write_text(f"nameserver {link.host_address}\noptions attempts:2 timeout:2\n")
+        return link
+
+    def attach(self, sandbox_id: str, pid: int, policy: NetworkPolicy | None) -> None:
+        """Wire the running container: its veth, firewall entries and, unless it is a
+        warm-pool sandbox waiting for its user (policy None), its policy."""
+        link = self._links[sandbox_id]
+        assert self.firewall is not None
+        links.delete(link.host_ifname)  # a stale pair of a crashed run of this index
+        links.create(link, pid, f"{self.alias_prefix}{sandbox_id}", self.config.mtu)
+        self.firewall.add_sandbox(link.index, link.host_ifname, link.address)
+        if policy is not None:
+            self.apply(sandbox_id, policy)
+
+    def adopt(self, sandbox_id: str, net: dict[str, object], policy: NetworkPolicy) -> bool:
+        """After a restart: take back a running sandbox's link (False if it is gone)."""
+        index = net.get("index")
+        if not isinstance(index, int):
+            return False
+        link = self.pool.link(index)
+        present = any(name == link.host_ifname for name, alias in links.ours(f"{self.alias_prefix}{sandbox_id}"))
+        if not present:
+            return False
+        assert self.firewall is not None
+        self.claims.claim(index, self.key)
+        self._links[sandbox_id] = link
+        self._by_address[link.address] = sandbox_id
+        self.firewall.add_sandbox(link.index, link.host_ifname, link.address)
+        self.apply(sandbox_id, policy)
+        return True
+
+    def apply(self, sandbox_id: str, policy: NetworkPolicy, *, cut: bool = False) -> None:
+        """Put `policy` in force; with `cut`, connections it no longer allows are cut."""
+        link = self._links.get(sandbox_id)
+        if link is None or self.firewall is None:
+            return
+        old = self._policies.get(sandbox_id)
+        self.firewall.apply(link.index, link.address, policy)
+        self._policies[sandbox_id] = policy
+        limits = (policy.ingress_mbps, policy.egress_mbps)
+        if old is None and limits != (None, None) or old is not None and (old.ingress_mbps, old.egress_mbps) != limits:
+            links.shape(link.host_ifname, *limits)
+        if cut:
+            _flush_conntrack(link.address, ("-s",))
+
+    def detach(self, sandbox_id: str) -> None:
+        """Remove the sandbox's link, firewall entries and address claim."""
+        link = self._links.pop(sandbox_id, None)
+        self._policies.pop(sandbox_id, None)
+        if link is None:
+            for ifname, _ in list(links.ours(f"{self.alias_prefix}{sandbox_id}")):
+                links.delete(ifname)
+            return
+        self._by_address.pop(link.address, None)
+        if self.firewall:
+            self.firewall.remove_sandbox(link.index, link.host_ifname, link.address)
+        links.delete(link.host_ifname)
+        _flush_conntrack(link.address, ("-s", "-d"))
+        if self.resolver:
+            self.resolver.forget(link.address)
+        self.claims.release(link.index)
+
+    def link(self, sandbox_id: str) -> links.Link | None:
+        return self._links.get(sandbox_id)
+
+    def counters(self) -> dict[str, Counters]:
+        """Traffic counters of every attached sandbox, by sandbox id."""
+        if self.firewall is None:
+            return {}
+        by_index = self.firewall.counters()
+        return {sid: by_index.get(link.index, Counters()) for sid, link in self._links.items()}
+
+    def dns_stats(self, sandbox_id: str) -> dict[str, int]:
+        link = self._links.get(sandbox_id)
+        if link is None or self.resolver is None:
+            return {"queries": 0, "refused": 0, "rate_limited": 0}
+        return self.resolver.stats(link.address)
+
+    # ---- the resolver's questions ----------------------------------------------------
+
+    def _decide(self, source: str, name: str) -> Decision | None:
+        sandbox_id = self._by_address.get(source)
+        policy = self._policies.get(sandbox_id) if sandbox_id else None
+        if policy is None:
+            return None
+        allowed, rules = policy.decide_name(name)
+        return Decision(allowed, rules, tuple((s, 53) for s in policy.dns_servers))
+
+    async def _learned(self, source: str, rules: tuple[int, ...], addrs: list[tuple[str, int]]) -> None:
+        sandbox_id = self._by_address.get(source)
+        link = self._links.get(sandbox_id) if sandbox_id else None
+        if link is None or self.firewall is None:
+            raise RuntimeFailure(f"{source} is no longer a sandbox of this node")
+        self.firewall.learn(link.index, rules, addrs)
+
+
+def _sysctl(path: str, value: str) -> None:
+    with open(path) as f:
+        if f.read().strip() == value:
+            return
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _flush_conntrack(address: str, directions: tuple[str, ...]) -> None:
+    """Forget the sandbox's tracked connections (those it opened: -s; to it: -d): their
+    next packet is judged afresh by the policy in force, and a denied one is reset."""
+    for flag in directions:
+        subprocess.run(["conntrack", "-D", flag, address], capture_output=True)
