@@ -36,7 +36,7 @@ import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dns.asyncquery
 import dns.exception
@@ -108,7 +108,7 @@ class _Source:
     queries: int = 0
     refused: int = 0
     rate_limited: int = 0
-    tcp_connections: int = field(default=0)
+    tcp_connections: int = 0
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
