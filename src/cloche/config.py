@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from cloche.node.net.node import NetConfig
 from cloche.node.spec import Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -45,6 +46,16 @@ class Settings:
     latency_matrix: str = ""  # e.g. "us-eu=80,us-ap=160" (ms)
     pool_autosize: int = 1  # size the warm pool from its claim rate (pool_size is the floor)
     pool_budget_mb: int = 0  # memory for warm sandboxes (0: 5% of the node's memory)
+    # Networking (README "Networking"): every sandbox gets a routed veth and a policy.
+    network: int = 1  # 0: loopback-only sandboxes (no veth, no egress, no exposed ports)
+    network_default: str = "internet"  # the policy of a sandbox created without one: internet or none
+    network_pool: str = "100.64.0.0/16"  # one /31 per sandbox, claimed host-wide
+    network_uplink: str = ""  # the only interface sandbox traffic may leave by ("": the default route's)
+    network_dns: str = ""  # upstream resolvers, comma-separated host[:port] ("": the host's resolv.conf)
+    network_open_ranges: str = ""  # private CIDRs sandboxes may reach, comma-separated (default: none)
+    network_max_connections: int = 1024  # default cap on a sandbox's concurrent outbound connections
+    network_dns_rate: float = 20.0  # DNS queries per second per sandbox (burst: 50)
+    ingress_domain: str = "localhost"  # exposed ports at {port}-{id}.{domain}
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20
@@ -63,6 +74,16 @@ class Settings:
                     raise ValueError(f"CLOCHE_{f.name.upper()} must be a number, got {raw!r}") from None
         return self
 
+    def net_config(self) -> NetConfig | None:
+        """The node's network settings (None: networking off)."""
+        if not self.network:
+            return None
+        if self.network_default not in ("internet", "none"):
+            raise ValueError(f"network_default must be internet or none, got {self.network_default!r}")
+        return NetConfig(pool=self.network_pool, uplink=self.network_uplink, dns_upstreams=_split(self.network_dns),
+                         open_ranges=_split(self.network_open_ranges), max_connections=self.network_max_connections,
+                         dns_rate_per_s=self.network_dns_rate)  # fmt: skip
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "cloche.db"
@@ -70,3 +91,7 @@ class Settings:
     @property
     def admin_key_path(self) -> Path:
         return self.data_dir / "admin-key"
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from cloche.node.net.firewall import Counters
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+class NetworkCollector(Collector):
+    """Per-sandbox traffic, read from the node's nftables counters at scrape time."""
+
+    def __init__(self, source: Callable[[], Mapping[str, Counters]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        nbytes = CounterMetricFamily("cloche_sandbox_network_bytes", "Bytes through a sandbox's link",
+                                     labels=["sandbox", "direction"])  # fmt: skip
+        packets = CounterMetricFamily("cloche_sandbox_network_packets", "Packets through a sandbox's link",
+                                      labels=["sandbox", "direction"])  # fmt: skip
+        denied = CounterMetricFamily("cloche_sandbox_network_denied", "Connections the policy denied",
+                                     labels=["sandbox"])  # fmt: skip
+        for sandbox_id, c in self.source().items():
+            nbytes.add_metric([sandbox_id, "out"], c.bytes_out)
+            nbytes.add_metric([sandbox_id, "in"], c.bytes_in)
+            packets.add_metric([sandbox_id, "out"], c.packets_out)
+            packets.add_metric([sandbox_id, "in"], c.packets_in)
+            denied.add_metric([sandbox_id], c.denied)
+        yield from (nbytes, packets, denied)
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, network: Callable[[], Mapping[str, Counters]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        if network is not None:
+            r.register(NetworkCollector(network))
         self.sandboxes = Gauge("cloche_sandboxes", "Sandboxes by state", ["state"], registry=r)
         self.create_seconds = Histogram("cloche_create_seconds", "Sandbox create latency",
                                         ["source"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloche.control.errors import ApiError, not_found
+from cloche.node.net.policy import NetworkPolicy
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
 from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
@@ -47,14 +48,17 @@ class SandboxView:
             "on_timeout": self.record.spec.idle.on_timeout,
             "on_resume": self.record.spec.on_resume,
             "node": "local",
+            "network": {"policy": self.record.spec.network.to_json(),
+                        "address": (self.record.net or {}).get("address")},
         }
 
 
 class SandboxService:
-    def __init__(self, store: Store, runtime: NodeRuntime, defaults: Limits) -> None:
+    def __init__(self, store: Store, runtime: NodeRuntime, defaults: Limits, network_default: str = "none") -> None:
         self.store = store
         self.runtime = runtime
         self.defaults = defaults
+        self.network_default = network_default if runtime.network else "none"
         self._create_locks: dict[str, asyncio.Lock] = {}
         self.scheduler: LocalScheduler | None = None  # admission and placement (set by the app)
         runtime.on_expire = store.delete_sandbox
@@ -114,6 +118,7 @@ class SandboxService:
                      idle: dict[str, float | None] | None = None, on_timeout: str = "kill",
                      on_resume: str | None = None, snapshot: str | None = None,
                      wait_s: float | None = None, region: str | None = None,
+                     network: str | dict[str, Any] | None = None,
                      ) -> tuple[SandboxView, bool]:  # fmt: skip
         """Create a sandbox (from a named snapshot if given), or return the tenant's
         existing one with this name. Returns (view, created)."""
@@ -138,7 +143,8 @@ class SandboxService:
                 pids=self.defaults.pids,
             )
             spec = SandboxSpec(template=template or "base", limits=limits, env=env, timeout_s=timeout_s,
-                               idle=IdlePolicy(**(idle or {}), on_timeout=on_timeout), on_resume=on_resume)  # fmt: skip
+                               idle=IdlePolicy(**(idle or {}), on_timeout=on_timeout), on_resume=on_resume,
+                               network=self.network_policy(network))  # fmt: skip
             spec.validate()
             self._check_quota(tenant, limits)
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
@@ -153,6 +159,31 @@ class SandboxService:
         finally:
             if lock:
                 lock.release()
+
+    def network_policy(self, network: str | dict[str, Any] | None, field_name: str = "network") -> NetworkPolicy:
+        """Parse a policy from the API (the server's default when absent); 400 naming the field."""
+        if network is None:
+            network = self.network_default
+        if network != "none" and self.runtime.network is None:
+            raise ApiError(400, "invalid_request", f"{field_name}: networking is off on this server (network=0)")
+        return NetworkPolicy.from_json(network, field_name=field_name)
+
+    async def set_network(self, tenant: Tenant, sandbox_id: str, network: str | dict[str, Any]) -> SandboxView:
+        self.get(tenant, sandbox_id)
+        await self.runtime.set_network(sandbox_id, self.network_policy(network))
+        return self.get(tenant, sandbox_id)
+
+    def network_status(self, view: SandboxView) -> dict[str, Any]:
+        """The sandbox's policy, address and live counters (traffic and DNS)."""
+        out: dict[str, Any] = dict(view.to_json()["network"])
+        net = self.runtime.network
+        if net is not None and net.link(view.row.id) is not None:
+            counters = net.counters_of(view.row.id).to_json()
+            dns = net.dns_stats(view.row.id)
+            counters.update({"dns_queries": dns["queries"], "dns_refused": dns["refused"],
+                             "dns_rate_limited": dns["rate_limited"]})  # fmt: skip
+            out["counters"] = counters
+        return out
 
     async def _own(self, tenant: Tenant, rec: SandboxRecord, name: str | None,
                    metadata: dict[str, str]) -> SandboxView:  # fmt: skip

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from cloche.control.errors import ApiError
+from cloche.e2b import network as e2b_network
 from cloche.e2b.state import E2bState, e2b_state
 from cloche.e2b.store import E2bRow
 from cloche.node.errors import FileError, InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
@@ -64,6 +65,8 @@ class E2bRoute(APIRoute):
                 return await handler(request)
             except E2bError as exc:
                 return e2b_error(exc.status, exc.message)
+            except e2b_network.NetworkOptionError as exc:
+                return e2b_error(400, str(exc))
             except ApiError as exc:
                 return e2b_error(exc.status, exc.message, exc.headers)
             except RequestValidationError as exc:
@@ -159,7 +162,12 @@ def _row(st: E2bState, c: Context, tenant: Tenant, sandbox_id: str) -> tuple[Any
     return view, row
 
 
-def created_json(row: E2bRow) -> dict[str, Any]:
+def sandbox_domain(c: Context) -> str:
+    """Where `get_host(port)` points: `{port}-{id}.{domain}`, served by cloche's ingress."""
+    return f"{c.settings.ingress_domain}:{c.settings.port}"
+
+
+def created_json(row: E2bRow, domain: str) -> dict[str, Any]:
     return {
         "templateID": row.template,
         "alias": row.template,
@@ -168,7 +176,7 @@ def created_json(row: E2bRow) -> dict[str, Any]:
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": row.access_token,
         "trafficAccessToken": row.traffic_token,
-        "domain": None,
+        "domain": domain,
     }
 
 
@@ -190,13 +198,15 @@ def listed_json(view: Any, row: E2bRow) -> dict[str, Any]:
     }
 
 
-def detail_json(view: Any, row: E2bRow) -> dict[str, Any]:
+def detail_json(view: Any, row: E2bRow, domain: str) -> dict[str, Any]:
     on_timeout = "pause" if view.record.spec.idle.on_timeout == "hibernate" else "kill"
+    policy = view.record.spec.network
     return {
         **listed_json(view, row),
         "envdAccessToken": row.access_token,
-        "domain": None,
-        "allowInternetAccess": False,
+        "domain": domain,
+        "allowInternetAccess": policy.egress,
+        "network": e2b_network.to_e2b(policy),
         "lifecycle": {"onTimeout": on_timeout, "autoResume": row.auto_resume},
     }
 
@@ -211,11 +221,6 @@ def _check_unsupported(body: dict[str, Any]) -> None:
         raise E2bError(400, "volume mounts are not supported by cloche")
     if (body.get("iam") or {}).get("tokens"):
         raise E2bError(400, "workload identity (iam) is not supported by cloche")
-    if body.get("allow_internet_access") is True:
-        raise E2bError(400, "cloche sandboxes have no network access (allow_internet_access=True is not supported)")
-    network = body.get("network") or {}
-    if isinstance(network, dict) and (network.get("allowOut") or network.get("rules") or network.get("egressProxy")):
-        raise E2bError(400, "cloche sandboxes have no network access; egress rules are not supported")
 
 
 def _template(c: Context, tenant: Tenant, name: Any) -> tuple[str, str | None, str]:
@@ -252,6 +257,7 @@ async def create(request: Request) -> Response:
     _sweep(st, c)
     body = await body_of(request)
     _check_unsupported(body)
+    network = e2b_network.to_cloche(body.get("network"), body.get("allow_internet_access"))
     template, snapshot, alias = _template(c, tenant, body.get("templateID"))
     key = request.headers.get("idempotency-key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
@@ -264,19 +270,19 @@ async def create(request: Request) -> Response:
             existing = st.store.by_idempotency_key(tenant.id, key)
             if existing is not None:
                 if c.store.sandbox(existing.sandbox_id) is not None:
-                    return JSONResponse(created_json(existing), 201)
+                    return JSONResponse(created_json(existing, sandbox_domain(c)), 201)
                 st.forget(existing.sandbox_id)
         auto_pause = bool(body.get("autoPause"))
         view, _ = await c.sandboxes.create(
             tenant, template=template, cpu=None, memory_mb=None, disk_mb=None,
             timeout_s=_timeout(body.get("timeout")), name=None,
             metadata=_str_map(body.get("metadata"), "metadata"), env=_str_map(body.get("envVars"), "envVars"),
-            on_timeout="hibernate" if auto_pause else "kill", snapshot=snapshot,
+            on_timeout="hibernate" if auto_pause else "kill", snapshot=snapshot, network=network,
         )  # fmt: skip
         resume = body.get("autoResume")
         auto_resume = bool(resume.get("enabled") if isinstance(resume, dict) else resume)
         row = st.store.ensure(view.row.id, tenant.id, alias, auto_resume=auto_resume, idempotency_key=key)
-        return JSONResponse(created_json(row), 201)
+        return JSONResponse(created_json(row, sandbox_domain(c)), 201)
     finally:
         if lock:
             lock.release()
@@ -434,7 +440,7 @@ router.add_api_route("/sandboxes/{sandbox_id}/metrics", metrics_one, methods=["G
 async def get_sandbox(sandbox_id: str, request: Request) -> Response:
     st, c, tenant = authenticate(request)
     view, row = _row(st, c, tenant, sandbox_id)
-    return JSONResponse(detail_json(view, row))
+    return JSONResponse(detail_json(view, row, sandbox_domain(c)))
 
 
 async def kill(sandbox_id: str, request: Request) -> Response:
@@ -496,9 +502,9 @@ async def connect_sandbox(sandbox_id: str, request: Request) -> Response:
         if wanted is not None and current is not None and current < time.time() + wanted:
             await c.runtime.set_timeout(sandbox_id, wanted)
         c.runtime.touch(sandbox_id)
-        return JSONResponse(created_json(row), 200)
+        return JSONResponse(created_json(row, sandbox_domain(c)), 200)
     row = await _wake(st, c, tenant, sandbox_id, body.get("timeout"))
-    return JSONResponse(created_json(row), 201)
+    return JSONResponse(created_json(row, sandbox_domain(c)), 201)
 
 
 async def resume(sandbox_id: str, request: Request) -> Response:
@@ -508,7 +514,7 @@ async def resume(sandbox_id: str, request: Request) -> Response:
     if view.record.state in ("running", "creating"):
         raise E2bError(409, f"sandbox {sandbox_id} is already running")
     row = await _wake(st, c, tenant, sandbox_id, body.get("timeout"))
-    return JSONResponse(created_json(row), 201)
+    return JSONResponse(created_json(row, sandbox_domain(c)), 201)
 
 
 async def fork(sandbox_id: str, request: Request) -> Response:
@@ -525,7 +531,7 @@ async def fork(sandbox_id: str, request: Request) -> Response:
             view = await c.sandboxes.fork(tenant, sandbox_id, None, None)
             await c.runtime.set_timeout(view.row.id, timeout)
             row = st.store.ensure(view.row.id, tenant.id, source.template, auto_resume=source.auto_resume)
-            results.append({"sandbox": created_json(row)})
+            results.append({"sandbox": created_json(row, sandbox_domain(c))})
         except ApiError as exc:
             results.append({"error": {"code": exc.status, "message": exc.message}})
         except RuntimeFailure as exc:
@@ -579,9 +585,15 @@ async def logs(sandbox_id: str, request: Request) -> Response:
 
 
 async def network(sandbox_id: str, request: Request) -> Response:
+    """E2B's update_network: the egress part of the policy is replaced atomically;
+    public traffic and the host mask are not part of it and stay as they were."""
     _, c, tenant = authenticate(request)
-    c.sandboxes.get(tenant, sandbox_id)
-    raise E2bError(400, "cloche sandboxes have no network access; egress configuration is not supported")
+    current = c.sandboxes.get(tenant, sandbox_id).record.spec.network
+    body = await body_of(request)
+    policy = e2b_network.to_cloche(body, body.get("allow_internet_access"), update=True)
+    policy["public"], policy["mask_request_host"] = current.public, current.mask_request_host
+    await c.sandboxes.set_network(tenant, sandbox_id, policy)
+    return Response(status_code=204)
 
 
 router.add_api_route("/sandboxes/{sandbox_id}", get_sandbox, methods=["GET"])

@@ -58,17 +58,18 @@ def create_app(settings: Settings) -> FastAPI:
         runtime = NodeRuntime(NodeConfig(
             data_dir=settings.data_dir, init_binary=INIT_BINARY, driver=settings.driver,
             pool_size=settings.pool_size, pool_template=settings.pool_template,
-            pool_limits=settings.default_limits, blob_url=settings.blob_url,
+            pool_limits=settings.default_limits, blob_url=settings.blob_url, network=settings.net_config(),
         ))  # fmt: skip
         runtime.pinned_manifests = store.snapshot_manifests
         app.state.state = await StateService.start(settings.data_dir, store, runtime)  # before start: adoptions
         await runtime.start()
-        service = SandboxService(store, runtime, settings.default_limits)
+        service = SandboxService(store, runtime, settings.default_limits, settings.network_default)
         await service.reconcile()
         service.scheduler = LocalScheduler(runtime, store, settings)
         await service.scheduler.start()
         app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service), AgentService(service),
-                                RateLimiter(settings.rate_per_s, settings.rate_burst), Metrics())  # fmt: skip
+                                RateLimiter(settings.rate_per_s, settings.rate_burst),
+                                Metrics(runtime.network_counters))  # fmt: skip
         try:
             yield
         finally:

@@ -53,6 +53,53 @@ class IdleBody(Strict):
     hibernate_after_s: float | None = Field(None, gt=0, le=30 * 86400, description="hibernate after this long idle")
 
 
+class RuleBody(Strict):
+    to: str = Field(..., max_length=260, description="IPv4 address, CIDR, host name or *.wildcard name")
+    ports: int | str | None = Field(None, description='a port, or a range like "8000-8100"')
+    protocol: Literal["tcp", "udp"] | None = None
+
+
+Rule = str | RuleBody
+
+
+class NetworkBody(Strict):
+    """A network policy. Rules are evaluated: always-denied ranges, then allow_out
+    (an allow beats a deny), then deny_out, then the default: everything, unless
+    allow_out is given without deny_out (a pure allow list)."""
+
+    egress: bool = Field(True, description="false: no egress at all (loopback only, like network: none)")
+    allow_out: list[Rule] | None = Field(None, max_length=256,
+                                         description='e.g. ["198.51.100.0/24", "api.example.com:443", "*.pypi.org"]')
+    deny_out: list[Rule] | None = Field(None, max_length=256)
+    dns_servers: list[str] | None = Field(None, max_length=4, description="upstream resolvers for this sandbox")
+    max_connections: int | None = Field(None, description="cap on concurrent outbound connections")
+    egress_mbps: float | None = Field(None, description="upload bandwidth limit, Mbit/s")
+    ingress_mbps: float | None = Field(None, description="download bandwidth limit, Mbit/s")
+    public: bool = Field(False, description="exposed ports reachable without the traffic token")
+    mask_request_host: str | None = Field(None, max_length=253,
+                                          description="Host header sent to exposed ports (${PORT} is replaced)")
+
+
+Network = Literal["none", "internet"] | NetworkBody
+
+
+class NetworkCounters(BaseModel):
+    bytes_out: int
+    packets_out: int
+    bytes_in: int
+    packets_in: int
+    denied_connections: int
+    dns_queries: int = 0
+    dns_refused: int = 0
+    dns_rate_limited: int = 0
+
+
+class NetworkOut(BaseModel):
+    policy: dict[str, Any] = Field(..., description="the policy in force (normalised)")
+    address: str | None = Field(None, description="the sandbox's IPv4 address while it runs")
+    counters: NetworkCounters | None = None
+
+
 class SandboxCreate(Strict):
     template: str | None = Field(None, max_length=63)
     cpu: float | None = Field(None, ge=MIN_CPU, le=MAX_CPU)
@@ -73,6 +120,7 @@ class SandboxCreate(Strict):
     region: str | None = Field(
         None, max_length=63, description="the user's region (client-location hint): placed close to it"
     )
+    network: Network | None = Field(None, description='"internet", "none" or a policy; default: the server\'s')
 
 
 class SandboxOut(BaseModel):
@@ -93,6 +141,7 @@ class SandboxOut(BaseModel):
     on_resume: str | None
     node: str
     placement: dict[str, Any] | None = Field(None, description="why the scheduler chose this node")
+    network: NetworkOut | None = None
 
 
 class SandboxList(BaseModel):

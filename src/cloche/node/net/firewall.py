@@ -82,6 +82,7 @@ class Firewall:
   set private {{ type ipv4_addr; flags interval; auto-merge; {_elements(PRIVATE)}}}
   set opened {{ type ipv4_addr; flags interval; auto-merge; {_elements(list(c.open_ranges))}}}
   map egress {{ type ipv4_addr : verdict; }}
+  set resolving {{ type ipv4_addr; }}
   map cnt_out {{ type ipv4_addr : counter; }}
   map cnt_in {{ type ipv4_addr : counter; }}
   map cnt_deny {{ type ipv4_addr : counter; }}
@@ -130,7 +131,7 @@ class Firewall:
   }}
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
-    iifname @ifaces meta l4proto {{ tcp, udp }} th dport 53 redirect to :{c.resolver_port}
+    iifname @ifaces ip saddr @resolving meta l4proto {{ tcp, udp }} th dport 53 redirect to :{c.resolver_port}
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
@@ -165,7 +166,14 @@ class Firewall:
     def remove_sandbox(self, index: int, ifname: str, address: str) -> None:
         """Everything of one sandbox goes; tolerant of pieces already gone."""
         batch = [
-            *([f"delete element {self.t} egress {{ {address} }}"] if index in self._egress else []),
+            *(
+                [
+                    f"delete element {self.t} egress {{ {address} }}",
+                    f"delete element {self.t} resolving {{ {address} }}",
+                ]
+                if index in self._egress
+                else []
+            ),
             f"delete element {self.t} cnt_out {{ {address} }}",
             f"delete element {self.t} cnt_in {{ {address} }}",
             f"delete element {self.t} cnt_deny {{ {address} }}",
@@ -209,8 +217,10 @@ class Firewall:
         batch.append(f"add rule {self.t} sb{index} " + ("accept" if policy.default_accept else "jump deny"))
         if policy.egress and index not in self._egress:
             batch.append(f"add element {self.t} egress {{ {address} : jump sb{index} }}")
+            batch.append(f"add element {self.t} resolving {{ {address} }}")
         elif not policy.egress and index in self._egress:
             batch.append(f"delete element {self.t} egress {{ {address} }}")
+            batch.append(f"delete element {self.t} resolving {{ {address} }}")
         batch += [f"delete set {self.t} {name}" for name in old_sets]
         self.nft.run("\n".join(batch))
         self._generation[index] = gen
@@ -237,6 +247,19 @@ class Firewall:
                           f"add element {self.t} {name} {{ {addr} timeout {max(1, int(ttl))}s }}"]  # fmt: skip
         if batch:
             self.nft.run("\n".join(batch))
+
+    def counters_of(self, index: int) -> Counters:
+        """One sandbox's counters (three small listings, not the whole table)."""
+        values = []
+        for kind in "oid":
+            try:
+                objs = self.nft.list_json(f"counter {self.t} {kind}{index}")
+            except NftError:
+                return Counters()
+            counter = next((o["counter"] for o in objs if "counter" in o), {})
+            values.append((counter.get("bytes", 0), counter.get("packets", 0)))
+        (ob, op), (ib, ip), (_, dp) = values
+        return Counters(ob, op, ib, ip, dp)
 
     def counters(self) -> dict[int, Counters]:
         """Every sandbox's traffic counters, by net index, in one listing."""

@@ -200,6 +200,12 @@ class NodeNetwork:
         by_index = self.firewall.counters()
         return {sid: by_index.get(link.index, Counters()) for sid, link in self._links.items()}
 
+    def counters_of(self, sandbox_id: str) -> Counters:
+        link = self._links.get(sandbox_id)
+        if link is None or self.firewall is None:
+            return Counters()
+        return self.firewall.counters_of(link.index)
+
     def dns_stats(self, sandbox_id: str) -> dict[str, int]:
         link = self._links.get(sandbox_id)
         if link is None or self.resolver is None:

@@ -10,7 +10,16 @@ from fastapi.responses import JSONResponse
 from cloche.control.errors import ApiError
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
-from cloche.server.models import ForkBody, SandboxCreate, SandboxList, SandboxOut, SandboxResize, TimeoutUpdate
+from cloche.server.models import (
+    ForkBody,
+    Network,
+    NetworkOut,
+    SandboxCreate,
+    SandboxList,
+    SandboxOut,
+    SandboxResize,
+    TimeoutUpdate,
+)
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
@@ -42,9 +51,12 @@ async def list_sandboxes(request: Request, tenant: CurrentTenant, state: str | N
 
 @router.get("/{sandbox_id}", response_model=SandboxOut)
 async def get_sandbox(sandbox_id: str, request: Request, tenant: CurrentTenant) -> SandboxOut:
-    """The sandbox, with `placement`: which node the scheduler chose and why."""
+    """The sandbox, with `placement` (which node the scheduler chose and why) and
+    `network` (its policy, address, and traffic and DNS counters)."""
     service = ctx(request).sandboxes
-    out = service.get(tenant, sandbox_id).to_json()
+    view = service.get(tenant, sandbox_id)
+    out = view.to_json()
+    out["network"] = service.network_status(view)
     if service.scheduler is not None:
         out["placement"] = service.scheduler.explain(sandbox_id)
     return SandboxOut(**out)
@@ -63,6 +75,23 @@ async def resize(sandbox_id: str, body: SandboxResize, request: Request, tenant:
     out = service.get(tenant, sandbox_id).to_json()
     out["placement"] = service.scheduler.explain(sandbox_id)
     return SandboxOut(**out)
+
+
+@router.get("/{sandbox_id}/network", response_model=NetworkOut)
+async def get_network(sandbox_id: str, request: Request, tenant: CurrentTenant) -> NetworkOut:
+    service = ctx(request).sandboxes
+    return NetworkOut(**service.network_status(service.get(tenant, sandbox_id)))
+
+
+@router.put("/{sandbox_id}/network", response_model=NetworkOut)
+async def set_network(sandbox_id: str, body: Network, request: Request, tenant: CurrentTenant) -> NetworkOut:
+    """Replace the sandbox's network policy atomically ("none", "internet" or a policy
+    object). It is in force at once; open connections it denies are cut. A sleeping
+    sandbox gets it when it wakes, and it survives pause, hibernate and fork."""
+    service = ctx(request).sandboxes
+    network = body if isinstance(body, str) else body.model_dump()
+    view = await service.set_network(tenant, sandbox_id, network)
+    return NetworkOut(**service.network_status(view))
 
 
 @router.delete("/{sandbox_id}", status_code=204, response_class=Response)
