@@ -1,0 +1,442 @@
+"""A fake internet for the sandbox-networking tests, and a guard proving nothing reached the real one.
+
+Why: network policy (egress allowlists, DNS filtering, masquerading, rate limits, cutting live connections) can
+only be tested against something to connect to, and the test hosts have no internet — and even where they do,
+tests must never send packets to it. So this module builds a stand-in internet inside a network namespace
+named ``clt-inet-<pid>``, reachable from the host only through a veth "uplink" (``clt-up<N>``), and serves
+HTTP, TCP echo/discard/chargen and an authoritative DNS zone (``test.``) on documentation addresses
+(RFC 5737: 198.51.100.0/24 for the hosts, 203.0.113.0/24 for the uplink link). Code under test routes sandbox
+traffic to ``FakeInternet.uplink`` and masquerades it to ``FakeInternet.uplink_address``.
+
+``EgressGuard`` is the other half: an nftables table that counts (and by default drops) every packet that
+leaves through one of the host's real interfaces while headed for a documentation range or coming from the
+sandbox address pool, plus everything forwarded out of them. A test that ends with ``guard.assert_clean()``
+proves the fake internet was the only one used. ``leftover_network_objects()`` lists namespaces, interfaces,
+nft tables and tc qdiscs left behind, for the suite's leak check.
+
+Typical use from a fixture::
+
+    @pytest.fixture(scope="module")
+    def internet():
+        with EgressGuard() as guard, FakeInternet() as inet:
+            yield inet
+            guard.assert_clean()
+
+Everything here needs root and shells out to ``ip``, ``nft`` and ``tc``; it touches only objects whose names
+start with ``clt-`` / ``clt_`` and the host routes for 198.51.100.0/24 it adds itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import itertools
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from .servers import A_RECORDS, CNAME_RECORDS, DEFAULT_TTL, DNS_ADDRESS, TTLS, TXT_ECHO_PARENT, WILDCARD_RECORDS
+
+__all__ = [
+    "A_RECORDS",
+    "CNAME_RECORDS",
+    "DEFAULT_TTL",
+    "DNS_ADDRESS",
+    "DOC_RANGES",
+    "INTERNET_HOSTS",
+    "TTLS",
+    "TXT_ECHO_PARENT",
+    "UPLINK_ADDRESS",
+    "UPLINK_PEER",
+    "WILDCARD_RECORDS",
+    "EgressGuard",
+    "FakeInternet",
+    "leftover_network_objects",
+    "netns_run",
+    "reap_stale",
+]
+
+SERVERS = Path(__file__).with_name("servers.py")
+NETNS_DIR = Path("/run/netns")
+
+HOSTS_RANGE = "198.51.100.0/24"  # the "internet" hosts
+LINK_RANGE = "203.0.113.0/24"  # the uplink veth
+DOC_RANGES: tuple[str, ...] = (HOSTS_RANGE, LINK_RANGE)
+UPLINK_ADDRESS = "203.0.113.1"  # host side of the uplink
+UPLINK_PEER = "203.0.113.2"  # fake-internet side, the next hop for 198.51.100.0/24
+INTERNET_HOSTS: dict[str, str] = {
+    "allowed": A_RECORDS["allowed.test"],  # 198.51.100.10
+    "denied": A_RECORDS["denied.test"],  # 198.51.100.11
+    "other": A_RECORDS["other.test"],  # 198.51.100.12
+    "wild": WILDCARD_RECORDS["wild.test"],  # 198.51.100.13
+    "short": A_RECORDS["short.test"],  # 198.51.100.20
+    "dns": DNS_ADDRESS,  # 198.51.100.53
+}
+
+_inet_instances = itertools.count()
+_guard_instances = itertools.count()
+
+
+def _run(*argv: str, check: bool = True, input: str | None = None, timeout: float = 10) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _quiet(*argv: str) -> None:
+    subprocess.run(argv, capture_output=True, timeout=10)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _links(netns: str | None = None) -> list[dict[str, Any]]:
+    argv = ["ip", "-j", "link", "show"] if netns is None else ["ip", "-n", netns, "-j", "link", "show"]
+    return json.loads(_run(*argv) or "[]")
+
+
+def netns_run(netns: str, argv: Sequence[str], *, timeout: float = 15, input: str | None = None,
+              check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run argv inside a named network namespace; raise with its output when it fails and check is set."""
+    proc = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, input=input,
+                          timeout=timeout)  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"in {netns}: {list(argv)} exited {proc.returncode}\n"
+                             f"stdout: {proc.stdout}\nstderr: {proc.stderr}")  # fmt: skip
+    return proc
+
+
+def reap_stale() -> list[str]:
+    """Remove harness objects (``clt-<kind>-<pid>`` namespaces, ``clt_<kind>_<pid>`` nft tables) whose creating
+    process is dead — the remains of a run that was killed before it could clean up. Returns what it removed."""
+    removed = []
+    if NETNS_DIR.is_dir():
+        for entry in NETNS_DIR.iterdir():
+            m = re.fullmatch(r"clt-[a-z]+-(\d+)(?:-\d+)?", entry.name)
+            if m and not _pid_alive(int(m.group(1))):
+                with contextlib.suppress(Exception):
+                    for link in _links(entry.name):  # deleting a veth end here removes its host peer too, now
+                        if link.get("link_type") != "loopback":
+                            _quiet("ip", "-n", entry.name, "link", "del", link["ifname"])
+                _quiet("ip", "netns", "del", entry.name)
+                removed.append(f"netns {entry.name}")
+    for family, name in _nft_tables():
+        m = re.fullmatch(r"clt_[a-z]+_(\d+)(?:_\d+)?", name)
+        if m and not _pid_alive(int(m.group(1))):
+            _quiet("nft", "delete", "table", family, name)
+            removed.append(f"nft {family} {name}")
+    return removed
+
+
+def _nft_tables() -> list[tuple[str, str]]:
+    out = json.loads(_run("nft", "-j", "list", "tables") or "{}")
+    return [(o["table"]["family"], o["table"]["name"]) for o in out.get("nftables", []) if "table" in o]
+
+
+class FakeInternet:
+    """The fake internet: a namespace with servers on documentation addresses, reachable over a veth uplink.
+
+    Layout::
+
+        host                                        netns clt-inet-<pid>
+        clt-up<N> 203.0.113.1/24  <── veth ──>  eth0 203.0.113.2/24
+        route 198.51.100.0/24 via 203.0.113.2       lo: 198.51.100.{10,11,12,13,20,53}/32
+
+    The namespace has no default route: it replies only to 203.0.113.0/24, so sandbox traffic must be
+    masqueraded to ``uplink_address`` to get answers. Servers (see servers.py) listen on every host address:
+    HTTP on ``http_port``, TCP+UDP echo on ``echo_port``, discard on ``discard_port``, chargen on
+    ``chargen_port``; the DNS server (authoritative for ``test.``) on ``dns``:``dns_port``, UDP and TCP.
+    """
+
+    uplink_address: str = UPLINK_ADDRESS
+    uplink_peer: str = UPLINK_PEER
+    hosts_range: str = HOSTS_RANGE
+    link_range: str = LINK_RANGE
+    hosts: dict[str, str] = INTERNET_HOSTS
+    dns: str = DNS_ADDRESS
+    dns_port: int = 53
+    http_port: int = 80
+    echo_port: int = 7
+    discard_port: int = 9  # "sink": upload tests
+    chargen_port: int = 19  # "source": download tests
+    sink_port: int = discard_port
+    source_port: int = chargen_port
+
+    def __init__(self, ready_timeout: float = 10) -> None:
+        pid = os.getpid()
+        k = next(_inet_instances)  # later instances in one process get a suffix; run one at a time (same addresses)
+        self.netns: str = f"clt-inet-{pid}" + (f"-{k}" if k else "")
+        self.uplink: str = f"clt-up{pid % 100000}" + (f"-{k}" if k else "")
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self._stderr: IO[str] | None = None
+        self._started = False
+
+    # -- lifecycle --
+
+    def __enter__(self) -> FakeInternet:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.close()
+
+    def start(self) -> FakeInternet:
+        """Build the namespace, the uplink and the host route, then start the servers and wait until ready."""
+        if self._started:
+            return self
+        reap_stale()
+        self._started = True
+        try:
+            self._build()
+            self._start_servers()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _build(self) -> None:
+        ns, up = self.netns, self.uplink
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", up, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        with contextlib.suppress(OSError):  # keep IPv6 router solicitations etc. off the uplink
+            Path(f"/proc/sys/net/ipv6/conf/{up}/disable_ipv6").write_text("1")
+        _run("ip", "addr", "add", f"{self.uplink_address}/24", "dev", up)
+        _run("ip", "link", "set", up, "up")
+        script = [
+            "link set lo up",
+            "link set eth0 up",
+            f"addr add {self.uplink_peer}/24 dev eth0",
+            *(f"addr add {addr}/32 dev lo" for addr in sorted(set(self.hosts.values()))),
+        ]
+        _run("ip", "-n", ns, "-batch", "-", input="\n".join(script) + "\n")
+        sysctls = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
+        netns_run(ns, ["sysctl", "-q", "-w", *sysctls], check=False)
+        _run("ip", "route", "replace", self.hosts_range, "via", self.uplink_peer, "dev", up)
+
+    def _start_servers(self) -> None:
+        self._stderr = tempfile.TemporaryFile("w+")
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, str(SERVERS), "--http-port", str(self.http_port),
+                "--echo-port", str(self.echo_port), "--discard-port", str(self.discard_port), "--chargen-port",
+                str(self.chargen_port), "--dns", f"{self.dns}:{self.dns_port}"]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     text=True)  # fmt: skip
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, left))
+            line = self.proc.stdout.readline() if ready else ""
+            if line.strip() == "ready":
+                return
+            if (ready and not line) or left <= 0 or self.proc.poll() is not None:
+                raise RuntimeError(f"fake internet servers did not start: {self.server_log()}")
+
+    def server_log(self) -> str:
+        """What the server process wrote on stderr so far (tracebacks, bind errors)."""
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def close(self) -> None:
+        """Stop the servers and remove the uplink, the route and the namespace. Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(3)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        _quiet("ip", "link", "del", self.uplink)  # takes the route and the peer with it, synchronously
+        _quiet("ip", "netns", "del", self.netns)
+
+    # -- helpers for tests --
+
+    def url(self, host: str = "allowed", path: str = "/") -> str:
+        """``http://<address>:<port><path>``; host is a key of ``hosts`` or an address."""
+        addr = self.hosts.get(host, host)
+        return f"http://{addr}{'' if self.http_port == 80 else f':{self.http_port}'}{path}"
+
+    def http_get(self, path: str = "/", host: str = "allowed", timeout: float = 5) -> Any:
+        """GET from the host side (through the uplink, no proxies) and decode the JSON answer."""
+        conn = http.client.HTTPConnection(self.hosts.get(host, host), self.http_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"GET {path}: {resp.status} {body[:200]!r}")
+            return json.loads(body)
+        finally:
+            conn.close()
+
+    def dns_queries(self) -> list[dict[str, str]]:
+        """Every query the fake DNS server received: ``{"name", "type", "proto", "client"}`` (name lowercased,
+        no trailing dot). Tells a test whether a resolver under test contacted the upstream."""
+        return self.http_get("/dns-count")["queries"]
+
+    def dns_count(self) -> int:
+        """How many DNS queries the fake DNS server has received so far."""
+        return int(self.http_get("/dns-count")["count"])
+
+    def run(self, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the fake internet's namespace (see ``netns_run``)."""
+        return netns_run(self.netns, argv, **kw)
+
+
+class EgressGuard:
+    """Counts (and by default drops) packets escaping through the host's real interfaces.
+
+    Installs ``table inet clt_guard_<pid>`` with:
+
+    * ``postrouting`` (filter, priority 300, policy accept): a packet out of a real interface whose destination
+      is in ``destinations`` (the documentation ranges) or whose conntrack original source is in ``pool``
+      increments counter ``egress`` (each packet once) and, with ``drop``, is dropped so it never hits the wire;
+    * ``forward`` (filter, priority 300, policy accept): every forwarded packet out of a real interface
+      increments counter ``forward`` (never dropped: it may not be ours).
+
+    Real interfaces are every non-loopback interface of the host namespace present at ``start()`` whose name
+    does not start with one of ``exclude_prefixes`` (the harness's ``clt-`` and cloche's ``cl…`` devices), unless
+    ``interfaces`` names them explicitly. Start the guard before the code under test creates its interfaces.
+    """
+
+    def __init__(self, pool: str = "100.64.0.0/16", *, destinations: Iterable[str] = (*DOC_RANGES, "2001:db8::/32"),
+                 interfaces: Iterable[str] | None = None, exclude_prefixes: Sequence[str] = ("cl",),
+                 drop: bool = True) -> None:  # fmt: skip
+        k = next(_guard_instances)
+        self.table: str = f"clt_guard_{os.getpid()}" + (f"_{k}" if k else "")
+        self.pool: str = str(ipaddress.ip_network(pool))
+        self.destinations: tuple[str, ...] = tuple(str(ipaddress.ip_network(d)) for d in destinations)
+        self.drop = drop
+        self.exclude_prefixes = tuple(exclude_prefixes)
+        self._explicit = None if interfaces is None else list(interfaces)
+        self.interfaces: list[str] = []
+        self._started = False
+
+    def __enter__(self) -> EgressGuard:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self.close()
+
+    @staticmethod
+    def real_interfaces(exclude_prefixes: Sequence[str] = ("cl",)) -> list[str]:
+        """Non-loopback interfaces of the host namespace not named with one of exclude_prefixes."""
+        return sorted(
+            link["ifname"]
+            for link in _links()
+            if link.get("link_type") != "loopback"
+            and "LOOPBACK" not in link.get("flags", [])
+            and not link["ifname"].startswith(tuple(exclude_prefixes))
+        )
+
+    def start(self) -> EgressGuard:
+        if self._started:
+            return self
+        reap_stale()
+        self.interfaces = self._explicit if self._explicit is not None else self.real_interfaces(self.exclude_prefixes)
+        v4 = [d for d in self.destinations if ipaddress.ip_network(d).version == 4]
+        v6 = [d for d in self.destinations if ipaddress.ip_network(d).version == 6]
+        pool_match = f"ct original {'ip' if ipaddress.ip_network(self.pool).version == 4 else 'ip6'} saddr {self.pool}"
+        verdict = "drop" if self.drop else "return"
+        t = f"inet {self.table}"
+        elements = f"elements = {{ {', '.join(json.dumps(i) for i in self.interfaces)} }}" if self.interfaces else ""
+        lines = [
+            f"table {t} {{",
+            f"  set real_ifs {{ type ifname; {elements} }}",
+            "  counter egress { }",
+            "  counter forward { }",
+            "  chain escape {",
+            *([f"    ip daddr {{ {', '.join(v4)} }} counter name egress {verdict}"] if v4 else []),
+            *([f"    ip6 daddr {{ {', '.join(v6)} }} counter name egress {verdict}"] if v6 else []),
+            f"    {pool_match} counter name egress {verdict}",
+            "  }",
+            "  chain postrouting {",
+            "    type filter hook postrouting priority 300; policy accept;",
+            "    oifname @real_ifs jump escape",
+            "  }",
+            "  chain forward {",
+            "    type filter hook forward priority 300; policy accept;",
+            "    oifname @real_ifs counter name forward",
+            "  }",
+            "}",
+        ]
+        _run("nft", "-f", "-", input="\n".join(lines) + "\n")
+        self._started = True
+        return self
+
+    def packets(self) -> dict[str, int]:
+        """``{"egress": n, "forward": n}``: packets counted so far (see the class docstring)."""
+        out = json.loads(_run("nft", "-j", "list", "table", "inet", self.table))
+        counts = {o["counter"]["name"]: int(o["counter"]["packets"]) for o in out["nftables"] if "counter" in o}
+        return {"egress": counts.get("egress", 0), "forward": counts.get("forward", 0)}
+
+    def assert_clean(self) -> None:
+        """Raise AssertionError, with the counts, if any packet was counted."""
+        counts = self.packets()
+        if any(counts.values()):
+            raise AssertionError(f"packets escaped through the real interfaces {self.interfaces}: {counts} "
+                                 f"(egress: to {', '.join(self.destinations)} or from {self.pool}; "
+                                 f"forward: any forwarded packet)")  # fmt: skip
+
+    def close(self) -> None:
+        """Delete the table. Idempotent."""
+        if self._started:
+            self._started = False
+            _quiet("nft", "delete", "table", "inet", self.table)
+
+
+def leftover_network_objects(prefixes: Sequence[str] = ("cl",)) -> dict[str, list[str]]:
+    """Network objects whose names start with one of prefixes, for leak checks.
+
+    Keys (always present): ``netns`` (names under /run/netns), ``interfaces`` (host namespace), ``nft_tables``
+    (``"<family> <name>"``; a prefix also matches with ``-`` read as ``_``, so ``"cl"`` covers ``cloche…`` and
+    ``clt_…``), ``qdiscs`` (``"<dev> <kind> <handle> <parent|root>"`` for qdiscs not created by the kernel —
+    handle other than ``0:`` — on interfaces with those prefixes).
+    """
+    prefixes = tuple(prefixes)
+    nft_prefixes = tuple({*prefixes, *(p.replace("-", "_") for p in prefixes)})
+    netns = sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefixes)) if NETNS_DIR.is_dir() else []
+    interfaces = sorted(link["ifname"] for link in _links() if link["ifname"].startswith(prefixes))
+    tables = sorted(f"{family} {name}" for family, name in _nft_tables() if name.startswith(nft_prefixes))
+    qdiscs = []
+    for q in json.loads(_run("tc", "-j", "qdisc", "show") or "[]"):
+        dev = q.get("dev", "")
+        if dev.startswith(prefixes) and q.get("handle", "0:") != "0:":
+            qdiscs.append(f"{dev} {q.get('kind')} {q.get('handle')} {'root' if q.get('root') else q.get('parent')}")
+    return {"netns": netns, "interfaces": interfaces, "nft_tables": tables, "qdiscs": sorted(qdiscs)}
