@@ -576,10 +576,14 @@ class NodeRuntime:
             rec = self.get(sandbox_id)
             if self.network is None:
                 raise InvalidState("networking is off on this node")
-            if rec.state in ("running", "paused"):
-                await asyncio.to_thread(self.network.apply, sandbox_id, policy, cut=True)
+            live = rec.state in ("running", "paused")
+            if live:
+                await asyncio.to_thread(self.network.apply, sandbox_id, policy)  # fails: nothing changed
             rec.spec = replace(rec.spec, network=policy)
-            await asyncio.to_thread(self.records.save, rec)
+            work = [asyncio.to_thread(self.records.save, rec)]
+            if live:
+                work.append(asyncio.to_thread(self.network.cut, sandbox_id))
+            await asyncio.gather(*work)
             return rec
 
     def network_counters(self) -> dict[str, Counters]:

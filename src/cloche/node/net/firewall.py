@@ -124,6 +124,7 @@ class Firewall:
   chain input {{
     type filter hook input priority filter - 10; policy accept;
     iifname @ifaces jump sandbox_to_node
+    meta l4proto {{ tcp, udp }} th dport {c.resolver_port} drop
   }}
   chain output {{
     type filter hook output priority filter - 10; policy accept;

@@ -159,8 +159,8 @@ class NodeNetwork:
         self.apply(sandbox_id, policy)
         return True
 
-    def apply(self, sandbox_id: str, policy: NetworkPolicy, *, cut: bool = False) -> None:
-        """Put `policy` in force; with `cut`, connections it no longer allows are cut."""
+    def apply(self, sandbox_id: str, policy: NetworkPolicy) -> None:
+        """Put `policy` in force for new connections (see `cut` for open ones)."""
         link = self._links.get(sandbox_id)
         if link is None or self.firewall is None:
             return
@@ -170,7 +170,11 @@ class NodeNetwork:
         limits = (policy.ingress_mbps, policy.egress_mbps)
         if old is None and limits != (None, None) or old is not None and (old.ingress_mbps, old.egress_mbps) != limits:
             links.shape(link.host_ifname, *limits)
-        if cut:
+
+    def cut(self, sandbox_id: str) -> None:
+        """Cut the sandbox's open connections that the policy in force denies."""
+        link = self._links.get(sandbox_id)
+        if link is not None:
             _flush_conntrack(link.address, ("-s",))
 
     def detach(self, sandbox_id: str) -> None:
