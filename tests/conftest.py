@@ -9,6 +9,7 @@ the leak check, which runs last, sees a clean host.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -16,15 +17,43 @@ from typing import Any, TypeVar
 
 import pytest
 
+from cloche.node.net.node import NetConfig
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
+from tests.netlab import EgressGuard, FakeInternet
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def internet() -> Iterator[FakeInternet]:
+    """The suite's own internet: sandboxes may leave the node only through its uplink
+    (every server and node the tests start is pointed at it), and the guard proves at
+    the end that no packet of theirs went out of a real interface."""
+    with EgressGuard(pool=NetConfig.pool) as guard, FakeInternet() as inet:
+        saved = {k: os.environ.get(k) for k in ("CLOCHE_NETWORK_UPLINK", "CLOCHE_NETWORK_DNS")}
+        os.environ["CLOCHE_NETWORK_UPLINK"] = inet.uplink
+        os.environ["CLOCHE_NETWORK_DNS"] = inet.dns
+        try:
+            yield inet
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        guard.assert_clean()
+
+
+def suite_network() -> NetConfig:
+    """Node networking as the suite uses it: out through the fake internet only."""
+    uplink = os.environ.get("CLOCHE_NETWORK_UPLINK", "clt-no-uplink")
+    return NetConfig(uplink=uplink, dns_upstreams=tuple(filter(None, [os.environ.get("CLOCHE_NETWORK_DNS")])))
 
 
 class LoopThread:
@@ -46,6 +75,7 @@ class Node:
 
     def __init__(self, data_dir: Path, pool_size: int = 0, **config_kw: Any) -> None:
         self.loop = LoopThread()
+        config_kw.setdefault("network", suite_network())
         config = NodeConfig(data_dir=data_dir, init_binary=INIT_BINARY, pool_size=pool_size, **config_kw)
         self.rt = self.loop.run(_make_runtime(config))
 

@@ -1,5 +1,5 @@
-"""The ``cloche`` command line: run the server; drive sandboxes, files, snapshots, apps,
-agents, state and tenants; ``cloche demo``.
+"""The ``cloche`` command line: run the server; drive sandboxes, their network and ports,
+files, snapshots, apps, agents, state and tenants; ``cloche demo``.
 
 Every command that talks to a server takes ``--url`` and ``--api-key``, defaulting to
 the ``CLOCHE_URL`` and ``CLOCHE_API_KEY`` environment variables.  Results go to stdout
@@ -52,6 +52,10 @@ from cloche.client.models import (
     ExecOutput,
     IdlePolicy,
     LogEntry,
+    NetworkPolicy,
+    NetworkRule,
+    NetworkStatus,
+    PortUrls,
     SandboxInfo,
     SnapshotInfo,
 )
@@ -97,6 +101,11 @@ agent_app = typer.Typer(help="Invoke, list and remove an app's per-key agents.",
 state_app = typer.Typer(
     help="Durable state: a versioned KV and an append-only log per namespace.", no_args_is_help=True
 )
+network_app = typer.Typer(
+    help="Show and change a sandbox's network policy (what it may reach), address and counters.",
+    no_args_is_help=True,
+)
+app.add_typer(network_app, name="network")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(app_app, name="app")
 app.add_typer(agent_app, name="agent")
@@ -295,7 +304,160 @@ def _sandbox_detail(s: SandboxInfo) -> Table:
         ("on resume", s.on_resume or "-"),
         ("node", s.node or "-"),
     ]
+    if s.network is not None:
+        rows += [("network", _policy_summary(s.network.policy)), ("address", s.network.address or "-")]
     rows += [(f"metadata.{k}", v) for k, v in sorted(s.metadata.items())]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+# --- network policies --------------------------------------------------------------------
+
+RULE_HELP = (
+    "HOST, *.DOMAIN, IP or CIDR, optionally with :PORT or :LOW-HIGH and /tcp or /udp "
+    "(e.g. api.example.com:443, 198.51.100.0/24, 10.0.0.1:53/udp), or a JSON rule object (repeatable)."
+)
+AllowOutOpt = Annotated[
+    list[str] | None,
+    typer.Option("--allow-out", metavar="RULE", help=f"Always allow this destination: {RULE_HELP}"),
+]
+DenyOutOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--deny-out", metavar="RULE", help=f"Deny this destination unless an allow rule names it: {RULE_HELP}"
+    ),
+]
+PublicOpt = Annotated[bool, typer.Option("--public", help="Exposed ports are reachable without the traffic token.")]
+
+
+def _parse_network(value: str | None, param: str) -> str | dict[str, Any] | None:
+    """``none``, ``internet``, ``@file.json`` (``@-``: stdin) or inline JSON -> a network value."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text in ("none", "internet"):
+        return text
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {source}: {exc.strerror or exc}", param_hint=param) from None
+    elif not text.startswith(("{", '"')):
+        raise typer.BadParameter(
+            f"expected none, internet, @policy.json or a JSON policy, got {value!r}", param_hint=param
+        )
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=param) from None
+    if not isinstance(parsed, str | dict):
+        raise typer.BadParameter('a policy is "none", "internet" or a JSON object', param_hint=param)
+    return parsed
+
+
+def _cli_rule(text: str, param: str) -> str | dict[str, Any]:
+    """A rule from the command line: the API's string form, ``...:PORTS/udp``, or JSON."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not a valid JSON rule: {exc}", param_hint=param) from None
+        if not isinstance(obj, dict):
+            raise typer.BadParameter("a JSON rule is an object", param_hint=param)
+        return obj
+    for protocol in ("tcp", "udp"):
+        if text.endswith(f"/{protocol}"):
+            target, _, ports = text.removesuffix(f"/{protocol}").partition(":")
+            rule: dict[str, Any] = {"to": target, "protocol": protocol}
+            if ports:
+                rule["ports"] = ports
+            return rule
+    return text
+
+
+def _network_spec(
+    base: str | dict[str, Any] | None,
+    allow_out: list[str] | None,
+    deny_out: list[str] | None,
+    public: bool,
+    param: str,
+) -> str | dict[str, Any] | None:
+    """``base`` with the --allow-out/--deny-out/--public flags added (over the internet)."""
+    if not (allow_out or deny_out or public):
+        return base
+    if base == "none" or (isinstance(base, dict) and base.get("egress") is False):
+        raise typer.BadParameter("--allow-out, --deny-out and --public need egress, not none", param_hint=param)
+    policy: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
+    for key, rules, flag in (("allow_out", allow_out, "--allow-out"), ("deny_out", deny_out, "--deny-out")):
+        if rules:
+            previous = policy.get(key) or []
+            if not isinstance(previous, list):
+                raise typer.BadParameter(f"{key} in the policy must be a list", param_hint=param)
+            policy[key] = [*previous, *(_cli_rule(rule, flag) for rule in rules)]
+    if public:
+        policy["public"] = True
+    return policy
+
+
+def _rule_text(rule: str | NetworkRule) -> str:
+    if isinstance(rule, str):
+        return rule
+    text = rule.to if rule.ports is None else f"{rule.to}:{rule.ports}"
+    return f"{text}/{rule.protocol}" if rule.protocol else text
+
+
+def _rules_text(rules: list[str | NetworkRule] | None) -> str:
+    return ", ".join(_rule_text(r) for r in rules) if rules else "-"
+
+
+def _policy_summary(policy: NetworkPolicy) -> str:
+    """One line: ``none``, ``internet``, ``allow list (3 rules)``, ..."""
+    if not policy.egress:
+        return "none (loopback only)"
+    if policy.allow_out is not None and not policy.deny_out:
+        kind = f"allow list ({len(policy.allow_out)} rules)"
+    elif policy.allow_out or policy.deny_out:
+        kind = f"internet with {len(policy.allow_out or [])} allow, {len(policy.deny_out)} deny rules"
+    else:
+        kind = "internet"
+    return f"{kind}, public" if policy.public else kind
+
+
+def _mbps(value: float | None) -> str:
+    return f"{value:g} Mbit/s" if value is not None else "unlimited"
+
+
+def _network_detail(status: NetworkStatus) -> Table:
+    policy, counters = status.policy, status.counters
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    rows: list[tuple[str, str]] = [
+        ("policy", _policy_summary(policy)),
+        ("egress", "yes" if policy.egress else "no"),
+        ("allow out", _rules_text(policy.allow_out) if policy.allow_out is not None else "- (not given)"),
+        ("deny out", _rules_text(policy.deny_out)),
+        ("dns servers", ", ".join(policy.dns_servers) or "node default"),
+        ("max connections", str(policy.max_connections) if policy.max_connections is not None else "server default"),
+        ("egress limit", _mbps(policy.egress_mbps)),
+        ("ingress limit", _mbps(policy.ingress_mbps)),
+        ("public ports", "yes (no token needed)" if policy.public else "no (traffic token needed)"),
+        ("request host", policy.mask_request_host or "-"),
+        ("address", status.address or "- (not running)"),
+    ]
+    if counters is None:
+        rows.append(("counters", "- (not running)"))
+    else:
+        rows += [
+            ("sent", f"{_size(counters.bytes_out)} in {counters.packets_out} packets"),
+            ("received", f"{_size(counters.bytes_in)} in {counters.packets_in} packets"),
+            ("denied connections", str(counters.denied_connections)),
+            ("dns queries", f"{counters.dns_queries} ({counters.dns_refused} refused, "
+                            f"{counters.dns_rate_limited} rate limited)"),
+        ]  # fmt: skip
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -342,12 +504,28 @@ def sandbox_create(
     region: Annotated[
         str | None, typer.Option("--region", help="Your region: the sandbox is placed close to it.")
     ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            "--network",
+            help="Network policy: none (loopback only), internet, @policy.json or an inline JSON policy "
+            "(default: the server's).",
+        ),
+    ] = None,
+    allow_out: AllowOutOpt = None,
+    deny_out: DenyOutOpt = None,
+    public: PublicOpt = False,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """Create a sandbox and print its id."""
+    """Create a sandbox and print its id.
+
+    --allow-out, --deny-out and --public build a policy over the open internet, or add
+    to the one --network gives.
+    """
     env_vars, labels = _pairs(env, "--env"), _pairs(metadata, "--metadata")
+    network_spec = _network_spec(_parse_network(network, "--network"), allow_out, deny_out, public, "--network")
     with _client(url, api_key) as client, _spinner("Creating sandbox…"):
         sbx = client.sandboxes.create(
             template=template,
@@ -364,6 +542,7 @@ def sandbox_create(
             snapshot=snapshot,
             wait_s=wait,
             region=region,
+            network=network_spec,
         )
     if as_json:
         _print_json(sbx.info)
@@ -572,6 +751,107 @@ def sandbox_timeout(
     with _client(url, api_key) as client:
         info = _handle(client, sandbox_id).set_timeout(seconds).info
     out.print(f"{info.id} expires {_when(info.expires_at)}", highlight=False)
+
+
+@network_app.command("show")
+def network_show(sandbox_id: SandboxId, as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Show a sandbox's network policy, address and traffic and DNS counters."""
+    with _client(url, api_key) as client:
+        status = _handle(client, sandbox_id).network()
+    if as_json:
+        _print_json(status)
+    else:
+        out.print(_network_detail(status))
+
+
+@network_app.command(
+    "set",
+    epilog="Examples: cloche network set ID --none; cloche network set ID --allow-out pypi.org "
+    "--allow-out '*.pythonhosted.org'; cloche network set ID --policy @policy.json",
+)
+def network_set(
+    sandbox_id: SandboxId,
+    none: Annotated[bool, typer.Option("--none", help="No network at all (loopback only).")] = False,
+    internet: Annotated[bool, typer.Option("--internet", help="The open internet (no rules).")] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="The whole policy: @policy.json (@- for stdin) or inline JSON."),
+    ] = None,
+    allow_out: AllowOutOpt = None,
+    deny_out: DenyOutOpt = None,
+    public: PublicOpt = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Replace a sandbox's network policy; it is in force at once.
+
+    Open connections the new policy denies are cut; nothing of the old policy is kept.
+    --allow-out, --deny-out and --public build a policy over the open internet (or add
+    to --policy). With --allow-out alone, only what it names is reachable.
+    """
+    modes = [flag for flag, given in (("--none", none), ("--internet", internet), ("--policy", policy is not None))
+             if given]  # fmt: skip
+    if len(modes) > 1:
+        raise typer.BadParameter(f"{' and '.join(modes)} cannot be combined", param_hint=modes[0])
+    if not modes and not (allow_out or deny_out or public):
+        raise typer.BadParameter("give --none, --internet, --policy or rules (--allow-out, --deny-out, --public)")
+    base = "none" if none else "internet" if internet else _parse_network(policy, "--policy")
+    spec = _network_spec(base, allow_out, deny_out, public, modes[0] if modes else "--allow-out")
+    assert spec is not None
+    with _client(url, api_key) as client:
+        status = _handle(client, sandbox_id).set_network(spec)
+    if as_json:
+        _print_json(status)
+    else:
+        out.print(_network_detail(status))
+
+
+@app.command("port", epilog='Example: curl -H "X-Cloche-Traffic-Token: $TOKEN" $(cloche port ID 8000)')
+def port_url(
+    sandbox_id: SandboxId,
+    port: Annotated[
+        int, typer.Argument(min=1, max=65535, help="Port a server in the sandbox listens on.", show_default=False)
+    ],
+    signed: Annotated[
+        bool, typer.Option("--signed", help="Print a signed URL that needs no token until it expires.")
+    ] = False,
+    expires: Annotated[int, typer.Option("--expires", min=1, help="Lifetime of the signed URL in seconds.")] = 3600,
+    path_form: Annotated[
+        bool,
+        typer.Option("--path", help="Print the URL under the API server's path instead of the {port}-{id} host."),
+    ] = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Print the URL where a port of a sandbox is reachable from outside.
+
+    The URL goes to stdout; how to send the traffic token (unless the sandbox is public
+    or the URL is signed) goes to stderr.
+    """
+    with _client(url, api_key) as client:
+        urls = _handle(client, sandbox_id).port_urls(port, expires_s=expires)
+    if as_json:
+        _print_json(urls)
+        return
+    link = _port_link(urls, signed, path_form)
+    out.print(link, highlight=False, markup=False, soft_wrap=True)
+    if signed and urls.signed_url:
+        err.print(f"signed, valid for {expires}s; no token needed", highlight=False)
+    elif urls.public or not urls.token:
+        err.print("public: no token needed", highlight=False)
+    else:
+        err.print(f"curl -H 'X-Cloche-Traffic-Token: {urls.token}' {shlex.quote(link)}",
+                  highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+
+
+def _port_link(urls: PortUrls, signed: bool, path_form: bool) -> str:
+    if signed and urls.signed_url:
+        return urls.signed_url
+    if path_form and urls.path_url:
+        return urls.path_url
+    return urls.url
 
 
 # --- files -------------------------------------------------------------------------------

@@ -10,15 +10,25 @@ import subprocess
 from pathlib import Path
 
 from cloche.node import cgroups
+from tests.netlab import leftover_network_objects
 
 RUN_ROOT = Path("/run/cloche")
 
 
-def test_no_runtime_directories_or_uid_ranges():
-    leftovers = [p.name for p in RUN_ROOT.iterdir() if p.name != "uids"] if RUN_ROOT.exists() else []
+def test_no_runtime_directories_uid_ranges_or_address_claims():
+    leftovers = [p.name for p in RUN_ROOT.iterdir() if p.name not in ("uids", "net")] if RUN_ROOT.exists() else []
     assert leftovers == []
-    uids = list((RUN_ROOT / "uids").iterdir()) if (RUN_ROOT / "uids").exists() else []
-    assert uids == []
+    for claims in ("uids", "net"):
+        held = list((RUN_ROOT / claims).iterdir()) if (RUN_ROOT / claims).exists() else []
+        assert held == [], claims
+
+
+def test_no_network_objects():
+    """No veth, netns, nftables table or tc qdisc of cloche's is left."""
+    found = leftover_network_objects(("clv", "clp", "cloche"))
+    assert found == {k: [] for k in found}, found
+    aliased = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert "cloche:" not in aliased
 
 
 def test_no_runc_containers():

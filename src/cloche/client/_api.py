@@ -16,7 +16,7 @@ from typing import IO, Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from .errors import InvalidRequest
 from .models import (
@@ -33,8 +33,12 @@ from .models import (
     KeyPage,
     LogEntry,
     LogPage,
+    NetworkPolicy,
+    NetworkSpec,
+    NetworkStatus,
     NewTenant,
     NodeInfo,
+    PortUrls,
     SandboxInfo,
     SnapshotInfo,
     StateValue,
@@ -143,6 +147,31 @@ def _idle(idle: IdlePolicy | Mapping[str, float | None] | None) -> dict[str, Any
     return {k: v for k, v in idle.items() if v is not None}
 
 
+def _rule(rule: Any) -> Any:
+    return rule.model_dump(mode="json", exclude_none=True) if isinstance(rule, BaseModel) else rule
+
+
+def network_body(network: NetworkSpec) -> str | dict[str, Any]:
+    """The JSON of a ``network`` value: ``"none"``, ``"internet"`` or a policy object.
+
+    A :class:`NetworkPolicy` leaves out its unset optional limits; a mapping is sent as
+    given (rule models in it are converted), so the server judges it and names the field
+    at fault in an :class:`InvalidRequest`.
+    """
+    if isinstance(network, str):
+        return network
+    if isinstance(network, NetworkPolicy):
+        return network.to_json()
+    if isinstance(network, Mapping):
+        body = dict(network)
+        for key in ("allow_out", "deny_out"):
+            rules = body.get(key)
+            if isinstance(rules, list | tuple):
+                body[key] = [_rule(rule) for rule in rules]
+        return body
+    raise TypeError(f'network must be "none", "internet", a NetworkPolicy or a dict, not {type(network).__name__}')
+
+
 def _seg(value: str) -> str:
     """One percent-encoded path segment."""
     return quote(value, safe="")
@@ -180,11 +209,13 @@ def create_sandbox(
     snapshot: str | None = None,
     wait_s: float | None = None,
     region: str | None = None,
+    network: NetworkSpec | None = None,
 ) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes``; only the fields given are sent, the rest default server-side.
 
     ``wait_s`` is how long the create may wait in the admission queue for room (the server
-    then answers 503 with ``Retry-After``); the read timeout grows by as much.
+    then answers 503 with ``Retry-After``); the read timeout grows by as much.  ``network``
+    is ``"none"``, ``"internet"`` or a policy (see :func:`network_body`).
     """
     body = _compact(
         template=template,
@@ -201,6 +232,7 @@ def create_sandbox(
         snapshot=snapshot,
         wait_s=wait_s,
         region=region,
+        network=None if network is None else network_body(network),
     )
     read_timeout = CREATE_TIMEOUT + (wait_s or 0.0)
     return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body, read_timeout=read_timeout)
@@ -277,6 +309,29 @@ def fork(sandbox_id: str, name: str | None = None, metadata: Mapping[str, str] |
     """``POST /v1/sandboxes/{id}/fork``: a new sandbox with this one's current files."""
     body = _compact(name=name, metadata=dict(metadata) if metadata is not None else None)
     return Call("POST", sbx(sandbox_id, "fork"), _json(SandboxInfo), json=body, read_timeout=TRANSFER_TIMEOUT)
+
+
+# --- network -------------------------------------------------------------------------------
+
+
+def get_network(sandbox_id: str) -> Call[NetworkStatus]:
+    """``GET /v1/sandboxes/{id}/network``: the policy in force, the address and the counters."""
+    return Call("GET", sbx(sandbox_id, "network"), _json(NetworkStatus))
+
+
+def set_network(sandbox_id: str, network: NetworkSpec) -> Call[NetworkStatus]:
+    """``PUT /v1/sandboxes/{id}/network``: replace the policy atomically (live)."""
+    return Call("PUT", sbx(sandbox_id, "network"), _json(NetworkStatus), json=network_body(network))
+
+
+def port_urls(sandbox_id: str, port: int, expires_s: int = 3600) -> Call[PortUrls]:
+    """``GET /v1/sandboxes/{id}/urls/{port}?expires_s=``: URLs and token of an exposed port.
+
+    ``expires_s`` is the lifetime of the signed URL in the answer.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 1 to 65535, got {port!r}")
+    return Call("GET", sbx(sandbox_id, "urls", str(port)), _json(PortUrls), params={"expires_s": str(int(expires_s))})
 
 
 # --- snapshots -----------------------------------------------------------------------------

@@ -49,8 +49,11 @@ from .models import (
     KeyPage,
     LogEntry,
     LogPage,
+    NetworkSpec,
+    NetworkStatus,
     NewTenant,
     NodeInfo,
+    PortUrls,
     SandboxInfo,
     SnapshotInfo,
     StateValue,
@@ -254,6 +257,7 @@ class AsyncSandboxes:
         snapshot: str | None = None,
         wait_s: float | None = None,
         region: str | None = None,
+        network: NetworkSpec | None = None,
     ) -> AsyncSandbox:
         """Create a sandbox and return its handle; see :meth:`cloche.Client.sandboxes`'s
         ``create`` for the parameters and errors."""
@@ -272,6 +276,7 @@ class AsyncSandboxes:
             snapshot=snapshot,
             wait_s=wait_s,
             region=region,
+            network=network,
         )
         return AsyncSandbox(self._client, await self._client._call(call))
 
@@ -453,6 +458,31 @@ class AsyncSandbox(SandboxBase):
     async def snapshot(self, name: str) -> SnapshotInfo:
         """Save the sandbox's current files as the named snapshot ``name``."""
         return await self._client._call(_api.create_snapshot(self.id, name))
+
+    async def network(self) -> NetworkStatus:
+        """The sandbox's network: the policy in force, its address and its traffic and
+        DNS counters (also kept in :attr:`info`)."""
+        status = await self._client._call(_api.get_network(self.id))
+        self._info = self._info.model_copy(update={"network": status})
+        return status
+
+    async def set_network(self, policy: NetworkSpec) -> NetworkStatus:
+        """Replace the sandbox's network policy atomically (live, cutting connections it
+        denies); see :meth:`cloche.Sandbox.set_network` for the parameters and errors."""
+        status = await self._client._call(_api.set_network(self.id, policy))
+        self._info = self._info.model_copy(update={"network": status})
+        return status
+
+    async def port_urls(self, port: int, *, expires_s: int = 3600) -> PortUrls:
+        """Where ``port`` is reachable from outside: URLs, traffic token and signed URL;
+        see :meth:`cloche.Sandbox.port_urls`."""
+        return await self._client._call(_api.port_urls(self.id, port, expires_s))
+
+    async def url(self, port: int, *, signed: bool = False, expires_s: int = 3600) -> str:
+        """The host-form URL of ``port`` (with ``signed``, the signed URL that needs no
+        token until it expires); see :meth:`cloche.Sandbox.url`."""
+        urls = await self.port_urls(port, expires_s=expires_s)
+        return (urls.signed_url or urls.url) if signed else urls.url
 
     async def kill(self, missing_ok: bool = False) -> None:
         """Destroy the sandbox and its files (``missing_ok``: ignore NotFound)."""

@@ -212,6 +212,7 @@ _DEFAULT_CODES: dict[int, str] = {
 
 _STATUS_OF_CODE: dict[str, int] = {
     **{code: status for status, code in _DEFAULT_CODES.items()},
+    "invalid_spec": 400,
     "invalid_state": 409,
     "not_empty": 409,
     "quota_exceeded": 429,

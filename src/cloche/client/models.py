@@ -7,12 +7,13 @@ that adds fields does not break an older SDK.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AgentInfo",
@@ -34,9 +35,15 @@ __all__ = [
     "KeyPage",
     "LogEntry",
     "LogPage",
+    "NetworkCounters",
+    "NetworkPolicy",
+    "NetworkRule",
+    "NetworkSpec",
+    "NetworkStatus",
     "NewTenant",
     "NodeInfo",
     "PoolInfo",
+    "PortUrls",
     "Resources",
     "SandboxInfo",
     "SandboxState",
@@ -75,6 +82,141 @@ class IdlePolicy(_Model):
     )
 
 
+class NetworkRule(BaseModel):
+    """One egress rule with a port or protocol restriction.
+
+    A plain string is a rule too and usually enough: ``"198.51.100.0/24"``,
+    ``"api.example.com"``, ``"*.example.com"`` (every name below it),
+    ``"api.example.com:443"`` or ``"198.51.100.10:8000-8100"``.
+
+    Unknown fields are rejected, so a misspelt option cannot silently widen a policy.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    to: str = Field(description="IPv4 address, CIDR, host name or *.wildcard name.")
+    ports: int | str | None = Field(None, description='A port, or an inclusive range like "8000-8100"; all if None.')
+    protocol: Literal["tcp", "udp"] | None = Field(None, description="tcp or udp; both (and any other) if None.")
+
+
+Rule = str | NetworkRule
+"""An egress rule: a string such as ``"api.example.com:443"`` or a :class:`NetworkRule`."""
+
+
+class NetworkPolicy(BaseModel):
+    """What a sandbox may reach over the network, how fast, and who may reach its ports.
+
+    A connection is judged in this order: the server's always-denied ranges (cloud
+    metadata, link-local, the node, other sandboxes, private ranges); then a matching
+    ``allow_out`` rule accepts it (an allow beats a deny); then a matching ``deny_out``
+    rule rejects it; otherwise it is accepted, unless ``allow_out`` was given without
+    ``deny_out`` (a pure allow list), which rejects everything it does not name.
+
+    ``NetworkPolicy()`` is the open internet; ``NetworkPolicy(egress=False)`` is
+    loopback only (like ``network="none"``).  Unknown fields are rejected when you build
+    a policy, and dropped when a newer server reports one.
+
+    Example::
+
+        NetworkPolicy(allow_out=["pypi.org", "*.pythonhosted.org", NetworkRule(to="198.51.100.7", ports=443)])
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    egress: bool = Field(True, description="False: no egress at all (loopback only, no DNS).")
+    allow_out: list[Rule] | None = Field(
+        None, description="Destinations always accepted; given without deny_out, the only ones (None: not given)."
+    )
+    deny_out: list[Rule] = Field(default_factory=list, description="Destinations rejected unless allow_out names them.")
+    dns_servers: list[str] = Field(
+        default_factory=list, description="Upstream IPv4 resolvers for this sandbox (empty: the node's)."
+    )
+    max_connections: int | None = Field(None, description="Cap on concurrent outbound connections.")
+    egress_mbps: float | None = Field(None, description="Upload bandwidth limit in Mbit/s.")
+    ingress_mbps: float | None = Field(None, description="Download bandwidth limit in Mbit/s.")
+    public: bool = Field(False, description="Exposed ports are reachable without the traffic token.")
+    mask_request_host: str | None = Field(
+        None, description="Host header sent to exposed ports (``${PORT}`` is replaced by the port)."
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as the API's ``network`` object (unset optional limits left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+NetworkSpec = Literal["none", "internet"] | NetworkPolicy | Mapping[str, Any]
+"""What ``network=`` accepts: ``"none"`` (loopback only), ``"internet"``, a
+:class:`NetworkPolicy` or the same policy as a plain dict (checked by the server)."""
+
+
+def _known(model: type[BaseModel], value: Any) -> Any:
+    """``value`` without the keys ``model`` does not know (what a newer server adds)."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k in model.model_fields}
+    return value
+
+
+class NetworkCounters(_Model):
+    """A sandbox's traffic and DNS counters since it (last) started."""
+
+    bytes_out: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    packets_in: int = 0
+    denied_connections: int = Field(0, description="Outbound connections the policy rejected.")
+    dns_queries: int = 0
+    dns_refused: int = Field(0, description="Names the policy refused to resolve.")
+    dns_rate_limited: int = Field(0, description="Queries dropped by the per-sandbox DNS rate limit.")
+
+
+class NetworkStatus(_Model):
+    """A sandbox's network: the policy in force, its address and its counters.
+
+    Attributes:
+        policy: The policy in force, normalised by the server (``"none"`` reads back as
+            ``egress=False``, ``"internet"`` as the default policy).
+        address: The sandbox's IPv4 address while it runs, else ``None``.
+        counters: Traffic and DNS counters (``None`` when it is not running, and in
+            sandbox listings).
+    """
+
+    policy: NetworkPolicy
+    address: str | None = None
+    counters: NetworkCounters | None = None
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _drop_unknown(cls, value: Any) -> Any:
+        value = _known(NetworkPolicy, value)
+        if isinstance(value, dict):
+            for key in ("allow_out", "deny_out"):
+                if isinstance(value.get(key), list):
+                    value[key] = [_known(NetworkRule, rule) for rule in value[key]]
+        return value
+
+
+class PortUrls(_Model):
+    """Where a port the sandbox listens on is reachable from outside.
+
+    Attributes:
+        port: The port inside the sandbox.
+        url: Host-form URL, e.g. ``http://8000-sb_x.localhost:8787/``.
+        path_url: Path-form URL under the API server, for when wildcard host names do
+            not resolve, e.g. ``http://127.0.0.1:8787/v1/sandboxes/sb_x/ports/8000/``.
+        token: The traffic token to send as ``X-Cloche-Traffic-Token`` (``None`` when the
+            sandbox's policy is ``public``).
+        signed_url: ``url`` with a signature that stands in for the token until it expires.
+        public: Whether the port is reachable without the token.
+    """
+
+    port: int
+    url: str
+    path_url: str | None = None
+    token: str | None = None
+    signed_url: str | None = None
+    public: bool = False
+
+
 class SandboxInfo(_Model):
     """A sandbox as the server describes it."""
 
@@ -96,6 +238,9 @@ class SandboxInfo(_Model):
     node: str | None = None
     placement: dict[str, Any] | None = Field(
         None, description="Why the scheduler chose this node (free-form; absent without a scheduler)."
+    )
+    network: NetworkStatus | None = Field(
+        None, description="Network policy and address (counters only when fetched alone, see ``network()``)."
     )
 
 

@@ -45,8 +45,11 @@ from .models import (
     KeyPage,
     LogEntry,
     LogPage,
+    NetworkSpec,
+    NetworkStatus,
     NewTenant,
     NodeInfo,
+    PortUrls,
     SandboxInfo,
     SnapshotInfo,
     StateValue,
@@ -248,6 +251,7 @@ class Sandboxes:
         snapshot: str | None = None,
         wait_s: float | None = None,
         region: str | None = None,
+        network: NetworkSpec | None = None,
     ) -> Sandbox:
         """Create a sandbox and return its handle once it is running.
 
@@ -270,11 +274,17 @@ class Sandboxes:
             wait_s: Seconds to wait in the admission queue when the node is full (server
                 default if omitted); then :class:`Unavailable` with ``retry_after``.
             region: The user's region, a hint to place the sandbox close to them.
+            network: ``"none"`` (loopback only), ``"internet"``, or a policy: a
+                :class:`NetworkPolicy` or the same as a dict, e.g.
+                ``{"allow_out": ["pypi.org", "*.pythonhosted.org"]}`` (server default
+                if omitted, normally ``"internet"``).
 
         Raises:
             QuotaExceeded: The tenant is at its sandbox, CPU or memory quota.
             Unavailable: No room came free within ``wait_s``.
-            InvalidRequest: A parameter is out of range or the template is unknown.
+            InvalidRequest: A parameter is out of range, the template is unknown, or
+                the network policy is malformed (code ``invalid_spec``, the message
+                names the field, e.g. ``network.allow_out[0]: ...``).
         """
         call = _api.create_sandbox(
             template=template,
@@ -291,6 +301,7 @@ class Sandboxes:
             snapshot=snapshot,
             wait_s=wait_s,
             region=region,
+            network=network,
         )
         return Sandbox(self._client, self._client._call(call))
 
@@ -557,6 +568,65 @@ class Sandbox(SandboxBase):
             Conflict: The tenant already has a snapshot with this name.
         """
         return self._client._call(_api.create_snapshot(self.id, name))
+
+    def network(self) -> NetworkStatus:
+        """The sandbox's network: the policy in force, its address and its traffic and
+        DNS counters (also kept in :attr:`info`)."""
+        status = self._client._call(_api.get_network(self.id))
+        self._info = self._info.model_copy(update={"network": status})
+        return status
+
+    def set_network(self, policy: NetworkSpec) -> NetworkStatus:
+        """Replace the sandbox's network policy atomically; it is in force at once.
+
+        Open connections the new policy denies are cut.  A paused or hibernated sandbox
+        gets it when it wakes; it survives pause, hibernate and fork.
+
+        Args:
+            policy: ``"none"``, ``"internet"``, a :class:`NetworkPolicy` or the same as a
+                dict (it replaces the old policy entirely, nothing is merged).
+
+        Returns:
+            The new status (the normalised policy, the address and the counters).
+
+        Raises:
+            InvalidRequest: The policy is malformed (code ``invalid_spec``; the message
+                names the field, e.g. ``network.deny_out[2]: ...``).
+        """
+        status = self._client._call(_api.set_network(self.id, policy))
+        self._info = self._info.model_copy(update={"network": status})
+        return status
+
+    def port_urls(self, port: int, *, expires_s: int = 3600) -> PortUrls:
+        """Where ``port`` (a server the sandbox runs) is reachable from outside.
+
+        Args:
+            port: The port inside the sandbox (1-65535).
+            expires_s: Lifetime of the signed URL in the answer, in seconds.
+
+        Returns:
+            The host-form and path-form URLs, the traffic token (send it as
+            ``X-Cloche-Traffic-Token``; ``None`` for a ``public`` sandbox) and a signed URL.
+
+        Raises:
+            ValueError: ``port`` is not a valid port number.
+        """
+        return self._client._call(_api.port_urls(self.id, port, expires_s))
+
+    def url(self, port: int, *, signed: bool = False, expires_s: int = 3600) -> str:
+        """The host-form URL of ``port``, e.g. ``http://8000-sb_x.localhost:8787/``.
+
+        Unless the sandbox's policy is ``public``, requests to it need the traffic token
+        (see :meth:`port_urls`), or use ``signed=True``.
+
+        Args:
+            port: The port inside the sandbox (1-65535).
+            signed: Return the signed URL instead, which needs no token until it
+                expires (a public sandbox's plain URL when the server signs none).
+            expires_s: Lifetime of the signed URL, in seconds.
+        """
+        urls = self.port_urls(port, expires_s=expires_s)
+        return (urls.signed_url or urls.url) if signed else urls.url
 
     def kill(self, missing_ok: bool = False) -> None:
         """Destroy the sandbox and its files.

@@ -199,7 +199,11 @@ class NodeRuntime:
         """A surviving container keeps its link; without it, it is not adopted."""
         if self.network is None or rec.net is None:
             return self.network is None
-        if self.network.adopt(rec.id, rec.net, rec.spec.network):
+        try:
+            pid = int((self.run / rec.id / "pid").read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and self.network.adopt(rec.id, rec.net, pid, rec.spec.network):
             return True
         log.warning("sandbox %s lost its network link; restarting it", rec.id)
         return False
@@ -290,10 +294,15 @@ class NodeRuntime:
 
     def adopt_from_pool(self, rec: SandboxRecord, spec: SandboxSpec) -> SandboxRecord:
         """Turn a pooled sandbox into the caller's: its limits and env become `spec`'s."""
-        if spec.limits != rec.spec.limits:
-            cgroups.manager(self._cgroup(rec.id)).set_limits(spec.limits)
-        if self.network:
-            self.network.apply(rec.id, spec.network)
+        try:
+            if self.network:
+                self.network.apply(rec.id, spec.network)
+            if spec.limits != rec.spec.limits:
+                cgroups.manager(self._cgroup(rec.id)).set_limits(spec.limits)
+        except BaseException:
+            self._sandboxes.pop(rec.id, None)  # a pooled sandbox that cannot be set up is not handed out
+            self._destroy(rec)
+            raise
         rec.spec = spec
         rec.pooled = False
         now = time.time()

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import TC_H_ROOT
 
 from cloche.node.errors import RuntimeFailure
 
@@ -147,28 +148,30 @@ def ours(prefix: str) -> Iterator[tuple[str, str]]:
                 yield msg.get_attr("IFLA_IFNAME"), alias
 
 
-def shape(ifname: str, ingress_mbps: float | None, egress_mbps: float | None) -> None:
-    """Bandwidth limits on the host side, where the sandbox cannot remove them: a token
-    bucket on what the host sends into the sandbox (its ingress), and a policer on what
-    arrives from it (its egress)."""
+def shape(link: Link, pid: int, ingress_mbps: float | None, egress_mbps: float | None) -> None:
+    """Bandwidth limits as token buckets: on the host side for what flows into the
+    sandbox (its ingress), and on its own eth0 for what it sends (its egress). The
+    sandbox's root has no CAP_NET_ADMIN, so it cannot remove either (and this kernel
+    has no policing action to do the egress on the host side)."""
     with IPRoute() as ip:
-        (idx,) = ip.link_lookup(ifname=ifname)
-        for kind, handle in (("tbf", None), ("ingress", "ffff:")):
-            try:
-                if handle:
-                    ip.tc("del", kind, idx, handle)
-                else:
-                    ip.tc("del", kind, idx)
-            except NetlinkError:
-                pass
-        if ingress_mbps:
-            rate, burst = _rate(ingress_mbps)
-            ip.tc("add", "tbf", idx, handle="1:", rate=rate, burst=burst, latency="50ms")
-        if egress_mbps:
-            rate, burst = _rate(egress_mbps)
-            ip.tc("add", "ingress", idx, "ffff:")
-            ip.tc("add-filter", "u32", idx, ":1", parent="ffff:", protocol=0x0003, prio=10, target="ffff:",
-                  keys=["0x0/0x0+0"], rate=rate, burst=burst, action="drop")  # fmt: skip
+        _set_tbf(ip, link.host_ifname, ingress_mbps)
+
+    def inside() -> IPRoute:
+        return IPRoute(fileno=socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0).detach())
+
+    with in_netns(f"/proc/{pid}/ns/net", inside) as ip:
+        _set_tbf(ip, "eth0", egress_mbps)
+
+
+def _set_tbf(ip: IPRoute, ifname: str, mbps: float | None) -> None:
+    (idx,) = ip.link_lookup(ifname=ifname)
+    try:
+        ip.tc("del", index=idx, parent=TC_H_ROOT)
+    except NetlinkError:
+        pass  # there was none
+    if mbps:
+        rate, burst = _rate(mbps)
+        ip.tc("add", "tbf", idx, handle="1:", rate=rate, burst=burst, latency="50ms")
 
 
 def _rate(mbps: float) -> tuple[str, int]:

@@ -75,6 +75,7 @@ class NodeNetwork:
         self._links: dict[str, links.Link] = {}  # sandbox id -> link
         self._by_address: dict[str, str] = {}  # sandbox address -> sandbox id
         self._policies: dict[str, NetworkPolicy] = {}
+        self._pids: dict[str, int] = {}  # sandbox id -> its init's pid (its namespace)
         self.uplink = ""
 
     # ---- node lifecycle --------------------------------------------------------------
@@ -138,11 +139,12 @@ class NodeNetwork:
         assert self.firewall is not None
         links.delete(link.host_ifname)  # a stale pair of a crashed run of this index
         links.create(link, pid, f"{self.alias_prefix}{sandbox_id}", self.config.mtu)
+        self._pids[sandbox_id] = pid
         self.firewall.add_sandbox(link.index, link.host_ifname, link.address)
         if policy is not None:
             self.apply(sandbox_id, policy)
 
-    def adopt(self, sandbox_id: str, net: dict[str, object], policy: NetworkPolicy) -> bool:
+    def adopt(self, sandbox_id: str, net: dict[str, object], pid: int, policy: NetworkPolicy) -> bool:
         """After a restart: take back a running sandbox's link (False if it is gone)."""
         index = net.get("index")
         if not isinstance(index, int):
@@ -155,6 +157,7 @@ class NodeNetwork:
         self.claims.claim(index, self.key)
         self._links[sandbox_id] = link
         self._by_address[link.address] = sandbox_id
+        self._pids[sandbox_id] = pid
         self.firewall.add_sandbox(link.index, link.host_ifname, link.address)
         self.apply(sandbox_id, policy)
         return True
@@ -165,11 +168,17 @@ class NodeNetwork:
         if link is None or self.firewall is None:
             return
         old = self._policies.get(sandbox_id)
-        self.firewall.apply(link.index, link.address, policy)
-        self._policies[sandbox_id] = policy
         limits = (policy.ingress_mbps, policy.egress_mbps)
-        if old is None and limits != (None, None) or old is not None and (old.ingress_mbps, old.egress_mbps) != limits:
-            links.shape(link.host_ifname, *limits)
+        old_limits = (old.ingress_mbps, old.egress_mbps) if old else (None, None)
+        if limits != old_limits:
+            links.shape(link, self._pids[sandbox_id], *limits)
+        try:
+            self.firewall.apply(link.index, link.address, policy)
+        except BaseException:
+            if limits != old_limits:
+                links.shape(link, self._pids[sandbox_id], *old_limits)
+            raise
+        self._policies[sandbox_id] = policy
 
     def cut(self, sandbox_id: str) -> None:
         """Cut the sandbox's open connections that the policy in force denies."""
@@ -181,6 +190,7 @@ class NodeNetwork:
         """Remove the sandbox's link, firewall entries and address claim."""
         link = self._links.pop(sandbox_id, None)
         self._policies.pop(sandbox_id, None)
+        self._pids.pop(sandbox_id, None)
         if link is None:
             for ifname, _ in list(links.ours(f"{self.alias_prefix}{sandbox_id}")):
                 links.delete(ifname)
