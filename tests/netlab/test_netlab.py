@@ -39,10 +39,10 @@ class Lab:
     """Guard + fake internet + a stand-in sandbox namespace with forwarding and masquerading. close() undoes
     whatever start() got done, in reverse order, even after a partial start."""
 
-    def __init__(self) -> None:
+    def __init__(self, inet: FakeInternet) -> None:
         pid = os.getpid()
         self.guard = EgressGuard()
-        self.inet = FakeInternet()
+        self.inet = inet  # the session's (tests/conftest.py): one fake internet per host at a time
         self.sandbox_ns = f"clt-sb-{pid}"
         self.sandbox_link = f"clt-sbh{pid % 100000}"
         self.nat_table = f"clt_nat_{pid}"
@@ -51,7 +51,7 @@ class Lab:
 
     def start(self) -> None:
         self.guard.start()  # first, so every interface made below is excluded from the real ones
-        self.inet.start()
+        self.before = leftover_network_objects(("clt",))
         ns, link = self.sandbox_ns, self.sandbox_link
         subprocess.run(["ip", "netns", "add", ns], check=True)
         self._undo.append(("ip", "netns", "del", ns))
@@ -84,7 +84,6 @@ class Lab:
         if self.saved_forward is not None:
             IP_FORWARD.write_text(self.saved_forward)
             self.saved_forward = None
-        self.inet.close()
         self.guard.close()
         assert not errors, errors
 
@@ -95,8 +94,8 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab():
-    lab = Lab()
+def lab(internet):
+    lab = Lab(internet)
     try:
         lab.start()
         yield lab
@@ -256,4 +255,8 @@ def test_zz_nothing_escaped_and_nothing_is_left(lab):
     forward_before = lab.saved_forward
     lab.close()
     assert IP_FORWARD.read_text().strip() == forward_before
-    assert leftover_network_objects(("clt",)) == {"netns": [], "interfaces": [], "nft_tables": [], "qdiscs": []}
+    after = leftover_network_objects(("clt",))
+    guard_table = f"inet {lab.guard.table}"
+    assert guard_table not in after["nft_tables"]
+    lab.before["nft_tables"].remove(guard_table)
+    assert after == lab.before  # only the session's fake internet remains
