@@ -22,7 +22,7 @@ from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit
-from cloche.server.routes import apps, files, health, nodes, sandboxes, snapshots, templates, tenants
+from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, snapshots, templates, tenants
 from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import state as state_routes
 from cloche.state.service import StateService
@@ -95,4 +95,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(state_routes.StateFastPath)
     app.add_middleware(BodyLimit, settings=settings)
+    ports.install(app, settings)  # exposed ports: routes, and the ingress middleware (outermost)
     return app
