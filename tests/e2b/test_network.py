@@ -4,6 +4,9 @@ do yet. The traffic goes to the suite's fake internet only."""
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
 from e2b import Sandbox
 from e2b.exceptions import SandboxException
@@ -49,7 +52,29 @@ def test_unsupported_network_options_are_refused_by_name(e2b: E2bEnv):
         Sandbox.create(network={"rules": {"api.example.com": [{"transform": {"headers": {"X": "y"}}}]}})
 
 
-def test_get_host_points_at_cloches_ingress(e2b: E2bEnv):
-    with Sandbox.create() as sbx:
+SERVE = "python3 -m http.server 8000 --bind 0.0.0.0 --directory /tmp"
+
+
+def _fetch(e2b: E2bEnv, host: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """GET http://{host}/ through cloche's port (the host name is in the Host header)."""
+    for _ in range(100):
+        r = httpx.get(f"{e2b.server.url}/", headers={"Host": host, **(headers or {})}, timeout=10)
+        if r.status_code != 502:  # the in-sandbox server may still be starting
+            return r
+        time.sleep(0.05)
+    return r
+
+
+def test_get_host_reaches_the_sandboxs_port(e2b: E2bEnv):
+    with Sandbox.create() as sbx:  # E2B's default: public traffic
         host = sbx.get_host(8000)
         assert host == f"8000-{sbx.sandbox_id}.localhost:{e2b.server.port}"
+        sbx.commands.run(SERVE, background=True)
+        r = _fetch(e2b, host)
+        assert r.status_code == 200 and "Directory listing" in r.text
+    with Sandbox.create(network={"allow_public_traffic": False}) as sbx:
+        sbx.commands.run(SERVE, background=True)
+        host = sbx.get_host(8000)
+        assert _fetch(e2b, host).status_code == 401
+        r = _fetch(e2b, host, {"e2b-traffic-access-token": sbx.traffic_access_token or ""})
+        assert r.status_code == 200, r.text

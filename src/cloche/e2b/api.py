@@ -158,7 +158,7 @@ def _row(st: E2bState, c: Context, tenant: Tenant, sandbox_id: str) -> tuple[Any
     view = c.sandboxes.get(tenant, sandbox_id)
     row = st.store.get(sandbox_id)
     if row is None or row.tenant_id != tenant.id:
-        row = st.store.ensure(sandbox_id, tenant.id, view.row.template)
+        row = st.store.ensure(sandbox_id, tenant.id, view.row.template, st.traffic.token(sandbox_id))
     return view, row
 
 
@@ -281,7 +281,8 @@ async def create(request: Request) -> Response:
         )  # fmt: skip
         resume = body.get("autoResume")
         auto_resume = bool(resume.get("enabled") if isinstance(resume, dict) else resume)
-        row = st.store.ensure(view.row.id, tenant.id, alias, auto_resume=auto_resume, idempotency_key=key)
+        row = st.store.ensure(view.row.id, tenant.id, alias, st.traffic.token(view.row.id), auto_resume=auto_resume,
+                              idempotency_key=key)  # fmt: skip
         return JSONResponse(created_json(row, sandbox_domain(c)), 201)
     finally:
         if lock:
@@ -530,7 +531,8 @@ async def fork(sandbox_id: str, request: Request) -> Response:
         try:
             view = await c.sandboxes.fork(tenant, sandbox_id, None, None)
             await c.runtime.set_timeout(view.row.id, timeout)
-            row = st.store.ensure(view.row.id, tenant.id, source.template, auto_resume=source.auto_resume)
+            row = st.store.ensure(view.row.id, tenant.id, source.template, st.traffic.token(view.row.id),
+                                  auto_resume=source.auto_resume)  # fmt: skip
             results.append({"sandbox": created_json(row, sandbox_domain(c))})
         except ApiError as exc:
             results.append({"error": {"code": exc.status, "message": exc.message}})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastapi import Request
 
+from cloche.control.traffic import TrafficTokens
 from cloche.e2b.store import E2bRow, E2bStore
 from cloche.e2b.users import USER
 from cloche.node.errors import FileError, RuntimeFailure
@@ -49,6 +50,7 @@ class E2bState:
 
         self.c = c
         self.store = E2bStore(c.settings.db_path)
+        self.traffic = TrafficTokens(c.settings.data_dir / "traffic-key")  # E2B's token is cloche's
         self.processes = ProcessRegistry()
         self.kernels = KernelRegistry()
         self.watchers = WatcherRegistry()

@@ -78,13 +78,14 @@ class E2bStore:
                                      (tenant_id, key)).fetchone()  # fmt: skip
         return self.get(found[0]) if found else None
 
-    def ensure(self, sandbox_id: str, tenant_id: str, template: str, auto_resume: bool = False,
+    def ensure(self, sandbox_id: str, tenant_id: str, template: str, traffic_token: str, auto_resume: bool = False,
                idempotency_key: str | None = None) -> E2bRow:  # fmt: skip
-        """The sandbox's row, created (with fresh tokens) when it has none yet."""
+        """The sandbox's row, created (with a fresh envd token) when it has none yet.
+        The traffic token is cloche's own for the sandbox (the ingress checks it)."""
         existing = self.get(sandbox_id)
         if existing is not None and existing.tenant_id == tenant_id:
             return existing
-        row = E2bRow(sandbox_id, tenant_id, new_token(), new_token(), template, auto_resume, idempotency_key,
+        row = E2bRow(sandbox_id, tenant_id, new_token(), traffic_token, template, auto_resume, idempotency_key,
                      time.time())  # fmt: skip
         with self._lock:
             self._db.execute(
