@@ -83,9 +83,15 @@ class Upstream:
             def datagram_received(self, data: bytes, addr: Any) -> None:
                 self.transport.sendto(upstream.answer(data, "udp"), addr)
 
-        self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(LOCAL, 0))
-        self.port = self._udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._stream, LOCAL, self.port)
+        for _ in range(8):  # the UDP port's TCP twin may be taken by someone else: pick another
+            self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(LOCAL, 0))
+            self.port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._stream, LOCAL, self.port)
+                return
+            except OSError:
+                self._udp.close()
+        raise OSError("no port free for both UDP and TCP")
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
