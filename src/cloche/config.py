@@ -56,6 +56,10 @@ class Settings:
     network_max_connections: int = 1024  # default cap on a sandbox's concurrent outbound connections
     network_dns_rate: float = 20.0  # DNS queries per second per sandbox (burst: 50)
     ingress_domain: str = "localhost"  # exposed ports at {port}-{id}.{domain}
+    # Stopping (SIGTERM/SIGINT): requests in flight get this long, then every running
+    # sandbox is hibernated (files kept, woken after the restart) or killed.
+    shutdown_grace_s: float = 30.0
+    on_shutdown: str = "hibernate"  # hibernate or kill
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20

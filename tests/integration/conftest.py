@@ -40,7 +40,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cloche.cli", "up", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--pool-size", str(self.pool_size)],
-            stdout=logf, stderr=subprocess.STDOUT, env=self.env,
+            stdout=logf, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )  # fmt: skip
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -212,3 +212,18 @@ def _drop_empty_cgroup_parent() -> None:
             os.rmdir(root / cgroups.PARENT)
         except OSError:
             pass
+
+
+def test_a_stray_directory_from_an_unexpanded_glob_is_removed():
+    """A literal `/run/cloche/*` (a shell's unexpanded glob, as runc --root creates it)
+    belongs to no node: gc reports it and removes it, and leaves the shared claim dirs."""
+    stray = Path("/run/cloche") / "*" / "runc"
+    stray.mkdir(parents=True, exist_ok=True)
+    listed = subprocess.run([sys.executable, "-m", "cloche.cli", "node", "gc", "--dry-run"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "/run/cloche/*" in listed.stdout and stray.exists()
+    done = subprocess.run([sys.executable, "-m", "cloche.cli", "node", "gc"], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not stray.parent.exists()
+    assert (Path("/run/cloche") / "uids").is_dir()

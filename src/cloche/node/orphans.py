@@ -58,6 +58,7 @@ KEY_RE = re.compile(r"[0-9a-f]{10}")
 SETTLE_S = 1.0  # how long dir-less objects must stay before they count (a closing node removes its table last)
 KILL_WAIT_S = 5.0
 
+SHARED_DIRS = ("uids", "net")  # host-wide claim files, shared by every node
 Kind = Literal["container", "process", "mount", "cgroup", "link", "nft table", "claim", "run dir"]
 ORDER: tuple[Kind, ...] = ("container", "process", "mount", "cgroup", "link", "nft table", "claim", "run dir")
 Status = Literal["live", "orphaned", "unknown", "dirless"]
@@ -313,7 +314,18 @@ def find_orphans(run_root: Path = RUN_ROOT, *, skip: Iterable[str] = (), include
     dirless = sorted(k for k in tagged.keys() - skipped if not (run_root / k).is_dir())
     if dirless:
         found += _settled_dirless(run_root, dirless, tagged, settle_s)
-    return found
+    return found + _strays(run_root)
+
+
+def _strays(run_root: Path) -> list[Orphan]:
+    """Directories under the run root that belong to no node (such as a literal `*`
+    that a shell created through an unexpanded glob, e.g. `runc --root /run/cloche/*/runc`)."""
+    try:
+        entries = [p for p in run_root.iterdir() if p.is_dir() and not p.is_symlink()]
+    except FileNotFoundError:
+        return []
+    return [Orphan("run dir", str(p), "-", "not a node's directory")
+            for p in sorted(entries) if not KEY_RE.fullmatch(p.name) and p.name not in SHARED_DIRS]  # fmt: skip
 
 
 def _settled_dirless(run_root: Path, keys: list[str], first: _Tagged, settle_s: float) -> list[Orphan]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from cloche.node import cgroups, disk, idmap, linux, supervisor
+from cloche.node import cgroups, disk, idmap, linux, orphans, supervisor
 from cloche.node.bundle import UID_RANGE, HostBind, build_config
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.files import SandboxFS
@@ -93,6 +93,7 @@ class NodeRuntime:
         self.run.mkdir(parents=True, exist_ok=True)
         os.chmod(config.run_root, 0o711)
         os.chmod(self.run, 0o711)
+        _write_owner(self.run / "owner", config.data_dir)
         if not config.init_binary.exists():
             raise RuntimeFailure(f"supervisor binary {config.init_binary} is missing (run `make`)")
         # runc binds the supervisor from a path the sandbox's root can traverse.
@@ -116,6 +117,7 @@ class NodeRuntime:
         self._swap = cgroups.swap_control()
         self._sandboxes: dict[str, SandboxRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Future[None]] = set()
         self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size)
         self.network = NodeNetwork(self.key, config.network, config.run_root) if config.network else None
         self._reaper: asyncio.Task[None] | None = None
@@ -130,6 +132,9 @@ class NodeRuntime:
     # ---- startup and shutdown -------------------------------------------------------
 
     async def start(self) -> None:
+        # What nodes whose data directory is gone left on this host (never this node's own).
+        for failure in await asyncio.to_thread(orphans.collect, self.config.run_root, skip={self.key}):
+            log.warning("could not remove a leftover: %s", failure)
         if self.network:
             await self.network.start()
         await asyncio.to_thread(self._reconcile)
@@ -139,6 +144,37 @@ class NodeRuntime:
                 await self.announce_started(rec)
         self._reaper = asyncio.create_task(self._reap_expired())
         self.pool.start()
+
+    async def shutdown(self, on_shutdown: str, forced: Callable[[], bool]) -> None:
+        """Bring every running or paused sandbox to a safe state before the node stops:
+        hibernated (its files kept; it wakes after the restart) or killed. Once `forced()`
+        turns true, the ones not done yet are only stopped (processes killed, everything
+        unmounted, the disk kept). The warm pool goes in close()."""
+        live = [r for r in self.list() if r.state in ("running", "paused")]
+        if not live:
+            return
+        verb = "hibernating" if on_shutdown == "hibernate" else "killing"
+        total, done = len(live), 0
+        log.info("%s %d sandboxes", verb, total)
+        gate = asyncio.Semaphore(2)
+
+        async def one(rec: SandboxRecord) -> None:
+            nonlocal done
+            async with gate:
+                try:
+                    if forced():
+                        await self.stop(rec.id)
+                    elif on_shutdown == "hibernate":
+                        await self.hibernate(rec.id)
+                    else:
+                        await self.kill(rec.id)
+                except Exception:
+                    log.exception("%s %s failed; stopping it instead", verb, rec.id)
+                    await self.stop(rec.id)
+                done += 1
+                log.info("%s %d sandboxes: %d/%d", verb, total, done, total)
+
+        await asyncio.gather(*(one(r) for r in live))
 
     async def close(self) -> None:
         """Stop background work and the warm pool. User sandboxes keep running and are
@@ -589,10 +625,13 @@ class NodeRuntime:
             if live:
                 await asyncio.to_thread(self.network.apply, sandbox_id, policy)  # fails: nothing changed
             rec.spec = replace(rec.spec, network=policy)
-            work = [asyncio.to_thread(self.records.save, rec)]
+            await asyncio.to_thread(self.records.save, rec)
             if live:
-                work.append(asyncio.to_thread(self.network.cut, sandbox_id))
-            await asyncio.gather(*work)
+                # New connections already meet the new policy; cutting the open ones it
+                # denies (a conntrack flush, ~10 ms) need not hold up the answer.
+                cut = asyncio.ensure_future(asyncio.to_thread(self.network.cut, sandbox_id))
+                self._background.add(cut)
+                cut.add_done_callback(self._background.discard)
             return rec
 
     def network_counters(self) -> dict[str, Counters]:
@@ -696,3 +735,14 @@ def _make_upper(upper: Path, work: Path, uid_base: int) -> None:
     os.chown(upper, uid_base, uid_base)
     os.chmod(upper, 0o755)
     work.mkdir()
+
+
+def _write_owner(path: Path, data_dir: Path) -> None:
+    """Name the data directory that owns this runtime directory (atomically): `cloche
+    node gc` removes what a node left once that directory is gone."""
+    owner = str(data_dir.resolve())
+    if path.exists() and path.read_text() == owner:
+        return
+    tmp = path.with_name(f".owner.{os.getpid()}")
+    tmp.write_text(owner)
+    os.rename(tmp, path)

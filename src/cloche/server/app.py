@@ -25,6 +25,7 @@ from cloche.server.limits import BodyLimit
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, snapshots, templates, tenants
 from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import state as state_routes
+from cloche.server.shutdown import Drain, DrainGate
 from cloche.state.service import StateService
 from cloche.store.db import Store
 
@@ -49,7 +50,11 @@ def ensure_admin_key(store: Store, settings: Settings) -> str:
     return key
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
+    drain = drain or Drain()
+    if settings.on_shutdown not in ("hibernate", "kill"):
+        raise ValueError(f"on_shutdown must be hibernate or kill, got {settings.on_shutdown!r}")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            drain.cleaned = True
             await service.scheduler.close()
+            await runtime.shutdown(settings.on_shutdown, lambda: drain.forced)
             await runtime.close()
             await app.state.state.close()
             store.close()
@@ -95,5 +102,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(state_routes.StateFastPath)
     app.add_middleware(BodyLimit, settings=settings)
-    ports.install(app, settings)  # exposed ports: routes, and the ingress middleware (outermost)
+    ports.install(app, settings)  # exposed ports: routes, and the ingress middleware
+    app.add_middleware(DrainGate, drain=drain)  # outermost: while stopping, nothing new gets in
     return app

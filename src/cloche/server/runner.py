@@ -12,6 +12,7 @@ from rich.panel import Panel
 
 from cloche.config import Settings
 from cloche.server.app import create_app
+from cloche.server.shutdown import Drain, DrainingServer
 
 
 def serve(data_dir: Path, host: str, port: int, pool_size: int) -> None:
@@ -30,5 +31,7 @@ def serve(data_dir: Path, host: str, port: int, pool_size: int) -> None:
         title="cloche up",
     ))  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=10)  # fmt: skip
+    drain = Drain()
+    config = uvicorn.Config(create_app(settings, drain), host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))  # fmt: skip
+    DrainingServer(config, drain).run()
