@@ -315,17 +315,9 @@ class PlainPair:
 
     def close(self) -> None:
         if self.proc is not None:
-            with contextlib.suppress(Exception):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+            from tests.netlab import stop_servers
+
+            stop_servers(self.proc, 5)
             self.proc = None
         for ns in (self.sender, self.listener):  # the veth goes with its namespaces
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)

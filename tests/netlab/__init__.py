@@ -64,6 +64,7 @@ __all__ = [
     "leftover_network_objects",
     "netns_run",
     "reap_stale",
+    "stop_servers",
 ]
 
 SERVERS = Path(__file__).with_name("servers.py")
@@ -149,6 +150,22 @@ def reap_stale() -> list[str]:
 def _nft_tables() -> list[tuple[str, str]]:
     out = json.loads(_run("nft", "-j", "list", "tables") or "{}")
     return [(o["table"]["family"], o["table"]["name"]) for o in out.get("nftables", []) if "table" in o]
+
+
+def stop_servers(proc: subprocess.Popen[str], timeout: float = 3) -> None:
+    """End a server process started with pipes: close its stdin (it exits on EOF), then
+    terminate, then kill."""
+    with contextlib.suppress(Exception):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 class FakeInternet:
@@ -265,17 +282,7 @@ class FakeInternet:
             return
         self._started = False
         if self.proc is not None:
-            with contextlib.suppress(Exception):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            self.proc.terminate()
-            try:
-                self.proc.wait(3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(3)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+            stop_servers(self.proc)
             self.proc = None
         if self._stderr is not None:
             self._stderr.close()
