@@ -12,6 +12,12 @@ and a packet is judged in this order:
 4. otherwise accepted, unless `allow_out` was given without `deny_out` (a pure allow
    list), which rejects everything it does not name.
 
+Per-host `rules` (E2B's shape: `{"api.example.com": [{"transform": {"headers": {...}}}]}`)
+do not open anything by themselves: they name hosts whose HTTP and HTTPS requests the
+node's egress proxy rewrites, with `${secret:NAME}` placeholders filled in outside the
+sandbox. `egress_proxy` tunnels the sandbox's outbound TCP through the user's SOCKS5
+proxy. Both apply only to traffic the rules above already allow.
+
 Host-name rules work through cloche's resolver: a name an allow rule matches is
 answered and its addresses are allowed for their TTL; a name a deny rule matches (or
 any name a default-deny policy does not allow, when it has no address rules) is
@@ -28,8 +34,16 @@ from typing import Any
 from cloche.node.errors import InvalidSpec
 
 MAX_RULES = 256
+MAX_TRANSFORM_HEADERS = 32
+MAX_HEADER_VALUE = 8192
+MAX_PROXY_CA_BYTES = 8192
 PROTOCOLS = ("tcp", "udp")
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+# RFC 9110 token characters: what a header name may be made of.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+# `${secret:NAME}` inside a header value; any other `${...}` is left as it is.
+PLACEHOLDER = re.compile(r"\$\{secret:([^}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,71 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Transform:
+    """What the egress proxy does to a matching request: set these headers (replacing
+    any the sandbox sent under the same name). Values may hold `${secret:NAME}`."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def secrets(self) -> set[str]:
+        return {m for _, value in self.headers for m in PLACEHOLDER.findall(value)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"transform": {"headers": dict(self.headers)}}
+
+
+@dataclass(frozen=True)
+class HostRules:
+    """The transforms for one host name (or `*.wildcard`), applied in order."""
+
+    host: str
+    transforms: tuple[Transform, ...]
+
+    def matches(self, name: str) -> bool:
+        return host_matches(self.host, name)
+
+
+@dataclass(frozen=True)
+class EgressProxy:
+    """The user's SOCKS5 proxy that carries the sandbox's outbound TCP (E2B's `egress_proxy`)."""
+
+    host: str  # a host name or an IPv4 address
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    server_name: str | None = None  # SNI and the name the certificate must match (default: host)
+    ca_cert: str | None = None  # PEM; replaces the system trust store for this proxy
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def to_json(self, *, redact: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"address": self.address}
+        if self.username is not None:
+            out["username"] = self.username
+        if self.password is not None and not redact:
+            out["password"] = self.password
+        if self.tls:
+            tls: dict[str, Any] = {}
+            if self.server_name:
+                tls["server_name"] = self.server_name
+            if self.ca_cert and not redact:
+                tls["ca_cert"] = self.ca_cert
+            out["tls"] = tls or True
+        return out
+
+
+def host_matches(pattern: str, name: str) -> bool:
+    """`pattern` is a host name or `*.suffix` (every name strictly below suffix)."""
+    name = name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:])
+    return name == pattern
+
+
+@dataclass(frozen=True)
 class NetworkPolicy:
     """Everything the firewall, the resolver, the shaper and the ingress proxy need."""
 
@@ -75,6 +154,26 @@ class NetworkPolicy:
     ingress_mbps: float | None = None
     public: bool = False  # exposed ports reachable without the traffic token
     mask_request_host: str | None = None  # Host header sent to the sandbox's port ("${PORT}" is replaced)
+    rules: tuple[HostRules, ...] = ()  # per-host request transforms, done by the node's egress proxy
+    egress_proxy: EgressProxy | None = None
+
+    @property
+    def intercepts(self) -> bool:
+        """Whether some of this sandbox's TCP goes through the node's egress proxy."""
+        return self.egress and (bool(self.rules) or self.egress_proxy is not None)
+
+    def transforms_for(self, name: str) -> tuple[Transform, ...]:
+        """The transforms for requests to `name`: an exact host's rules win over a wildcard's."""
+        exact = [r for r in self.rules if not r.host.startswith("*.") and r.matches(name)]
+        if exact:
+            return exact[0].transforms
+        wild = sorted((r for r in self.rules if r.host.startswith("*.") and r.matches(name)),
+                      key=lambda r: -len(r.host))  # fmt: skip
+        return wild[0].transforms if wild else ()
+
+    def secrets(self) -> dict[str, set[str]]:
+        """Secret names each rule host's placeholders use."""
+        return {r.host: set().union(*(t.secrets() for t in r.transforms)) for r in self.rules}
 
     @property
     def default_accept(self) -> bool:
@@ -109,7 +208,16 @@ class NetworkPolicy:
             "ingress_mbps": self.ingress_mbps,
             "public": self.public,
             "mask_request_host": self.mask_request_host,
+            "rules": {r.host: [t.to_json() for t in r.transforms] for r in self.rules},
+            "egress_proxy": self.egress_proxy.to_json() if self.egress_proxy else None,
         }
+
+    def public_json(self) -> dict[str, Any]:
+        """`to_json` without credentials: the proxy's password and CA are never returned."""
+        out = self.to_json()
+        if self.egress_proxy:
+            out["egress_proxy"] = self.egress_proxy.to_json(redact=True)
+        return out
 
     @classmethod
     def from_json(cls, data: Any, *, field_name: str = "network") -> NetworkPolicy:
@@ -122,7 +230,7 @@ class NetworkPolicy:
         if not isinstance(data, dict):
             raise InvalidSpec(f'{field_name} must be "none", "internet" or an object')
         known = {"egress", "allow_out", "deny_out", "dns_servers", "max_connections", "egress_mbps",
-                 "ingress_mbps", "public", "mask_request_host"}  # fmt: skip
+                 "ingress_mbps", "public", "mask_request_host", "rules", "egress_proxy"}  # fmt: skip
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidSpec(f"{field_name}.{unknown[0]} is not a network option")
@@ -144,6 +252,8 @@ class NetworkPolicy:
             ingress_mbps=_optional_rate(data.get("ingress_mbps"), f"{field_name}.ingress_mbps"),
             public=_bool(data.get("public", False), f"{field_name}.public"),
             mask_request_host=_mask(data.get("mask_request_host"), f"{field_name}.mask_request_host"),
+            rules=_host_rules(data.get("rules") or {}, f"{field_name}.rules"),
+            egress_proxy=_egress_proxy(data.get("egress_proxy"), f"{field_name}.egress_proxy"),
         )
 
 
@@ -264,3 +374,88 @@ def _mask(value: Any, where: str) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= 253 or any(c in value for c in " \r\n\0/"):
         raise InvalidSpec(f'{where} must be a host name ("${{PORT}}" is replaced by the port)')
     return value
+
+
+def _host_rules(items: Any, where: str) -> tuple[HostRules, ...]:
+    if not isinstance(items, dict):
+        raise InvalidSpec(f'{where} must be an object of host name -> list of rules')
+    if len(items) > MAX_RULES:
+        raise InvalidSpec(f"{where} has more than {MAX_RULES} hosts")
+    out = []
+    for key, rules in items.items():
+        at = f"{where}[{key!r}]"
+        host = parse_target(str(key), at)
+        if _is_network(host):
+            raise InvalidSpec(f"{at}: rules are keyed by host name (the proxy matches the request's host), "
+                              "not by address")  # fmt: skip
+        if not isinstance(rules, list) or not rules:
+            raise InvalidSpec(f"{at} must be a non-empty list of rules")
+        out.append(HostRules(host, tuple(_transform(rule, f"{at}[{i}]") for i, rule in enumerate(rules))))
+    return tuple(out)
+
+
+def _transform(rule: Any, where: str) -> Transform:
+    if not isinstance(rule, dict) or set(rule) - {"transform"}:
+        raise InvalidSpec(f'{where} must be an object {{"transform": {{"headers": {{...}}}}}}')
+    transform = rule.get("transform") or {}
+    if not isinstance(transform, dict) or set(transform) - {"headers"}:
+        raise InvalidSpec(f'{where}.transform supports only "headers"')
+    headers = transform.get("headers") or {}
+    if not isinstance(headers, dict) or len(headers) > MAX_TRANSFORM_HEADERS:
+        raise InvalidSpec(f"{where}.transform.headers must be an object of at most {MAX_TRANSFORM_HEADERS} headers")
+    out = []
+    for name, value in headers.items():
+        at = f"{where}.transform.headers[{name!r}]"
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise InvalidSpec(f"{at}: not a valid HTTP header name")
+        if name.lower() in ("host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"):
+            raise InvalidSpec(f"{at}: the {name} header cannot be set by a rule")
+        if not isinstance(value, str) or len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\0"):
+            raise InvalidSpec(f"{at}: the value must be a string of at most {MAX_HEADER_VALUE} characters, one line")
+        for secret in PLACEHOLDER.findall(value):
+            if not SECRET_NAME.match(secret):
+                raise InvalidSpec(f"{at}: ${{secret:{secret}}} does not name a secret (letters, digits, _ . -)")
+        out.append((name, value))
+    return Transform(tuple(out))
+
+
+def _egress_proxy(value: Any, where: str) -> EgressProxy | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidSpec(f'{where} must be an object {{"address": "host:port", ...}}')
+    unknown = sorted(set(value) - {"address", "username", "password", "tls"})
+    if unknown:
+        raise InvalidSpec(f"{where}.{unknown[0]} is not an egress proxy option (address, username, password, tls)")
+    address = value.get("address")
+    if not isinstance(address, str) or address.count(":") != 1:
+        raise InvalidSpec(f'{where}.address must be "host:port"')
+    host_text, port_text = address.split(":")
+    host = parse_target(host_text, f"{where}.address")
+    if "/" in host and not host.endswith("/32") or host.startswith("*."):
+        raise InvalidSpec(f"{where}.address: {host_text!r} is not one host")
+    host = host.removesuffix("/32")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise InvalidSpec(f"{where}.address: port {port_text!r} is out of range 1-65535")
+    username, password = value.get("username"), value.get("password")
+    for name, item in (("username", username), ("password", password)):
+        if item is not None and (not isinstance(item, str) or not 0 < len(item.encode()) <= 255):
+            raise InvalidSpec(f"{where}.{name} must be a string of 1 to 255 bytes (RFC 1929)")
+    if password is not None and username is None:
+        raise InvalidSpec(f"{where}.password is only valid together with username")
+    tls = value.get("tls", False)
+    server_name = ca_cert = None
+    if isinstance(tls, dict):
+        unknown = sorted(set(tls) - {"server_name", "ca_cert"})
+        if unknown:
+            raise InvalidSpec(f"{where}.tls.{unknown[0]} is not a TLS option (server_name, ca_cert)")
+        server_name, ca_cert = tls.get("server_name"), tls.get("ca_cert")
+        if server_name is not None:
+            server_name = parse_target(str(server_name), f"{where}.tls.server_name")
+        if ca_cert is not None and (not isinstance(ca_cert, str) or "BEGIN CERTIFICATE" not in ca_cert
+                                    or len(ca_cert.encode()) > MAX_PROXY_CA_BYTES):  # fmt: skip
+            raise InvalidSpec(f"{where}.tls.ca_cert must be PEM certificates, at most {MAX_PROXY_CA_BYTES} bytes")
+        tls = True
+    elif not isinstance(tls, bool):
+        raise InvalidSpec(f"{where}.tls must be true, false or an object")
+    return EgressProxy(host, int(port_text), username, password, tls, server_name, ca_cert)
