@@ -56,6 +56,9 @@ class Settings:
     network_max_connections: int = 1024  # default cap on a sandbox's concurrent outbound connections
     network_dns_rate: float = 20.0  # DNS queries per second per sandbox (burst: 50)
     ingress_domain: str = "localhost"  # exposed ports at {port}-{id}.{domain}
+    # Fernet keys that encrypt tenants' secrets at rest, one per line, newest first; created
+    # (0600) at first start, rewritten by `cloche secret rotate-key` ("": DATA/secret-keys).
+    secret_keys_file: str = ""
     # Stopping (SIGTERM/SIGINT): requests in flight get this long, then every running
     # sandbox is hibernated (files kept, woken after the restart) or killed.
     shutdown_grace_s: float = 30.0
@@ -95,6 +98,10 @@ class Settings:
     @property
     def admin_key_path(self) -> Path:
         return self.data_dir / "admin-key"
+
+    @property
+    def secret_keys_path(self) -> Path:
+        return Path(self.secret_keys_file) if self.secret_keys_file else self.data_dir / "secret-keys"
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from cloche.config import INIT_BINARY, Settings
 from cloche.control.agents import AgentService
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
+from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.e2b import router as e2b_router
 from cloche.metrics import Metrics
@@ -22,7 +23,7 @@ from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit
-from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, snapshots, templates, tenants
+from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
 from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import state as state_routes
 from cloche.server.shutdown import Drain, DrainGate
@@ -60,6 +61,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_path)
         ensure_admin_key(store, settings)
+        secret_service = SecretService(store, settings.secret_keys_path)  # resolve() is the egress proxy's lookup
         runtime = NodeRuntime(NodeConfig(
             data_dir=settings.data_dir, init_binary=INIT_BINARY, driver=settings.driver,
             pool_size=settings.pool_size, pool_template=settings.pool_template,
@@ -74,7 +76,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         await service.scheduler.start()
         app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service), AgentService(service),
                                 RateLimiter(settings.rate_per_s, settings.rate_burst),
-                                Metrics(runtime.network_counters))  # fmt: skip
+                                Metrics(runtime.network_counters), secret_service)  # fmt: skip
         try:
             yield
         finally:
@@ -97,7 +99,8 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
         return errors.error_response(400, "invalid_request", "JSON is nested too deeply")
 
-    for module in (health, tenants, templates, sandboxes, snapshots, exec_routes, files, nodes, state_routes, apps):
+    for module in (health, tenants, templates, sandboxes, snapshots, secrets, exec_routes, files, nodes, state_routes,
+                   apps):  # fmt: skip
         app.include_router(module.router)
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(state_routes.StateFastPath)

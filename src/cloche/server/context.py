@@ -10,6 +10,7 @@ from cloche.config import Settings
 from cloche.control.agents import AgentService
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
+from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.metrics import Metrics
 from cloche.node.runtime import NodeRuntime
@@ -26,6 +27,7 @@ class Context:
     agents: AgentService
     limiter: RateLimiter
     metrics: Metrics
+    secrets: SecretService
 
 
 def ctx(request: Request) -> Context:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from cloche.node.spec import MAX_CPU, MAX_DISK_MB, MAX_MEMORY_MB, MIN_CPU, MIN_DISK_MB, MIN_MEMORY_MB
 
@@ -286,3 +286,31 @@ class AgentOut(BaseModel):
 
 class AgentList(BaseModel):
     items: list[AgentOut]
+
+
+class SecretCreate(Strict):
+    name: str = Field(..., description="letters, digits, _ . - (64 at most); used as ${secret:NAME}")
+    value: SecretStr = Field(..., description="at most 8 KiB, one line; stored encrypted and never returned")
+    hosts: list[str] = Field(..., description="host names or *.wildcard names the value may be sent to")
+
+
+class SecretUpdate(Strict):
+    value: SecretStr | None = Field(None, description="the new value (omit to keep the current one)")
+    hosts: list[str] | None = Field(None, description="the new host names (omit to keep the current ones)")
+
+
+class SecretOut(BaseModel):
+    name: str
+    hosts: list[str]
+    created_at: float
+    updated_at: float
+
+
+class SecretList(BaseModel):
+    items: list[SecretOut]
+
+
+class KeyRotation(BaseModel):
+    secrets: int = Field(..., description="secrets re-encrypted under the new key")
+    keys: int = Field(..., description="keys in the key file now, newest first")
+    dropped: int = Field(..., description="old keys removed from the key file")

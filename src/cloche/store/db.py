@@ -9,6 +9,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,15 @@ CREATE TABLE IF NOT EXISTS snapshots (
     bytes INTEGER NOT NULL,
     created_at REAL NOT NULL,
     UNIQUE (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    name TEXT NOT NULL,
+    ciphertext BLOB NOT NULL,
+    hosts TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, name)
 );
 """
 
@@ -302,6 +312,62 @@ class Store:
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._q("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
 
+    # ---- secrets (values are Fernet ciphertext; see cloche.control.secrets) ----------
+
+    def add_secret(self, row: SecretRow) -> None:
+        """Insert a new secret; sqlite3.IntegrityError if (tenant, name) exists."""
+        self._q("INSERT INTO secrets VALUES (?,?,?,?,?,?)",
+                (row.tenant_id, row.name, row.ciphertext, json.dumps(row.hosts), row.created_at,
+                 row.updated_at))  # fmt: skip
+
+    def update_secret(self, tenant_id: str, name: str, ciphertext: bytes, hosts: list[str]) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE secrets SET ciphertext=?, hosts=?, updated_at=? WHERE tenant_id=? AND name=?",
+                (ciphertext, json.dumps(hosts), time.time(), tenant_id, name),
+            )
+            return cur.rowcount == 1
+
+    def secret(self, tenant_id: str, name: str) -> SecretRow | None:
+        rows = self._q("SELECT * FROM secrets WHERE tenant_id=? AND name=?", (tenant_id, name))
+        return _secret(rows[0]) if rows else None
+
+    def secrets(self, tenant_id: str) -> list[SecretRow]:
+        return [_secret(r) for r in self._q("SELECT * FROM secrets WHERE tenant_id=? ORDER BY name", (tenant_id,))]
+
+    def secret_count(self) -> int:
+        return self._q("SELECT COUNT(*) FROM secrets")[0][0]
+
+    def delete_secret(self, tenant_id: str, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM secrets WHERE tenant_id=? AND name=?", (tenant_id, name)).rowcount == 1
+
+    def reencrypt_secrets(self, rewrap: Callable[[bytes], bytes]) -> int:
+        """Replace every secret's ciphertext by `rewrap(ciphertext)` in one transaction
+        (all or nothing); `updated_at` is kept: the values did not change. Returns the count."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT tenant_id, name, ciphertext FROM secrets").fetchall()
+                for tenant_id, name, ciphertext in rows:
+                    self._db.execute("UPDATE secrets SET ciphertext=? WHERE tenant_id=? AND name=?",
+                                     (rewrap(ciphertext), tenant_id, name))  # fmt: skip
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+
+@dataclass
+class SecretRow:
+    tenant_id: str
+    name: str
+    ciphertext: bytes
+    hosts: list[str]
+    created_at: float
+    updated_at: float
+
 
 @dataclass
 class SnapshotRow:
@@ -342,6 +408,11 @@ def _tenant(r: sqlite3.Row) -> Tenant:
 
 def _app(r: sqlite3.Row) -> AppRow:
     return AppRow(r["tenant_id"], r["name"], r["version"], json.loads(r["spec"]), r["created_at"], r["updated_at"])
+
+
+def _secret(r: sqlite3.Row) -> SecretRow:
+    return SecretRow(r["tenant_id"], r["name"], bytes(r["ciphertext"]), json.loads(r["hosts"]), r["created_at"],
+                     r["updated_at"])  # fmt: skip
 
 
 def _sandbox(r: sqlite3.Row) -> SandboxRow:
