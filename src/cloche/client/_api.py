@@ -40,6 +40,8 @@ from .models import (
     NodeInfo,
     PortUrls,
     SandboxInfo,
+    SecretInfo,
+    SecretKeyRotation,
     SnapshotInfo,
     StateValue,
     TemplateInfo,
@@ -361,6 +363,45 @@ def get_snapshot(snapshot_id: str) -> Call[SnapshotInfo]:
 def delete_snapshot(snapshot_id: str) -> Call[None]:
     """``DELETE /v1/snapshots/{id}``."""
     return Call("DELETE", f"/v1/snapshots/{_seg(snapshot_id)}", _none)
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def create_secret(name: str, value: str, hosts: Sequence[str]) -> Call[SecretInfo]:
+    """``POST /v1/secrets``: store ``value`` (encrypted), sendable only to ``hosts``."""
+    if isinstance(hosts, str):
+        raise TypeError("hosts must be a list of host names, not a string")
+    return Call("POST", "/v1/secrets", _json(SecretInfo), json={"name": name, "value": value, "hosts": list(hosts)})
+
+
+def list_secrets() -> Call[list[SecretInfo]]:
+    """``GET /v1/secrets``: names and hosts, never values."""
+    return Call("GET", "/v1/secrets", _items(SecretInfo))
+
+
+def get_secret(name: str) -> Call[SecretInfo]:
+    """``GET /v1/secrets/{name}``."""
+    return Call("GET", f"/v1/secrets/{_seg(name)}", _json(SecretInfo))
+
+
+def update_secret(name: str, value: str | None = None, hosts: Sequence[str] | None = None) -> Call[SecretInfo]:
+    """``PUT /v1/secrets/{name}``: replace the value and/or the hosts (both: create if missing)."""
+    if isinstance(hosts, str):
+        raise TypeError("hosts must be a list of host names, not a string")
+    body = _compact(value=value, hosts=None if hosts is None else list(hosts))
+    return Call("PUT", f"/v1/secrets/{_seg(name)}", _json(SecretInfo), json=body)
+
+
+def delete_secret(name: str) -> Call[None]:
+    """``DELETE /v1/secrets/{name}``."""
+    return Call("DELETE", f"/v1/secrets/{_seg(name)}", _none)
+
+
+def rotate_secret_key(drop_old: bool = False) -> Call[SecretKeyRotation]:
+    """``POST /v1/secrets/rotate-key`` (admin): re-encrypt every secret under a new key."""
+    params = {"drop_old": "true"} if drop_old else None
+    return Call("POST", "/v1/secrets/rotate-key", _json(SecretKeyRotation), params=params)
 
 
 # --- exec ----------------------------------------------------------------------------------

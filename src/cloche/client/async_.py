@@ -55,6 +55,8 @@ from .models import (
     NodeInfo,
     PortUrls,
     SandboxInfo,
+    SecretInfo,
+    SecretKeyRotation,
     SnapshotInfo,
     StateValue,
     TemplateInfo,
@@ -75,6 +77,7 @@ __all__ = [
     "AsyncNodes",
     "AsyncSandbox",
     "AsyncSandboxes",
+    "AsyncSecrets",
     "AsyncSnapshots",
     "AsyncState",
     "AsyncTenants",
@@ -111,6 +114,7 @@ class AsyncClient(BaseClient):
     Attributes:
         sandboxes: Create, look up and list sandboxes.
         snapshots: List and delete named snapshots of sandboxes' files.
+        secrets: Store secrets sandboxes can send (to their hosts) without holding them.
         apps: Deploy apps, whose per-key agents :meth:`agents` reaches.
         tenants: Manage tenants and API keys (admin key required).
         nodes: Inspect worker nodes (admin key required).
@@ -132,6 +136,7 @@ class AsyncClient(BaseClient):
         )
         self.sandboxes = AsyncSandboxes(self)
         self.snapshots = AsyncSnapshots(self)
+        self.secrets = AsyncSecrets(self)
         self.apps = AsyncApps(self)
         self.tenants = AsyncTenants(self)
         self.nodes = AsyncNodes(self)
@@ -596,6 +601,38 @@ class AsyncSnapshots:
     async def delete(self, snapshot_id: str) -> None:
         """Delete a snapshot; sandboxes already created from it keep their files."""
         await self._client._call(_api.delete_snapshot(snapshot_id))
+
+
+class AsyncSecrets:
+    """``client.secrets``: values sandboxes can send without holding them (see
+    :class:`cloche.client.sync.Secrets`)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(self, name: str, value: str, hosts: Sequence[str]) -> SecretInfo:
+        """Store a secret sendable only to ``hosts`` (raises :class:`Conflict` if the name is taken)."""
+        return await self._client._call(_api.create_secret(name, value, hosts))
+
+    async def list(self) -> list[SecretInfo]:
+        """List this tenant's secrets (names and hosts, never values)."""
+        return await self._client._call(_api.list_secrets())
+
+    async def get(self, name: str) -> SecretInfo:
+        """Describe one secret (raises :class:`NotFound`)."""
+        return await self._client._call(_api.get_secret(name))
+
+    async def update(self, name: str, value: str | None = None, hosts: Sequence[str] | None = None) -> SecretInfo:
+        """Replace the value, the hosts or both; with both, a missing secret is created."""
+        return await self._client._call(_api.update_secret(name, value, hosts))
+
+    async def delete(self, name: str) -> None:
+        """Delete a secret (raises :class:`NotFound`)."""
+        await self._client._call(_api.delete_secret(name))
+
+    async def rotate_key(self, drop_old: bool = False) -> SecretKeyRotation:
+        """Admin: re-encrypt every secret under a new key (old keys kept unless ``drop_old``)."""
+        return await self._client._call(_api.rotate_secret_key(drop_old))
 
 
 class AsyncApps:

@@ -47,6 +47,8 @@ __all__ = [
     "Resources",
     "SandboxInfo",
     "SandboxState",
+    "SecretInfo",
+    "SecretKeyRotation",
     "SkippedMember",
     "SnapshotInfo",
     "StateValue",
@@ -404,6 +406,23 @@ class SnapshotInfo(_Model):
     template: str | None = None
     bytes: int = Field(0, description="Size of the files it holds.")
     created_at: datetime | None = None
+
+
+class SecretInfo(_Model):
+    """A tenant's secret as the API shows it: never its value."""
+
+    name: str = Field(description="Referenced as ``${secret:NAME}`` in ``network.rules`` headers.")
+    hosts: list[str] = Field(description="Host names (or ``*.wildcard`` names) the value may be sent to.")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class SecretKeyRotation(_Model):
+    """What ``client.secrets.rotate_key()`` did (admin)."""
+
+    secrets: int = Field(description="Secrets re-encrypted under the new key.")
+    keys: int = Field(description="Keys in the server's key file now, newest first.")
+    dropped: int = Field(0, description="Old keys removed from the key file.")
 
 
 class AppSpec(_Model):

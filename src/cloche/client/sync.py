@@ -51,6 +51,8 @@ from .models import (
     NodeInfo,
     PortUrls,
     SandboxInfo,
+    SecretInfo,
+    SecretKeyRotation,
     SnapshotInfo,
     StateValue,
     TemplateInfo,
@@ -71,6 +73,7 @@ __all__ = [
     "Nodes",
     "Sandbox",
     "Sandboxes",
+    "Secrets",
     "Snapshots",
     "State",
     "Tenants",
@@ -107,6 +110,7 @@ class Client(BaseClient):
     Attributes:
         sandboxes: Create, look up and list sandboxes.
         snapshots: List and delete named snapshots of sandboxes' files.
+        secrets: Store secrets sandboxes can send (to their hosts) without holding them.
         apps: Deploy apps, whose per-key agents :meth:`agents` reaches.
         tenants: Manage tenants and API keys (admin key required).
         nodes: Inspect worker nodes (admin key required).
@@ -128,6 +132,7 @@ class Client(BaseClient):
         )
         self.sandboxes = Sandboxes(self)
         self.snapshots = Snapshots(self)
+        self.secrets = Secrets(self)
         self.apps = Apps(self)
         self.tenants = Tenants(self)
         self.nodes = Nodes(self)
@@ -755,6 +760,58 @@ class Snapshots:
     def delete(self, snapshot_id: str) -> None:
         """Delete a snapshot; sandboxes already created from it keep their files."""
         self._client._call(_api.delete_snapshot(snapshot_id))
+
+
+class Secrets:
+    """``client.secrets``: values the tenant's sandboxes can send without holding them.
+
+    A secret is referenced as ``${secret:NAME}`` in a header of a sandbox's
+    ``network.rules``; the node fills it in on the way out, and only for requests to the
+    secret's ``hosts``. It is stored encrypted and never returned by any call.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, name: str, value: str, hosts: Sequence[str]) -> SecretInfo:
+        """Store a secret.
+
+        Args:
+            name: Letters, digits, ``_``, ``.`` and ``-`` (at most 64, not starting with
+                a digit, ``.`` or ``-``).
+            value: At most 8 KiB, one line (it is sent in an HTTP header).
+            hosts: Host names or ``*.wildcard`` names it may be sent to (no addresses).
+
+        Raises:
+            Conflict: The tenant already has a secret with this name.
+            InvalidRequest: A bad name, value or host (the message names the field).
+        """
+        return self._client._call(_api.create_secret(name, value, hosts))
+
+    def list(self) -> list[SecretInfo]:
+        """List this tenant's secrets (names and hosts, never values)."""
+        return self._client._call(_api.list_secrets())
+
+    def get(self, name: str) -> SecretInfo:
+        """Describe one secret (raises :class:`NotFound`)."""
+        return self._client._call(_api.get_secret(name))
+
+    def update(self, name: str, value: str | None = None, hosts: Sequence[str] | None = None) -> SecretInfo:
+        """Replace the value, the hosts or both; with both, a missing secret is created.
+
+        Raises:
+            NotFound: No such secret, and not both ``value`` and ``hosts`` were given.
+        """
+        return self._client._call(_api.update_secret(name, value, hosts))
+
+    def delete(self, name: str) -> None:
+        """Delete a secret (raises :class:`NotFound`); requests using it are refused from then on."""
+        self._client._call(_api.delete_secret(name))
+
+    def rotate_key(self, drop_old: bool = False) -> SecretKeyRotation:
+        """Admin: re-encrypt every secret under a new key. The old keys stay in the
+        server's key file unless ``drop_old`` (then only backups need them)."""
+        return self._client._call(_api.rotate_secret_key(drop_old))
 
 
 class Apps:
