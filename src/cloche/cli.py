@@ -57,6 +57,7 @@ from cloche.client.models import (
     NetworkStatus,
     PortUrls,
     SandboxInfo,
+    SecretInfo,
     SnapshotInfo,
 )
 
@@ -111,6 +112,11 @@ app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(app_app, name="app")
 app.add_typer(agent_app, name="agent")
 app.add_typer(state_app, name="state")
+secret_app = typer.Typer(
+    help="Secrets: values sandboxes send as ${secret:NAME} in network.rules headers without ever holding them.",
+    no_args_is_help=True,
+)
+app.add_typer(secret_app, name="secret")
 
 # --- shared options ----------------------------------------------------------------------
 
@@ -1133,6 +1139,118 @@ def snapshot_rm(
         for snapshot_id in snapshot_ids:
             client.snapshots.delete(snapshot_id)
             err.print(f"deleted {snapshot_id}", highlight=False)
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def _secret_table(secrets: list[SecretInfo]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "HOSTS", "CREATED", "UPDATED"):
+        table.add_column(col, no_wrap=True)
+    for s in secrets:
+        table.add_row(s.name, ", ".join(s.hosts), _when(s.created_at), _when(s.updated_at))
+    return table
+
+
+def _one_line(text: str) -> str:
+    """A value read from a file or a pipe, without the newline that ends its last line."""
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _secret_value(value: str | None, value_file: Path | None) -> str:
+    if value is not None and value_file is not None:
+        err.print("[red]error:[/] give --value or --value-file, not both")
+        raise typer.Exit(2)
+    if value is not None:
+        err.print("[yellow]warning:[/] --value leaves the secret in your shell history and the process list; "
+                  "prefer --value-file or stdin")  # fmt: skip
+        return value
+    if value_file is not None:
+        return _one_line(sys.stdin.read() if str(value_file) == "-" else value_file.read_text())
+    if not sys.stdin.isatty():
+        return _one_line(sys.stdin.read())
+    return typer.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
+
+
+@secret_app.command("add", epilog="Example: cloche secret add gh_token --host api.github.com < token.txt")
+def secret_add(
+    name: Annotated[str, typer.Argument(help="Secret name, used as ${secret:NAME}.", show_default=False)],
+    hosts: Annotated[list[str], typer.Option("--host", help="Host name or *.wildcard the value may be sent to "
+                                             "(repeat for more).", show_default=False)],  # fmt: skip
+    value_file: Annotated[Path | None, typer.Option("--value-file", help="Read the value from this file ('-': stdin).",
+                                                    show_default=False)] = None,  # fmt: skip
+    value: Annotated[str | None, typer.Option("--value", help="The value itself (discouraged: shell history).",
+                                              show_default=False)] = None,  # fmt: skip
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the value and hosts if the secret exists.")]
+    = False,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Store a secret, encrypted; it is never shown again.
+
+    The value comes from --value-file, else from stdin (when not a terminal), else from a hidden prompt.
+    One line, at most 8 KiB; a final newline is dropped.
+    """
+    secret = _secret_value(value, value_file)
+    with _client(url, api_key) as client:
+        info = client.secrets.update(name, secret, hosts) if replace else client.secrets.create(name, secret, hosts)
+    if as_json:
+        _print_json(info)
+    else:
+        err.print(f"stored {info.name} (sent only to {', '.join(info.hosts)})", highlight=False)
+
+
+@secret_app.command("list")
+def secret_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List your secrets: names and hosts (values are never returned)."""
+    with _client(url, api_key) as client:
+        secrets = client.secrets.list()
+    if as_json:
+        _print_json(secrets)
+    elif not secrets:
+        err.print("no secrets")
+    else:
+        out.print(_secret_table(secrets))
+
+
+secret_app.command("ls", hidden=True)(secret_list)
+
+
+@secret_app.command("rm")
+def secret_rm(
+    names: Annotated[list[str], typer.Argument(help="Secret name(s).", show_default=False)],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Delete secrets; sandbox requests that use them are refused from then on."""
+    with _client(url, api_key) as client:
+        for name in names:
+            client.secrets.delete(name)
+            err.print(f"deleted {name}", highlight=False)
+
+
+@secret_app.command("rotate-key")
+def secret_rotate_key(
+    drop_old: Annotated[bool, typer.Option("--drop-old", help="Then remove the old keys from the key file "
+                                           "(backups taken before need them).")] = False,  # fmt: skip
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Admin: encrypt every secret under a new key, first in the server's key file.
+
+    Old keys stay in the file (so nothing is ever unreadable, even after a crash) unless
+    --drop-old, which removes them once every secret is re-encrypted.
+    """
+    with _client(url, api_key) as client:
+        done = client.secrets.rotate_key(drop_old)
+    if as_json:
+        _print_json(done)
+    else:
+        err.print(f"re-encrypted {done.secrets} secret(s); {done.keys} key(s) in the key file, "
+                  f"{done.dropped} dropped", highlight=False)  # fmt: skip
 
 
 # --- apps and agents ---------------------------------------------------------------------
