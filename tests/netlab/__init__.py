@@ -8,6 +8,13 @@ HTTP, TCP echo/discard/chargen and an authoritative DNS zone (``test.``) on docu
 (RFC 5737: 198.51.100.0/24 for the hosts, 203.0.113.0/24 for the uplink link). Code under test routes sandbox
 traffic to ``FakeInternet.uplink`` and masquerades it to ``FakeInternet.uplink_address``.
 
+HTTPS and a SOCKS5 proxy, for the egress proxy's tests: ``secure.test`` (198.51.100.30:443, certificate from
+the harness's test CA, whose PEM is at ``FakeInternet.ca_pem_path``) and ``badcert.test`` (198.51.100.31:443,
+untrusted certificate) record every request in full (``FakeInternet.recorded_requests()``, fetched from a
+control port on the uplink peer) and answer with header names and SHA-256 digests only, so a test can prove the
+upstream saw an injected secret that never flowed back. ``FakeInternet.socks`` is a ``SocksProxy`` (Dante with
+username/password auth on 198.51.100.80:1080, the same behind TLS on :1443), started on demand and stoppable.
+
 ``EgressGuard`` is the other half: an nftables table that counts (and by default drops) every packet that
 leaves through one of the host's real interfaces while headed for a documentation range or coming from the
 sandbox address pool, plus everything forwarded out of them. A test that ends with ``guard.assert_clean()``
@@ -36,6 +43,7 @@ import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,15 +53,32 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .servers import A_RECORDS, CNAME_RECORDS, DEFAULT_TTL, DNS_ADDRESS, TTLS, TXT_ECHO_PARENT, WILDCARD_RECORDS
+from .servers import (
+    A_RECORDS,
+    BADCERT_ADDRESS,
+    CNAME_RECORDS,
+    DEFAULT_TTL,
+    DNS_ADDRESS,
+    SECURE_ADDRESS,
+    SOCKS_ADDRESS,
+    TTLS,
+    TXT_ECHO_PARENT,
+    WILDCARD_RECORDS,
+)
+from .tls import TestPki
 
 __all__ = [
     "A_RECORDS",
+    "BADCERT_ADDRESS",
     "CNAME_RECORDS",
     "DEFAULT_TTL",
     "DNS_ADDRESS",
     "DOC_RANGES",
     "INTERNET_HOSTS",
+    "SECURE_ADDRESS",
+    "SOCKS_ADDRESS",
+    "SOCKS_PASSWORD",
+    "SOCKS_USER",
     "TTLS",
     "TXT_ECHO_PARENT",
     "UPLINK_ADDRESS",
@@ -61,6 +86,8 @@ __all__ = [
     "WILDCARD_RECORDS",
     "EgressGuard",
     "FakeInternet",
+    "SocksProxy",
+    "TestPki",
     "leftover_network_objects",
     "netns_run",
     "reap_stale",
@@ -68,6 +95,7 @@ __all__ = [
 ]
 
 SERVERS = Path(__file__).with_name("servers.py")
+SOCKSD = Path(__file__).with_name("socksd.py")
 NETNS_DIR = Path("/run/netns")
 
 HOSTS_RANGE = "198.51.100.0/24"  # the "internet" hosts
@@ -82,7 +110,16 @@ INTERNET_HOSTS: dict[str, str] = {
     "wild": WILDCARD_RECORDS["wild.test"],  # 198.51.100.13
     "short": A_RECORDS["short.test"],  # 198.51.100.20
     "dns": DNS_ADDRESS,  # 198.51.100.53
+    "secure": SECURE_ADDRESS,  # 198.51.100.30: HTTPS (test CA), records requests
+    "badcert": BADCERT_ADDRESS,  # 198.51.100.31: HTTPS (untrusted certificate), records requests
+    "socks": SOCKS_ADDRESS,  # 198.51.100.80: SOCKS5 (when FakeInternet.socks is started)
 }
+# The SOCKS5 proxy's one user (RFC 1929), known only inside the proxy's own mount namespace (see socksd.py).
+SOCKS_USER = "cltsocks"
+SOCKS_PASSWORD = "socks-pw-7f3a"
+_SOCKS_PASSWORD_HASH = (  # openssl passwd -6 -salt clochetestsalt "$SOCKS_PASSWORD"
+    "$6$clochetestsalt$mUb0Hjp8CBN0ylKYrDSVFTsA8xID3fY58qwpFYsOthjjqgn0fR8TlxuiQDJjULAH.ZIrpLViUReLFZ15doTs9."
+)
 
 _inet_instances = itertools.count()
 _guard_instances = itertools.count()
@@ -168,6 +205,118 @@ def stop_servers(proc: subprocess.Popen[str], timeout: float = 3) -> None:
         proc.stdout.close()
 
 
+def _wait_ready(proc: subprocess.Popen[str], timeout: float, what: str, log: Any) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, left))
+        line = proc.stdout.readline() if ready else ""
+        if line.strip() == "ready":
+            return
+        if (ready and not line) or left <= 0 or proc.poll() is not None:
+            raise RuntimeError(f"{what} did not start: {log()}")
+
+
+class SocksProxy:
+    """A real SOCKS5 proxy (Dante, see socksd.py) with RFC 1929 auth (``SOCKS_USER``/``SOCKS_PASSWORD``) on
+    ``address:port``, and the same proxy behind TLS on ``address:tls_port`` with a certificate from ``pki``'s
+    test CA for ``server_name`` and ``address``. It connects out from ``address``.
+
+    ``netns`` None runs it in this network namespace (e.g. on 127.0.0.1 for unit tests); otherwise inside that
+    namespace. ``start()`` and ``stop()`` may be called any number of times (a test stops the proxy to see
+    egress fail closed, then starts it again on the same ports). Needs root (mount namespace) and ``danted``.
+    """
+
+    user: str = SOCKS_USER
+    password: str = SOCKS_PASSWORD
+
+    def __init__(self, pki: TestPki, address: str = SOCKS_ADDRESS, port: int = 1080, tls_port: int = 1443, *,
+                 netns: str | None = None, server_name: str = "socks.test",
+                 ready_timeout: float = 15) -> None:  # fmt: skip
+        self.pki = pki
+        self.address = address
+        self.port = port
+        self.tls_port = tls_port
+        self.netns = netns
+        self.server_name = server_name
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self._stderr: IO[str] | None = None
+        self._workdir: Path | None = None
+        self._cert: Path | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def ca_pem(self) -> str:
+        """PEM of the CA that issued the TLS port's certificate."""
+        return self.pki.ca_pem
+
+    def start(self) -> SocksProxy:
+        if self.running:
+            return self
+        self.stop()
+        if self._cert is None:
+            self._cert = self.pki.issue(self.server_name, self.address)
+        self._workdir = Path(tempfile.mkdtemp(prefix="clt-socks-"))
+        self._stderr = tempfile.TemporaryFile("w+")
+        argv = [*(["ip", "netns", "exec", self.netns] if self.netns else []), "unshare", "-m", "--propagation",
+                "private", sys.executable, str(SOCKSD), "--listen", f"{self.address}:{self.port}", "--external",
+                self.address, "--tls-listen", f"{self.address}:{self.tls_port}", "--tls-cert", str(self._cert),
+                "--user", self.user, "--password-hash", _SOCKS_PASSWORD_HASH,
+                "--workdir", str(self._workdir)]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     text=True)  # fmt: skip
+        try:
+            _wait_ready(self.proc, self.ready_timeout, "the SOCKS5 proxy", self.log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log(self) -> str:
+        """What Dante and the wrapper wrote on stderr so far."""
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def stop(self) -> None:
+        """Stop the proxy (Dante and the TLS front): connections through it are cut, new ones refused."""
+        if self.proc is not None:
+            stop_servers(self.proc)
+            self.proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> SocksProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def egress_proxy(self, *, tls: bool = False, host: str | None = None, username: str | None = SOCKS_USER,
+                     password: str | None = SOCKS_PASSWORD, ca_cert: str | None = None) -> Any:  # fmt: skip
+        """A ``cloche.node.net.policy.EgressProxy`` for this proxy (TLS: ``ca_cert`` defaults to the test CA,
+        ``server_name`` to ``server_name`` when host is the address)."""
+        from cloche.node.net.policy import EgressProxy
+
+        host = host or self.address
+        if not tls:
+            return EgressProxy(host=host, port=self.port, username=username, password=password)
+        return EgressProxy(host=host, port=self.tls_port, username=username, password=password, tls=True,
+                           server_name=self.server_name if host == self.address else None,
+                           ca_cert=ca_cert if ca_cert is not None else self.ca_pem)  # fmt: skip
+
+
 class FakeInternet:
     """The fake internet: a namespace with servers on documentation addresses, reachable over a veth uplink.
 
@@ -181,6 +330,10 @@ class FakeInternet:
     masqueraded to ``uplink_address`` to get answers. Servers (see servers.py) listen on every host address:
     HTTP on ``http_port``, TCP+UDP echo on ``echo_port``, discard on ``discard_port``, chargen on
     ``chargen_port``; the DNS server (authoritative for ``test.``) on ``dns``:``dns_port``, UDP and TCP.
+    HTTPS on ``https_port`` at ``secure.test``/``badcert.test`` (see servers.py), their recorded requests via
+    ``recorded_requests()`` (the control server on ``uplink_peer``:``control_port``), the test CA at
+    ``ca_pem_path`` (``ca_pem`` for its text). ``socks`` is a ``SocksProxy`` in the namespace on 198.51.100.80,
+    not started: a test calls ``inet.socks.start()`` (idempotent); ``close()`` stops it.
     """
 
     uplink_address: str = UPLINK_ADDRESS
@@ -196,6 +349,8 @@ class FakeInternet:
     chargen_port: int = 19  # "source": download tests
     sink_port: int = discard_port
     source_port: int = chargen_port
+    https_port: int = 443
+    control_port: int = 8080
 
     def __init__(self, ready_timeout: float = 10) -> None:
         pid = os.getpid()
@@ -206,6 +361,9 @@ class FakeInternet:
         self.proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
         self._started = False
+        self.tls_dir: Path | None = None
+        self.pki: TestPki | None = None
+        self.socks: SocksProxy | None = None
 
     # -- lifecycle --
 
@@ -251,22 +409,19 @@ class FakeInternet:
         _run("ip", "route", "replace", self.hosts_range, "via", self.uplink_peer, "dev", up)
 
     def _start_servers(self) -> None:
+        self.tls_dir = Path(tempfile.mkdtemp(prefix="clt-inet-tls-"))
+        self.pki = TestPki(self.tls_dir)
+        self.pki.issue("secure.test")
+        self.pki.issue_untrusted("badcert.test")
+        self.socks = SocksProxy(self.pki, netns=self.netns)
         self._stderr = tempfile.TemporaryFile("w+")
         argv = ["ip", "netns", "exec", self.netns, sys.executable, str(SERVERS), "--http-port", str(self.http_port),
                 "--echo-port", str(self.echo_port), "--discard-port", str(self.discard_port), "--chargen-port",
-                str(self.chargen_port), "--dns", f"{self.dns}:{self.dns_port}"]  # fmt: skip
+                str(self.chargen_port), "--dns", f"{self.dns}:{self.dns_port}", "--https-port", str(self.https_port),
+                "--tls-dir", str(self.tls_dir), "--control", f"{self.uplink_peer}:{self.control_port}"]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                      text=True)  # fmt: skip
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, left))
-            line = self.proc.stdout.readline() if ready else ""
-            if line.strip() == "ready":
-                return
-            if (ready and not line) or left <= 0 or self.proc.poll() is not None:
-                raise RuntimeError(f"fake internet servers did not start: {self.server_log()}")
+        _wait_ready(self.proc, self.ready_timeout, "fake internet servers", self.server_log)
 
     def server_log(self) -> str:
         """What the server process wrote on stderr so far (tracebacks, bind errors)."""
@@ -281,6 +436,8 @@ class FakeInternet:
         if not self._started:
             return
         self._started = False
+        if self.socks is not None:
+            self.socks.stop()
         if self.proc is not None:
             stop_servers(self.proc)
             self.proc = None
@@ -289,6 +446,9 @@ class FakeInternet:
             self._stderr = None
         _quiet("ip", "link", "del", self.uplink)  # takes the route and the peer with it, synchronously
         _quiet("ip", "netns", "del", self.netns)
+        if self.tls_dir is not None:
+            shutil.rmtree(self.tls_dir, ignore_errors=True)
+            self.tls_dir = None
 
     # -- helpers for tests --
 
@@ -318,6 +478,42 @@ class FakeInternet:
     def dns_count(self) -> int:
         """How many DNS queries the fake DNS server has received so far."""
         return int(self.http_get("/dns-count")["count"])
+
+    @property
+    def ca_pem_path(self) -> Path:
+        """The test CA's certificate (PEM file): the trust anchor for secure.test and the SOCKS5 proxy's TLS port;
+        badcert.test's certificate does not chain to it. Valid while the fake internet runs."""
+        assert self.pki is not None, "the fake internet is not started"
+        return self.pki.ca_pem_path
+
+    @property
+    def ca_pem(self) -> str:
+        return self.ca_pem_path.read_text()
+
+    def _control(self, method: str, path: str, timeout: float = 5) -> Any:
+        conn = http.client.HTTPConnection(self.uplink_peer, self.control_port, timeout=timeout)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{method} {path}: {resp.status} {body[:200]!r}")
+            return json.loads(body)
+        finally:
+            conn.close()
+
+    def recorded_requests(self, host: str | None = None) -> list[dict[str, Any]]:
+        """Every request secure.test / badcert.test received (HTTP and HTTPS), oldest first, in full: ``{"seq",
+        "scheme", "host", "port", "sni", "client", "method", "path", "version", "headers": [[name, value], ...],
+        "body_bytes", "body_sha256"}``. ``host`` (a key of ``hosts`` or an address) keeps only that address's."""
+        out = self._control("GET", "/requests")["requests"]
+        if host is not None:
+            addr = self.hosts.get(host, host)
+            out = [r for r in out if r["host"] == addr]
+        return out
+
+    def clear_recorded_requests(self) -> None:
+        self._control("POST", "/requests/clear")
 
     def run(self, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
         """Run a command inside the fake internet's namespace (see ``netns_run``)."""

@@ -16,16 +16,28 @@ Servers (all TCP servers bind 0.0.0.0, so every "internet host" address answers)
   number of bytes it received as ASCII decimal plus a newline, then closes.
 * TCP chargen ("source") on ``--chargen-port`` (19): writes bytes until the peer goes away.
 * Authoritative DNS for ``test.`` over UDP and TCP on ``--dns`` (198.51.100.53:53), zone below.
+* Recording servers, for tests of credential injection: every request to ``secure.test`` (198.51.100.30) or
+  ``badcert.test`` (198.51.100.31), over HTTP on ``--http-port`` or HTTPS on ``--https-port`` (443), any method,
+  is recorded in full (headers included), and answered with JSON that holds each header's name and the SHA-256
+  of its value, never the value: a sandbox can learn that a header arrived, not what a secret was.
+  ``secure.test`` presents a certificate for its name from the harness's test CA (``--tls-dir``/secure.test.pem),
+  ``badcert.test`` one from a CA nobody trusts (bad-badcert.test.pem).
+* Control server on ``--control`` (the uplink peer, 203.0.113.2:8080, not an "internet host" address):
+  ``GET /requests`` -> ``{"requests": [...]}``, the recorded requests in full; ``POST /requests/clear`` empties
+  the log. Only the harness should talk to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -48,6 +60,10 @@ import dns.rrset
 # ---- the zone (the harness imports these constants; keep them plain) ----
 
 DNS_ADDRESS = "198.51.100.53"
+SECURE_ADDRESS = "198.51.100.30"  # HTTPS with a certificate from the test CA; records requests
+BADCERT_ADDRESS = "198.51.100.31"  # HTTPS with a certificate nothing trusts; records requests
+SOCKS_ADDRESS = "198.51.100.80"  # the SOCKS5 proxy (socksd.py, started by the harness on demand)
+RECORDING_ADDRESSES = frozenset({SECURE_ADDRESS, BADCERT_ADDRESS})
 DEFAULT_TTL = 30
 A_RECORDS: dict[str, str] = {
     "allowed.test": "198.51.100.10",
@@ -55,6 +71,9 @@ A_RECORDS: dict[str, str] = {
     "other.test": "198.51.100.12",
     "short.test": "198.51.100.20",
     "ns.test": DNS_ADDRESS,
+    "secure.test": SECURE_ADDRESS,
+    "badcert.test": BADCERT_ADDRESS,
+    "socks.test": SOCKS_ADDRESS,
 }
 TTLS: dict[str, int] = {"short.test": 2}
 CNAME_RECORDS: dict[str, str] = {"alias.test": "allowed.test"}
@@ -383,9 +402,144 @@ class HttpHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class RequestLog:
+    """Every request the recording servers received, in full: the harness's view (GET /requests on the
+    control server), never served to the "internet" side."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.requests: list[dict[str, Any]] = []
+
+    def add(self, entry: dict[str, Any]) -> int:
+        with self.lock:
+            self.seq += 1
+            entry["seq"] = self.seq
+            if len(self.requests) < 10000:
+                self.requests.append(entry)
+            return self.seq
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.requests)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+
+REQUEST_LOG = RequestLog()
+
+
+def _sha256(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+class RecordingHandler(HttpHandler):
+    """Any method, any path: record the request in full, answer with header names and value digests only."""
+
+    def _record(self) -> None:
+        body = self._read_body()
+        sock = self.connection
+        local = sock.getsockname()
+        headers = [[k, v] for k, v in self.headers.items()]
+        seq = REQUEST_LOG.add({
+            "scheme": "https" if isinstance(sock, ssl.SSLSocket) else "http",
+            "host": local[0], "port": local[1], "sni": getattr(sock, "clt_sni", None),
+            "client": self.client_address[0], "method": self.command, "path": self.path,
+            "version": self.request_version, "headers": headers,
+            "body_bytes": len(body), "body_sha256": _sha256(body),
+        })  # fmt: skip
+        out = json.dumps({
+            "seq": seq, "scheme": "https" if isinstance(sock, ssl.SSLSocket) else "http", "host": local[0],
+            "client": self.client_address[0], "method": self.command, "path": self.path,
+            "headers": [[k, _sha256(v)] for k, v in headers],
+            "body_bytes": len(body), "body_sha256": _sha256(body),
+        }).encode()  # fmt: skip
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _record
+
+
 class HttpServer(ThreadingHTTPServer):
+    """Port 80 on every host address; connections to a recording address get the recording handler."""
+
     daemon_threads = True
     request_queue_size = 128
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        local = request.getsockname()[0]
+        handler = RecordingHandler if local in RECORDING_ADDRESSES else self.RequestHandlerClass
+        handler(request, client_address, self)
+
+
+class HttpsServer(ThreadingHTTPServer):
+    """HTTPS on one address with one certificate; the TLS handshake runs in the connection's thread."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], cert: str) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert)
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.sni_callback = self._sni
+        self.context = ctx
+        super().__init__(address, RecordingHandler)
+
+    @staticmethod
+    def _sni(sock: Any, name: str | None, ctx: ssl.SSLContext) -> None:
+        with contextlib.suppress(Exception):
+            sock.clt_sni = name
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(30)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return  # e.g. a client that rejected our certificate
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            with contextlib.suppress(OSError):
+                tls.close()
+
+
+class ControlHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _json(self, obj: Any, status: int = 200) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/requests":
+            self._json({"requests": REQUEST_LOG.snapshot()})
+        elif urlsplit(self.path).path == "/dns-count":
+            self._json(DNS_LOG.snapshot())
+        else:
+            self._json({"error": "not found"}, status=404)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/requests/clear":
+            REQUEST_LOG.clear()
+            self._json({"cleared": True})
+        else:
+            self._json({"error": "not found"}, status=404)
 
 
 # ---- main ----
@@ -402,6 +556,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--discard-port", type=int, default=9)
     p.add_argument("--chargen-port", type=int, default=19)
     p.add_argument("--dns", default=f"{DNS_ADDRESS}:53", help="address:port of the DNS server")
+    p.add_argument("--https-port", type=int, default=443)
+    p.add_argument("--tls-dir", help="directory with secure.test.pem and bad-badcert.test.pem (no HTTPS without)")
+    p.add_argument("--control", help="address:port of the control server (GET /requests)")
     args = p.parse_args(argv)
     dns_host, _, dns_port = args.dns.rpartition(":")
 
@@ -412,6 +569,12 @@ def main(argv: list[str] | None = None) -> None:
     _serve(TcpServer(("0.0.0.0", args.chargen_port), ChargenHandler))
     _serve(UdpServer((dns_host, int(dns_port)), DnsUdpHandler))
     _serve(TcpServer((dns_host, int(dns_port)), DnsTcpHandler))
+    if args.tls_dir:
+        _serve(HttpsServer((SECURE_ADDRESS, args.https_port), os.path.join(args.tls_dir, "secure.test.pem")))
+        _serve(HttpsServer((BADCERT_ADDRESS, args.https_port), os.path.join(args.tls_dir, "bad-badcert.test.pem")))
+    if args.control:
+        control_host, _, control_port = args.control.rpartition(":")
+        _serve(HttpServer((control_host, int(control_port)), ControlHandler))
 
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print("ready", flush=True)
