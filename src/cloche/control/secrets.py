@@ -244,15 +244,21 @@ class SecretService:
         with self._write:
             old = self.keys.load()
             keys = [Fernet.generate_key(), *old]
-            self.keys.write(keys)
+            self._write_keys(keys)
             self._fernet = MultiFernet([Fernet(k) for k in keys])
             count = self.store.reencrypt_secrets(self._fernet.rotate)
             if drop_old:
                 keys = keys[:1]
-                self.keys.write(keys)
+                self._write_keys(keys)
                 self._fernet = MultiFernet([Fernet(keys[0])])
         self._invalidate(None)
         return Rotation(secrets=count, keys=len(keys), dropped=len(old) if drop_old else 0)
+
+    def _write_keys(self, keys: list[bytes]) -> None:
+        try:
+            self.keys.write(keys)
+        except OSError as exc:  # the file is unchanged: every secret is still readable
+            raise ApiError(500, "key_file_error", f"cannot write {self.keys.path}: {exc.strerror}") from None
 
     # ---- the egress proxy and the policy ---------------------------------------------------
 
