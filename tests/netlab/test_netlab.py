@@ -8,6 +8,7 @@ and once everything is closed no ``clt`` object may remain.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,8 +20,13 @@ from typing import Any
 import pytest
 
 from tests.netlab import (
+    BADCERT_ADDRESS,
     DNS_ADDRESS,
     INTERNET_HOSTS,
+    SECURE_ADDRESS,
+    SOCKS_ADDRESS,
+    SOCKS_PASSWORD,
+    SOCKS_USER,
     UPLINK_ADDRESS,
     EgressGuard,
     FakeInternet,
@@ -247,6 +253,130 @@ def test_guard_counts_what_it_watches(lab):
         """)
         assert outcome == "TimeoutError"
         assert block.packets()["egress"] >= 1
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_https_records_requests_and_never_echoes_their_values(lab):
+    """secure.test: a certificate from the test CA, every request recorded in full for the harness, the answer
+    holds header digests only; plain HTTP to the same address records the same way."""
+    lab.inet.clear_recorded_requests()
+    secret = "Bearer sk-netlab-0123456789"
+    got = lab.sandbox(f"""
+        import http.client, json, socket, ssl
+        ctx = ssl.create_default_context(cafile="{lab.inet.ca_pem_path}")
+        out = []
+        for port in (443, 80):  # by address (no resolver here), the name in SNI and Host
+            conn = http.client.HTTPConnection("{SECURE_ADDRESS}", port, timeout=5)
+            raw = socket.create_connection(("{SECURE_ADDRESS}", port), timeout=5)
+            conn.sock = ctx.wrap_socket(raw, server_hostname="secure.test") if port == 443 else raw
+            conn.request("POST", "/v1/things?x=1", body=b"payload",
+                         headers={{"Host": "secure.test", "Authorization": "{secret}", "X-Extra": "1"}})
+            r = conn.getresponse()
+            out.append([r.status, r.read().decode()])
+        print(json.dumps(out))
+    """)
+    for status, body in got:
+        assert status == 200
+        assert secret not in body and "sk-netlab" not in body  # the value never flows back
+        answer = json.loads(body)
+        assert ["Authorization", sha256(secret)] in answer["headers"]
+        assert answer["path"] == "/v1/things?x=1" and answer["method"] == "POST"
+    assert [json.loads(b)["scheme"] for _, b in got] == ["https", "http"]
+    seen = lab.inet.recorded_requests(host="secure")  # the harness's view: values in full
+    expected = [("https", "secure.test", "POST", "/v1/things?x=1"), ("http", None, "POST", "/v1/things?x=1")]
+    assert [(r["scheme"], r["sni"], r["method"], r["path"]) for r in seen] == expected
+    for r in seen:
+        assert ["Authorization", secret] in r["headers"] and ["Host", "secure.test"] in r["headers"]
+        assert r["client"] == UPLINK_ADDRESS and r["body_sha256"] == sha256("payload") and r["body_bytes"] == 7
+    lab.inet.clear_recorded_requests()
+    assert lab.inet.recorded_requests() == []
+
+
+def test_badcert_does_not_verify(lab):
+    got = lab.sandbox(f"""
+        import json, socket, ssl
+        out = {{}}
+        for name, cafile in (("badcert.test", "{lab.inet.ca_pem_path}"), ("badcert.test", None)):
+            ctx = ssl.create_default_context(cafile=cafile)
+            try:
+                with socket.create_connection(("{BADCERT_ADDRESS}", 443), timeout=5) as raw:
+                    ctx.wrap_socket(raw, server_hostname=name).close()
+                out[str(cafile)] = "verified"
+            except ssl.SSLCertVerificationError as e:
+                out[str(cafile)] = e.verify_message
+        ctx = ssl.create_default_context(cafile="{lab.inet.ca_pem_path}")
+        with socket.create_connection(("{SECURE_ADDRESS}", 443), timeout=5) as raw:  # right CA, wrong name
+            try:
+                ctx.wrap_socket(raw, server_hostname="badcert.test").close()
+                out["wrong name"] = "verified"
+            except ssl.SSLCertVerificationError as e:
+                out["wrong name"] = e.verify_message
+        print(json.dumps(out))
+    """)
+    assert got[str(lab.inet.ca_pem_path)] == got["None"] == "unable to get local issuer certificate"
+    assert "mismatch" in got["wrong name"]
+
+
+SOCKS_CLIENT = r"""
+    import json, socket, ssl, time
+    from python_socks import ProxyType
+    from python_socks.sync.v2 import Proxy
+
+    def through(port, password, tls=False, dst=("198.51.100.10", 80)):
+        ctx = ssl.create_default_context(cafile=CA) if tls else None
+        try:
+            stream = Proxy(ProxyType.SOCKS5, "{socks}", port, "{user}", password, rdns=False,
+                           proxy_ssl=ctx).connect(*dst, timeout=5)
+        except Exception as e:
+            return type(e).__name__ + ": " + str(e)
+        try:
+            stream.write(b"GET /via-socks HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := stream.read():
+                data += chunk
+            return json.loads(data.split(b"\r\n\r\n", 1)[1])
+        finally:
+            stream.close()
+"""
+
+
+def socks_client(lab, body: str) -> str:
+    head = textwrap.dedent(SOCKS_CLIENT).format(socks=SOCKS_ADDRESS, user=SOCKS_USER)
+    return f"CA = {str(lab.inet.ca_pem_path)!r}\n{head}\n{textwrap.dedent(body)}"
+
+
+def test_socks5_proxy_auth_tls_stop_and_start(lab):
+    socks = lab.inet.socks
+    socks.start()
+    try:
+        code = f"""
+            print(json.dumps({{"plain": through({socks.port}, "{SOCKS_PASSWORD}"),
+                              "tls": through({socks.tls_port}, "{SOCKS_PASSWORD}", tls=True),
+                              "wrong": through({socks.port}, "not-the-password"),
+                              "tls_wrong": through({socks.tls_port}, "not-the-password", tls=True)}}))
+        """
+        got = lab.sandbox(socks_client(lab, code))
+        for key in ("plain", "tls"):
+            assert got[key]["path"] == "/via-socks" and got[key]["host"] == INTERNET_HOSTS["allowed"]
+            assert got[key]["client"] == SOCKS_ADDRESS  # it came out of the proxy, not straight from the sandbox
+        assert "authentication failure" in got["wrong"] and "authentication failure" in got["tls_wrong"]
+
+        socks.stop()
+        assert not socks.running
+        code = f"""
+            print(json.dumps([through({socks.port}, "{SOCKS_PASSWORD}"),
+                              through({socks.tls_port}, "{SOCKS_PASSWORD}", tls=True)]))
+        """
+        down = lab.sandbox(socks_client(lab, code))
+        assert all(d.startswith("ProxyConnectionError") and "refused" in d.lower() for d in down), down
+        socks.start()
+        again = lab.sandbox(socks_client(lab, f'print(json.dumps(through({socks.port}, "{SOCKS_PASSWORD}")))'))
+        assert again["client"] == SOCKS_ADDRESS
+    finally:
+        socks.stop()
 
 
 def test_zz_nothing_escaped_and_nothing_is_left(lab):
