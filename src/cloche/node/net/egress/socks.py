@@ -23,6 +23,7 @@ The SOCKS5 protocol (RFC 1928) and username/password auth (RFC 1929) come from `
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
 import ssl
@@ -55,17 +56,23 @@ class _PinnedNameContext(ssl.SSLContext):
 
 def proxy_tls_context(proxy: EgressProxy) -> ssl.SSLContext:
     """The client context for TLS to the proxy: verified, TLS >= 1.2, the proxy's `ca_cert` as the only trust
-    anchors when given (else the system store), SNI and verification name `server_name or host`."""
+    anchors when given (else the system store), SNI and verification name `server_name or host`. Contexts are
+    shared between connections with the same name and anchors (loading a trust store is not free)."""
+    return _tls_context(proxy.server_name or proxy.host, proxy.ca_cert or None, proxy.address)
+
+
+@functools.lru_cache(maxsize=64)
+def _tls_context(name: str, ca_cert: str | None, address: str) -> ssl.SSLContext:
     ctx = _PinnedNameContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.pinned_name = proxy.server_name or proxy.host
+    ctx.pinned_name = name
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.check_hostname = True
-    if proxy.ca_cert:
+    if ca_cert:
         try:
-            ctx.load_verify_locations(cadata=proxy.ca_cert)
+            ctx.load_verify_locations(cadata=ca_cert)
         except (ssl.SSLError, ValueError) as e:
-            raise TunnelError(f"SOCKS5 proxy {proxy.address}: its ca_cert is not a usable PEM certificate: {e}") from e
+            raise TunnelError(f"SOCKS5 proxy {address}: its ca_cert is not a usable PEM certificate: {e}") from e
     else:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     return ctx
