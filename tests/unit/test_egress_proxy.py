@@ -583,4 +583,3 @@ def test_close_leaves_no_task_or_socket_behind(world: World) -> None:
         assert set(os.listdir("/proc/self/fd")) == fds
 
     run(body())
-

@@ -53,6 +53,20 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _key_usage(
+    *, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False
+) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
+                         crl_sign=crl_sign, encipher_only=False, decipher_only=False)  # fmt: skip
+
+
 class NodeCA:
     """An EC P-256 CA (key and certificate) plus the TLS server contexts it signs."""
 
@@ -75,8 +89,7 @@ class NodeCA:
                     and cert.not_valid_after_utc > _now() + LEAF_VALIDITY):  # fmt: skip
                 return cls(key, cert)
         key, cert = cls._create(name)
-        _write_atomically(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()), 0o600)  # fmt: skip
+        _write_atomically(key_path, _key_pem(key), 0o600)
         _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cls(key, cert)
 
@@ -94,10 +107,7 @@ class NodeCA:
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + CA_VALIDITY)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False),
-                           critical=True)  # fmt: skip
+            .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -131,10 +141,7 @@ class NodeCA:
             .not_valid_after(expires)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False),
-                           critical=True)  # fmt: skip
+            .add_extension(_key_usage(digital_signature=True), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
             .sign(self._key, hashes.SHA256())
@@ -142,9 +149,7 @@ class NodeCA:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(["http/1.1"])
-        pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        _load_chain_from_memory(context, pem)
+        _load_chain_from_memory(context, cert.public_bytes(serialization.Encoding.PEM) + _key_pem(key))
         return context, expires
 
 

@@ -100,8 +100,9 @@ class Relay:
         try:
             up_writer.write(self._up.send(h11.Request(method=request.method, target=request.target, headers=headers)))
         except h11.LocalProtocolError:  # (its text may quote a header value: never repeated)
-            raise _Refused(400, "bad_request", "the request cannot be forwarded as HTTP/1.1 "
-                           "(it needs exactly one Host header)") from None
+            raise _Refused(
+                400, "bad_request", "the request cannot be forwarded as HTTP/1.1 (it needs exactly one Host header)"
+            ) from None
         try:
             first = self._client.next_event()  # without waiting: a body may come only after a 100 Continue
         except h11.RemoteProtocolError as exc:
@@ -127,8 +128,12 @@ class Relay:
         """The headers to send upstream, transformed if this request's host calls for it."""
         sent = request.headers.raw_items()
         if request.method == b"CONNECT" or any(n.lower() == b"upgrade" for n, _ in sent):
-            raise _Refused(501, "upgrade_not_supported", "the egress proxy relays plain HTTP/1.1 requests to "
-                           "hosts with transforms; CONNECT and protocol upgrades (WebSocket, h2c) are not supported")
+            raise _Refused(
+                501,
+                "upgrade_not_supported",
+                "the egress proxy relays plain HTTP/1.1 requests to "
+                "hosts with transforms; CONNECT and protocol upgrades (WebSocket, h2c) are not supported",
+            )
         host_value = next((v for n, v in sent if n.lower() == b"host"), None)
         host = host_from_header(host_value.decode("latin-1")) if host_value is not None else None
         if self._sni is not None and host != self._sni:

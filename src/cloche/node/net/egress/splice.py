@@ -36,4 +36,3 @@ async def splice(a: Streams, b: Streams) -> None:
         abort(a_writer, b_writer)
     finally:
         await finish(forward, backward)
-

@@ -28,7 +28,8 @@ async def accept_streams(sock: socket.socket, context: ssl.SSLContext | None = N
     reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport, _ = await loop.connect_accepted_socket(
-        lambda: protocol, sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None)
+        lambda: protocol, sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context else None
+    )
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
