@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 import h11
 import pytest
 import trustme
+import uvloop
 
 from cloche.node.net.egress.ca import NodeCA
 from cloche.node.net.egress.context import ConnectionContext, SecretDenied
@@ -51,12 +52,28 @@ NAMES = [API, PLAIN, UNRESOLVED, DENIED]
 MB = 1 << 20
 
 
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,  # what uvicorn, hence the node, runs on
+}
+loop_factory = LOOPS["asyncio"]
+
+
+@pytest.fixture(params=list(LOOPS), autouse=True)
+def each_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    global loop_factory
+    loop_factory = LOOPS[request.param]
+    yield
+    loop_factory = LOOPS["asyncio"]
+
+
 def run(coro: Coroutine[Any, Any, None], timeout: float = 60) -> None:
     async def bounded() -> None:
         async with asyncio.timeout(timeout):
             await coro
 
-    asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(bounded())
 
 
 # ---- origin ---------------------------------------------------------------------------
@@ -560,9 +577,17 @@ def test_unknown_source_is_closed_at_once(world: World) -> None:
     run(body())
 
 
+def open_sockets() -> set[str]:
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return {link for link in links if link.startswith("socket:")}
+
+
 def test_close_leaves_no_task_or_socket_behind(world: World) -> None:
     async def body() -> None:
-        fds = set(os.listdir("/proc/self/fd"))
+        sockets = open_sockets()
         tasks = asyncio.all_tasks()
         async with Origin(world.origin_tls(API, PLAIN)) as origin:
             async with world.proxy(origin.port, tls=True) as proxy:
@@ -580,6 +605,6 @@ def test_close_leaves_no_task_or_socket_behind(world: World) -> None:
             await hanging.close()
         await asyncio.sleep(0.05)
         assert asyncio.all_tasks() == tasks
-        assert set(os.listdir("/proc/self/fd")) == fds
+        assert open_sockets() == sockets
 
     run(body())
