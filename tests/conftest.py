@@ -36,9 +36,11 @@ def internet() -> Iterator[FakeInternet]:
     (every server and node the tests start is pointed at it), and the guard proves at
     the end that no packet of theirs went out of a real interface."""
     with EgressGuard(pool=NetConfig.pool) as guard, FakeInternet() as inet:
-        saved = {k: os.environ.get(k) for k in ("CLOCHE_NETWORK_UPLINK", "CLOCHE_NETWORK_DNS")}
+        saved = {k: os.environ.get(k) for k in ("CLOCHE_NETWORK_UPLINK", "CLOCHE_NETWORK_DNS",
+                                                "CLOCHE_EGRESS_UPSTREAM_CA_FILE")}  # fmt: skip
         os.environ["CLOCHE_NETWORK_UPLINK"] = inet.uplink
         os.environ["CLOCHE_NETWORK_DNS"] = inet.dns
+        os.environ["CLOCHE_EGRESS_UPSTREAM_CA_FILE"] = str(inet.ca_pem_path)  # secure.test's CA, for the egress proxy
         try:
             yield inet
         finally:

@@ -55,6 +55,12 @@ class Settings:
     network_open_ranges: str = ""  # private CIDRs sandboxes may reach, comma-separated (default: none)
     network_max_connections: int = 1024  # default cap on a sandbox's concurrent outbound connections
     network_dns_rate: float = 20.0  # DNS queries per second per sandbox (burst: 50)
+    # The egress proxy (network `rules`, `egress_proxy`): ports treated as HTTP and as
+    # HTTPS for hosts with rules, and CA certificates trusted for upstreams besides the
+    # system store (PEM file; "": the system store only).
+    egress_http_ports: str = "80"
+    egress_https_ports: str = "443"
+    egress_upstream_ca_file: str = ""
     ingress_domain: str = "localhost"  # exposed ports at {port}-{id}.{domain}
     # Fernet keys that encrypt tenants' secrets at rest, one per line, newest first; created
     # (0600) at first start, rewritten by `cloche secret rotate-key` ("": DATA/secret-keys).
@@ -89,7 +95,9 @@ class Settings:
             raise ValueError(f"network_default must be internet or none, got {self.network_default!r}")
         return NetConfig(pool=self.network_pool, uplink=self.network_uplink, dns_upstreams=_split(self.network_dns),
                          open_ranges=_split(self.network_open_ranges), max_connections=self.network_max_connections,
-                         dns_rate_per_s=self.network_dns_rate)  # fmt: skip
+                         dns_rate_per_s=self.network_dns_rate, proxy_http_ports=_ports(self.egress_http_ports),
+                         proxy_https_ports=_ports(self.egress_https_ports),
+                         upstream_ca_file=self.egress_upstream_ca_file)  # fmt: skip
 
     @property
     def db_path(self) -> Path:
@@ -106,3 +114,13 @@ class Settings:
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _ports(value: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(part) for part in _split(value))
+    except ValueError:
+        raise ValueError(f"ports must be comma-separated numbers, got {value!r}") from None
+    if not all(1 <= p <= 65535 for p in ports):
+        raise ValueError(f"ports must be between 1 and 65535, got {value!r}")
+    return ports

@@ -1,9 +1,12 @@
 """E2B's network options through the official SDK, unchanged: allow_internet_access,
-network allow_out / deny_out, update_network, and a clear error for what cloche does not
-do yet. The traffic goes to the suite's fake internet only."""
+network allow_out / deny_out, update_network, per-host rules with a secret injected by the
+egress proxy, the SOCKS5 egress proxy, and https_ports. The traffic goes to the suite's
+fake internet only."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 
 import httpx
@@ -12,6 +15,7 @@ from e2b import Sandbox
 from e2b.exceptions import SandboxException
 
 from tests.e2b.conftest import E2bEnv
+from tests.netlab import SOCKS_PASSWORD, SOCKS_USER
 
 PROBE = "python3 -c \"import socket,sys\ntry:\n socket.create_connection((sys.argv[1], 80), timeout=3); print('ok')\n" \
         "except OSError as e: print('no')\" "  # fmt: skip
@@ -45,11 +49,46 @@ def test_allow_and_deny_lists_then_update_network(e2b: E2bEnv, internet):
         assert cloche_policy(e2b, sbx.sandbox_id)["deny_out"] == [f"{allowed}/32"]
 
 
-def test_unsupported_network_options_are_refused_by_name(e2b: E2bEnv):
-    with pytest.raises(SandboxException, match="https_ports|httpsPorts"):
-        Sandbox.create(network={"https_ports": [3000]})
-    with pytest.raises(SandboxException, match="rules"):
-        Sandbox.create(network={"rules": {"api.example.com": [{"transform": {"headers": {"X": "y"}}}]}})
+def test_rules_inject_a_tenant_secret_and_update_network_replaces_them(e2b: E2bEnv, internet):
+    value = "e2b-" + secrets.token_hex(12)
+    with e2b.server.client(e2b.key) as c:
+        r = c.post("/v1/secrets", json={"name": "e2b_token", "value": value, "hosts": ["secure.test"]})
+        assert r.status_code == 201, r.text
+    rules = {"secure.test": [{"transform": {"headers": {"Authorization": "Bearer ${secret:e2b_token}"}}}]}
+    with Sandbox.create(network={"rules": rules}) as sbx:
+        internet.clear_recorded_requests()
+        out = sbx.commands.run("curl -sS --fail https://secure.test/e2b")
+        assert value not in out.stdout
+        (seen,) = [q for q in internet.recorded_requests("secure") if q["path"] == "/e2b"]
+        assert dict(seen["headers"])["Authorization"] == f"Bearer {value}"
+        assert cloche_policy(e2b, sbx.sandbox_id)["rules"] == rules
+        sbx.update_network({})  # the update replaces every egress rule: no transform any more
+        internet.clear_recorded_requests()
+        sbx.commands.run("curl -sS -o /dev/null https://secure.test/after || true")
+        assert all("Authorization" not in dict(q["headers"]) for q in internet.recorded_requests("secure"))
+    with pytest.raises(SandboxException, match="no secret named 'missing'"):
+        Sandbox.create(network={"rules": {"secure.test": [{"transform": {"headers": {"X": "${secret:missing}"}}}]}})
+
+
+def test_egress_proxy_is_used_and_internal_addresses_are_refused(e2b: E2bEnv, internet):
+    internet.socks.start()
+    proxy = {"address": f"{internet.hosts['socks']}:1080", "username": SOCKS_USER, "password": SOCKS_PASSWORD}
+    with Sandbox.create(network={"egress_proxy": proxy}) as sbx:
+        out = sbx.commands.run(f"curl -sS http://{internet.hosts['allowed']}/").stdout
+        assert json.loads(out)["client"] == internet.hosts["socks"]  # the upstream saw the proxy, not the node
+        shown = cloche_policy(e2b, sbx.sandbox_id)["egress_proxy"]
+        assert shown == {"address": proxy["address"], "username": SOCKS_USER}  # never the password
+    with pytest.raises(SandboxException, match="internal address"):
+        Sandbox.create(network={"egress_proxy": {"address": "169.254.169.254:1080"}})
+
+
+def test_https_ports_reach_the_sandboxs_tls_server(e2b: E2bEnv):
+    serve = ("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=sbx -keyout /tmp/k.pem -out /tmp/c.pem "
+             "-days 1 2>/dev/null && openssl s_server -quiet -accept 8443 -key /tmp/k.pem -cert /tmp/c.pem -www")
+    with Sandbox.create(network={"https_ports": [8443]}) as sbx:
+        sbx.commands.run(serve, background=True)
+        r = _fetch(e2b, sbx.get_host(8443))
+        assert r.status_code == 200 and "Ciphers supported" in r.text, r.text
 
 
 SERVE = "python3 -m http.server 8000 --bind 0.0.0.0 --directory /tmp"

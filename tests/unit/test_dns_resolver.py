@@ -117,6 +117,7 @@ class Harness:
     resolver: Resolver
     upstream: Upstream
     learned: list[tuple[str, tuple[int, ...], list[tuple[str, int]]]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the query name of each learned answer
     decided: list[tuple[str, str]] = field(default_factory=list)
 
     async def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, **kw: Any) -> dns.message.Message:
@@ -149,10 +150,11 @@ async def harness(
         h.decided.append((source, name))
         return decide(source, name)
 
-    async def learned(source: str, rules: tuple[int, ...], addrs: list[tuple[str, int]]) -> None:
+    async def learned(source: str, name: str, rules: tuple[int, ...], addrs: list[tuple[str, int]]) -> None:
         await asyncio.sleep(0.05)  # a reply sent before this finished would reach the client first
         if learned_error is not None:
             raise learned_error
+        h.names.append(name)
         h.learned.append((source, rules, addrs))
 
     resolver = Resolver(
@@ -189,6 +191,7 @@ def test_allowed_a_is_answered_and_learned_before_the_reply() -> None:
             q = dns.message.make_query("Allowed.Test", "A")
             reply = await dns.asyncquery.udp(q, LOCAL, timeout=TIMEOUT, port=h.resolver.port)
             assert h.learned == [(LOCAL, (7, 9), [("198.51.100.10", 30)])]  # done before the reply came back
+            assert h.names == ["allowed.test"]  # the name asked for, in lower case: what rules match on
             assert reply.id == q.id
             assert reply.rcode() == dns.rcode.NOERROR
             assert addresses(reply) == ["198.51.100.10"]

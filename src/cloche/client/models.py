@@ -105,6 +105,51 @@ Rule = str | NetworkRule
 """An egress rule: a string such as ``"api.example.com:443"`` or a :class:`NetworkRule`."""
 
 
+class EgressProxyTLS(BaseModel):
+    """TLS to the egress proxy: always verified, TLS 1.2 or newer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    server_name: str | None = Field(None, description="SNI and certificate name (default: the proxy's host).")
+    ca_cert: str | None = Field(None, description="PEM CA certificates; they replace the system trust store.")
+
+
+class EgressProxy(BaseModel):
+    """A SOCKS5 proxy you run, through which the sandbox's outbound TCP is tunnelled
+    (after the policy's filtering). Egress fails closed when it is down. The server
+    never returns ``password`` or ``tls.ca_cert``.
+
+    Example::
+
+        EgressProxy(address="proxy.example.com:1080", username="u", password="p", tls=True)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: str = Field(..., description='"host:port"; must resolve to a public address.')
+    username: str | None = Field(None, description="RFC 1929 username.")
+    password: str | None = Field(None, description="RFC 1929 password.")
+    tls: bool | EgressProxyTLS = Field(False, description="TLS to the proxy.")
+
+
+class HostRule(BaseModel):
+    """A transform the node's egress proxy applies to requests to one host: set these
+    headers. Values may name a tenant secret as ``${secret:NAME}``; the value is filled
+    in outside the sandbox, and only for hosts the secret allows.
+
+    Example::
+
+        HostRule(headers={"Authorization": "Bearer ${secret:gh_token}"})
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers to set (replacing the sandbox's).")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"transform": {"headers": self.headers}}
+
+
 class NetworkPolicy(BaseModel):
     """What a sandbox may reach over the network, how fast, and who may reach its ports.
 
@@ -140,10 +185,26 @@ class NetworkPolicy(BaseModel):
     mask_request_host: str | None = Field(
         None, description="Host header sent to exposed ports (``${PORT}`` is replaced by the port)."
     )
+    rules: dict[str, list[HostRule]] = Field(
+        default_factory=dict, description="Per-host request transforms (secrets injected outside the sandbox)."
+    )
+    egress_proxy: EgressProxy | None = Field(None, description="Tunnel outbound TCP through your SOCKS5 proxy.")
+    https_ports: list[int] = Field(default_factory=list, description="Exposed ports reached over TLS (not verified).")
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rules_from_api(cls, value: Any) -> Any:
+        """Accept the API's form, ``{"host": [{"transform": {"headers": {...}}}]}``, too."""
+        if not isinstance(value, dict):
+            return value
+        return {host: [r.get("transform", r) if isinstance(r, dict) else r for r in rules]
+                for host, rules in value.items()}  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         """The policy as the API's ``network`` object (unset optional limits left out)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        out = self.model_dump(mode="json", exclude_none=True, exclude={"rules"})
+        out["rules"] = {host: [r.to_json() for r in rules] for host, rules in self.rules.items()}
+        return out
 
 
 NetworkSpec = Literal["none", "internet"] | NetworkPolicy | Mapping[str, Any]

@@ -21,6 +21,7 @@ from cloche.scheduler.local import unscheduled
 from cloche.store.db import SandboxRow, Store, Tenant
 
 if TYPE_CHECKING:
+    from cloche.control.secrets import SecretService
     from cloche.scheduler.local import LocalScheduler
 
 
@@ -48,7 +49,7 @@ class SandboxView:
             "on_timeout": self.record.spec.idle.on_timeout,
             "on_resume": self.record.spec.on_resume,
             "node": "local",
-            "network": {"policy": self.record.spec.network.to_json(),
+            "network": {"policy": self.record.spec.network.public_json(),
                         "address": (self.record.net or {}).get("address")},
         }
 
@@ -61,6 +62,7 @@ class SandboxService:
         self.network_default = network_default if runtime.network else "none"
         self._create_locks: dict[str, asyncio.Lock] = {}
         self.scheduler: LocalScheduler | None = None  # admission and placement (set by the app)
+        self.secrets: SecretService | None = None  # checks the secrets a policy's rules name (set by the app)
         runtime.on_expire = store.delete_sandbox
 
     async def reconcile(self) -> None:
@@ -144,7 +146,7 @@ class SandboxService:
             )
             spec = SandboxSpec(template=template or "base", limits=limits, env=env, timeout_s=timeout_s,
                                idle=IdlePolicy(**(idle or {}), on_timeout=on_timeout), on_resume=on_resume,
-                               network=self.network_policy(network))  # fmt: skip
+                               network=self.network_policy(network, tenant=tenant))  # fmt: skip
             spec.validate()
             self._check_quota(tenant, limits)
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
@@ -160,17 +162,23 @@ class SandboxService:
             if lock:
                 lock.release()
 
-    def network_policy(self, network: str | dict[str, Any] | None, field_name: str = "network") -> NetworkPolicy:
-        """Parse a policy from the API (the server's default when absent); 400 naming the field."""
+    def network_policy(self, network: str | dict[str, Any] | None, field_name: str = "network", *,
+                       tenant: Tenant | None = None) -> NetworkPolicy:  # fmt: skip
+        """Parse a policy from the API (the server's default when absent); 400 naming the
+        field. With `tenant`, the secrets its rules name must be the tenant's and allowed
+        for the rules' hosts."""
         if network is None:
             network = self.network_default
         if network != "none" and self.runtime.network is None:
             raise ApiError(400, "invalid_request", f"{field_name}: networking is off on this server (network=0)")
-        return NetworkPolicy.from_json(network, field_name=field_name)
+        policy = NetworkPolicy.from_json(network, field_name=field_name)
+        if tenant is not None and self.secrets is not None:
+            self.secrets.check_policy(tenant.id, policy, field_name)
+        return policy
 
     async def set_network(self, tenant: Tenant, sandbox_id: str, network: str | dict[str, Any]) -> SandboxView:
         self.get(tenant, sandbox_id)
-        await self.runtime.set_network(sandbox_id, self.network_policy(network))
+        await self.runtime.set_network(sandbox_id, self.network_policy(network, tenant=tenant))
         return self.get(tenant, sandbox_id)
 
     def network_status(self, view: SandboxView) -> dict[str, Any]:

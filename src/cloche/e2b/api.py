@@ -587,13 +587,15 @@ async def logs(sandbox_id: str, request: Request) -> Response:
 
 
 async def network(sandbox_id: str, request: Request) -> Response:
-    """E2B's update_network: the egress part of the policy is replaced atomically;
-    public traffic and the host mask are not part of it and stay as they were."""
+    """E2B's update_network: the egress part of the policy (rules and egress proxy
+    included) is replaced atomically; public traffic, the host mask and the HTTPS ports
+    are not part of it and stay as they were."""
     _, c, tenant = authenticate(request)
     current = c.sandboxes.get(tenant, sandbox_id).record.spec.network
     body = await body_of(request)
     policy = e2b_network.to_cloche(body, body.get("allow_internet_access"), update=True)
     policy["public"], policy["mask_request_host"] = current.public, current.mask_request_host
+    policy["https_ports"] = list(current.https_ports)
     await c.sandboxes.set_network(tenant, sandbox_id, policy)
     return Response(status_code=204)
 

@@ -4,9 +4,10 @@ E2B's model: everything is allowed unless `denyOut` names it, and `allowOut` ent
 beat `denyOut` entries; `allow_internet_access=False` is `denyOut: ["0.0.0.0/0"]`.
 In cloche's policy an `allow_out` without `deny_out` is a pure allow list, so an E2B
 `allowOut` is only carried over when `denyOut` is present (alone it allows nothing
-more than everything). The options cloche does not implement yet (per-host `rules`,
-`egressProxy`, `httpsPorts`) are refused with a 400 naming the field, never accepted
-and ignored.
+more than everything). Per-host `rules` (header transforms; cloche fills
+`${secret:NAME}` placeholders from the tenant's secrets) and `egressProxy` (the user's
+SOCKS5 proxy, `tls: {enabled, serverName, caCert}`) and `httpsPorts` (exposed ports
+the ingress reaches over TLS) map onto the same fields of cloche's policy.
 """
 
 from __future__ import annotations
@@ -15,12 +16,8 @@ from typing import Any
 
 from cloche.node.net.policy import NetworkPolicy
 
-UNSUPPORTED = {
-    "rules": "per-host transform rules",
-    "egressProxy": "an egress SOCKS5 proxy",
-    "httpsPorts": "HTTPS to exposed ports",
-}
-KNOWN = {"allowOut", "denyOut", "dnsServers", "allowPublicTraffic", "maskRequestHost", *UNSUPPORTED}
+KNOWN = {"allowOut", "denyOut", "dnsServers", "allowPublicTraffic", "maskRequestHost", "rules", "egressProxy",
+         "httpsPorts"}  # fmt: skip
 
 
 class NetworkOptionError(ValueError):
@@ -34,9 +31,6 @@ def to_cloche(network: Any, allow_internet_access: Any, *, update: bool = False)
         network = {}
     if not isinstance(network, dict):
         raise NetworkOptionError(f"{where} must be an object")
-    for name, what in UNSUPPORTED.items():
-        if network.get(name) not in (None, {}, []):
-            raise NetworkOptionError(f"{where}.{name} ({what}) is not supported by cloche yet")
     unknown = sorted(set(network) - KNOWN - ({"allow_internet_access"} if update else set()))
     if unknown:
         raise NetworkOptionError(f"{where}.{unknown[0]} is not a network option")
@@ -53,7 +47,30 @@ def to_cloche(network: Any, allow_internet_access: Any, *, update: bool = False)
     }
     if network.get("dnsServers") is not None:
         policy["dns_servers"] = _list(network["dnsServers"], f"{where}.dnsServers")
+    if network.get("httpsPorts"):
+        policy["https_ports"] = network["httpsPorts"]
+    if network.get("rules"):
+        policy["rules"] = network["rules"]  # the same shape; cloche's parser names any fault
+    if network.get("egressProxy") is not None:
+        policy["egress_proxy"] = _egress_proxy(network["egressProxy"], f"{where}.egressProxy")
     return policy
+
+
+def _egress_proxy(value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        return value  # cloche's parser refuses it, naming the field
+    out = {k: v for k, v in value.items() if k != "tls"}
+    tls = value.get("tls")
+    if isinstance(tls, dict):
+        unknown = sorted(set(tls) - {"enabled", "serverName", "caCert"})
+        if unknown:
+            raise NetworkOptionError(f"{where}.tls.{unknown[0]} is not a TLS option")
+        if tls.get("enabled", True):
+            out["tls"] = {k: tls[e] for k, e in (("server_name", "serverName"), ("ca_cert", "caCert")) if tls.get(e)}
+            out["tls"] = out["tls"] or True
+    elif tls is not None:
+        out["tls"] = tls
+    return out
 
 
 def to_e2b(policy: NetworkPolicy) -> dict[str, Any]:
@@ -67,6 +84,16 @@ def to_e2b(policy: NetworkPolicy) -> dict[str, Any]:
         out["dnsServers"] = list(policy.dns_servers)
     if policy.mask_request_host:
         out["maskRequestHost"] = policy.mask_request_host
+    if policy.https_ports:
+        out["httpsPorts"] = list(policy.https_ports)
+    if policy.rules:
+        out["rules"] = {r.host: [t.to_json() for t in r.transforms] for r in policy.rules}
+    if policy.egress_proxy:
+        proxy = policy.egress_proxy.to_json(redact=True)
+        if proxy.get("tls"):
+            tls = proxy["tls"] if isinstance(proxy["tls"], dict) else {}
+            proxy["tls"] = {"serverName": tls["server_name"]} if "server_name" in tls else {}
+        out["egressProxy"] = proxy
     return out
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cloche.node import cgroups, disk, idmap, linux, orphans, supervisor
-from cloche.node.bundle import UID_RANGE, HostBind, build_config
+from cloche.node.bundle import BIN_DIR_PATH, UID_RANGE, HostBind, build_config
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.files import SandboxFS
 from cloche.node.net.firewall import Counters
@@ -49,6 +49,14 @@ log = logging.getLogger("cloche.node")
 OVERLAY_FLAGS = 0x2 | 0x4  # MS_NOSUID | MS_NODEV
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm"}  # fmt: skip
+# The trust store every sandbox gets when the node has networking: the host's bundle
+# plus the node's egress-proxy CA (see `_install_trust`), at a path that always exists
+# in the sandbox, and named by the variables that Python, requests, Node, curl and git read.
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BUNDLE_NAME, CA_NAME = "ca-certificates.crt", "cloche-ca.crt"
+TRUST_ENV = {"SSL_CERT_FILE": f"{BIN_DIR_PATH}/{BUNDLE_NAME}", "REQUESTS_CA_BUNDLE": f"{BIN_DIR_PATH}/{BUNDLE_NAME}",
+             "CURL_CA_BUNDLE": f"{BIN_DIR_PATH}/{BUNDLE_NAME}", "GIT_SSL_CAINFO": f"{BIN_DIR_PATH}/{BUNDLE_NAME}",
+             "NODE_EXTRA_CA_CERTS": f"{BIN_DIR_PATH}/{CA_NAME}"}  # fmt: skip
 
 
 class SandboxListener(Protocol):
@@ -119,7 +127,11 @@ class NodeRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Future[None]] = set()
         self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size)
-        self.network = NodeNetwork(self.key, config.network, config.run_root) if config.network else None
+        self.network = (NodeNetwork(self.key, config.network, config.run_root, self.data)
+                        if config.network else None)  # fmt: skip
+        self.base_env = {**BASE_ENV, **(TRUST_ENV if self.network else {})}
+        if self.network:
+            self._install_trust(self.network.ca.cert_pem)
         self._reaper: asyncio.Task[None] | None = None
         self.on_expire: Callable[[str], None] | None = None
         self.listeners: list[SandboxListener] = []
@@ -128,6 +140,17 @@ class NodeRuntime:
         self.disk_stock = disk.DiskStock(self.data / "disk-stock", defaults.disk_mb, defaults.inode_count)
         # Manifests referenced from outside the node (named snapshots); GC keeps them.
         self.pinned_manifests: Callable[[], set[str]] = set
+
+    def _install_trust(self, ca_pem: bytes) -> None:
+        """Write the sandboxes' trust store into the bound bin directory: the host's CA
+        bundle with the node's egress-proxy CA appended (the proxy presents certificates
+        from it for hosts with request rules), and that CA alone for NODE_EXTRA_CA_CERTS."""
+        system = SYSTEM_BUNDLE.read_bytes() if SYSTEM_BUNDLE.exists() else b""
+        for name, data in ((BUNDLE_NAME, system.rstrip(b"\n") + b"\n" + ca_pem), (CA_NAME, ca_pem)):
+            staging = self.bin_dir / f".{name}.{os.getpid()}"
+            staging.write_bytes(data)
+            os.chmod(staging, 0o644)
+            os.rename(staging, self.bin_dir / name)
 
     # ---- startup and shutdown -------------------------------------------------------
 
@@ -298,6 +321,8 @@ class NodeRuntime:
     async def create(self, spec: SandboxSpec, *, use_pool: bool = True) -> SandboxRecord:
         spec.validate()
         await asyncio.to_thread(self.templates.get, spec.template)
+        if self.network:
+            await self.network.check_policy(spec.network)
         if use_pool:
             claimed = await self.pool.claim(spec)
             if claimed is not None:
@@ -375,6 +400,9 @@ class NodeRuntime:
         if self.network:
             rec.net = self.network.prepare(rec.id, rdir).to_json()
             binds.append(HostBind(str(rdir / "resolv.conf"), "/etc/resolv.conf"))
+            # for tools that read only the system store (curl's default, openssl, Go)
+            if (Path(template.rootfs) / str(SYSTEM_BUNDLE).lstrip("/")).is_file():
+                binds.append(HostBind(str(self.bin_dir / BUNDLE_NAME), str(SYSTEM_BUNDLE)))
         config = build_config(
             sandbox_id=rec.id,
             uid_base=base,
@@ -621,6 +649,7 @@ class NodeRuntime:
             rec = self.get(sandbox_id)
             if self.network is None:
                 raise InvalidState("networking is off on this node")
+            await self.network.check_policy(policy)
             live = rec.state in ("running", "paused")
             if live:
                 await asyncio.to_thread(self.network.apply, sandbox_id, policy)  # fails: nothing changed
@@ -714,7 +743,7 @@ class NodeRuntime:
         if rec.state != "running":
             raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; it must be running to exec")
         rec.last_active_at = time.time()
-        request.env = {**BASE_ENV, **rec.spec.env, **request.env}
+        request.env = {**self.base_env, **rec.spec.env, **request.env}
         return self.socket_path(sandbox_id), request
 
     async def exec(self, sandbox_id: str, request: ExecRequest) -> supervisor.ExecResult:

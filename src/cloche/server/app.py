@@ -68,9 +68,12 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
             pool_limits=settings.default_limits, blob_url=settings.blob_url, network=settings.net_config(),
         ))  # fmt: skip
         runtime.pinned_manifests = store.snapshot_manifests
+        if runtime.network:
+            runtime.network.secrets = secret_service.resolve
         app.state.state = await StateService.start(settings.data_dir, store, runtime)  # before start: adoptions
         await runtime.start()
         service = SandboxService(store, runtime, settings.default_limits, settings.network_default)
+        service.secrets = secret_service
         await service.reconcile()
         service.scheduler = LocalScheduler(runtime, store, settings)
         await service.scheduler.start()

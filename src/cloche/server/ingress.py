@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -316,10 +317,11 @@ class Proxy:
         headers = upstream_headers(scope, target, access, host, WEBSOCKET_DROP if websocket else REQUEST_DROP)
         activity = Activity(self.ctx, target.sandbox_id)
         if websocket:
-            upstream = Upstream(target, address, woke, activity)
+            upstream = Upstream(target, address, woke, activity, target.port in policy.https_ports)
             await upstream.relay_websocket(scope, receive, send, path, host, headers, access.cookie)
         else:
-            await self.forward(scope, receive, send, target, address, woke, path, headers, access.cookie, activity)
+            await self.forward(scope, receive, send, target, address, woke, path, headers, access.cookie, activity,
+                               policy.https_ports)
 
     def _record(self, sandbox_id: str) -> SandboxRecord:
         try:
@@ -391,14 +393,14 @@ class Proxy:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, target: Target, address: str, woke: bool,
                       path: bytes, headers: list[tuple[bytes, bytes]], cookie: bytes | None,
-                      activity: Activity) -> None:  # fmt: skip
+                      activity: Activity, https_ports: tuple[int, ...]) -> None:  # fmt: skip
         """One HTTP request to the sandbox and its response back, both streamed."""
         body = _body_mode(scope["headers"])
         if body == CHUNKED:
             headers = [h for h in headers if h[0] != b"content-length"]
             headers.append((b"transfer-encoding", b"chunked"))
         head = _head(scope["method"], path, headers)
-        key = (target.sandbox_id, address, target.port)
+        key = (target.sandbox_id, address, target.port, target.port in https_ports)
         for attempt in (0, 1):
             try:
                 conn, reused = await self._connect(key, woke, fresh=attempt > 0)
@@ -429,12 +431,12 @@ class Proxy:
             else:
                 conn.close()
 
-    async def _connect(self, key: tuple[str, str, int], woke: bool, fresh: bool) -> tuple[Connection, bool]:
+    async def _connect(self, key: PoolKey, woke: bool, fresh: bool) -> tuple[Connection, bool]:
         conn = None if fresh else self.pool.take(key)
         if conn is not None:
             return conn, True
-        _, address, port = key
-        return await _retry_refused(woke, lambda: _open(address, port)), False
+        _, address, port, tls = key
+        return await _retry_refused(woke, lambda: _open(address, port, tls)), False
 
 
 def _has_param(query: bytes, name: bytes) -> bool:
@@ -541,9 +543,24 @@ class Connection:
         self.writer.transport.abort()
 
 
-async def _open(address: str, port: int) -> Connection:
+def _sandbox_tls() -> ssl.SSLContext:
+    """TLS to a sandbox's own HTTPS server (E2B's `https_ports`): encrypted on the hop,
+    not verified, since the server's certificate is the sandbox's own, often self-signed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+SANDBOX_TLS = _sandbox_tls()
+# (sandbox id, address, port, over TLS): the idle connections that may serve a request
+PoolKey = tuple[str, str, int, bool]
+
+
+async def _open(address: str, port: int, tls: bool) -> Connection:
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        reader, writer = await asyncio.open_connection(address, port, limit=HEAD_LIMIT)
+        reader, writer = await asyncio.open_connection(address, port, limit=HEAD_LIMIT,
+                                                       ssl=SANDBOX_TLS if tls else None)  # fmt: skip
     return Connection(reader, writer)
 
 
@@ -554,10 +571,10 @@ class Pool:
     def __init__(self, per_key: int = 32, idle_s: float = 30.0) -> None:
         self.per_key = per_key
         self.idle_s = idle_s
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._idle: dict[PoolKey, list[Connection]] = {}
         self._swept = time.monotonic()
 
-    def take(self, key: tuple[str, str, int]) -> Connection | None:
+    def take(self, key: PoolKey) -> Connection | None:
         conns = self._idle.get(key)
         if not conns:
             return None
@@ -569,7 +586,7 @@ class Pool:
             conn.close()
         return None
 
-    def give(self, key: tuple[str, str, int], conn: Connection) -> None:
+    def give(self, key: PoolKey, conn: Connection) -> None:
         now = conn.idle_since = time.monotonic()
         conns = self._idle.setdefault(key, [])
         if len(conns) >= self.per_key:
@@ -772,18 +789,20 @@ def _close_code(code: int | None, abnormal: int) -> int:
 class Upstream:
     """A WebSocket to the sandbox, relayed message by message to the client's."""
 
-    def __init__(self, target: Target, address: str, woke: bool, activity: Activity) -> None:
+    def __init__(self, target: Target, address: str, woke: bool, activity: Activity, tls: bool) -> None:
         self.target = target
         self.address = address
         self.woke = woke
         self.activity = activity
+        self.tls = tls
 
     def _uri(self, host: bytes | None, path: bytes) -> str:
         """The URI sets the Host header the sandbox sees; the socket goes to its address."""
-        fallback = f"ws://{self.address}:{self.target.port}{path.decode('latin-1')}"
+        scheme = "wss" if self.tls else "ws"
+        fallback = f"{scheme}://{self.address}:{self.target.port}{path.decode('latin-1')}"
         if not host:
             return fallback
-        uri = f"ws://{host.decode('latin-1')}{path.decode('latin-1')}"
+        uri = f"{scheme}://{host.decode('latin-1')}{path.decode('latin-1')}"
         try:
             parse_uri(uri)
         except InvalidURI:
@@ -793,6 +812,7 @@ class Upstream:
     async def _connect(self, uri: str, scope: Scope, headers: list[tuple[bytes, bytes]]) -> ClientConnection:
         extra = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n != b"host"]
         return await connect(uri, host=self.address, port=self.target.port, additional_headers=extra,
+                             ssl=SANDBOX_TLS if self.tls else None,
                              user_agent_header=None, subprotocols=scope.get("subprotocols") or None,
                              compression=None, proxy=None, open_timeout=CONNECT_TIMEOUT_S, ping_interval=None,
                              max_size=WEBSOCKET_MAX_MESSAGE, close_timeout=5)  # fmt: skip

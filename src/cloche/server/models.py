@@ -62,6 +62,27 @@ class RuleBody(Strict):
 Rule = str | RuleBody
 
 
+class HeaderTransform(Strict):
+    headers: dict[str, str] | None = Field(
+        None, description='headers to set, e.g. {"Authorization": "Bearer ${secret:gh_token}"}')
+
+
+class HostRule(Strict):
+    transform: HeaderTransform | None = None
+
+
+class EgressProxyTls(Strict):
+    server_name: str | None = Field(None, max_length=253, description="SNI and certificate name (default: the host)")
+    ca_cert: str | None = Field(None, max_length=8192, description="PEM CA certificates; replace the system store")
+
+
+class EgressProxyBody(Strict):
+    address: str = Field(..., max_length=260, description='the SOCKS5 proxy, "host:port" (a public address)')
+    username: str | None = Field(None, max_length=255, description="RFC 1929 username")
+    password: str | None = Field(None, max_length=255, description="RFC 1929 password (never returned)")
+    tls: bool | EgressProxyTls = Field(False, description="TLS to the proxy (always verified)")
+
+
 class NetworkBody(Strict):
     """A network policy. Rules are evaluated: always-denied ranges, then allow_out
     (an allow beats a deny), then deny_out, then the default: everything, unless
@@ -78,6 +99,13 @@ class NetworkBody(Strict):
     public: bool = Field(False, description="exposed ports reachable without the traffic token")
     mask_request_host: str | None = Field(None, max_length=253,
                                           description="Host header sent to exposed ports (${PORT} is replaced)")
+    rules: dict[str, list[HostRule]] | None = Field(
+        None, description="per-host request transforms done by the node's egress proxy, outside the sandbox; "
+        "header values may name a secret as ${secret:NAME}; a host here must also be allowed by the policy")
+    egress_proxy: EgressProxyBody | None = Field(
+        None, description="tunnel the sandbox's outbound TCP through this SOCKS5 proxy (fails closed)")
+    https_ports: list[int] | None = Field(None, max_length=64,
+                                          description="exposed ports the ingress reaches over TLS (not verified)")
 
 
 Network = Literal["none", "internet"] | NetworkBody

@@ -79,7 +79,8 @@ class Decision:
 # (source ip, query name lowercased without trailing dot) -> None if the source is not a known sandbox.
 Decide = Callable[[str, str], Decision | None]
 # (source ip, rule ids, [(ipv4 address, ttl seconds)]): the firewall allows these addresses for that long.
-Learned = Callable[[str, tuple[int, ...], list[tuple[str, int]]], Awaitable[None]]
+# (source ip, query name lowercased without trailing dot, matched rule ids, [(address, ttl)])
+Learned = Callable[[str, str, tuple[int, ...], list[tuple[str, int]]], Awaitable[None]]
 
 
 @dataclass
@@ -369,7 +370,7 @@ class Resolver:
         if not addrs:
             return True
         try:
-            await self._learned(source, decision.rules, addrs)
+            await self._learned(source, qname.to_text(omit_final_dot=True).lower(), decision.rules, addrs)
         except Exception:
             log.exception("dns: learning %s for %s failed", addrs, source)
             return False

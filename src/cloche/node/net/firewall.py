@@ -9,6 +9,13 @@ cost per packet does not grow with the number of sandboxes.
 
 Every change is one libnftables batch: a policy is replaced atomically, and a failed
 change leaves the old one in force.
+
+Connections for the node's egress proxy (hosts with request rules, or everything when
+the sandbox tunnels through its own SOCKS5 proxy) are redirected in prerouting, so they
+arrive on the input hook instead of forward. There the same judgement runs first, on the
+connection's original destination (`ct original`): the always-denied sets, then the
+sandbox's own rules in a twin chain (`pb<N>`), so a destination the policy denies never
+reaches the proxy.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class FirewallConfig:
     pool: str  # the sandboxes' address pool (CIDR)
     uplink: str  # the only interface sandbox traffic may leave by
     resolver_port: int
+    proxy_port: int = 0  # the egress proxy's port (0: no proxy on this node)
     node_addresses: tuple[str, ...] = ()
     open_ranges: tuple[str, ...] = ()  # private ranges the operator opened
     default_max_connections: int = 1024
@@ -64,6 +72,7 @@ class Firewall:
         self._generation: dict[int, int] = {}  # net index -> generation of its host-rule sets
         self._host_sets: dict[int, list[str]] = {}
         self._egress: set[int] = set()  # indices with an element in the egress map
+        self._proxied: dict[int, bool] = {}  # indices with a proxy gate -> whether all their TCP is proxied
 
     # ---- the table ---------------------------------------------------------------------
 
@@ -73,6 +82,7 @@ class Firewall:
         hard = ALWAYS_DENIED + [c.pool] + [f"{a}/32" for a in c.node_addresses]
         exists = any(fam == "inet" and name == c.table for fam, name in self.nft.tables())
         uplink = c.uplink or "cloche-no-uplink"
+        proxy_port = c.proxy_port or 1  # with no proxy the rules match nothing: no set is ever filled
         self.nft.run(
             (f"delete table {self.t}\n" if exists else "")
             + f"""table {self.t} {{
@@ -82,6 +92,9 @@ class Firewall:
   set private {{ type ipv4_addr; flags interval; auto-merge; {_elements(PRIVATE)}}}
   set opened {{ type ipv4_addr; flags interval; auto-merge; {_elements(list(c.open_ranges))}}}
   map egress {{ type ipv4_addr : verdict; }}
+  map proxy_egress {{ type ipv4_addr : verdict; }}
+  set proxied {{ type ipv4_addr . ipv4_addr . inet_service; flags timeout; }}
+  set tunnelled {{ type ipv4_addr; }}
   set resolving {{ type ipv4_addr; }}
   map cnt_out {{ type ipv4_addr : counter; }}
   map cnt_in {{ type ipv4_addr : counter; }}
@@ -114,6 +127,13 @@ class Firewall:
     iifname . ip saddr != @bindings drop
     ct state established,related accept
     meta l4proto {{ tcp, udp }} th dport {c.resolver_port} ct status dnat accept
+    tcp dport {proxy_port} ct status dnat jump proxy_gate
+    jump deny
+  }}
+  chain proxy_gate {{
+    ct original ip daddr @hard_deny jump deny
+    ct original ip daddr @private ct original ip daddr != @opened jump deny
+    ip saddr vmap @proxy_egress
     jump deny
   }}
   chain forward {{
@@ -125,6 +145,7 @@ class Firewall:
     type filter hook input priority filter - 10; policy accept;
     iifname @ifaces jump sandbox_to_node
     meta l4proto {{ tcp, udp }} th dport {c.resolver_port} drop
+    tcp dport {proxy_port} drop
   }}
   chain output {{
     type filter hook output priority filter - 10; policy accept;
@@ -133,6 +154,8 @@ class Firewall:
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname @ifaces ip saddr @resolving meta l4proto {{ tcp, udp }} th dport 53 redirect to :{c.resolver_port}
+    iifname @ifaces ip saddr . ip daddr . tcp dport @proxied redirect to :{proxy_port}
+    iifname @ifaces ip saddr @tunnelled ip daddr != {c.pool} meta l4proto tcp redirect to :{proxy_port}
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
@@ -144,6 +167,7 @@ class Firewall:
         self._generation.clear()
         self._host_sets.clear()
         self._egress.clear()
+        self._proxied.clear()
 
     def remove(self) -> None:
         if any(fam == "inet" and name == self.config.table for fam, name in self.nft.tables()):
@@ -180,6 +204,7 @@ class Firewall:
             f"delete element {self.t} cnt_deny {{ {address} }}",
             f"delete element {self.t} bindings {{ {ifname} . {address} }}",
             f"delete element {self.t} ifaces {{ {ifname} }}",
+            *self._ungate(index, address),
             f"delete chain {self.t} sb{index}",
             f"delete set {self.t} c{index}",
             *(f"delete set {self.t} {name}" for name in self._host_sets.pop(index, [])),
@@ -189,6 +214,7 @@ class Firewall:
         ]
         self._generation.pop(index, None)
         self._egress.discard(index)
+        self._proxied.pop(index, None)
         try:
             self.nft.run("\n".join(batch))
         except NftError:
@@ -206,22 +232,26 @@ class Firewall:
         batch = [f"flush chain {self.t} sb{index}"]
         for name in new_sets:
             batch.append(f"add set {self.t} {name} {{ type ipv4_addr; flags timeout; }}")
-        limit = policy.max_connections or self.config.default_max_connections
-        batch.append(f"add rule {self.t} sb{index} ct state new add @c{index} {{ ip saddr ct count over {limit} }} "
-                     "jump deny")  # fmt: skip
-        for i, rule in enumerate(policy.allow_out or ()):
-            match = f"ip daddr @h{index}g{gen}r{i}" if rule.is_host else f"ip daddr {rule.target}"
-            batch.append(f"add rule {self.t} sb{index} {match}{_ports(rule)} accept")
-        for rule in policy.deny_out:
-            if not rule.is_host:
-                batch.append(f"add rule {self.t} sb{index} ip daddr {rule.target}{_ports(rule)} jump deny")
-        batch.append(f"add rule {self.t} sb{index} " + ("accept" if policy.default_accept else "jump deny"))
+        batch += self._chain(f"sb{index}", index, gen, policy, original=False)
         if policy.egress and index not in self._egress:
             batch.append(f"add element {self.t} egress {{ {address} : jump sb{index} }}")
             batch.append(f"add element {self.t} resolving {{ {address} }}")
         elif not policy.egress and index in self._egress:
             batch.append(f"delete element {self.t} egress {{ {address} }}")
             batch.append(f"delete element {self.t} resolving {{ {address} }}")
+        tunnelled = policy.egress_proxy is not None
+        if policy.intercepts and self.config.proxy_port:
+            if index not in self._proxied:
+                batch.append(f"add chain {self.t} pb{index}")
+                batch.append(f"add element {self.t} proxy_egress {{ {address} : jump pb{index} }}")
+            batch.append(f"flush chain {self.t} pb{index}")
+            batch += self._chain(f"pb{index}", index, gen, policy, original=True)
+            if tunnelled and not self._proxied.get(index):
+                batch.append(f"add element {self.t} tunnelled {{ {address} }}")
+            elif not tunnelled and self._proxied.get(index):
+                batch.append(f"delete element {self.t} tunnelled {{ {address} }}")
+        else:
+            batch += self._ungate(index, address)
         batch += [f"delete set {self.t} {name}" for name in old_sets]
         self.nft.run("\n".join(batch))
         self._generation[index] = gen
@@ -230,6 +260,45 @@ class Firewall:
             self._egress.add(index)
         else:
             self._egress.discard(index)
+        if policy.intercepts and self.config.proxy_port:
+            self._proxied[index] = tunnelled
+        else:
+            self._proxied.pop(index, None)
+
+    def _chain(self, chain: str, index: int, gen: int, policy: NetworkPolicy, *, original: bool) -> list[str]:
+        """The rules of a sandbox's chain: `sb<N>` judges forwarded packets by their
+        destination, its twin `pb<N>` judges proxied connections by their original one."""
+        daddr = "ct original ip daddr" if original else "ip daddr"
+        limit = policy.max_connections or self.config.default_max_connections
+        out = [f"add rule {self.t} {chain} ct state new add @c{index} {{ ip saddr ct count over {limit} }} jump deny"]
+        for i, rule in enumerate(policy.allow_out or ()):
+            match = f"{daddr} @h{index}g{gen}r{i}" if rule.is_host else f"{daddr} {rule.target}"
+            out.append(f"add rule {self.t} {chain} {match}{_ports(rule, original)} accept")
+        for rule in policy.deny_out:
+            if not rule.is_host:
+                out.append(f"add rule {self.t} {chain} {daddr} {rule.target}{_ports(rule, original)} jump deny")
+        out.append(f"add rule {self.t} {chain} " + ("accept" if policy.default_accept else "jump deny"))
+        return out
+
+    def _ungate(self, index: int, address: str) -> list[str]:
+        """Commands that take a sandbox off the egress proxy (none if it was not on it)."""
+        if index not in self._proxied:
+            return []
+        out = [f"delete element {self.t} proxy_egress {{ {address} }}", f"delete chain {self.t} pb{index}"]
+        if self._proxied[index]:
+            out.append(f"delete element {self.t} tunnelled {{ {address} }}")
+        return out
+
+    def steer(self, address: str, targets: list[tuple[str, int]], ports: tuple[int, ...]) -> None:
+        """Send the sandbox's TCP to these addresses (on these ports) through the egress
+        proxy, for the TTL of the answer that named them (a host with request rules)."""
+        batch = []
+        for addr, ttl in targets:
+            ipaddress.IPv4Address(addr)
+            for port in ports:
+                batch += self._refresh("proxied", f"{address} . {addr} . {port}", ttl)
+        if batch:
+            self.nft.run("\n".join(batch))
 
     def learn(self, index: int, rules: tuple[int, ...], addrs: list[tuple[str, int]]) -> None:
         """Allow addresses a host rule's name resolved to, for their TTL."""
@@ -243,11 +312,15 @@ class Firewall:
                 continue
             for addr, ttl in addrs:
                 ipaddress.IPv4Address(addr)
-                # add (no-op when present), delete, add again: the element's timeout restarts
-                batch += [f"add element {self.t} {name} {{ {addr} }}", f"delete element {self.t} {name} {{ {addr} }}",
-                          f"add element {self.t} {name} {{ {addr} timeout {max(1, int(ttl))}s }}"]  # fmt: skip
+                batch += self._refresh(name, addr, ttl)
         if batch:
             self.nft.run("\n".join(batch))
+
+    def _refresh(self, set_name: str, element: str, ttl: int) -> list[str]:
+        """Add (a no-op when present), delete, add again: the element's timeout restarts."""
+        at = f"{self.t} {set_name}"
+        return [f"add element {at} {{ {element} }}", f"delete element {at} {{ {element} }}",
+                f"add element {at} {{ {element} timeout {max(1, int(ttl))}s }}"]  # fmt: skip
 
     def counters_of(self, index: int) -> Counters:
         """One sandbox's counters (three small listings, not the whole table)."""
@@ -279,9 +352,11 @@ class Firewall:
         return out
 
 
-def _ports(rule: Rule) -> str:
+def _ports(rule: Rule, original: bool = False) -> str:
     if rule.ports is None:
         return f" meta l4proto {rule.protocol}" if rule.protocol else ""
     low, high = rule.ports
     span = str(low) if low == high else f"{low}-{high}"
+    if original:
+        return f" meta l4proto {rule.protocol or 'tcp'} ct original proto-dst {span}"
     return f" {rule.protocol or 'tcp'} dport {span}"

@@ -15,15 +15,23 @@ import asyncio
 import ipaddress
 import logging
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloche.node.errors import RuntimeFailure
+import dns.asyncresolver
+import dns.exception
+
+from cloche.node.errors import InvalidSpec, RuntimeFailure
 from cloche.node.net import links
 from cloche.node.net.dns import Decision, Resolver
-from cloche.node.net.firewall import Counters, Firewall, FirewallConfig
+from cloche.node.net.egress.ca import NodeCA
+from cloche.node.net.egress.context import ConnectionContext, SecretDenied, SecretLookup
+from cloche.node.net.egress.proxy import EgressProxyServer
+from cloche.node.net.egress.socks import open_tunnel
+from cloche.node.net.firewall import ALWAYS_DENIED, PRIVATE, Counters, Firewall, FirewallConfig
 from cloche.node.net.nft import Nft
-from cloche.node.net.policy import NetworkPolicy
+from cloche.node.net.policy import EgressProxy, NetworkPolicy
 from cloche.node.uids import HostClaims
 
 log = logging.getLogger("cloche.net")
@@ -39,6 +47,10 @@ class NetConfig:
     dns_rate_per_s: float = 20.0
     dns_burst: int = 50
     mtu: int = 1500
+    proxy_http_ports: tuple[int, ...] = (80,)  # ports whose requests to rule hosts are rewritten as HTTP
+    proxy_https_ports: tuple[int, ...] = (443,)  # ... as HTTPS (TLS terminated with the node's CA)
+    upstream_ca_file: str = ""  # CA certificates trusted for upstreams, besides the system store
+    dial_timeout_s: float = 10.0
 
 
 def host_resolvers(path: Path = Path("/etc/resolv.conf")) -> list[tuple[str, int]]:
@@ -62,8 +74,16 @@ def _upstream(text: str) -> tuple[str, int]:
     return host, int(port or 53)
 
 
+# How many (name, address) answers the proxy remembers per sandbox for `resolved`.
+MAX_RESOLVED_PER_SANDBOX = 4096
+
+
+def _no_secrets(sandbox_id: str, name: str, host: str) -> str:
+    raise SecretDenied(f"no secret named {name!r}: this node has no secret store")
+
+
 class NodeNetwork:
-    def __init__(self, node_key: str, config: NetConfig, run_root: Path) -> None:
+    def __init__(self, node_key: str, config: NetConfig, run_root: Path, state_dir: Path) -> None:
         self.key = node_key
         self.config = config
         self.pool = links.AddressPool(config.pool)
@@ -76,7 +96,14 @@ class NodeNetwork:
         self._by_address: dict[str, str] = {}  # sandbox address -> sandbox id
         self._policies: dict[str, NetworkPolicy] = {}
         self._pids: dict[str, int] = {}  # sandbox id -> its init's pid (its namespace)
+        # sandbox id -> {(name, address): expiry}: what its lookups of rule hosts answered
+        self._resolved: dict[str, dict[tuple[str, str], float]] = {}
         self.uplink = ""
+        self.node_addresses: tuple[str, ...] = ()
+        self.ca = NodeCA.load_or_create(state_dir / "egress-ca", f"cloche node {node_key}")
+        # Filled by the control plane: the value of a tenant's secret for a request.
+        self.secrets: SecretLookup = _no_secrets
+        self.proxy: EgressProxyServer | None = None
 
     # ---- node lifecycle --------------------------------------------------------------
 
@@ -86,10 +113,18 @@ class NodeNetwork:
                                  learned=self._learned, rate_per_s=self.config.dns_rate_per_s,
                                  burst=self.config.dns_burst)  # fmt: skip
         await self.resolver.start()
+        self._upstreams = upstreams
+        self.proxy = EgressProxyServer(
+            ca=self.ca, lookup=self._context, secrets=lambda *a: self.secrets(*a), dial=self._dial,
+            upstream_cafile=self.config.upstream_ca_file or None, http_ports=self.config.proxy_http_ports,
+            https_ports=self.config.proxy_https_ports,
+        )  # fmt: skip
+        await self.proxy.start()
         await asyncio.to_thread(self._build)
 
     def _build(self) -> None:
         default_uplink, addresses = links.address_of_default_route()
+        self.node_addresses = tuple(addresses)
         self.uplink = self.config.uplink or default_uplink
         if not self.uplink:
             log.warning("no uplink interface (no default route): sandboxes have no egress")
@@ -97,7 +132,8 @@ class NodeNetwork:
         assert self.resolver is not None
         self.firewall = Firewall(self.nft, FirewallConfig(
             table=f"cloche_{self.key}", pool=str(self.pool.network), uplink=self.uplink,
-            resolver_port=self.resolver.port, node_addresses=tuple(addresses),
+            resolver_port=self.resolver.port, proxy_port=self.proxy.port if self.proxy else 0,
+            node_addresses=tuple(addresses),
             open_ranges=self.config.open_ranges, default_max_connections=self.config.max_connections,
         ))  # fmt: skip
         self.firewall.build()
@@ -105,6 +141,8 @@ class NodeNetwork:
     async def close(self, *, remove_table: bool) -> None:
         if self.resolver:
             await self.resolver.close()
+        if self.proxy:
+            await self.proxy.close()
         if remove_table and self.firewall:
             await asyncio.to_thread(self.firewall.remove)
 
@@ -167,6 +205,8 @@ class NodeNetwork:
         link = self._links.get(sandbox_id)
         if link is None or self.firewall is None:
             return
+        if policy.egress_proxy and _is_address(policy.egress_proxy.host):
+            self.check_public(policy.egress_proxy.host, "network.egress_proxy.address")
         old = self._policies.get(sandbox_id)
         limits = (policy.ingress_mbps, policy.egress_mbps)
         old_limits = (old.ingress_mbps, old.egress_mbps) if old else (None, None)
@@ -191,6 +231,7 @@ class NodeNetwork:
         link = self._links.pop(sandbox_id, None)
         self._policies.pop(sandbox_id, None)
         self._pids.pop(sandbox_id, None)
+        self._resolved.pop(sandbox_id, None)
         if link is None:
             for ifname, _ in list(links.ours(f"{self.alias_prefix}{sandbox_id}")):
                 links.delete(ifname)
@@ -236,12 +277,100 @@ class NodeNetwork:
         allowed, rules = policy.decide_name(name)
         return Decision(allowed, rules, tuple((s, 53) for s in policy.dns_servers))
 
-    async def _learned(self, source: str, rules: tuple[int, ...], addrs: list[tuple[str, int]]) -> None:
+    async def _learned(self, source: str, name: str, rules: tuple[int, ...], addrs: list[tuple[str, int]]) -> None:
         sandbox_id = self._by_address.get(source)
         link = self._links.get(sandbox_id) if sandbox_id else None
-        if link is None or self.firewall is None:
+        if sandbox_id is None or link is None or self.firewall is None:
             raise RuntimeFailure(f"{source} is no longer a sandbox of this node")
         self.firewall.learn(link.index, rules, addrs)
+        policy = self._policies.get(sandbox_id)
+        if policy is not None and policy.egress_proxy is None and policy.transforms_for(name) and self.proxy:
+            self._remember(sandbox_id, name, addrs)
+            ports = self.config.proxy_http_ports + self.config.proxy_https_ports
+            self.firewall.steer(link.address, addrs, ports)
+        elif policy is not None and policy.egress_proxy is not None:
+            self._remember(sandbox_id, name, addrs)  # all its TCP comes to the proxy already
+
+    def _remember(self, sandbox_id: str, name: str, addrs: list[tuple[str, int]]) -> None:
+        now = time.monotonic()
+        seen = self._resolved.setdefault(sandbox_id, {})
+        if len(seen) >= MAX_RESOLVED_PER_SANDBOX:
+            for key in [k for k, expiry in seen.items() if expiry <= now] or list(seen)[: len(seen) // 2]:
+                del seen[key]
+        for addr, ttl in addrs:
+            seen[(name, addr)] = now + max(1, ttl)
+
+    # ---- the egress proxy's questions ------------------------------------------------
+
+    def _context(self, source: str) -> ConnectionContext | None:
+        sandbox_id = self._by_address.get(source)
+        policy = self._policies.get(sandbox_id) if sandbox_id else None
+        if sandbox_id is None or policy is None or not policy.intercepts:
+            return None
+        seen = self._resolved.get(sandbox_id, {})
+
+        def resolved(name: str, addr: str) -> bool:
+            return seen.get((name.lower().rstrip("."), addr), 0.0) > time.monotonic()
+
+        return ConnectionContext(sandbox_id, policy.transforms_for, resolved, policy.egress_proxy)
+
+    async def _dial(
+        self, ip: str, port: int, socks: EgressProxy | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The proxy's upstream connection: direct, or through the sandbox's SOCKS5 proxy
+        (never falling back to direct when that fails)."""
+        if socks is not None:
+            return await open_tunnel(socks, ip, port, resolve=self._resolve_name,
+                                     check_address=lambda a: self.check_public(a, "egress proxy"),
+                                     timeout=self.config.dial_timeout_s)  # fmt: skip
+        return await asyncio.wait_for(asyncio.open_connection(ip, port), self.config.dial_timeout_s)
+
+    async def _resolve_name(self, name: str) -> list[str]:
+        """A host name's IPv4 addresses, asked of the node's upstream resolvers."""
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [host for host, _ in self._upstreams]
+        resolver.port = self._upstreams[0][1] if self._upstreams else 53
+        try:
+            answer = await resolver.resolve(name, "A", lifetime=self.config.dial_timeout_s)
+        except (dns.exception.DNSException, OSError) as e:
+            raise RuntimeFailure(f"{name} does not resolve: {e}") from None
+        return [r.address for r in answer]
+
+    def check_public(self, address: str, what: str) -> None:
+        """Raise InvalidSpec unless `address` is outside every range a sandbox may never
+        reach (metadata, link-local, loopback, the node, the sandboxes, private ranges
+        the operator did not open): the node connects there on the sandbox's behalf."""
+        ip = ipaddress.IPv4Address(address)
+        opened = [ipaddress.ip_network(r) for r in self.config.open_ranges]
+        closed = [*ALWAYS_DENIED, self.config.pool, *(f"{a}/32" for a in self.node_addresses)]
+        for cidr in closed + [r for r in PRIVATE if not any(ip in o for o in opened)]:
+            if ip in ipaddress.ip_network(cidr):
+                raise InvalidSpec(f"{what}: {address} is an internal address ({cidr}); it must be a public one")
+
+    async def check_policy(self, policy: NetworkPolicy) -> None:
+        """Checks that need the network: the user's SOCKS5 proxy must resolve to a
+        public address (checked again at every dial, where the address is pinned)."""
+        proxy = policy.egress_proxy
+        if proxy is None:
+            return
+        where = "network.egress_proxy.address"
+        addresses = [proxy.host] if _is_address(proxy.host) else await self._resolve_or_invalid(proxy.host, where)
+        for address in addresses:
+            self.check_public(address, where)
+
+    async def _resolve_or_invalid(self, name: str, where: str) -> list[str]:
+        try:
+            return await self._resolve_name(name)
+        except RuntimeFailure as e:
+            raise InvalidSpec(f"{where}: {e}") from None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _sysctl(path: str, value: str) -> None:

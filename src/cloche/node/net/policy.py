@@ -156,6 +156,7 @@ class NetworkPolicy:
     mask_request_host: str | None = None  # Host header sent to the sandbox's port ("${PORT}" is replaced)
     rules: tuple[HostRules, ...] = ()  # per-host request transforms, done by the node's egress proxy
     egress_proxy: EgressProxy | None = None
+    https_ports: tuple[int, ...] = ()  # exposed ports the ingress reaches over TLS (not verified)
 
     @property
     def intercepts(self) -> bool:
@@ -210,6 +211,7 @@ class NetworkPolicy:
             "mask_request_host": self.mask_request_host,
             "rules": {r.host: [t.to_json() for t in r.transforms] for r in self.rules},
             "egress_proxy": self.egress_proxy.to_json() if self.egress_proxy else None,
+            "https_ports": list(self.https_ports),
         }
 
     def public_json(self) -> dict[str, Any]:
@@ -230,7 +232,7 @@ class NetworkPolicy:
         if not isinstance(data, dict):
             raise InvalidSpec(f'{field_name} must be "none", "internet" or an object')
         known = {"egress", "allow_out", "deny_out", "dns_servers", "max_connections", "egress_mbps",
-                 "ingress_mbps", "public", "mask_request_host", "rules", "egress_proxy"}  # fmt: skip
+                 "ingress_mbps", "public", "mask_request_host", "rules", "egress_proxy", "https_ports"}  # fmt: skip
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidSpec(f"{field_name}.{unknown[0]} is not a network option")
@@ -254,6 +256,7 @@ class NetworkPolicy:
             mask_request_host=_mask(data.get("mask_request_host"), f"{field_name}.mask_request_host"),
             rules=_host_rules(data.get("rules") or {}, f"{field_name}.rules"),
             egress_proxy=_egress_proxy(data.get("egress_proxy"), f"{field_name}.egress_proxy"),
+            https_ports=_port_list(data.get("https_ports") or [], f"{field_name}.https_ports"),
         )
 
 
@@ -331,6 +334,16 @@ def _rules(items: Any, where: str) -> tuple[Rule, ...]:
     if len(items) > MAX_RULES:
         raise InvalidSpec(f"{where} has more than {MAX_RULES} rules")
     return tuple(parse_rule(item, f"{where}[{i}]") for i, item in enumerate(items))
+
+
+def _port_list(items: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(items, list) or len(items) > 64:
+        raise InvalidSpec(f"{where} must be a list of at most 64 port numbers")
+    for item in items:
+        if not isinstance(item, int) or isinstance(item, bool):
+            raise InvalidSpec(f"{where}: {item!r} is not a port number")
+        _ports(item, where)
+    return tuple(sorted(set(items)))
 
 
 def _dns_servers(items: Any, where: str) -> tuple[str, ...]:
