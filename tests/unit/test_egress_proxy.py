@@ -93,8 +93,8 @@ class Seen:
 @dataclass
 class Origin:
     """An HTTP/1.1 server: `/echo` streams the request body back as it arrives,
-    `/bytes/N` streams N bytes, `/hang` never answers (until the client leaves), anything else
-    answers JSON."""
+    `/bytes/N` streams N bytes, `/hang` never answers (until the client leaves),
+    `/close-after` closes the connection after its answer, anything else answers JSON."""
 
     tls: ssl.SSLContext | None = None
     requests: list[Seen] = field(default_factory=list)
@@ -162,8 +162,8 @@ class Origin:
                     body = json.dumps({"body_len": size, "connection": cid}).encode()
                     await send(h11.Response(status_code=200, headers=[("content-length", str(len(body)))]),
                                h11.Data(data=body), h11.EndOfMessage())  # fmt: skip
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    break
+                if target == "/close-after" or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    break  # (/close-after: closing a kept-alive connection without saying so)
                 conn.start_next_cycle()
         except (OSError, h11.ProtocolError, ssl.SSLError):
             pass
@@ -395,10 +395,15 @@ def test_https_injected_on_a_kept_alive_connection_with_our_certificate(world: W
         async with Origin(world.origin_tls(API)) as origin, world.proxy(origin.port, tls=True) as proxy:
             client = await Client.open(proxy.port, API, world.ca.cert_pem)
             assert client.issuer() == "cloche test node"
+            loop = asyncio.get_running_loop()
+            times = []
             for i in range(5):
+                t0 = loop.time()
                 reply = await client.request(API, f"/r{i}", method="POST", headers=[("authorization", "x")],
                                              body=lambda: _chunks(1000, 10))  # fmt: skip
+                times.append(loop.time() - t0)
                 assert reply.status == 200 and json.loads(reply.body)["body_len"] == 10_000
+            assert sorted(times)[2] < 0.02  # no Nagle / delayed-ACK stall (~40 ms) on relayed requests
             await client.close()
             assert [s.target for s in origin.requests] == [f"/r{i}" for i in range(5)]
             assert {s.connection for s in origin.requests} == {origin.requests[0].connection}
@@ -411,6 +416,21 @@ def test_https_injected_on_a_kept_alive_connection_with_our_certificate(world: W
 async def _chunks(size: int, count: int) -> AsyncIterator[bytes]:
     for i in range(count):
         yield bytes([i % 251]) * size
+
+
+def test_upstream_closing_between_requests_is_reconnected(world: World) -> None:
+    async def body() -> None:
+        async with Origin(world.origin_tls(API)) as origin, world.proxy(origin.port, tls=True) as proxy:
+            client = await Client.open(proxy.port, API, world.ca.cert_pem)
+            for _ in range(3):
+                assert (await client.request(API, "/close-after")).status == 200
+                await asyncio.sleep(0.01)  # (the race of a request crossing the close is retried too)
+            assert (await client.request(API, "/close-after")).status == 200
+            await client.close()
+            assert len({s.connection for s in origin.requests}) == 4
+            assert proxy.metrics()["connections_intercepted"] == 1
+
+    run(body())
 
 
 def test_large_bodies_stream_both_ways(world: World) -> None:

@@ -43,6 +43,7 @@ MAX_HEAD = 65536  # request or response head (h11's default is 16 KiB)
 LINGER_S = 1.0  # after an error answer, read (and drop) what the client still sends, so it sees the answer
 LINGER_BYTES = 1 << 20
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection"}
+_IDEMPOTENT = {b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"}
 _Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
 
 
@@ -92,21 +93,44 @@ class Relay:
         request = await self._client_event()
         if not isinstance(request, h11.Request):
             return False
-        headers = self._request_headers(request)
-        (up_reader, up_writer), fresh = await self._upstream.get()
-        if fresh:
-            self._up = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-            self._up_streams = (up_reader, up_writer)
         try:
-            up_writer.write(self._up.send(h11.Request(method=request.method, target=request.target, headers=headers)))
+            outgoing = h11.Request(method=request.method, target=request.target, headers=self._request_headers(request))
         except h11.LocalProtocolError:  # (its text may quote a header value: never repeated)
-            raise _Refused(
-                400, "bad_request", "the request cannot be forwarded as HTTP/1.1 (it needs exactly one Host header)"
-            ) from None
+            raise _Refused(400, "bad_request", "the request cannot be forwarded as HTTP/1.1 "
+                           "(it needs exactly one Host header)") from None  # fmt: skip
         try:
             first = self._client.next_event()  # without waiting: a body may come only after a 100 Continue
         except h11.RemoteProtocolError as exc:
             raise _ClientGone from exc
+        # Without a body, an idempotent request can go again on a new connection when the
+        # kept-alive one turns out to have been closed by the upstream meanwhile.
+        retry = isinstance(first, h11.EndOfMessage) and request.method in _IDEMPOTENT
+        while True:
+            fresh = await self._connect_upstream()
+            try:
+                await self._exchange(outgoing, first)
+                break
+            except UpstreamError:
+                if fresh or not retry or self._client.our_state is not h11.SEND_RESPONSE:
+                    raise
+                self._upstream.drop()
+        if self._up.our_state is h11.DONE and self._up.their_state is h11.DONE:
+            self._up.start_next_cycle()
+        else:
+            self._upstream.drop()
+        return self._client.our_state is h11.DONE and self._client.their_state is h11.DONE
+
+    async def _connect_upstream(self) -> bool:
+        """Make sure there is an upstream connection; whether it is a new one."""
+        streams, fresh = await self._upstream.get()
+        if fresh:
+            self._up = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+            self._up_streams = streams
+        return fresh
+
+    async def _exchange(self, request: h11.Request, first: _Event) -> None:
+        """Send the request (its body streamed from the client), relay the response."""
+        self._send_up(request)
         body: asyncio.Task[None] | None = None
         if isinstance(first, h11.EndOfMessage):
             self._send_up(first)
@@ -117,12 +141,6 @@ class Relay:
         finally:
             if body is not None:
                 await finish(body)
-        upstream_reusable = self._up.our_state is h11.DONE and self._up.their_state is h11.DONE
-        if upstream_reusable:
-            self._up.start_next_cycle()
-        else:
-            self._upstream.drop()
-        return self._client.our_state is h11.DONE and self._client.their_state is h11.DONE
 
     def _request_headers(self, request: h11.Request) -> list[Header]:
         """The headers to send upstream, transformed if this request's host calls for it."""

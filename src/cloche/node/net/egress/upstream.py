@@ -15,7 +15,7 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 
-from cloche.node.net.egress.streams import HANDSHAKE_TIMEOUT_S, Streams, abort, finish
+from cloche.node.net.egress.streams import HANDSHAKE_TIMEOUT_S, Streams, abort, finish, no_delay
 from cloche.node.net.policy import EgressProxy
 
 CONNECT_TIMEOUT_S = 10.0
@@ -59,6 +59,7 @@ async def connect(dial: Dial, ip: str, port: int, socks: EgressProxy | None,
         raise UpstreamError("upstream_unreachable", f"cannot connect to {where}: {exc.strerror or exc}") from None
     except Exception as exc:  # the SOCKS dialer's own errors
         raise UpstreamError("upstream_proxy_failed", f"cannot connect to {where}: {exc}") from None
+    no_delay(writer.get_extra_info("socket"))
     if tls is None:
         return reader, writer
     try:
