@@ -34,7 +34,7 @@ from cloche.node.net.egress.ca import NodeCA
 from cloche.node.net.egress.context import ConnectionContext, SecretDenied
 from cloche.node.net.egress.peek import Incomplete, host_of, peek_sni, sni_of
 from cloche.node.net.egress.proxy import EgressProxyServer
-from cloche.node.net.policy import Transform
+from cloche.node.net.policy import EgressProxy, Transform
 
 LOCAL = "127.0.0.1"
 SECRET = "s3cr3t-value"
@@ -115,6 +115,9 @@ class Origin:
         if self._open:
             await asyncio.wait(self._open)
         await self._server.wait_closed()
+
+    def connections(self) -> int:
+        return len(self._open)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -263,12 +266,15 @@ class World:
     upstream_cafile: str
     secret_calls: list[tuple[str, str, str]] = field(default_factory=list)
     unknown_source: bool = False
+    socks: EgressProxy | None = None
+    dialled: list[tuple[str, int, EgressProxy | None]] = field(default_factory=list)
 
     def lookup(self, source: str) -> ConnectionContext | None:
         if self.unknown_source:
             return None
         return ConnectionContext(sandbox_id="sb-1", transforms_for=lambda host: TRANSFORMS.get(host, ()),
-                                 resolved=lambda host, ip: host in RESOLVED and ip == LOCAL, socks=None)  # fmt: skip
+                                 resolved=lambda host, ip: host in RESOLVED and ip == LOCAL,
+                                 socks=self.socks)  # fmt: skip
 
     def secrets(self, sandbox_id: str, name: str, host: str) -> str:
         self.secret_calls.append((sandbox_id, name, host))
@@ -282,14 +288,17 @@ class World:
         return context
 
     @asynccontextmanager
-    async def proxy(self, origin_port: int, *, tls: bool) -> AsyncIterator[EgressProxyServer]:
+    async def proxy(self, origin_port: int, *, tls: bool | None) -> AsyncIterator[EgressProxyServer]:
+        """The proxy, with the origin's port as an HTTPS port, an HTTP one or (None) neither."""
+
         async def dial(ip: str, port: int, socks: object) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-            assert socks is None
+            self.dialled.append((ip, port, socks))  # (a SOCKS5 dialler would use `socks`)
             return await asyncio.open_connection(ip, port)
 
         server = EgressProxyServer(ca=self.ca, lookup=self.lookup, secrets=self.secrets, dial=dial,
                                    upstream_cafile=self.upstream_cafile, host=LOCAL,
-                                   http_ports=() if tls else (origin_port,), https_ports=(origin_port,) if tls else (),
+                                   http_ports=(origin_port,) if tls is False else (),
+                                   https_ports=(origin_port,) if tls else (),
                                    original_dst=lambda sock: (LOCAL, origin_port))  # fmt: skip
         await server.start()
         try:
@@ -578,6 +587,40 @@ def test_upstream_down_answers_502(world: World, tls: bool) -> None:
             await client.close()
             assert reply.status == 502 and reply.error()["code"] == "upstream_refused"
             assert f"{LOCAL}:{down}" in reply.error()["message"]
+
+    run(body())
+
+
+def test_other_port_is_spliced_through_the_sandboxs_socks_proxy(world: World) -> None:
+    async def body() -> None:
+        world.socks = EgressProxy("socks.example.net", 1080)
+        try:
+            async with Origin() as origin, world.proxy(origin.port, tls=None) as proxy:
+                client = await Client.open(proxy.port)
+                assert (await client.request(API)).status == 200
+                await client.close()
+                assert world.dialled[-1] == (LOCAL, origin.port, world.socks)
+                assert origin.requests[-1].header("authorization") == []  # an HTTP port it is not: untouched
+                assert proxy.metrics()["connections_spliced"] == 1
+        finally:
+            world.socks = None
+
+    run(body())
+
+
+def test_client_leaving_mid_upload_ends_both_sides(world: World) -> None:
+    async def body() -> None:
+        async with Origin(world.origin_tls(API)) as origin, world.proxy(origin.port, tls=True) as proxy:
+            client = await Client.open(proxy.port, API, world.ca.cert_pem)
+            head = [("host", API), ("content-length", str(100 * MB))]
+            client.writer.write(client.conn.send(h11.Request(method="PUT", target="/echo", headers=head)) or b"")
+            client.writer.write(client.conn.send(h11.Data(data=b"y" * MB)) or b"")
+            while not origin.requests:
+                await asyncio.sleep(0.01)
+            await client.close()
+            async with asyncio.timeout(5):
+                while origin.connections() or proxy.metrics()["connections_intercepted"] != 1:
+                    await asyncio.sleep(0.01)
 
     run(body())
 

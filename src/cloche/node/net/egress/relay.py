@@ -59,6 +59,10 @@ class _ClientGone(Exception):
     """The sandbox side closed, reset or broke the protocol: nothing to answer."""
 
 
+def _failed(task: asyncio.Task[None] | None) -> bool:
+    return task is not None and task.done() and not task.cancelled() and task.exception() is not None
+
+
 class Relay:
     def __init__(self, client: Streams, upstream: Upstream, *, ctx: ConnectionContext, secrets: SecretLookup,
                  dst_ip: str, sni: str | None, counters: Counter[str]) -> None:  # fmt: skip
@@ -222,20 +226,26 @@ class Relay:
         up_reader = self._up_streams[0]
         try:
             while (event := self._up.next_event()) is h11.NEED_DATA:
-                if body is None or body.done():
-                    self._up.receive_data(await up_reader.read(READ_SIZE))
-                    continue
-                read = asyncio.ensure_future(up_reader.read(READ_SIZE))
-                await asyncio.wait((read, body), return_when=asyncio.FIRST_COMPLETED)
-                if body.done() and body.exception() is not None:
-                    await finish(read)
-                    raise _ClientGone
-                self._up.receive_data(await read)
+                self._up.receive_data(await self._read_upstream(up_reader, body))
         except h11.RemoteProtocolError as exc:
             raise UpstreamError("upstream_protocol_error", f"{self._dst_ip} broke HTTP/1.1: {exc}") from None
         except OSError as exc:
             raise UpstreamError("upstream_reset", f"connection to {self._dst_ip} failed: {exc}") from None
         return event
+
+    @staticmethod
+    async def _read_upstream(reader: asyncio.StreamReader, body: asyncio.Task[None] | None) -> bytes:
+        """The upstream's next bytes, unless the client fails mid-request meanwhile (the
+        body pump ended with an error): then the exchange ends."""
+        if body is not None and not body.done():
+            read = asyncio.ensure_future(reader.read(READ_SIZE))
+            await asyncio.wait((read, body), return_when=asyncio.FIRST_COMPLETED)
+            if not _failed(body):
+                return await read
+            await finish(read)
+        if _failed(body):
+            raise _ClientGone
+        return await reader.read(READ_SIZE)
 
     def _send_up(self, event: h11.Event) -> None:
         assert self._up_streams is not None
