@@ -47,6 +47,7 @@ from cloche.client._base import DEFAULT_URL, ENV_API_KEY, ENV_URL
 from cloche.client.models import (
     AgentInfo,
     App,
+    EgressProxy,
     Entry,
     ExecExit,
     ExecOutput,
@@ -437,6 +438,13 @@ def _mbps(value: float | None) -> str:
     return f"{value:g} Mbit/s" if value is not None else "unlimited"
 
 
+def _proxy_text(proxy: EgressProxy | None) -> str:
+    if proxy is None:
+        return "- (direct)"
+    user = f"{proxy.username}@" if proxy.username else ""
+    return f"socks5{'+tls' if proxy.tls else ''}://{user}{proxy.address}"
+
+
 def _network_detail(status: NetworkStatus) -> Table:
     policy, counters = status.policy, status.counters
     table = Table(box=None, show_header=False, pad_edge=False)
@@ -453,6 +461,10 @@ def _network_detail(status: NetworkStatus) -> Table:
         ("ingress limit", _mbps(policy.ingress_mbps)),
         ("public ports", "yes (no token needed)" if policy.public else "no (traffic token needed)"),
         ("request host", policy.mask_request_host or "-"),
+        ("https ports", ", ".join(map(str, policy.https_ports)) or "-"),
+        ("request rules", "; ".join(f"{host}: set {', '.join(h for r in rules for h in r.headers)}"
+                                    for host, rules in policy.rules.items()) or "-"),
+        ("egress proxy", _proxy_text(policy.egress_proxy)),
         ("address", status.address or "- (not running)"),
     ]
     if counters is None:

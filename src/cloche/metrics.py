@@ -35,12 +35,29 @@ class NetworkCollector(Collector):
         yield from (nbytes, packets, denied)
 
 
+class EgressProxyCollector(Collector):
+    """The node's egress proxy: connections intercepted or passed through, requests
+    transformed, secrets refused, upstream failures (read at scrape time)."""
+
+    def __init__(self, source: Callable[[], Mapping[str, int]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        events = CounterMetricFamily("cloche_egress_proxy_events", "Egress proxy events by kind", labels=["event"])
+        for event, count in sorted(self.source().items()):
+            events.add_metric([event], count)
+        yield events
+
+
 class Metrics:
-    def __init__(self, network: Callable[[], Mapping[str, Counters]] | None = None) -> None:
+    def __init__(self, network: Callable[[], Mapping[str, Counters]] | None = None,
+                 egress_proxy: Callable[[], Mapping[str, int]] | None = None) -> None:  # fmt: skip
         self.registry = CollectorRegistry()
         r = self.registry
         if network is not None:
             r.register(NetworkCollector(network))
+        if egress_proxy is not None:
+            r.register(EgressProxyCollector(egress_proxy))
         self.sandboxes = Gauge("cloche_sandboxes", "Sandboxes by state", ["state"], registry=r)
         self.create_seconds = Histogram("cloche_create_seconds", "Sandbox create latency",
                                         ["source"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip

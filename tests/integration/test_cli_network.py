@@ -164,3 +164,24 @@ def test_network_of_an_unknown_sandbox(tenant: Tenant):
     assert proc.returncode == 1 and "not_found" in proc.stderr
     proc = tenant.run("network", "set", "sb_nope", "--none")
     assert proc.returncode == 1 and "not_found" in proc.stderr
+
+
+def test_request_rules_and_egress_proxy_from_a_policy_file(tenant: Tenant, created: list[str], tmp_path: Path):
+    secret = tmp_path / "value"
+    secret.write_text("not-shown-anywhere")
+    tenant.ok("secret", "add", "cli_token", "--host", "api.example.com", "--value-file", str(secret))
+    policy_file = tmp_path / "rules.json"
+    policy_file.write_text(json.dumps({
+        "rules": {"api.example.com": [{"transform": {"headers": {"Authorization": "Bearer ${secret:cli_token}"}}}]},
+        "egress_proxy": {"address": "198.51.100.80:1080", "username": "me", "password": "pw"},
+    }))  # fmt: skip
+    sid = _create(tenant, created, "--network", f"@{policy_file}")
+    shown = tenant.ok("network", "show", sid)
+    assert "api.example.com: set Authorization" in shown and "socks5://me@198.51.100.80:1080" in shown
+    proxy = _policy(tenant, sid)["egress_proxy"]
+    assert (proxy["address"], proxy["username"], proxy.get("password")) == ("198.51.100.80:1080", "me", None)
+    assert "not-shown-anywhere" not in shown
+    other = {"other.example": [{"transform": {"headers": {"A": "${secret:cli_token}"}}}]}
+    policy_file.write_text(json.dumps({"rules": other}))
+    proc = tenant.run("network", "set", sid, "--policy", f"@{policy_file}")
+    assert proc.returncode == 1 and "may not be sent to other.example" in proc.stderr, proc.stderr

@@ -17,6 +17,9 @@ import pytest
 from cloche.client import (
     AsyncClient,
     Client,
+    EgressProxy,
+    EgressProxyTLS,
+    HostRule,
     InvalidRequest,
     NetworkPolicy,
     NetworkRule,
@@ -70,6 +73,25 @@ def test_create_with_a_policy_reads_it_back(client: Client):
         assert info.network.counters is not None
         listed = [s.info for s in client.sandboxes.list() if s.id == sbx.id]
         assert listed[0].network is not None and listed[0].network.policy == status.policy
+
+
+def test_rules_and_egress_proxy_read_back_without_credentials(client: Client):
+    client.secrets.create("api_key", "s3cr3t-value", hosts=["api.example.com"])
+    policy = NetworkPolicy(
+        rules={"api.example.com": [HostRule(headers={"X-Api-Key": "${secret:api_key}"})]},
+        egress_proxy=EgressProxy(address="198.51.100.80:1080", username="u", password="hidden",
+                                 tls=EgressProxyTLS(server_name="socks.example")),
+        https_ports=[8443],
+    )  # fmt: skip
+    with client.sandboxes.create(network=policy) as sbx:
+        seen = sbx.network().policy
+        assert seen.rules == policy.rules and seen.https_ports == [8443]
+        assert seen.egress_proxy == EgressProxy(address="198.51.100.80:1080", username="u",
+                                                tls=EgressProxyTLS(server_name="socks.example"))  # fmt: skip
+        with pytest.raises(InvalidRequest, match="no secret named 'other'"):
+            sbx.set_network(NetworkPolicy(rules={"api.example.com": [HostRule(headers={"A": "${secret:other}"})]}))
+        with pytest.raises(InvalidRequest, match="may not be sent to other.example"):
+            sbx.set_network(NetworkPolicy(rules={"other.example": [HostRule(headers={"A": "${secret:api_key}"})]}))
 
 
 def test_create_with_none_and_internet(client: Client):

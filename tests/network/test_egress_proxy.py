@@ -135,6 +135,9 @@ def test_plain_http_requests_get_the_secret(client, token, recorded):
     answers = fetch(client, sid, "http://secure.test", "/one", "/two")
     assert [status for status, _ in answers] == [200, 200]
     assert [(q["scheme"], dict(q["headers"])["Authorization"]) for q in recorded()] == [("http", f"Bearer {token}")] * 2
+    metrics = client.get("/metrics").text
+    transformed = re.search(r'cloche_egress_proxy_events_total\{event="requests_transformed"\} (\d+)', metrics)
+    assert transformed and int(transformed[1]) >= 2, metrics
 
 
 def issuer(client: httpx.Client, sid: str, host: str) -> str:

@@ -201,9 +201,12 @@ class NetworkPolicy(BaseModel):
                 for host, rules in value.items()}  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
-        """The policy as the API's ``network`` object (unset optional limits left out)."""
-        out = self.model_dump(mode="json", exclude_none=True, exclude={"rules"})
-        out["rules"] = {host: [r.to_json() for r in rules] for host, rules in self.rules.items()}
+        """The policy as the API's ``network`` object (unset optional fields left out)."""
+        out = self.model_dump(mode="json", exclude_none=True, exclude={"rules", "https_ports"})
+        if self.rules:
+            out["rules"] = {host: [r.to_json() for r in rules] for host, rules in self.rules.items()}
+        if self.https_ports:
+            out["https_ports"] = self.https_ports
         return out
 
 

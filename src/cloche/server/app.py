@@ -79,7 +79,8 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         await service.scheduler.start()
         app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service), AgentService(service),
                                 RateLimiter(settings.rate_per_s, settings.rate_burst),
-                                Metrics(runtime.network_counters), secret_service)  # fmt: skip
+                                Metrics(runtime.network_counters, runtime.network and runtime.network.proxy_metrics),
+                                secret_service)  # fmt: skip
         try:
             yield
         finally:

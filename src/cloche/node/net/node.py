@@ -261,6 +261,10 @@ class NodeNetwork:
             return Counters()
         return self.firewall.counters_of(link.index)
 
+    def proxy_metrics(self) -> dict[str, int]:
+        """The egress proxy's counters (connections, transforms, denials, upstream errors)."""
+        return self.proxy.metrics() if self.proxy else {}
+
     def dns_stats(self, sandbox_id: str) -> dict[str, int]:
         link = self._links.get(sandbox_id)
         if link is None or self.resolver is None:
