@@ -5,7 +5,7 @@ only be tested against something to connect to, and the test hosts have no inter
 tests must never send packets to it. So this module builds a stand-in internet inside a network namespace
 named ``clt-inet-<pid>``, reachable from the host only through a veth "uplink" (``clt-up<N>``), and serves
 HTTP, TCP echo/discard/chargen and an authoritative DNS zone (``test.``) on documentation addresses
-(RFC 5737: 198.51.100.0/24 for the hosts, 203.0.113.0/24 for the uplink link). Code under test routes sandbox
+(RFC 5737: 198.51.100.0/24 for the hosts, 203.0.113.0/30 for the uplink link). Code under test routes sandbox
 traffic to ``FakeInternet.uplink`` and masquerades it to ``FakeInternet.uplink_address``.
 
 HTTPS and a SOCKS5 proxy, for the egress proxy's tests: ``secure.test`` (198.51.100.30:443, certificate from
@@ -36,6 +36,7 @@ start with ``clt-`` / ``clt_`` and the host routes for 198.51.100.0/24 it adds i
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.client
 import ipaddress
 import itertools
@@ -99,8 +100,11 @@ SOCKSD = Path(__file__).with_name("socksd.py")
 NETNS_DIR = Path("/run/netns")
 
 HOSTS_RANGE = "198.51.100.0/24"  # the "internet" hosts
-LINK_RANGE = "203.0.113.0/24"  # the uplink veth
+# The uplink veth: a /30, not the whole /24, because this workplace's package registries
+# answer on 203.0.113.80 and must stay reachable while a fake internet is up.
+LINK_RANGE = "203.0.113.0/30"
 DOC_RANGES: tuple[str, ...] = (HOSTS_RANGE, LINK_RANGE)
+LOCK_PATH = "/run/clt-fake-internet.lock"
 UPLINK_ADDRESS = "203.0.113.1"  # host side of the uplink
 UPLINK_PEER = "203.0.113.2"  # fake-internet side, the next hop for 198.51.100.0/24
 INTERNET_HOSTS: dict[str, str] = {
@@ -323,10 +327,10 @@ class FakeInternet:
     Layout::
 
         host                                        netns clt-inet-<pid>
-        clt-up<N> 203.0.113.1/24  <── veth ──>  eth0 203.0.113.2/24
+        clt-up<N> 203.0.113.1/30  <── veth ──>  eth0 203.0.113.2/30
         route 198.51.100.0/24 via 203.0.113.2       lo: 198.51.100.{10,11,12,13,20,53}/32
 
-    The namespace has no default route: it replies only to 203.0.113.0/24, so sandbox traffic must be
+    The namespace has no default route: it replies only to 203.0.113.0/30, so sandbox traffic must be
     masqueraded to ``uplink_address`` to get answers. Servers (see servers.py) listen on every host address:
     HTTP on ``http_port``, TCP+UDP echo on ``echo_port``, discard on ``discard_port``, chargen on
     ``chargen_port``; the DNS server (authoritative for ``test.``) on ``dns``:``dns_port``, UDP and TCP.
@@ -360,6 +364,7 @@ class FakeInternet:
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
+        self._lock: IO[str] | None = None
         self._started = False
         self.tls_dir: Path | None = None
         self.pki: TestPki | None = None
@@ -379,6 +384,10 @@ class FakeInternet:
         """Build the namespace, the uplink and the host route, then start the servers and wait until ready."""
         if self._started:
             return self
+        # One fake internet per host at a time (they share addresses and the host route):
+        # a second test session waits here until the first one's is gone.
+        self._lock = open(LOCK_PATH, "w")  # held until close
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         reap_stale()
         self._started = True
         try:
@@ -395,12 +404,12 @@ class FakeInternet:
         _run("ip", "link", "add", up, "type", "veth", "peer", "name", "eth0", "netns", ns)
         with contextlib.suppress(OSError):  # keep IPv6 router solicitations etc. off the uplink
             Path(f"/proc/sys/net/ipv6/conf/{up}/disable_ipv6").write_text("1")
-        _run("ip", "addr", "add", f"{self.uplink_address}/24", "dev", up)
+        _run("ip", "addr", "add", f"{self.uplink_address}/30", "dev", up)
         _run("ip", "link", "set", up, "up")
         script = [
             "link set lo up",
             "link set eth0 up",
-            f"addr add {self.uplink_peer}/24 dev eth0",
+            f"addr add {self.uplink_peer}/30 dev eth0",
             *(f"addr add {addr}/32 dev lo" for addr in sorted(set(self.hosts.values()))),
         ]
         _run("ip", "-n", ns, "-batch", "-", input="\n".join(script) + "\n")
@@ -449,6 +458,9 @@ class FakeInternet:
         if self.tls_dir is not None:
             shutil.rmtree(self.tls_dir, ignore_errors=True)
             self.tls_dir = None
+        if self._lock is not None:
+            self._lock.close()  # releases the flock: the next session's fake internet may start
+            self._lock = None
 
     # -- helpers for tests --
 
