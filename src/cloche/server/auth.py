@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from cloche.control.errors import ApiError
-from cloche.server.context import ctx
+from cloche.server.context import Context, ctx
 from cloche.store.db import Tenant
 
 
@@ -31,8 +31,12 @@ async def authenticate(request: Request) -> Tenant:
 
 
 def authenticate_now(request: Request) -> Tenant:
-    c = ctx(request)
-    tenant = c.store.authenticate(_key_from(request))
+    return tenant_for_key(ctx(request), _key_from(request))
+
+
+def tenant_for_key(c: Context, key: str) -> Tenant:
+    """The key's tenant, after the rate limit: the one lookup the API and the dashboard share."""
+    tenant = c.store.authenticate(key)
     if tenant is None:
         raise ApiError(401, "unauthorized", "invalid or revoked API key")
     wait = c.limiter.take(tenant.id)

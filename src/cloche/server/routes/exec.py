@@ -17,6 +17,7 @@ from cloche.node.protocol import ExecRequest
 from cloche.server.auth import CurrentTenant, authenticate_now
 from cloche.server.context import ctx
 from cloche.server.models import ExecBody, ExecOut
+from cloche.store.db import Tenant
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["exec"])
 STREAM_OUTPUT_CAP = 1 << 40
@@ -89,9 +90,19 @@ async def exec_stream(sandbox_id: str, body: ExecBody, request: Request,
 async def pty(websocket: WebSocket, sandbox_id: str) -> None:
     """Interactive terminal: binary frames are keystrokes and output; a text frame
     {"type": "resize", "rows", "cols"} resizes; the last frame is {"type": "exit"}."""
-    c = ctx(websocket)  # type: ignore[arg-type]
     try:
         tenant = authenticate_now(websocket)  # type: ignore[arg-type]
+    except ApiError as exc:
+        await websocket.close(code=4000 + exc.status, reason=exc.message[:120])
+        return
+    await serve_pty(websocket, tenant, sandbox_id)
+
+
+async def serve_pty(websocket: WebSocket, tenant: Tenant, sandbox_id: str) -> None:
+    """The PTY session itself, for a caller already authenticated (the API by bearer key,
+    the dashboard by its session cookie)."""
+    c = ctx(websocket)  # type: ignore[arg-type]
+    try:
         await c.sandboxes.running(tenant, sandbox_id)
     except ApiError as exc:
         await websocket.close(code=4000 + exc.status, reason=exc.message[:120])

@@ -41,7 +41,7 @@ async def _spool(request: Request) -> IO[bytes]:
     return spool
 
 
-async def _stream_file(f: IO[bytes]) -> AsyncIterator[bytes]:
+async def stream_file(f: IO[bytes]) -> AsyncIterator[bytes]:
     try:
         while chunk := await asyncio.to_thread(f.read, CHUNK):
             yield chunk
@@ -61,7 +61,7 @@ async def read_file(sandbox_id: str, path: PathParam, request: Request,
         return JSONResponse(DirListing(path=path, entries=[_entry(e) for e in entries]).model_dump())
     fd = await asyncio.to_thread(fs.open_read, path)
     size = os.fstat(fd).st_size
-    return StreamingResponse(_stream_file(os.fdopen(fd, "rb")), media_type="application/octet-stream",
+    return StreamingResponse(stream_file(os.fdopen(fd, "rb")), media_type="application/octet-stream",
                              headers={"Content-Length": str(size)})  # fmt: skip
 
 
@@ -130,4 +130,4 @@ async def download_archive(sandbox_id: str, path: PathParam, request: Request,
                            tenant: CurrentTenant) -> StreamingResponse:  # fmt: skip
     fs = await _fs(request, tenant, sandbox_id)
     out = await asyncio.to_thread(archive.download, fs, path)
-    return StreamingResponse(_stream_file(out), media_type="application/x-tar")
+    return StreamingResponse(stream_file(out), media_type="application/x-tar")
