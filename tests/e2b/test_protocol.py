@@ -109,10 +109,17 @@ def test_connect_server_stream_framing(envd: httpx.Client):
     datas = [e["data"] for e in events if "data" in e]
     assert {"stdout": "b3V0Cg=="} in datas and {"stderr": "ZXJyCg=="} in datas
     assert events[-1]["end"] == {"exitCode": 3, "exited": True, "status": "exit status 3", "error": "exit status 3"}
-    # a command that cannot start is an error before the first message
+    # a command that cannot start fails before the first message: still HTTP 200, the
+    # error in the end-of-stream envelope (connect-web drops a failed stream's body)
     bad = {"process": {"cmd": "/no/such/binary"}}
     r = envd.post("/process.Process/Start", content=envelope(bad), headers={"Content-Type": "application/connect+json"})
-    assert r.status_code == 400 and r.json()["code"] == "invalid_argument"
+    assert r.status_code == 200 and r.headers["content-type"] == "application/connect+json"
+    [(flags, end)] = messages(r.content)
+    assert flags == 2 and end["error"]["code"] == "invalid_argument" and "/no/such/binary" in end["error"]["message"]
+    for method, request in (("process.Process/Connect", {"process": {"pid": 999999}}),
+                            ("filesystem.Filesystem/WatchDir", {"path": "/no/such/dir"})):  # fmt: skip
+        r = envd.post(f"/{method}", content=envelope(request), headers={"Content-Type": "application/connect+json"})
+        assert r.status_code == 200 and messages(r.content)[-1][1]["error"]["code"] == "not_found", method
 
 
 def test_paths_stay_inside_the_sandbox(envd: httpx.Client):

@@ -2,7 +2,9 @@
 as much of it as envd's clients use: unary calls (`application/json` bodies, errors as
 `{"code", "message"}` with the matching HTTP status), server streams and client streams
 (`application/connect+json`: 5-byte envelopes, a final end-stream envelope with flag
-0x02 carrying the error if any). Messages are plain dicts in protobuf's JSON mapping
+0x02 carrying the error if any; a streaming response is always HTTP 200, even when the
+call fails before its first message, since clients such as connect-web map a streaming
+call's non-200 status alone and drop its body). Messages are plain dicts in protobuf's JSON mapping
 (camelCase names, int64 as strings, bytes as base64, enums by name)."""
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ HEADER = struct.Struct(">BI")
 MAX_MESSAGE = 16 << 20
 FLAG_END = 0x02
 FLAG_COMPRESSED = 0x01
+STREAM_HEADERS = {"Cache-Control": "no-cache"}
 
 HTTP_STATUS = {
     "canceled": 499, "unknown": 500, "invalid_argument": 400, "deadline_exceeded": 504,
@@ -148,14 +151,30 @@ def keepalive_s(request: Request) -> float:
         return 50.0
 
 
+def _malformed(exc: Exception) -> ConnectError:
+    return ConnectError("invalid_argument", f"malformed request: {exc}")
+
+
 async def unary(call: Callable[[], Awaitable[Message]]) -> Response:
     try:
         result = await call()
     except ConnectError as exc:
         return error_response(exc)
     except (TypeError, ValueError, AttributeError) as exc:
-        return error_response(ConnectError("invalid_argument", f"malformed request: {exc}"))
+        return error_response(_malformed(exc))
     return JSONResponse(result, media_type=UNARY_TYPE)
+
+
+async def streaming(call: Callable[[], Awaitable[Response]]) -> Response:
+    """A streaming call: `call` reads the request and returns the stream (`stream`);
+    a ConnectError it raises first becomes a stream holding only the end-stream
+    envelope with that error."""
+    try:
+        return await call()
+    except ConnectError as exc:
+        return stream_error(exc)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return stream_error(_malformed(exc))
 
 
 def stream(first: Message | None, messages: AsyncIterator[Message], keepalive: Message | None = None,
@@ -198,10 +217,10 @@ def stream(first: Message | None, messages: AsyncIterator[Message], keepalive: M
             if on_close is not None:
                 await on_close()
 
-    return StreamingResponse(body(), media_type=STREAM_TYPE, headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(body(), media_type=STREAM_TYPE, headers=STREAM_HEADERS)
 
 
 def stream_error(error: ConnectError) -> Response:
-    """A streaming call that fails before its first message: a JSON error with the
-    matching status, which Connect clients read like a unary error."""
-    return error_response(error)
+    """A streaming call that fails before its first message: HTTP 200 and the
+    end-stream envelope carrying the error, as the protocol has it."""
+    return Response(end_stream(error), media_type=STREAM_TYPE, headers=STREAM_HEADERS)

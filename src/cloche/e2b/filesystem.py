@@ -118,14 +118,11 @@ async def _watch(request: Request, msg: Message) -> tuple[Target, Watch]:
 
 
 async def watch_dir(request: Request) -> Response:
-    try:
-        msg = await connect.read_first(request)
-        t, watch = await _watch(request, msg)
-    except ConnectError as exc:
-        return connect.stream_error(exc)
-    except (TypeError, ValueError, AttributeError) as exc:
-        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
+    return await connect.streaming(lambda: _watch_stream(request))
 
+
+async def _watch_stream(request: Request) -> Response:
+    t, watch = await _watch(request, await connect.read_first(request))
     streams = t.st.watchers.streams
     streams[t.sandbox_id] = streams.get(t.sandbox_id, 0) + 1
 

@@ -215,47 +215,51 @@ def _env_for(user: User, t: Target) -> dict[str, str]:
 
 
 async def start(request: Request) -> Response:
+    return await connect.streaming(lambda: _start(request))
+
+
+async def _start(request: Request) -> Response:
+    msg = await connect.read_first(request)
+    t = await _target(request)
+    user = await _user(request, t)
+    config = msg.get("process") or {}
+    cmd = config.get("cmd")
+    if not cmd or not isinstance(cmd, str):
+        raise ConnectError("invalid_argument", "process.cmd is required")
+    args = [str(a) for a in config.get("args") or []]
+    envs = {str(k): str(v) for k, v in (config.get("envs") or {}).items()}
+    if any(not k or "=" in k or "\0" in k for k in envs) or any("\0" in a for a in [cmd, *args]):
+        raise ConnectError("invalid_argument", "NUL bytes, '=' or empty names in the command or its env")
+    cwd = str(config.get("cwd") or user.home)
+    if "\0" in cwd:
+        raise ConnectError("invalid_argument", "cwd contains a NUL byte")
+    if not cwd.startswith("/"):
+        cwd = f"{user.home.rstrip('/')}/{cwd}"
+    pty = msg.get("pty")
+    size = (pty or {}).get("size") or {}
+    stdin = bool(msg.get("stdin")) or pty is not None
+    req = ExecRequest(cmd=[cmd, *args], env={**_env_for(user, t), **envs}, cwd=cwd, uid=user.uid,
+                      gid=user.gid, output_cap=OUTPUT_CAP, timeout_s=connect.timeout_s(request),
+                      pty=pty is not None, rows=int(size.get("rows") or 24), cols=int(size.get("cols") or 80),
+                      interactive=stdin)  # fmt: skip
     try:
-        msg = await connect.read_first(request)
-        t = await _target(request)
-        user = await _user(request, t)
-        config = msg.get("process") or {}
-        cmd = config.get("cmd")
-        if not cmd or not isinstance(cmd, str):
-            raise ConnectError("invalid_argument", "process.cmd is required")
-        args = [str(a) for a in config.get("args") or []]
-        envs = {str(k): str(v) for k, v in (config.get("envs") or {}).items()}
-        if any(not k or "=" in k or "\0" in k for k in envs) or any("\0" in a for a in [cmd, *args]):
-            raise ConnectError("invalid_argument", "NUL bytes, '=' or empty names in the command or its env")
-        cwd = str(config.get("cwd") or user.home)
-        if "\0" in cwd:
-            raise ConnectError("invalid_argument", "cwd contains a NUL byte")
-        if not cwd.startswith("/"):
-            cwd = f"{user.home.rstrip('/')}/{cwd}"
-        pty = msg.get("pty")
-        size = (pty or {}).get("size") or {}
-        stdin = bool(msg.get("stdin")) or pty is not None
-        req = ExecRequest(cmd=[cmd, *args], env={**_env_for(user, t), **envs}, cwd=cwd, uid=user.uid,
-                          gid=user.gid, output_cap=OUTPUT_CAP, timeout_s=connect.timeout_s(request),
-                          pty=pty is not None, rows=int(size.get("rows") or 24), cols=int(size.get("cols") or 80),
-                          interactive=stdin)  # fmt: skip
-        try:
-            session = await t.c.runtime.exec_session(t.sandbox_id, req)
-        except RuntimeFailure as exc:
-            raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found ({exc})") from None
-        first = await _first_event(session)
-        if first.kind != "start":
-            await session.close()
-            detail = first.data.decode(errors="replace").strip()
-            raise ConnectError("invalid_argument", f"failed to start the process: {detail}")
-        proc = Proc(t.sandbox_id, first.pid, {"cmd": cmd, "args": args, "envs": envs, "cwd": cwd},
-                    msg.get("tag"), pty is not None, stdin, session)  # fmt: skip
-        sub = proc.subscribe()
-        t.st.processes.add(proc)
-    except ConnectError as exc:
-        return connect.stream_error(exc)
-    except (TypeError, ValueError, AttributeError) as exc:
-        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
+        session = await t.c.runtime.exec_session(t.sandbox_id, req)
+    except RuntimeFailure as exc:
+        raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found ({exc})") from None
+    first = await _first_event(session)
+    if first.kind != "start":
+        await session.close()
+        detail = first.data.decode(errors="replace").strip()
+        raise ConnectError("invalid_argument", f"failed to start the process: {detail}")
+    proc = Proc(t.sandbox_id, first.pid, {"cmd": cmd, "args": args, "envs": envs, "cwd": cwd},
+                msg.get("tag"), pty is not None, stdin, session)  # fmt: skip
+    t.st.processes.add(proc)
+    return _attach(request, proc)  # subscribed before the pump task first runs
+
+
+def _attach(request: Request, proc: Proc) -> Response:
+    """The process's event stream for one client, from its start event on."""
+    sub = proc.subscribe()
 
     async def unsubscribe() -> None:
         proc.subscribers.discard(sub)
@@ -292,24 +296,15 @@ async def _first_event(session: ExecSession) -> _First:
 
 
 async def connect_process(request: Request) -> Response:
-    try:
+    async def call() -> Response:
         msg = await connect.read_first(request)
         t = await _target(request)
         proc = t.st.processes.find(t.sandbox_id, msg.get("process"))
         if proc is None or proc.end is not None:
             raise ConnectError("not_found", "process not found")
-        sub = proc.subscribe()
-    except ConnectError as exc:
-        return connect.stream_error(exc)
-    except (TypeError, ValueError, AttributeError) as exc:
-        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
+        return _attach(request, proc)
 
-    async def unsubscribe() -> None:
-        proc.subscribers.discard(sub)
-
-    return connect.stream({"event": {"start": {"pid": proc.pid}}}, _events(sub),
-                          keepalive={"event": {"keepalive": {}}}, interval=connect.keepalive_s(request),
-                          on_close=unsubscribe)  # fmt: skip
+    return await connect.streaming(call)
 
 
 async def list_processes(request: Request) -> Response:
@@ -403,7 +398,8 @@ async def send_input(request: Request) -> Response:
 
 async def stream_input(request: Request) -> Response:
     """Client stream: a start event naming the process, then data and keepalives."""
-    try:
+
+    async def call() -> Response:
         t = await _target(request)
         proc: Proc | None = None
         async for msg in connect.iter_messages(request):
@@ -415,11 +411,9 @@ async def stream_input(request: Request) -> Response:
                 await _write(proc, _input_bytes((msg["data"] or {}).get("input"), proc))
         if proc is None:
             raise ConnectError("invalid_argument", "no start event")
-    except ConnectError as exc:
-        return connect.stream_error(exc)
-    except (TypeError, ValueError, AttributeError) as exc:
-        return connect.stream_error(ConnectError("invalid_argument", f"malformed request: {exc}"))
-    return Response(connect.envelope({}) + connect.end_stream(), media_type=connect.STREAM_TYPE)
+        return Response(connect.envelope({}) + connect.end_stream(), media_type=connect.STREAM_TYPE)
+
+    return await connect.streaming(call)
 
 
 async def close_stdin(request: Request) -> Response:
