@@ -8,10 +8,11 @@ STATE_CLIENT := src/cloche/_bin/cloche-state
 STATE_PY := src/cloche/_bin/cloche_state.py
 APT_PACKAGES := runc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server
 STAMP := .cloche-setup
+E2B_JS := tests/e2b/js
 
 .PHONY: up test bench lint setup clean
 
-setup: $(STAMP)/apt $(STAMP)/venv $(INIT) $(STATE_CLIENT) $(STATE_PY)
+setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/e2b-js $(INIT) $(STATE_CLIENT) $(STATE_PY)
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -26,6 +27,17 @@ $(STAMP)/venv: pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
 	@$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
+
+# The official E2B JavaScript SDKs for tests/e2b/test_js_sdk.py, pinned by the lock file.
+# They need node >= 20.18.1 (Debian 12's nodejs is 18): without it, they are left out
+# and the test is skipped.
+$(STAMP)/e2b-js: $(E2B_JS)/package.json $(E2B_JS)/package-lock.json
+	@mkdir -p $(STAMP)
+	@if node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a >= 22 || (a === 20 && b >= 18) ? 0 : 1)' 2>/dev/null; then \
+		cd $(E2B_JS) && npm ci --no-audit --no-fund --loglevel=error && touch $(CURDIR)/$@; \
+	else \
+		echo "node >= 20.18.1 not found: the E2B JavaScript SDK tests will be skipped"; \
+	fi
 
 $(INIT): supervisor/cloche-init.c
 	@mkdir -p $(dir $@)
