@@ -6,8 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from cloche import __version__
 from cloche.config import INIT_BINARY, Settings
@@ -58,6 +57,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        errors.install_on_mounts(app)  # mounted apps answer errors in the same shape
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_path)
         ensure_admin_key(store, settings)
@@ -98,11 +98,6 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-
-    @app.exception_handler(RecursionError)
-    async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
-        return errors.error_response(400, "invalid_request", "JSON is nested too deeply")
-
     for module in (health, tenants, templates, sandboxes, snapshots, secrets, exec_routes, files, nodes, state_routes,
                    apps):  # fmt: skip
         app.include_router(module.router)

@@ -1,11 +1,18 @@
-"""Every error leaves the server as `{"error": {"code": ..., "message": ...}}`."""
+"""Every error leaves the server as `{"error": {"code": ..., "message": ...}}`: cloche's own
+errors, FastAPI's validation errors, Starlette's 404 and 405, unexpected exceptions (500),
+and the same in every Starlette app mounted under the server (`install_on_mounts`)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
 
 from cloche.control.errors import ApiError
 from cloche.node.errors import (
@@ -24,6 +31,8 @@ RUNTIME_STATUS: list[tuple[type[RuntimeFailure], int]] = [
     (InvalidSpec, 400),
     (TemplateNotFound, 400),
 ]
+HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}  # fmt: skip
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -41,33 +50,67 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
 
-    @app.exception_handler(FileError)
-    async def file_error(_: Request, exc: FileError) -> JSONResponse:
-        return error_response(exc.status, exc.code, str(exc))
 
-    @app.exception_handler(SnapshotCorrupt)
-    async def snapshot_corrupt(_: Request, exc: SnapshotCorrupt) -> JSONResponse:
-        message = f"{exc}; the sandbox keeps its previous snapshot and was not started"
-        return error_response(500, "snapshot_corrupt", message)
+async def _file_error(_: Request, exc: FileError) -> JSONResponse:
+    return error_response(exc.status, exc.code, str(exc))
 
-    @app.exception_handler(RuntimeFailure)
-    async def runtime_error(_: Request, exc: RuntimeFailure) -> JSONResponse:
-        for kind, status in RUNTIME_STATUS:
-            if isinstance(exc, kind):
-                return error_response(status, exc.code, str(exc))
-        return error_response(500, "runtime_error", str(exc))
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{_field(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:10]]
-        return error_response(422, "validation_error", "; ".join(problems))
+async def _snapshot_corrupt(_: Request, exc: SnapshotCorrupt) -> JSONResponse:
+    message = f"{exc}; the sandbox keeps its previous snapshot and was not started"
+    return error_response(500, "snapshot_corrupt", message)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+async def _runtime_error(_: Request, exc: RuntimeFailure) -> JSONResponse:
+    for kind, status in RUNTIME_STATUS:
+        if isinstance(exc, kind):
+            return error_response(status, exc.code, str(exc))
+    return error_response(500, "runtime_error", str(exc))
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [f"{_field(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:10]]
+    return error_response(422, "validation_error", "; ".join(problems))
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _too_deep(_: Request, __: RecursionError) -> JSONResponse:
+    return error_response(400, "invalid_request", "JSON is nested too deeply")
+
+
+async def _unexpected(_: Request, __: Exception) -> JSONResponse:
+    """Anything else is a bug: a 500 in the usual shape (uvicorn logs the traceback)."""
+    return error_response(500, "internal_error", "internal server error; the server's log has the details")
+
+
+HANDLERS: list[tuple[type[Exception], Callable[[Request, Any], Any]]] = [
+    (ApiError, _api_error),
+    (FileError, _file_error),
+    (SnapshotCorrupt, _snapshot_corrupt),
+    (RuntimeFailure, _runtime_error),
+    (RequestValidationError, _validation_error),
+    (StarletteHTTPException, _http_error),
+    (RecursionError, _too_deep),
+    (Exception, _unexpected),
+]
+
+
+def install(app: Starlette) -> None:
+    for kind, handler in HANDLERS:
+        app.add_exception_handler(kind, handler)
+
+
+def install_on_mounts(app: Starlette) -> None:
+    """The same handlers in every Starlette app mounted under `app` (dashboard, MCP, ...),
+    which would otherwise answer errors in their own shapes. Call it before the first
+    request (at the lifespan's start): a Starlette app reads its handlers only once."""
+    for route in app.routes:
+        if isinstance(route, Mount) and isinstance(route.app, Starlette):
+            install(route.app)
+            install_on_mounts(route.app)
