@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+from fastapi import Body
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from cloche.node.spec import MAX_CPU, MAX_DISK_MB, MAX_MEMORY_MB, MIN_CPU, MIN_DISK_MB, MIN_MEMORY_MB
@@ -14,6 +15,12 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
+# `body: Omittable[Model]` for a body every field of which has a default: a request may
+# leave it out (no body, no Content-Type) and gets exactly what `{}` gives.
+Omittable = Annotated[M, Body(default_factory=dict, validate_default=True)]
 
 
 class TenantCreate(Strict):

@@ -14,6 +14,7 @@ from cloche.server.models import (
     ForkBody,
     Network,
     NetworkOut,
+    Omittable,
     SandboxCreate,
     SandboxList,
     SandboxOut,
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
 @router.post("", status_code=201, response_model=SandboxOut,
              responses={200: {"model": SandboxOut, "description": "existing sandbox with this name"}})  # fmt: skip
-async def create_sandbox(body: SandboxCreate, request: Request, tenant: CurrentTenant) -> Response:
+async def create_sandbox(body: Omittable[SandboxCreate], request: Request, tenant: CurrentTenant) -> Response:
     c = ctx(request)
     started = time.perf_counter()
     pool_claims = c.runtime.pool.claims
@@ -63,7 +64,8 @@ async def get_sandbox(sandbox_id: str, request: Request, tenant: CurrentTenant) 
 
 
 @router.patch("/{sandbox_id}", response_model=SandboxOut)
-async def resize(sandbox_id: str, body: SandboxResize, request: Request, tenant: CurrentTenant) -> SandboxOut:
+async def resize(sandbox_id: str, body: Omittable[SandboxResize], request: Request,
+                 tenant: CurrentTenant) -> SandboxOut:  # fmt: skip
     """Change cpu, memory and pids limits of a running sandbox in place, without a
     restart. 409 when the node has no room (or the sandbox uses more memory than the
     new limit); a stopped or hibernated sandbox gets them when it starts."""
@@ -135,7 +137,7 @@ async def hibernate(sandbox_id: str, request: Request, tenant: CurrentTenant,
 
 
 @router.post("/{sandbox_id}/fork", status_code=201, response_model=SandboxOut)
-async def fork(sandbox_id: str, body: ForkBody, request: Request, tenant: CurrentTenant) -> SandboxOut:
+async def fork(sandbox_id: str, body: Omittable[ForkBody], request: Request, tenant: CurrentTenant) -> SandboxOut:
     """A new sandbox with the current files of this one (running or hibernated)."""
     view = await ctx(request).sandboxes.fork(tenant, sandbox_id, body.name, body.metadata)
     return SandboxOut(**view.to_json())
