@@ -26,6 +26,7 @@ from .models import (
     App,
     ArchiveResult,
     BatchResult,
+    CodeResult,
     Entry,
     ExecResult,
     Health,
@@ -449,6 +450,22 @@ def exec_(
         "POST",
         sbx(sandbox_id, "exec"),
         _json(ExecResult),
+        json=body,
+        read_timeout=_exec_read_timeout(timeout_s),
+    )
+
+
+def run_code(
+    sandbox_id: str, code: str, *, env: Mapping[str, str] | None = None, timeout_s: float | None = None
+) -> Call[CodeResult]:
+    """``POST /v1/sandboxes/{id}/code``: run Python in the sandbox's stateful kernel."""
+    body: dict[str, Any] = {"code": code, "env": dict(env or {})}
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return Call(
+        "POST",
+        sbx(sandbox_id, "code"),
+        _json(CodeResult),
         json=body,
         read_timeout=_exec_read_timeout(timeout_s),
     )

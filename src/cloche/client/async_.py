@@ -40,6 +40,7 @@ from .models import (
     App,
     ArchiveResult,
     BatchResult,
+    CodeResult,
     Entry,
     ExecEvent,
     ExecResult,
@@ -395,6 +396,12 @@ class AsyncSandbox(SandboxBase):
     ) -> ExecResult:
         """Run a command to completion; see :meth:`cloche.client.sync.Sandbox.exec`."""
         return await self._client._call(_api.exec_(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s))
+
+    async def run_code(
+        self, code: str, env: Mapping[str, str] | None = None, timeout_s: float | None = None
+    ) -> CodeResult:
+        """Run Python in the sandbox's stateful kernel; see :meth:`cloche.Sandbox.run_code`."""
+        return await self._client._call(_api.run_code(self.id, code, env=env, timeout_s=timeout_s))
 
     def exec_stream(
         self,

@@ -327,6 +327,31 @@ class ExecResult(_Model):
         return self.exit_code == 0 and not self.timed_out
 
 
+class CodeError(_Model):
+    """An exception the code raised: its class name, ``str()`` and traceback."""
+
+    name: str
+    value: str
+    traceback: str = ""
+
+
+class CodeResult(_Model):
+    """What a cell of Python did (``POST /v1/sandboxes/{id}/code``)."""
+
+    stdout: str = ""
+    stderr: str = ""
+    results: list[dict[str, Any]] = Field(default_factory=list)
+    """The last expression's value and ``display()`` calls: ``text`` (repr), and ``html``,
+    ``png`` (base64)... when the object has them; ``is_main_result`` marks the former."""
+    error: CodeError | None = None
+    execution_count: int | None = None
+
+    @property
+    def text(self) -> str | None:
+        """The repr of the last expression's value, if it had one."""
+        return next((r.get("text") for r in self.results if r.get("is_main_result")), None)
+
+
 class ExecStart(_Model):
     """First streamed event: the command started with process id ``pid``."""
 

@@ -36,6 +36,7 @@ from .models import (
     App,
     ArchiveResult,
     BatchResult,
+    CodeResult,
     Entry,
     ExecEvent,
     ExecResult,
@@ -463,6 +464,20 @@ class Sandbox(SandboxBase):
             InvalidState: The sandbox is paused or stopped.
         """
         return self._client._call(_api.exec_(self.id, cmd, env=env, cwd=cwd, stdin=stdin, timeout_s=timeout_s))
+
+    def run_code(self, code: str, env: Mapping[str, str] | None = None, timeout_s: float | None = None) -> CodeResult:
+        """Run Python in the sandbox's kernel, which keeps its variables, imports and
+        definitions between calls (it runs as root in /workspace and is restarted,
+        empty, after the sandbox paused or hibernated).
+
+        Args:
+            code: Python source; the value of a last expression is in ``results``.
+            env: Environment variables during this cell.
+            timeout_s: Interrupt the cell after this many seconds (``error`` says so).
+
+        An exception in the code is ``result.error``, not a raised error.
+        """
+        return self._client._call(_api.run_code(self.id, code, env=env, timeout_s=timeout_s))
 
     def exec_stream(
         self,

@@ -6,7 +6,11 @@ supervisor session; variables persist in it between executions. One execution ru
 at a time per context. When the caller goes away mid-cell (E2B's timeout is
 client-side), the cell is interrupted with SIGINT. A kernel that died (the sandbox
 was paused, or the code called os._exit) is started again on the next execution,
-with a fresh namespace."""
+with a fresh namespace.
+
+`Kernel` and `KernelRegistry` are also cloche's own code interpreter
+(`POST /v1/sandboxes/{id}/code`, server/routes/code.py), with a registry whose kernels
+run as the sandbox's root in /workspace, like its exec."""
 
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cloche.e2b.state import JUPYTER_PORT, EnvdError, Target, target
-from cloche.e2b.users import USER
+from cloche.e2b.users import USER, User
 from cloche.node.errors import RuntimeFailure
 from cloche.node.protocol import ExecRequest
+from cloche.node.runtime import NodeRuntime
 from cloche.node.supervisor import ExecSession
 
 router = APIRouter(include_in_schema=False)
@@ -40,11 +45,12 @@ class KernelDied(Exception):
 
 
 class Kernel:
-    def __init__(self, context_id: str, sandbox_id: str, cwd: str) -> None:
+    def __init__(self, context_id: str, sandbox_id: str, cwd: str, user: User) -> None:
         self.id = context_id
         self.sandbox_id = sandbox_id
         self.language = "python"
         self.cwd = cwd
+        self.user = user
         self.session: ExecSession | None = None
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.reader: asyncio.Task[None] | None = None
@@ -57,12 +63,13 @@ class Kernel:
     def alive(self) -> bool:
         return self.reader is not None and not self.reader.done()
 
-    async def start(self, t: Target) -> None:
+    async def start(self, runtime: NodeRuntime) -> None:
         await self.stop()
-        req = ExecRequest(cmd=["python3", "-u", "-c", KERNEL_SOURCE], cwd=self.cwd, uid=USER.uid, gid=USER.gid,
-                          env={"HOME": USER.home, "USER": USER.name, "PYTHONUNBUFFERED": "1"},
+        user = self.user
+        req = ExecRequest(cmd=["python3", "-u", "-c", KERNEL_SOURCE], cwd=self.cwd, uid=user.uid, gid=user.gid,
+                          env={"HOME": user.home, "USER": user.name, "PYTHONUNBUFFERED": "1"},
                           output_cap=1 << 50, interactive=True)  # fmt: skip
-        self.session = await t.c.runtime.exec_session(t.sandbox_id, req)
+        self.session = await runtime.exec_session(self.sandbox_id, req)
         self.queue = asyncio.Queue()
         self.reader = asyncio.create_task(self._read(self.session, self.queue))
         first = await asyncio.wait_for(self.queue.get(), 30)
@@ -114,10 +121,10 @@ class Kernel:
             with contextlib.suppress(BaseException):
                 await self.session.signal(signal.SIGINT)
 
-    async def execute(self, t: Target, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+    async def execute(self, runtime: NodeRuntime, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         """The cell's events; the caller holds self.lock."""
         if not self.alive:
-            await self.start(t)
+            await self.start(runtime)
         assert self.session is not None
         await self.session.write_stdin(json.dumps({"code": code, "env": env}).encode() + b"\n")
         while True:
@@ -132,9 +139,13 @@ class Kernel:
 
 
 class KernelRegistry:
-    def __init__(self) -> None:
+    """The kernels of each sandbox, all run as `user`; new contexts start in `cwd`."""
+
+    def __init__(self, user: User = USER, cwd: str = USER.home) -> None:
         self.kernels: dict[str, dict[str, Kernel]] = {}
         self.defaults: dict[str, str] = {}
+        self.user = user
+        self.cwd = cwd
 
     def of(self, sandbox_id: str) -> dict[str, Kernel]:
         return self.kernels.setdefault(sandbox_id, {})
@@ -146,12 +157,12 @@ class KernelRegistry:
         context_id = self.defaults.get(sandbox_id)
         kernel = self.get(sandbox_id, context_id) if context_id else None
         if kernel is None:
-            kernel = self.add(sandbox_id, USER.home)
+            kernel = self.add(sandbox_id, self.cwd)
             self.defaults[sandbox_id] = kernel.id
         return kernel
 
     def add(self, sandbox_id: str, cwd: str) -> Kernel:
-        kernel = Kernel(secrets.token_hex(8), sandbox_id, cwd)
+        kernel = Kernel(secrets.token_hex(8), sandbox_id, cwd, self.user)
         self.of(sandbox_id)[kernel.id] = kernel
         return kernel
 
@@ -223,27 +234,35 @@ async def execute(request: Request) -> Response:
         return _error(exc)
 
     async def lines() -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            async for event in kernel.execute(t, code, env):
+        async with contextlib.aclosing(cell(kernel, t.c.runtime, code, env)) as events:
+            async for event in events:
                 yield json.dumps(event).encode() + b"\n"
-            finished = True
-        except KernelDied:
-            finished = True
-            yield json.dumps({"type": "error", "name": "KernelDied", "value": "the Python kernel exited",
-                              "traceback": "the kernel process exited; the next execution starts a new one"}
-                             ).encode() + b"\n"  # fmt: skip
-        except EnvdError as exc:
-            finished = True
-            yield json.dumps({"type": "error", "name": "KernelError", "value": exc.message,
-                              "traceback": exc.message}).encode() + b"\n"  # fmt: skip
-        finally:
-            if finished:
-                kernel.lock.release()
-            else:
-                asyncio.get_running_loop().create_task(_interrupt_and_drain(kernel))
 
     return StreamingResponse(lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-cache"})
+
+
+async def cell(kernel: Kernel, runtime: NodeRuntime, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+    """Run a cell: its events, a dead kernel or one that would not start as a last
+    `error` event. The caller holds `kernel.lock`; it is released when the cell ends, or
+    once the cell is interrupted should the caller stop iterating first (it went away,
+    or timed out): close this generator (`contextlib.aclosing`) for that."""
+    finished = False
+    try:
+        async for event in kernel.execute(runtime, code, env):
+            yield event
+        finished = True
+    except KernelDied:
+        finished = True
+        yield {"type": "error", "name": "KernelDied", "value": "the Python kernel exited",
+               "traceback": "the kernel process exited; the next execution starts a new one"}  # fmt: skip
+    except EnvdError as exc:
+        finished = True
+        yield {"type": "error", "name": "KernelError", "value": exc.message, "traceback": exc.message}
+    finally:
+        if finished:
+            kernel.lock.release()
+        else:
+            asyncio.get_running_loop().create_task(_interrupt_and_drain(kernel))
 
 
 async def _interrupt_and_drain(kernel: Kernel) -> None:
@@ -281,7 +300,7 @@ async def create_context(request: Request) -> Response:
         kernel = t.st.kernels.add(t.sandbox_id, cwd)
         try:
             async with kernel.lock:
-                await kernel.start(t)
+                await kernel.start(t.c.runtime)
         except BaseException:
             await t.st.kernels.remove(t.sandbox_id, kernel.id)
             raise
@@ -327,7 +346,7 @@ async def restart_context(context_id: str, request: Request) -> Response:
             await kernel.stop()
             await kernel.lock.acquire()
         try:
-            await kernel.start(t)
+            await kernel.start(t.c.runtime)
         finally:
             kernel.lock.release()
     except EnvdError as exc:

@@ -16,6 +16,7 @@ from cloche.control.sandboxes import SandboxService
 from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.e2b import router as e2b_router
+from cloche.mcp import http as mcp_http
 from cloche.metrics import Metrics
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.scheduler.local import LocalScheduler
@@ -23,6 +24,7 @@ from cloche.server import errors
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
+from cloche.server.routes import code as code_routes
 from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import state as state_routes
 from cloche.server.shutdown import Drain, DrainGate
@@ -98,9 +100,10 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, tenants, templates, sandboxes, snapshots, secrets, exec_routes, files, nodes, state_routes,
-                   apps):  # fmt: skip
+    for module in (health, tenants, templates, sandboxes, snapshots, secrets, exec_routes, code_routes, files,
+                   nodes, state_routes, apps):  # fmt: skip
         app.include_router(module.router)
+    app.include_router(mcp_http.router())  # /mcp: MCP over streamable HTTP (cloche.mcp)
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(state_routes.StateFastPath)
     app.add_middleware(BodyLimit, settings=settings)
