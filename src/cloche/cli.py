@@ -246,6 +246,21 @@ def health(url: UrlOpt = None) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def mcp(url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Serve MCP (Model Context Protocol) on stdin/stdout, for MCP clients that launch it.
+
+    Tools: create_sandbox, exec, read_file, write_file, list_files, run_code,
+    expose_port, hibernate, kill, get_state, put_state; each acts with this API key.
+    `cloche up` also serves MCP over streamable HTTP at /mcp (Authorization: Bearer KEY).
+    """
+    import asyncio
+
+    from cloche.mcp.stdio import serve
+
+    asyncio.run(serve(url, api_key))
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"cloche {__version__}")
