@@ -64,14 +64,44 @@ def test_kv_roundtrip_etags_and_conditions(c):
     assert c.get(f"/v1/state/{n}/kv/notes/today.md").content == b"v3"
 
 
+@pytest.mark.parametrize("tag", ['"1x"', "1", '"0"', "", '"', 'W/"x"', '"99999999999999999999999"'])
+def test_a_malformed_entity_tag_never_matches(c, tag):
+    """RFC 9110 §13.1.1: If-Match with a malformed tag is a 412 (with the current version),
+    never a 400; If-None-Match with one matches nothing, so the condition holds."""
+    n = ns()
+    c.put(f"/v1/state/{n}/kv/k", content=b"v1")
+    for method in ("PUT", "DELETE"):
+        r = c.request(method, f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": tag})
+        assert r.status_code == 412, (method, tag, r.text)
+        assert r.json()["error"]["code"] == "precondition_failed" and r.json()["error"]["current_version"] == 1
+    assert c.put(f"/v1/state/{n}/kv/absent", content=b"x", headers={"If-Match": tag}).status_code == 412
+    assert c.get(f"/v1/state/{n}/kv/k", headers={"If-None-Match": tag}).status_code == 200
+    r = c.put(f"/v1/state/{n}/kv/k", content=b"v2", headers={"If-None-Match": tag})
+    assert r.status_code == 200 and r.json() == {"version": 2}
+
+
+def test_entity_tag_lists(c):
+    n = ns()
+    c.put(f"/v1/state/{n}/kv/k", content=b"v1")
+    assert c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": '"7", "1x", "8"'}).status_code == 412
+    r = c.put(f"/v1/state/{n}/kv/k", content=b"v2", headers={"If-Match": '"7", bad, "1"'})
+    assert r.status_code == 200 and r.json() == {"version": 2}
+    assert c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-None-Match": '"1", "2"'}).status_code == 412
+    assert c.put(f"/v1/state/{n}/kv/k", content=b"v3", headers={"If-None-Match": '"1"'}).json() == {"version": 3}
+    assert c.get(f"/v1/state/{n}/kv/k", headers={"If-None-Match": '"2", "3"'}).status_code == 304
+    assert c.delete(f"/v1/state/{n}/kv/k", headers={"If-Match": '"2", "3"'}).status_code == 204
+    assert c.put(f"/v1/state/{n}/kv/k", content=b"v1", headers={"If-None-Match": '"4"'}).json()["version"] >= 1
+
+
 def test_bad_input_is_4xx_and_changes_nothing(c, srv):
     n = ns()
     c.put(f"/v1/state/{n}/kv/k", content=b"keep")
     cases = [
         (c.put(f"/v1/state/{n}/kv/k", content=b"x" * ((1 << 20) + 1)), 413),
-        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": "abc"}), 400),
-        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": '"0"'}), 400),
-        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-None-Match": '"3"'}), 400),
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": "abc"}), 412),
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": '"0"'}), 412),
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-None-Match": '"1"'}), 412),
+        (c.put(f"/v1/state/{n}/kv/k", content=b"x", headers={"If-Match": "*", "If-None-Match": "*"}), 400),
         (c.put(f"/v1/state/{n}/kv/a%20b", content=b"x"), 400),
         (c.put(f"/v1/state/{n}/kv/a//b", content=b"x"), 400),
         (c.put(f"/v1/state/{n}/kv/" + "x" * 600, content=b"x"), 400),

@@ -2,11 +2,13 @@
 
 Namespaces belong to the calling tenant (A's `foo` is not B's `foo`) and are created by
 their first write; a sandbox's own namespace is named after its id. Versions travel as
-ETags (`"3"`); conditions: `If-Match: "3"` (or `*`: the key must exist) and
-`If-None-Match: *` (the key must not exist) on writes, answering 412 on a conflict
-with `{"error": {"code": "precondition_failed", "message", "key", "current_version"}}`
-(plus `"index"` for the failing op of a batch). `If-None-Match: "3"` on a GET answers
-304 while the key is still at version 3.
+ETags (`"3"`); conditions on writes (RFC 9110 §13.1): `If-Match: "3"` (a list: any of
+them; `*`: the key must exist) and `If-None-Match: *` (the key must not exist; a list:
+the key must not be at any of them), answering 412 on a conflict with
+`{"error": {"code": "precondition_failed", "message", "key", "current_version"}}`
+(plus `"index"` for the failing op of a batch). A malformed tag (`"1x"`, `3`) matches no
+version, so `If-Match` with nothing else is always a 412. `If-None-Match: "3"` on a GET
+answers 304 while the key is still at version 3.
 
 Inside a sandbox (/.cloche/host/state.sock, see cloche.state.sandbox) the default
 namespace is the sandbox's own; `PUT /v1/state/{ns}/grants/{sandbox_id}` shares the
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -36,7 +40,7 @@ from cloche.store.db import Tenant
 
 router = APIRouter(prefix="/v1/state", tags=["state"])
 MAX_WAIT_S = 20  # a long poll answers (possibly empty) within this; clients poll again
-
+T = TypeVar("T")
 
 
 def _engine(request: Request) -> StateEngine:
@@ -56,28 +60,83 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-def _parse_tag(raw: str, header: str) -> int:
-    tag = raw.strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    if len(tag) >= 2 and tag[0] == tag[-1] == '"':
-        tag = tag[1:-1]
-    if not tag.isdigit() or not (1 <= len(tag) <= 18) or int(tag) < 1:
-        raise ApiError(400, "invalid_request", f"{header} must be a version like \"3\" (or *), got {raw[:40]!r}")
-    return int(tag)
+Tags = frozenset[int] | Literal["*"]
 
 
-def _conditions(request: Request) -> tuple[int | Literal["*"] | None, bool]:
-    if_match_raw = request.headers.get("if-match")
-    none_match_raw = request.headers.get("if-none-match")
-    if_match: int | Literal["*"] | None = None
-    if if_match_raw is not None:
-        if_match = "*" if if_match_raw.strip() == "*" else _parse_tag(if_match_raw, "If-Match")
-    if none_match_raw is not None and none_match_raw.strip() != "*":
-        raise ApiError(400, "invalid_request", "on writes If-None-Match supports only * (the key must not exist)")
-    if if_match is not None and none_match_raw is not None:
+def _tags(raw: str) -> Tags:
+    """An If-Match / If-None-Match value: `*`, or the versions its entity tags name. A
+    malformed tag never matches (RFC 9110 §13.1.1), so it names no version."""
+    if raw.strip() == "*":
+        return "*"
+    versions = set()
+    for part in raw.split(","):
+        tag = part.strip().removeprefix("W/")
+        if 3 <= len(tag) <= 20 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
+            versions.add(int(tag[1:-1]))
+    return frozenset(v for v in versions if 1 <= v <= 2**62)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A write's preconditions, from its If-Match or If-None-Match header."""
+
+    header: str = ""  # which one ("": none)
+    raw: str = ""
+    tags: Tags = "*"
+
+    def holds(self, version: int | None) -> bool:
+        """Whether a key now at `version` (None: absent) may be written."""
+        if self.header == "If-Match":
+            return version is not None and (self.tags == "*" or version in self.tags)
+        if self.header == "If-None-Match":
+            return version is None if self.tags == "*" else version not in self.tags
+        return True
+
+    def engine_args(self) -> tuple[int | None, bool] | None:
+        """(if_match, if_none_match) for the engine when it can check this condition in
+        the write itself; None when the route must read, check and compare-and-set."""
+        if not self.header:
+            return None, False
+        if self.header == "If-None-Match" and self.tags == "*":
+            return None, True
+        if self.header == "If-Match" and self.tags != "*" and len(self.tags) == 1:
+            return next(iter(self.tags)), False
+        return None
+
+    def failed(self, key: str, version: int | None) -> Conflict:
+        state = "does not exist" if version is None else f"is at version {version}"
+        return Conflict(f"key {key!r} {state} ({self.header}: {self.raw[:40]})", key=key, current_version=version)
+
+
+def _condition(request: Request) -> Condition:
+    if_match = request.headers.get("if-match")
+    if_none_match = request.headers.get("if-none-match")
+    if if_match is not None and if_none_match is not None:
         raise ApiError(400, "invalid_request", "If-Match and If-None-Match cannot be combined")
-    return if_match, none_match_raw is not None
+    if if_match is not None:
+        return Condition("If-Match", if_match, _tags(if_match))
+    if if_none_match is not None:
+        return Condition("If-None-Match", if_none_match, _tags(if_none_match))
+    return Condition()
+
+
+async def _conditional(engine: StateEngine, tenant: Tenant, ns: str, key: str, condition: Condition,
+                       write: Callable[[int | None, bool], Awaitable[T]]) -> T:  # fmt: skip
+    """`write(if_match, if_none_match)` under `condition`: in one step when the engine can
+    check it, else read the key, check, and write only if it is still at that version."""
+    direct = condition.engine_args()
+    if direct is not None:
+        return await write(*direct)
+    for _ in range(5):
+        item = await engine.kv_get(tenant.id, ns, key)
+        version = item.version if item else None
+        if not condition.holds(version):
+            raise condition.failed(key, version)
+        try:
+            return await write(version, version is None)
+        except Conflict:
+            continue  # it changed in between: look again
+    raise Conflict(f"key {key!r} kept changing ({condition.header}); retry", key=key, current_version=None)
 
 
 TtlParam = Annotated[float | None, Query(gt=0, le=10 * 365 * 86400, description="expire the key after this long")]
@@ -91,25 +150,15 @@ async def put_key(ns: str, key: str, request: Request, tenant: CurrentTenant, tt
 
 async def _put(request: Request, tenant: Tenant, ns: str, key: str, ttl_s: float | None) -> Response:
     engine = _engine(request)
-    if_match, if_none_match = _conditions(request)
+    condition = _condition(request)
     body = await request.body()
+
+    async def write(if_match: int | None, if_none_match: bool) -> int:
+        return await engine.kv_put(tenant.id, ns, key, body, if_match=if_match, if_none_match=if_none_match,
+                                   ttl_s=ttl_s)  # fmt: skip
+
     try:
-        for _ in range(5):
-            match = if_match
-            if match == "*":  # any live version: compare-and-set against the one seen now
-                item = await engine.kv_get(tenant.id, ns, key)
-                if item is None:
-                    raise Conflict(f"key {key!r} does not exist (If-Match *)", key=key, current_version=None)
-                match = item.version
-            try:
-                version = await engine.kv_put(tenant.id, ns, key, body, if_match=match, if_none_match=if_none_match,
-                                              ttl_s=ttl_s)  # fmt: skip
-                break
-            except Conflict as c:
-                if if_match != "*" or c.current_version is None:
-                    raise
-        else:
-            raise Conflict(f"key {key!r} kept changing (If-Match *); retry", key=key, current_version=None)
+        version = await _conditional(engine, tenant, ns, key, condition, write)
     except StateError as e:
         return _fail(e)
     return JSONResponse({"version": version}, headers=_etag(version))
@@ -132,10 +181,8 @@ async def _get(request: Request, tenant: Tenant, ns: str, key: str) -> Response:
     if item.expires_at is not None:
         headers["X-Cloche-Expires-At"] = f"{item.expires_at:.3f}"
     inm = request.headers.get("if-none-match")
-    if inm is not None and inm.strip() not in ("*", ""):
-        tags = {t.strip().removeprefix("W/").strip('"') for t in inm.split(",")}
-        if str(item.version) in tags:
-            return Response(status_code=304, headers=headers)
+    if inm is not None and (tags := _tags(inm)) != "*" and item.version in tags:
+        return Response(status_code=304, headers=headers)
     return Response(item.value, media_type="application/octet-stream", headers=headers)
 
 
@@ -143,17 +190,16 @@ async def _get(request: Request, tenant: Tenant, ns: str, key: str) -> Response:
 async def delete_key(ns: str, key: str, request: Request, tenant: CurrentTenant) -> Response:
     """204 whether or not the key existed (deletes are idempotent); with If-Match, 412 unless it
     is at that version."""
-    if_match, if_none_match = _conditions(request)
-    if if_none_match:
+    condition = _condition(request)
+    if condition.header == "If-None-Match":
         raise ApiError(400, "invalid_request", "If-None-Match makes no sense on DELETE")
     engine = _engine(request)
+
+    async def delete(if_match: int | None, _: bool) -> bool:
+        return await engine.kv_delete(tenant.id, ns, key, if_match=if_match)
+
     try:
-        if if_match == "*":
-            item = await engine.kv_get(tenant.id, ns, key)
-            if item is None:
-                raise Conflict(f"key {key!r} does not exist (If-Match *)", key=key, current_version=None)
-            if_match = item.version
-        await engine.kv_delete(tenant.id, ns, key, if_match=if_match)
+        await _conditional(engine, tenant, ns, key, condition, delete)
     except StateError as e:
         return _fail(e)
     return Response(status_code=204)
