@@ -69,6 +69,8 @@ class Settings:
     # sandbox is hibernated (files kept, woken after the restart) or killed.
     shutdown_grace_s: float = 30.0
     on_shutdown: str = "hibernate"  # hibernate or kill
+    # One JSON line per request on the `cloche.access` logger (README "Operations: access log").
+    access_log: int = 1
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20
