@@ -1,0 +1,87 @@
+"""A running sandbox's files (browse, download, upload) and its terminal.
+
+Files go through the node's path-safe `SandboxFS` after the sandbox service's ownership
+check, as the API's file routes do. The terminal is the API's own PTY session
+(`routes.exec.serve_pty`), reached by a WebSocket that authenticates with the session
+cookie and the Origin header instead of a bearer key: a page of another site cannot open
+it, since browsers send Origin on every WebSocket handshake and it must be this host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import PurePosixPath
+from typing import Annotated
+
+from fastapi import File, Form, Query, Request, Response, UploadFile, WebSocket
+from fastapi.responses import StreamingResponse
+
+from cloche.control.errors import ApiError
+from cloche.node.files import SandboxFS, normalize
+from cloche.server.routes.exec import serve_pty
+from cloche.server.routes.files import CHUNK, stream_file
+from cloche.server.ui.render import page, ui_router
+from cloche.server.ui.session import Action, LoginRequired, Page, Viewer, resolve, same_origin
+
+router = ui_router()
+PathQuery = Annotated[str, Query(min_length=1, max_length=8192)]
+
+
+async def _fs(v: Viewer, sandbox_id: str) -> SandboxFS:
+    await v.c.sandboxes.running(v.owner(sandbox_id), sandbox_id)
+    return v.c.runtime.fs(sandbox_id)
+
+
+async def _listing(request: Request, v: Viewer, sandbox_id: str, path: str, note: str | None = None) -> Response:
+    fs = await _fs(v, sandbox_id)
+    path = normalize(path)
+    entries = sorted(await asyncio.to_thread(fs.list, path), key=lambda e: (e.type != "dir", e.name))
+    crumbs = [(p.name or "/", str(p)) for p in reversed([PurePosixPath(path), *PurePosixPath(path).parents])]
+    return page(request, "_files.html", v, sid=sandbox_id, path=path, entries=entries, crumbs=crumbs,
+                parent=str(PurePosixPath(path).parent), note=note)  # fmt: skip
+
+
+@router.get("/sandboxes/{sandbox_id}/files")
+async def files(request: Request, sandbox_id: str, v: Page, path: PathQuery = "/workspace") -> Response:
+    """The listing of one directory (the file browser panel)."""
+    return await _listing(request, v, sandbox_id, path)
+
+
+@router.get("/sandboxes/{sandbox_id}/download")
+async def download(sandbox_id: str, v: Page, path: PathQuery) -> Response:
+    fs = await _fs(v, sandbox_id)
+    path = normalize(path)
+    fd = await asyncio.to_thread(fs.open_read, path)
+    name = PurePosixPath(path).name.replace('"', "") or "file"
+    return StreamingResponse(stream_file(os.fdopen(fd, "rb")), media_type="application/octet-stream",
+                             headers={"Content-Length": str(os.fstat(fd).st_size),
+                                      "Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+
+
+@router.post("/sandboxes/{sandbox_id}/files")
+async def upload(request: Request, sandbox_id: str, v: Action, path: Annotated[str, Form(min_length=1)],
+                 file: Annotated[UploadFile, File()]) -> Response:  # fmt: skip
+    """Write the uploaded file into the directory `path` (atomically, as the API's PUT does)."""
+    fs = await _fs(v, sandbox_id)
+    directory = normalize(path)
+    target = normalize(f"{directory}/{PurePosixPath(file.filename or 'upload').name}")
+    size = await asyncio.to_thread(fs.write_chunks, target, iter(lambda: file.file.read(CHUNK), b""), 0o644)
+    return await _listing(request, v, sandbox_id, directory, note=f"uploaded {target} ({size} bytes)")
+
+
+@router.websocket("/sandboxes/{sandbox_id}/pty")
+async def pty(websocket: WebSocket, sandbox_id: str) -> None:
+    """xterm.js in the sandbox page talks to this: the same frames as /v1/sandboxes/{id}/pty."""
+    if not same_origin(websocket):
+        await websocket.close(code=4403, reason="cross-origin WebSocket refused")
+        return
+    try:
+        v = resolve(websocket)
+    except LoginRequired:
+        await websocket.close(code=4401, reason="sign in first")
+        return
+    except ApiError as exc:
+        await websocket.close(code=4000 + exc.status, reason=exc.message[:120])
+        return
+    await serve_pty(websocket, v.owner(sandbox_id), sandbox_id)
