@@ -20,7 +20,7 @@ from cloche.mcp import http as mcp_http
 from cloche.metrics import Metrics
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.scheduler.local import LocalScheduler
-from cloche.server import errors
+from cloche.server import errors, ui
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
@@ -107,6 +107,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(state_routes.StateFastPath)
     app.add_middleware(BodyLimit, settings=settings)
+    ui.install(app)  # the web dashboard at /ui (cloche.server.ui)
     ports.install(app, settings)  # exposed ports: routes, and the ingress middleware
     app.add_middleware(DrainGate, drain=drain)  # outermost: while stopping, nothing new gets in
     return app
