@@ -21,6 +21,7 @@ from cloche.metrics import Metrics
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors, ui
+from cloche.server.access import AccessLog
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
@@ -109,5 +110,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, settings=settings)
     ui.install(app)  # the web dashboard at /ui (cloche.server.ui)
     ports.install(app, settings)  # exposed ports: routes, and the ingress middleware
-    app.add_middleware(DrainGate, drain=drain)  # outermost: while stopping, nothing new gets in
+    app.add_middleware(DrainGate, drain=drain)  # while stopping, nothing new gets in
+    if settings.access_log:
+        app.add_middleware(AccessLog)  # outermost: one line per request, whoever answered it
     return app

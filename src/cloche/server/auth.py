@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from cloche.control.errors import ApiError
+from cloche.server.access import note
 from cloche.server.context import Context, ctx
 from cloche.store.db import Tenant
 
@@ -31,7 +32,9 @@ async def authenticate(request: Request) -> Tenant:
 
 
 def authenticate_now(request: Request) -> Tenant:
-    return tenant_for_key(ctx(request), _key_from(request))
+    tenant = tenant_for_key(ctx(request), _key_from(request))
+    note(request.scope, tenant_id=tenant.id)
+    return tenant
 
 
 def tenant_for_key(c: Context, key: str) -> Tenant:

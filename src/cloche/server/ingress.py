@@ -45,6 +45,7 @@ from cloche.control.errors import ApiError, not_found
 from cloche.control.traffic import TrafficTokens
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
 from cloche.node.records import SandboxRecord
+from cloche.server.access import note
 from cloche.server.auth import authenticate_now
 from cloche.server.context import Context
 from cloche.snapshots.store import SnapshotCorrupt
@@ -54,6 +55,8 @@ COOKIE = b"cloche_traffic"
 SIGNED_PARAM = b"cloche_token"
 EXPIRES_PARAM = b"cloche_expires"
 PATH_PREFIX = b"/v1/sandboxes/"
+PATH_TEMPLATE = "/v1/sandboxes/{sandbox_id}/ports/{port}/{path}"  # as the access log names them
+HOST_TEMPLATE = "{port}-{sandbox_id}.{ingress_domain}/{path}"
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
                         b"upgrade", b"proxy-authenticate", b"proxy-authorization"})  # fmt: skip
 # never forwarded: cloche's credentials, the framing we redo, the headers we set ourselves
@@ -157,6 +160,8 @@ class Ingress:
         if scope["type"] == "http" or scope["type"] == "websocket":
             target = (match_host(scope, self.suffix) if self.suffix else None) or match_path(scope)
             if target is not None:
+                template = PATH_TEMPLATE if target.by_path else HOST_TEMPLATE
+                note(scope, path=template, sandbox_id=target.sandbox_id)
                 await proxy_of(scope["app"]).serve(scope, receive, send, target)
                 return
         await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from cloche.config import Settings
+from cloche.server import access
 from cloche.server.app import create_app
 from cloche.server.shutdown import Drain, DrainingServer
 
@@ -31,7 +32,9 @@ def serve(data_dir: Path, host: str, port: int, pool_size: int) -> None:
         title="cloche up",
     ))  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if settings.access_log:
+        access.to_stderr()
     drain = Drain()
-    config = uvicorn.Config(create_app(settings, drain), host=host, port=port, log_level="warning",
+    config = uvicorn.Config(create_app(settings, drain), host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))  # fmt: skip
     DrainingServer(config, drain).run()

@@ -1,0 +1,114 @@
+"""The access log: one JSON line per request on the `cloche.access` logger, written by a
+pure ASGI middleware (a `BaseHTTPMiddleware` would buffer streamed responses).
+
+    {"time": "2025-01-02T03:04:05.678+00:00", "method": "POST", "path": "/v1/sandboxes/{sandbox_id}/exec",
+     "status": 200, "duration_ms": 12.345, "tenant_id": "t_...", "sandbox_id": "sb_...", "request_id": "..."}
+
+`time` is when the request arrived; `path` is the template of the route that answered
+(null when none did), never the path as sent, so no query string, token or file name
+lands in the log; nor do headers or bodies. `tenant_id` is set once the request
+authenticated, `sandbox_id` when the path names one. `request_id` is the client's
+`X-Request-Id` when it is a plain token, else a new one, and comes back in the response's
+`X-Request-Id`. A streamed answer (SSE, WebSocket, a proxied port) is logged once, when
+it ends; a WebSocket's status is 101 once accepted, 403 when closed before that, and a
+request whose client left before any answer has status null.
+
+On by default; `CLOCHE_ACCESS_LOG=0` turns it off (`Settings.access_log`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("cloche.access")
+NOTES = "cloche.access"  # scope key: what the request's handlers tell the log (note())
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def note(scope: Scope, **fields: str) -> None:
+    """Tell the access log about the request: `tenant_id` once authenticated, and
+    `path` (a template) and `sandbox_id` where no route's template says it."""
+    notes = scope.get(NOTES)
+    if notes is not None:
+        notes.update(fields)
+
+
+def to_stderr() -> None:
+    """Write the access log to stderr as bare JSON lines (no logging prefix)."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _request_id(scope: Scope) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
+            return value
+    return os.urandom(12).hex().encode()
+
+
+def _template(scope: Scope, root_path: str) -> str | None:
+    """The answering route's path template, with the prefix of any app it is mounted in."""
+    path_format = getattr(scope.get("route"), "path_format", None)
+    if path_format is None:
+        return None
+    return scope.get("root_path", "")[len(root_path) :] + path_format
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        arrived, started = time.time(), time.perf_counter()
+        root_path = scope.get("root_path", "")
+        request_id = _request_id(scope)
+        notes: dict[str, str] = {}
+        scope[NOTES] = notes
+        status: int | None = None
+
+        async def logged_send(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id)]}
+            elif kind == "websocket.accept":
+                status = 101
+            elif kind == "websocket.close" and status is None:
+                status = 403
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logged_send)
+        except Exception:
+            status = status or 500  # answered by Starlette's ServerErrorMiddleware, outside this one
+            raise
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                entry: dict[str, Any] = {
+                    "time": datetime.fromtimestamp(arrived, UTC).isoformat(timespec="milliseconds"),
+                    "method": scope.get("method", "WEBSOCKET"),
+                    "path": notes.get("path") or _template(scope, root_path),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "tenant_id": notes.get("tenant_id"),
+                    "sandbox_id": notes.get("sandbox_id") or scope.get("path_params", {}).get("sandbox_id"),
+                    "request_id": request_id.decode(),
+                }
+                log.info(json.dumps(entry, separators=(",", ":")))
