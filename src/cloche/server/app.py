@@ -60,7 +60,6 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        errors.install_on_mounts(app)  # mounted apps answer errors in the same shape
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(settings.db_path)
         ensure_admin_key(store, settings)

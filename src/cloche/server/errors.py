@@ -1,6 +1,7 @@
 """Every error leaves the server as `{"error": {"code": ..., "message": ...}}`: cloche's own
-errors, FastAPI's validation errors, Starlette's 404 and 405, unexpected exceptions (500),
-and the same in every Starlette app mounted under the server (`install_on_mounts`)."""
+errors, FastAPI's validation errors, Starlette's 404 and 405, and unexpected exceptions
+(500). `install` works for any Starlette app: one mounted under the server needs it too,
+since errors raised inside a mounted app never reach the outer app's handlers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Mount
 
 from cloche.control.errors import ApiError
 from cloche.node.errors import (
@@ -104,13 +104,3 @@ HANDLERS: list[tuple[type[Exception], Callable[[Request, Any], Any]]] = [
 def install(app: Starlette) -> None:
     for kind, handler in HANDLERS:
         app.add_exception_handler(kind, handler)
-
-
-def install_on_mounts(app: Starlette) -> None:
-    """The same handlers in every Starlette app mounted under `app` (dashboard, MCP, ...),
-    which would otherwise answer errors in their own shapes. Call it before the first
-    request (at the lifespan's start): a Starlette app reads its handlers only once."""
-    for route in app.routes:
-        if isinstance(route, Mount) and isinstance(route.app, Starlette):
-            install(route.app)
-            install_on_mounts(route.app)
