@@ -66,7 +66,7 @@ class BodyLimit:
 
 async def _reject(send: Send, limit: int) -> None:
     body = json.dumps(error_body("too_large", f"request body exceeds {limit} bytes")).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"),
-                          (b"content-length", str(len(body)).encode()), (b"connection", b"close")]  # fmt: skip
+    headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                          (b"connection", b"close"), (b"x-cloche-error", b"too_large")]  # fmt: skip
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
