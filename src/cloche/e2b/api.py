@@ -31,6 +31,7 @@ from cloche.e2b import network as e2b_network
 from cloche.e2b.state import E2bState, e2b_state
 from cloche.e2b.store import E2bRow
 from cloche.node.errors import FileError, InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
+from cloche.scheduler.local import anon_memory_mb
 from cloche.server.context import Context
 from cloche.store.db import Tenant
 
@@ -379,10 +380,12 @@ router.add_api_route("/sandboxes", list_v1, methods=["GET"])
 
 # ---- metrics (before /sandboxes/{id}) ---------------------------------------------------------
 
-_cpu_samples: dict[str, tuple[float, int]] = {}
-
 
 def _metric(c: Context, sandbox_id: str) -> dict[str, Any] | None:
+    """A running sandbox's current sample as E2B's SandboxMetric (no history is kept):
+    cpu from the scheduler's reading of the cgroup each second (0 before the first),
+    memory as E2B counts it (`memUsed` without the page cache, which is `memCache`),
+    disk from the sandbox's own filesystem image."""
     rec = c.runtime.get(sandbox_id)
     if rec.state != "running":
         return None
@@ -390,13 +393,10 @@ def _metric(c: Context, sandbox_id: str) -> dict[str, Any] | None:
         usage = c.runtime.usage(sandbox_id)
     except (OSError, RuntimeFailure):
         return None
-    now = time.time()
-    last = _cpu_samples.get(sandbox_id)
-    _cpu_samples[sandbox_id] = (now, usage.cpu_usec)
+    scheduler = c.sandboxes.scheduler
+    cores = scheduler.view.usage.get(sandbox_id, (0.0, 0.0))[0] if scheduler else 0.0
+    anon = int(anon_memory_mb(f"{c.runtime.cgroup_parent}/{sandbox_id}") * 1024 * 1024)
     cpus = max(1, math.ceil(rec.spec.limits.cpu))
-    pct = 0.0
-    if last and now > last[0]:
-        pct = max(0.0, (usage.cpu_usec - last[1]) / 1e6 / (now - last[0]) / cpus * 100)
     disk_total = disk_used = 0
     try:
         vfs = os.statvfs(c.runtime.run / sandbox_id / "disk")
@@ -404,14 +404,28 @@ def _metric(c: Context, sandbox_id: str) -> dict[str, Any] | None:
         disk_used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
     except OSError:
         pass
-    return {"timestamp": iso(now), "timestampUnix": int(now), "cpuCount": cpus, "cpuUsedPct": round(pct, 2),
-            "memUsed": usage.memory_bytes, "memTotal": rec.spec.limits.memory_mb << 20, "memCache": 0,
+    now = time.time()
+    return {"timestamp": iso(now), "timestampUnix": int(now), "cpuCount": cpus,
+            "cpuUsedPct": round(min(100.0, cores / cpus * 100), 2), "memUsed": anon,
+            "memTotal": rec.spec.limits.memory_mb << 20, "memCache": max(0, usage.memory_bytes - anon),
             "diskUsed": disk_used, "diskTotal": disk_total}  # fmt: skip
+
+
+def _unix_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise E2bError(400, f"{name} must be a Unix time in seconds") from None
 
 
 async def metrics_many(request: Request) -> Response:
     _, c, tenant = authenticate(request)
     ids = [s for s in (request.query_params.get("sandbox_ids") or "").split(",") if s]
+    if len(ids) > 100:
+        raise E2bError(400, "at most 100 sandbox_ids")
     out = {}
     for sandbox_id in ids:
         try:
@@ -425,10 +439,15 @@ async def metrics_many(request: Request) -> Response:
 
 
 async def metrics_one(sandbox_id: str, request: Request) -> Response:
+    """The current sample, when it falls within `start`..`end` (Unix seconds) if given."""
     _, c, tenant = authenticate(request)
+    start, end = _unix_param(request, "start"), _unix_param(request, "end")
     c.sandboxes.get(tenant, sandbox_id)
     metric = _metric(c, sandbox_id)
-    return JSONResponse([metric] if metric else [])
+    if metric is None or (start is not None and metric["timestampUnix"] < start) \
+            or (end is not None and metric["timestampUnix"] > end):  # fmt: skip
+        return JSONResponse([])
+    return JSONResponse([metric])
 
 
 router.add_api_route("/sandboxes/metrics", metrics_many, methods=["GET"])
@@ -448,7 +467,6 @@ async def kill(sandbox_id: str, request: Request) -> Response:
     st, c, tenant = authenticate(request)
     await c.sandboxes.kill(tenant, sandbox_id)
     st.forget(sandbox_id)
-    _cpu_samples.pop(sandbox_id, None)
     return Response(status_code=204)
 
 
@@ -615,3 +633,33 @@ router.add_api_route("/templates/{template_id}", delete_template, methods=["DELE
 router.add_api_route("/sandboxes/{sandbox_id}/logs", logs, methods=["GET"])
 router.add_api_route("/v2/sandboxes/{sandbox_id}/logs", logs, methods=["GET"])
 router.add_api_route("/sandboxes/{sandbox_id}/network", network, methods=["PUT"])
+
+
+# ---- what cloche does not serve ---------------------------------------------------------------
+
+_VOLUMES = "E2B volumes are not supported by cloche"
+_TEMPLATES = "E2B's template build API is not supported by cloche (import templates with `cloche template import`)"
+UNSUPPORTED = {
+    "/volumes": _VOLUMES,
+    "/volumecontent": _VOLUMES,
+    "/secrets": "E2B's secrets API is not supported by cloche (cloche's own is /v1/secrets)",
+    "/templates": _TEMPLATES,
+    "/v2/templates": _TEMPLATES,
+    "/v3/templates": _TEMPLATES,
+}
+
+
+def _unsupported(message: str) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    async def unsupported(request: Request) -> Response:
+        """A 400 in E2B's shape, which both SDKs raise with its message (a 404 would
+        read as "not found" in some of their calls)."""
+        authenticate(request)
+        raise E2bError(400, message)
+
+    return unsupported
+
+
+_ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+for _prefix, _message in UNSUPPORTED.items():  # after the routes above (DELETE /templates/{id})
+    router.add_api_route(_prefix, _unsupported(_message), methods=_ANY)
+    router.add_api_route(f"{_prefix}/{{rest:path}}", _unsupported(_message), methods=_ANY)
