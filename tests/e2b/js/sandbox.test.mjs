@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
-import { Sandbox, SandboxNotFoundError } from 'e2b'
+import { Sandbox, SandboxNotFoundError, Secret, SecretError, Template, TemplateError, Volume, VolumeError } from 'e2b'
 
-import { sandbox } from './helpers.mjs'
+import { rejectsWith, sandbox } from './helpers.mjs'
 
 test('create with metadata, getInfo, setTimeout, metrics', async (t) => {
   const before = Date.now()
@@ -75,4 +75,10 @@ test('fork and snapshots', async (t) => {
   assert.equal(await fromSnap.files.read('/home/user/forked.txt'), 'same files')
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true)
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false)
+})
+
+test('what cloche does not serve is a readable error', async () => {
+  await rejectsWith(Secret.list().nextItems(), SecretError, "400: E2B's secrets API is not supported by cloche")
+  await rejectsWith(Template.exists('anything'), TemplateError, "400: E2B's template build API is not supported")
+  await rejectsWith(Volume.create('data'), VolumeError, '400: E2B volumes are not supported by cloche')
 })
