@@ -87,8 +87,8 @@ class UiRoute(APIRoute):
             except LoginRequired:
                 response = go(request, "/ui/login")
             except ApiError as exc:
-                response = page(request, "_error.html" if is_htmx(request) else "error.html", None, exc.status,
-                                error=exc)
+                response = page(request, "_error.html" if is_htmx(request) else "error.html",
+                                getattr(request.state, "viewer", None), exc.status, error=exc)
                 if is_htmx(request):  # show it where the action's answer would have gone
                     response.headers["HX-Retarget"] = "#flash"
                     response.headers["HX-Reswap"] = "innerHTML"

@@ -144,7 +144,8 @@ def tokens_match(given: object, expected: str) -> bool:
 
 
 async def viewer(request: Request) -> Viewer:
-    return resolve(request)
+    request.state.viewer = v = resolve(request)  # error pages keep the navigation (render.UiRoute)
+    return v
 
 
 async def checked(request: Request, v: Annotated[Viewer, Depends(viewer)]) -> Viewer:
