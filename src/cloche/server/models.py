@@ -18,8 +18,8 @@ class Strict(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
-# `body: Omittable[Model]` for a body every field of which has a default: a request may
-# leave it out (no body, no Content-Type) and gets exactly what `{}` gives.
+# `body: Omittable[Model]`: a request may leave the body out (no body, no Content-Type) and
+# gets exactly what `{}` gives: the defaults, or a 422 naming the fields it must have.
 Omittable = Annotated[M, Body(default_factory=dict, validate_default=True)]
 
 

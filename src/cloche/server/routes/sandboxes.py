@@ -103,7 +103,7 @@ async def kill_sandbox(sandbox_id: str, request: Request, tenant: CurrentTenant)
 
 
 @router.post("/{sandbox_id}/timeout", response_model=SandboxOut)
-async def set_timeout(sandbox_id: str, body: TimeoutUpdate, request: Request,
+async def set_timeout(sandbox_id: str, body: Omittable[TimeoutUpdate], request: Request,
                       tenant: CurrentTenant) -> SandboxOut:  # fmt: skip
     c = ctx(request)
     c.sandboxes.get(tenant, sandbox_id)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
-from cloche.server.models import SnapshotCreate, SnapshotList, SnapshotOut
+from cloche.server.models import Omittable, SnapshotCreate, SnapshotList, SnapshotOut
 from cloche.store.db import SnapshotRow
 
 router = APIRouter(tags=["snapshots"])
@@ -18,7 +18,7 @@ def _out(row: SnapshotRow) -> SnapshotOut:
 
 
 @router.post("/v1/sandboxes/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotOut)
-async def create_snapshot(sandbox_id: str, body: SnapshotCreate, request: Request,
+async def create_snapshot(sandbox_id: str, body: Omittable[SnapshotCreate], request: Request,
                           tenant: CurrentTenant) -> SnapshotOut:  # fmt: skip
     """Save the sandbox's current files under a name; create sandboxes from it later with
     `POST /v1/sandboxes {"snapshot": id}`."""
