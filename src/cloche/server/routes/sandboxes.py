@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from cloche.control.errors import ApiError
+from cloche.server import links
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
 from cloche.server.models import (
@@ -25,8 +26,10 @@ from cloche.server.models import (
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 
 
-@router.post("", status_code=201, response_model=SandboxOut,
-             responses={200: {"model": SandboxOut, "description": "existing sandbox with this name"}})  # fmt: skip
+EXISTING = {"model": SandboxOut, "links": links.SANDBOX, "description": "existing sandbox with this name"}
+
+
+@router.post("", status_code=201, response_model=SandboxOut, responses={201: {"links": links.SANDBOX}, 200: EXISTING})
 async def create_sandbox(body: Omittable[SandboxCreate], request: Request, tenant: CurrentTenant) -> Response:
     c = ctx(request)
     started = time.perf_counter()
@@ -136,7 +139,8 @@ async def hibernate(sandbox_id: str, request: Request, tenant: CurrentTenant,
     return SandboxOut(**c.sandboxes.get(tenant, sandbox_id).to_json())
 
 
-@router.post("/{sandbox_id}/fork", status_code=201, response_model=SandboxOut)
+@router.post("/{sandbox_id}/fork", status_code=201, response_model=SandboxOut,
+             responses={201: {"links": links.SANDBOX}})  # fmt: skip
 async def fork(sandbox_id: str, body: Omittable[ForkBody], request: Request, tenant: CurrentTenant) -> SandboxOut:
     """A new sandbox with the current files of this one (running or hibernated)."""
     view = await ctx(request).sandboxes.fork(tenant, sandbox_id, body.name, body.metadata)

@@ -7,6 +7,7 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 
+from cloche.server import links
 from cloche.server.auth import Admin, CurrentTenant
 from cloche.server.context import ctx
 from cloche.server.models import KeyRotation, SecretCreate, SecretList, SecretOut, SecretUpdate
@@ -19,7 +20,7 @@ def _out(row: SecretRow) -> SecretOut:
     return SecretOut(name=row.name, hosts=row.hosts, created_at=row.created_at, updated_at=row.updated_at)
 
 
-@router.post("", status_code=201, response_model=SecretOut)
+@router.post("", status_code=201, response_model=SecretOut, responses={201: {"links": links.SECRET}})
 async def create_secret(body: SecretCreate, request: Request, tenant: CurrentTenant) -> SecretOut:
     """Store a secret (encrypted) that may be sent only to `hosts`; 409 if the name is taken."""
     row = ctx(request).secrets.create(tenant.id, body.name, body.value.get_secret_value(), body.hosts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from cloche.server import links
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
 from cloche.server.models import Omittable, SnapshotCreate, SnapshotList, SnapshotOut
@@ -17,7 +18,8 @@ def _out(row: SnapshotRow) -> SnapshotOut:
                        bytes=row.bytes, created_at=row.created_at)  # fmt: skip
 
 
-@router.post("/v1/sandboxes/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotOut)
+@router.post("/v1/sandboxes/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotOut,
+             responses={201: {"links": links.SNAPSHOT}})  # fmt: skip
 async def create_snapshot(sandbox_id: str, body: Omittable[SnapshotCreate], request: Request,
                           tenant: CurrentTenant) -> SnapshotOut:  # fmt: skip
     """Save the sandbox's current files under a name; create sandboxes from it later with
