@@ -127,19 +127,23 @@ async def serve_pty(websocket: WebSocket, tenant: Tenant, sandbox_id: str) -> No
                 if ctl.get("type") == "resize":
                     await session.resize(int(ctl["rows"]), int(ctl["cols"]))
 
-    reader = asyncio.create_task(pump_input())
-    try:
+    async def pump_output() -> None:
         async for ev in session.events():
             if ev.kind == "stdout":
                 await websocket.send_bytes(ev.data)
             elif ev.kind == "exit":
                 await websocket.send_text(json.dumps({"type": "exit", "exit_code": ev.exit_code}))
-    except (WebSocketDisconnect, RuntimeFailure):
-        pass
+
+    # Whichever ends first ends the session: the command's exit, or the client leaving
+    # (an idle shell would otherwise wait for input forever, holding its process).
+    pumps = [asyncio.create_task(pump_input()), asyncio.create_task(pump_output())]
+    try:
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        reader.cancel()
-        with contextlib.suppress(BaseException):
-            await reader
+        for task in pumps:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         await session.close()
         with contextlib.suppress(Exception):
             await websocket.close()
