@@ -136,8 +136,11 @@ def test_an_unexpected_exception_is_a_500_with_the_shape(srv: Server, c: httpx.C
         blobs.unlink()
         aside.rename(blobs)
     assert r.status_code == 500, r.text
-    assert r.json() == {"error": {"code": "internal_error",
-                                  "message": "internal server error; the server's log has the details"}}  # fmt: skip
+    assert r.json()["error"] == {
+        "code": "internal_error",
+        "message": "internal server error; the server's log has the details (request boom-1)",
+    }
+    assert r.headers["x-request-id"] == "boom-1"
     assert entry_for(srv, "boom-1")["status"] == 500
     assert c.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": "true"}).json()["exit_code"] == 0
 

@@ -42,6 +42,11 @@ def note(scope: Scope, **fields: str) -> None:
         notes.update(fields)
 
 
+def request_id(scope: Scope) -> str | None:
+    """The request's id, as logged (None with the access log off)."""
+    return scope.get(NOTES, {}).get("request_id")
+
+
 def to_stderr() -> None:
     """Write the access log to stderr as bare JSON lines (no logging prefix)."""
     if not log.handlers:
@@ -78,7 +83,7 @@ class AccessLog:
         arrived, started = time.time(), time.perf_counter()
         root_path = scope.get("root_path", "")
         request_id = _request_id(scope)
-        notes: dict[str, str] = {}
+        notes = {"request_id": request_id.decode()}
         scope[NOTES] = notes
         status: int | None = None
 
@@ -109,6 +114,6 @@ class AccessLog:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     "tenant_id": notes.get("tenant_id"),
                     "sandbox_id": notes.get("sandbox_id") or scope.get("path_params", {}).get("sandbox_id"),
-                    "request_id": request_id.decode(),
+                    "request_id": notes["request_id"],
                 }
                 log.info(json.dumps(entry, separators=(",", ":")))

@@ -23,6 +23,7 @@ from cloche.node.errors import (
     SandboxNotFound,
     TemplateNotFound,
 )
+from cloche.server import access
 from cloche.snapshots.store import SnapshotCorrupt
 
 RUNTIME_STATUS: list[tuple[type[RuntimeFailure], int]] = [
@@ -84,9 +85,14 @@ async def _too_deep(_: Request, __: RecursionError) -> JSONResponse:
     return error_response(400, "invalid_request", "JSON is nested too deeply")
 
 
-async def _unexpected(_: Request, __: Exception) -> JSONResponse:
-    """Anything else is a bug: a 500 in the usual shape (uvicorn logs the traceback)."""
-    return error_response(500, "internal_error", "internal server error; the server's log has the details")
+async def _unexpected(request: Request, _: Exception) -> JSONResponse:
+    """Anything else is a bug: a 500 in the usual shape, with the request id (this answer
+    leaves outside the access log's middleware), whose line sits by the traceback. uvicorn
+    closes the connection after an exception, so the client is told not to reuse it."""
+    rid = access.request_id(request.scope)
+    message = "internal server error; the server's log has the details" + (f" (request {rid})" if rid else "")
+    headers = {"Connection": "close"} | ({"X-Request-Id": rid} if rid else {})
+    return error_response(500, "internal_error", message, headers)
 
 
 HANDLERS: list[tuple[type[Exception], Callable[[Request, Any], Any]]] = [

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloche.control.errors import ApiError, not_found
+from cloche.server.access import note
 from cloche.server.auth import CurrentTenant, authenticate_now
 from cloche.server.context import ctx
 from cloche.state.engine import Conflict, Op, StateEngine, StateError
@@ -140,6 +141,9 @@ async def _conditional(engine: StateEngine, tenant: Tenant, ns: str, key: str, c
 
 
 TtlParam = Annotated[float | None, Query(gt=0, le=10 * 365 * 86400, description="expire the key after this long")]
+
+
+KV_TEMPLATE = "/v1/state/{ns}/kv/{key}"  # the routes' path, as the access log names it
 
 
 @router.put("/{ns}/kv/{key:path}", responses={412: {}, 413: {}})
@@ -391,6 +395,7 @@ class StateFastPath:
         if not sep or not ns or "/" in ns or not key:
             await self.app(scope, receive, send)
             return
+        note(scope, path=KV_TEMPLATE)
         request = Request(scope, receive)
         try:
             tenant = authenticate_now(request)
