@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from cloche.node.errors import RuntimeFailure
+from cloche.node.errors import InvalidState, RuntimeFailure
 from cloche.node.protocol import HEADER, MAX_FRAME, ExecRequest, chunks, frame
 
 
@@ -72,7 +72,7 @@ class ExecSession:
                                     timed_out=bool(tout))  # fmt: skip
                     return
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise RuntimeFailure("sandbox supervisor went away (sandbox killed?)") from exc
+            raise InvalidState("sandbox supervisor went away (sandbox killed or stopped meanwhile?)") from exc
 
     async def _send(self, data: bytes) -> None:
         self._writer.write(data)
@@ -116,7 +116,7 @@ async def open_session(sock_path: str, request: ExecRequest) -> ExecSession:
         await writer.drain()
     except OSError as exc:
         writer.close()
-        raise RuntimeFailure("sandbox supervisor went away (sandbox killed?)") from exc
+        raise InvalidState("sandbox supervisor went away (sandbox killed or stopped meanwhile?)") from exc
     return ExecSession(reader, writer)
 
 
