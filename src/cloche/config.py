@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cloche.node.net.node import NetConfig
-from cloche.node.spec import Limits
+from cloche.node.spec import ISOLATIONS, Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 INIT_BINARY = PACKAGE_DIR / "_bin" / "cloche-init"
@@ -21,6 +21,9 @@ class Settings:
     pool_size: int = 2
     pool_template: str = "base"
     default_limits: Limits = field(default_factory=Limits)
+    # The isolation tier of sandboxes that do not choose one: runc or gvisor (README
+    # "Isolation tiers"). `driver=runsc` is the old spelling of isolation=gvisor.
+    isolation: str = "runc"
     driver: str = "runc"
     blob_url: str = "local"  # snapshot store: local, file:///dir or s3://bucket/prefix?endpoint=URL
     # Per-tenant defaults; the admin can set others per tenant.
@@ -100,6 +103,14 @@ class Settings:
                          dns_rate_per_s=self.network_dns_rate, proxy_http_ports=_ports(self.egress_http_ports),
                          proxy_https_ports=_ports(self.egress_https_ports),
                          upstream_ca_file=self.egress_upstream_ca_file)  # fmt: skip
+
+    def default_isolation(self) -> str:
+        if self.driver not in ("runc", "runsc"):
+            raise ValueError(f"driver must be runc or runsc, got {self.driver!r}")
+        isolation = "gvisor" if self.driver == "runsc" else self.isolation
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
+        return isolation
 
     @property
     def db_path(self) -> Path:
