@@ -8,6 +8,12 @@
  * pid 1 forks a handler per connection, and the handler forks the command, relays
  * stdin/stdout/stderr as frames and reports the exit status. pid 1 also reaps orphans.
  *
+ * Under gVisor (runsc has no --preserve-fds) the host cannot hand the socket over, so
+ * when CLOCHE_LISTEN names a path, pid 1 binds and listens there itself: the path is in
+ * a directory bind-mounted from the host, and runsc --host-uds=create makes the socket
+ * reachable from the host (see src/cloche/node/gvisor.py). gVisor also has no
+ * pidfd_open (ENOSYS), so a handler then waits for its command with a SIGCHLD self-pipe.
+ *
  * It is a static C binary so that it runs in any template, busybox or distroless alike.
  *
  * Wire format (both directions): 1 byte type, 4 byte big-endian length, payload.
@@ -34,6 +40,8 @@
 #include <sys/ioctl.h>
 #include <grp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -50,6 +58,8 @@
 extern char **environ;
 
 static int conn = -1;  /* -1 once the host has gone away */
+static int have_pidfd = 1;  /* 0 under gVisor: handlers wait on a SIGCHLD self-pipe */
+static int chld_pipe[2] = {-1, -1};
 
 static int write_all(int fd, const void *buf, size_t len) {
     const char *p = buf;
@@ -257,6 +267,35 @@ fail : {
 }
 }
 
+static void on_sigchld(int sig) {
+    (void)sig;
+    int saved = errno;
+    const char c = 0;
+    if (write(chld_pipe[1], &c, 1) < 0) {
+        /* the pipe is full: a wake-up is already pending */
+    }
+    errno = saved;
+}
+
+/* Without pidfds: SIGCHLD writes to a pipe the handler polls. Installed before the fork,
+ * so an exit cannot slip by between the fork and the poll. */
+static void watch_children(void) {
+    if (pipe2(chld_pipe, O_CLOEXEC | O_NONBLOCK) < 0) _exit(1);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigchld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, NULL);
+}
+
+/* Called when the pidfd (or the SIGCHLD pipe) is readable: 1 once `pid` is reaped. */
+static int child_exited(pid_t pid, int *status) {
+    if (have_pidfd) return waitpid(pid, status, 0) == pid;
+    char buf[64];
+    while (read(chld_pipe[0], buf, sizeof buf) > 0) {
+    }
+    return waitpid(pid, status, WNOHANG) == pid;
+}
+
 static void handle_kill(unsigned char *payload, uint32_t len) {
     struct cursor c = {payload, len, 0};
     pid_t pid = (pid_t)take_uint(&c, 4);
@@ -312,6 +351,7 @@ static void handle_exec(unsigned char *payload, uint32_t len) {
         pipe2(err, O_CLOEXEC);
     }
 
+    if (!have_pidfd) watch_children();
     pid_t pid = fork();
     if (pid == 0) {
         child_exec((int)flags, slave, in[0], out[1], err[1], errpipe[1], uid, gid, argv, envp, cwd);
@@ -345,7 +385,7 @@ static void handle_exec(unsigned char *payload, uint32_t len) {
     put_u32(started, (uint32_t)pid);
     send_frame('S', started, 4);
 
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int pidfd = have_pidfd ? (int)syscall(SYS_pidfd_open, pid, 0) : chld_pipe[0];
     struct outstream streams[2] = {{master >= 0 ? master : out[0], 'O'}, {err[0], 'E'}};
     int stdin_fd = master >= 0 ? master : in[1];
     if (!(flags & FLAG_STDIN) && master < 0) stdin_fd = -1;
@@ -403,10 +443,7 @@ static void handle_exec(unsigned char *payload, uint32_t len) {
             }
             free(data);
         }
-        if (pfd[i_pid].revents) {
-            waitpid(pid, &status, 0);
-            break;
-        }
+        if (pfd[i_pid].revents && child_exited(pid, &status)) break;
     }
     /* The command has exited: forward what is already buffered, but do not wait for
      * daemons that inherited the pipes. */
@@ -457,8 +494,29 @@ static int hold_userns(void) {
     return 0;
 }
 
+/* Bind and listen on `path` as fd 3 (the gVisor tier; see the top of this file). The
+ * directory is the sandbox's own, so a stale socket of an earlier run is replaced. */
+static int listen_on(const char *path) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path) return -1;
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || chmod(path, 0600) < 0 ||
+        listen(fd, 128) < 0 || dup2(fd, 3) < 0)
+        return -1;
+    if (fd != 3) close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "userns") == 0) return hold_userns();
+    const char *listen_path = getenv("CLOCHE_LISTEN");
+    if (listen_path && listen_on(listen_path) < 0) return 1;
+    int probe = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (probe < 0) have_pidfd = 0;
+    else close(probe);
     struct sigaction sa = {0};
     sa.sa_handler = reap;
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;

@@ -21,7 +21,7 @@ from cloche.node.net.node import NetConfig
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeConfig, NodeRuntime
-from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
+from cloche.node.spec import ISOLATIONS, IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
 from tests.netlab import EgressGuard, FakeInternet
 
@@ -75,10 +75,12 @@ class LoopThread:
 class Node:
     """A NodeRuntime plus sync helpers for tests."""
 
-    def __init__(self, data_dir: Path, pool_size: int = 0, **config_kw: Any) -> None:
+    def __init__(self, data_dir: Path, pool_size: int = 0, isolation: str = "runc", **config_kw: Any) -> None:
         self.loop = LoopThread()
+        self.isolation = isolation  # the tier of the pool and of sandboxes made by `create`
         config_kw.setdefault("network", suite_network())
-        config = NodeConfig(data_dir=data_dir, init_binary=INIT_BINARY, pool_size=pool_size, **config_kw)
+        config = NodeConfig(data_dir=data_dir, init_binary=INIT_BINARY, pool_size=pool_size, isolation=isolation,
+                            **config_kw)  # fmt: skip
         self.rt = self.loop.run(_make_runtime(config))
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
@@ -86,7 +88,8 @@ class Node:
 
     def create(self, template: str = "base", env: dict[str, str] | None = None, idle: IdlePolicy | None = None,
                **limits: Any) -> SandboxRecord:  # fmt: skip
-        spec = SandboxSpec(template=template, limits=Limits(**limits), env=env or {}, idle=idle or IdlePolicy())
+        spec = SandboxSpec(template=template, limits=Limits(**limits), env=env or {}, idle=idle or IdlePolicy(),
+                           isolation=self.isolation)  # fmt: skip
         return self.run(self.rt.create(spec))
 
     def exec(self, sandbox_id: str, cmd: list[str] | str, **kw: Any) -> ExecResult:
@@ -118,6 +121,15 @@ async def _make_runtime(config: NodeConfig) -> NodeRuntime:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     n = Node(tmp_path_factory.mktemp("node"))
+    yield n
+    n.close()
+
+
+@pytest.fixture(scope="module", params=ISOLATIONS)
+def tier_node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """The test matrix over isolation tiers: a module whose `node` is this one runs each
+    of its tests once per tier (runc, then gVisor)."""
+    n = Node(tmp_path_factory.mktemp(f"node-{request.param}"), isolation=request.param)
     yield n
     n.close()
 

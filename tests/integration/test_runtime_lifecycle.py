@@ -1,4 +1,5 @@
-"""Node runtime lifecycle with real runc: create, exec, pause/resume, stop/start, kill."""
+"""Node runtime lifecycle with real containers: create, exec, pause/resume, stop/start,
+kill. Every test runs on both isolation tiers (runc and gVisor's runsc: `tier_node`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,29 @@ import time
 
 import pytest
 
-from cloche.node.errors import InvalidState, SandboxNotFound
+from cloche.node.errors import InvalidSpec, InvalidState, SandboxNotFound
+from cloche.node.spec import SandboxSpec
+
+
+@pytest.fixture(scope="module")
+def node(tier_node):
+    return tier_node
+
+
+def test_the_kernel_is_the_tiers(node, sandbox):
+    """Under gVisor the sandbox talks to the Sentry, which says it is Linux 4.4.0."""
+    release = node.exec(sandbox.id, ["uname", "-r"]).stdout.decode().strip()
+    if node.isolation == "gvisor":
+        assert release == "4.4.0"
+    else:
+        assert release == os.uname().release
+    assert node.rt.get(sandbox.id).spec.isolation == node.isolation
+
+
+def test_threads_and_subprocesses_work(node, sandbox):
+    script = "import subprocess, threading; t = threading.Thread(target=print, args=('t',)); t.start(); t.join(); "
+    script += "print(subprocess.run(['echo', 'p'], capture_output=True, text=True).stdout.strip())"
+    assert node.exec(sandbox.id, ["python3", "-c", script]).stdout == b"t\np\n"
 
 
 def test_exec_returns_output_and_exit_code(node, sandbox):
@@ -77,20 +100,26 @@ def test_kill_leaves_nothing(node):
     assert not os.path.exists(f"/sys/fs/cgroup/memory/cloche/{node.rt.key}/{rec.id}")
 
 
-def test_unsupported_driver_is_refused_with_its_reason(tmp_path):
-    from cloche.node.errors import RuntimeFailure
-    from cloche.node.runc import driver_for
-
-    with pytest.raises(RuntimeFailure, match="preserve-fds"):
-        driver_for("runsc", tmp_path)
-    with pytest.raises(RuntimeFailure, match="unknown runtime driver"):
-        driver_for("kata", tmp_path)
+def test_unknown_isolation_is_refused_naming_it(node):
+    with pytest.raises(InvalidSpec, match="isolation"):
+        node.run(node.rt.create(SandboxSpec(isolation="kata")))
 
 
-def test_close_while_the_pool_refills_leaves_nothing(tmp_path):
+def test_host_files_and_sandbox_files_agree_at_once(node, sandbox):
+    """The file API writes the rootfs on the host: the sandbox sees it at once (gVisor:
+    --file-access=shared, /tmp bound), and the host sees the sandbox's writes."""
+    fs = node.rt.fs(sandbox.id)
+    for path in ("/workspace/agree", "/tmp/agree"):
+        fs.write(path, b"from host")
+        assert node.exec(sandbox.id, ["cat", path]).stdout == b"from host"
+        node.sh(sandbox.id, f"echo -n from sandbox > {path}")
+        assert fs.read(path, 1 << 20) == b"from sandbox"
+
+
+def test_close_while_the_pool_refills_leaves_nothing(node, tmp_path):
     from tests.conftest import Node
 
-    n = Node(tmp_path / "data", pool_size=2)
+    n = Node(tmp_path / "data", pool_size=2, isolation=node.isolation)
     run_dir = n.rt.run
     time.sleep(0.02)  # the pool is now starting its first sandboxes
     n.run(n.rt.close(), timeout=60)

@@ -1,12 +1,15 @@
 """Builds the OCI runtime spec (config.json) for one sandbox: the single place where
-cloche's isolation policy becomes runc configuration, like runc's own specconv."""
+cloche's isolation policy becomes runtime configuration, like runc's own specconv.
+Both tiers get the same spec; `_for_gvisor` adds what runsc needs besides."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cloche.node import seccomp
+from cloche.node.gvisor import SOCKET_DIR
 from cloche.node.spec import Limits
 
 UID_RANGE = 65536
@@ -15,6 +18,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BIN_DIR_PATH = "/.cloche/bin"
 INIT_PATH = "/.cloche/bin/cloche-init"
 HOST_DIR_PATH = "/.cloche/host"
+SOCKET_DIR_PATH = "/.cloche/sv"  # gVisor: where cloche-init binds its socket
 
 # Docker's default capability set minus NET_RAW and MKNOD.
 CAPABILITIES = [
@@ -96,10 +100,14 @@ def build_config(
     binds: list[HostBind],
     cgroup_path: str,
     swap_control: bool,
+    isolation: str = "runc",
+    bundle: Path | None = None,
+    netns: Path | None = None,
 ) -> dict[str, Any]:
-    """The full config.json for a sandbox whose merged root is at ./rootfs."""
+    """The full config.json for a sandbox whose merged root is at <bundle>/rootfs;
+    `netns`: a network namespace made beforehand (else the runtime makes a new one)."""
     caps = list(CAPABILITIES)
-    return {
+    config: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
@@ -130,3 +138,31 @@ def build_config(
             "seccomp": seccomp.profile(),
         },
     }
+    if netns is not None:
+        for ns in config["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = str(netns)
+    if isolation == "gvisor":
+        assert bundle is not None
+        _for_gvisor(config, bundle)
+    return config
+
+
+def _for_gvisor(config: dict[str, Any], bundle: Path) -> None:
+    """runsc's differences: cloche-init listens on a socket in a directory bound from
+    the host (runsc cannot pass fds in; see gvisor.py), and /tmp is bound explicitly,
+    since runsc would otherwise put a tmpfs of its own over an empty /tmp, where the
+    file API (which writes the rootfs on the host) could not see it. gVisor's seccomp
+    answers EPERM to every denied call (it ignores errnoRet), so clone3 is let through
+    to the Sentry, which answers ENOSYS itself (glibc then falls back to clone; with
+    EPERM no thread could start)."""
+    rules = config["linux"]["seccomp"]["syscalls"]
+    rules[:] = [rule for rule in rules if rule["names"] != ["clone3"]]
+    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ALLOW"})
+    config["process"]["env"].append(f"CLOCHE_LISTEN={SOCKET_DIR_PATH}/sock")
+    config["mounts"] += [
+        {"destination": SOCKET_DIR_PATH, "type": "bind", "source": str(bundle / SOCKET_DIR),
+         "options": ["bind", "nosuid", "nodev", "noexec"]},
+        {"destination": "/tmp", "type": "bind", "source": str(bundle / "rootfs" / "tmp"),
+         "options": ["bind", "nosuid", "nodev"]},
+    ]  # fmt: skip

@@ -20,9 +20,10 @@ log = logging.getLogger("cloche.pool")
 
 
 class WarmPool:
-    def __init__(self, runtime: NodeRuntime, template: str, limits: Limits, size: int) -> None:
+    def __init__(self, runtime: NodeRuntime, template: str, limits: Limits, size: int, isolation: str) -> None:
         self.runtime = runtime
         self.template = template
+        self.isolation = isolation
         self.limits = limits
         self.size = size
         self.ready: list[SandboxRecord] = []
@@ -45,6 +46,7 @@ class WarmPool:
     def fits(self, spec: SandboxSpec) -> bool:
         return (
             spec.template == self.template
+            and spec.isolation == self.isolation
             and spec.limits.disk_mb == self.limits.disk_mb
             and spec.limits.inode_count == self.limits.inode_count
         )
@@ -68,7 +70,7 @@ class WarmPool:
             await asyncio.sleep(0.01)
 
     async def _fill(self) -> None:
-        spec = SandboxSpec(template=self.template, limits=self.limits)
+        spec = SandboxSpec(template=self.template, limits=self.limits, isolation=self.isolation)
         while True:
             while len(self.ready) < self.size:
                 try:

@@ -1,9 +1,8 @@
 """The OCI runtime driver: start, inspect, freeze and destroy one container by id.
 
-runc is the driver. gVisor's runsc would be the stronger tier, but the runsc Debian
-ships (2022-12) cannot hand a listening socket into the sandbox (no --preserve-fds),
-which the resident supervisor needs; it is refused with that reason rather than
-half-working.
+`OciDriver` is what every tier shares (runc's and runsc's command lines agree on state,
+list, pause, resume and delete); `RuncDriver` starts a container with the supervisor's
+listening socket handed in as fd 3. The gVisor tier is `cloche.node.gvisor`.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +23,9 @@ class OciDriver:
     """Drives an OCI runtime binary with its own state root."""
 
     binary_name = "runc"
+    # gVisor's netstack takes the interfaces present when the sandbox boots, so the
+    # node must make the sandbox's network namespace, with its link, before `run`.
+    network_before_start = False
 
     def __init__(self, state_root: Path, binary: str | None = None) -> None:
         self.state_root = state_root
@@ -41,35 +44,46 @@ class OciDriver:
             raise RuntimeFailure(f"{self.binary_name} {args[0]} failed: {proc.stderr.strip()}")
         return proc
 
-    def run(self, container_id: str, bundle: Path, listen_fd: int, log: Path) -> int:
-        """Start the container detached, handing it `listen_fd` as its fd 3; returns the
-        pid of its init. runc's own early errors (before its log is set up) land in
-        runc.err beside the log."""
-        pid_file = bundle / "pid"
-        argv = self._base() + ["--log", str(log), "--log-format", "json", "run", "--detach", "--pid-file",
-                               str(pid_file), "--preserve-fds", "1", "--bundle", str(bundle), container_id]  # fmt: skip
+    def socket_path(self, bundle: Path) -> Path:
+        """Where the host reaches the sandbox's supervisor."""
+        return bundle / "sock"
+
+    def prepare(self, bundle: Path, uid: int) -> None:
+        """What the bundle needs on the host before the container starts (`uid`: the
+        sandbox's root on the host)."""
+
+    def run(self, container_id: str, bundle: Path, log: Path) -> int:
+        """Start the container detached with its supervisor listening; returns the pid
+        of its init (runc) or sandbox process (runsc)."""
+        raise NotImplementedError
+
+    def _spawn(self, what: str, argv: list[str], log: Path, fds: tuple[int, ...] = ()) -> None:
+        """Run one command of the runtime to completion; its own early errors (before its
+        log is set up) land in <log>.err."""
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         errors = os.open(log.with_suffix(".err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            actions = [
-                (os.POSIX_SPAWN_DUP2, devnull, 0),
-                (os.POSIX_SPAWN_DUP2, devnull, 1),
-                (os.POSIX_SPAWN_DUP2, errors, 2),
-                (os.POSIX_SPAWN_DUP2, listen_fd, 3),
-            ]
-            pid = os.posix_spawn(self.binary, argv, os.environ, file_actions=actions)
+            actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+                       (os.POSIX_SPAWN_DUP2, errors, 2)]  # fmt: skip
+            actions += [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(fds)]
+            pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions)
         finally:
             os.close(devnull)
             os.close(errors)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
-            try:
-                early = log.with_suffix(".err").read_text(errors="replace").strip()[-500:]
-            except OSError:
-                early = ""
-            raise RuntimeFailure(f"{self.binary_name} run failed ({code}): {_last_error(log)} {early}".strip())
-        return int(pid_file.read_text())
+            self.fail(f"{what} failed ({code})", log)
+
+    def fail(self, what: str, log: Path) -> None:
+        try:
+            early = log.with_suffix(".err").read_text(errors="replace").strip()[-500:]
+        except OSError:
+            early = ""
+        raise RuntimeFailure(f"{self.binary_name} {what}: {_last_error(log)} {early}".strip())
+
+    def _exists(self, container_id: str) -> bool:
+        return (self.state_root / container_id).exists()
 
     def state(self, container_id: str) -> dict[str, Any] | None:
         proc = self._call("state", container_id, check=False)
@@ -105,7 +119,7 @@ class OciDriver:
 
     def delete(self, container_id: str) -> None:
         """Kill every process of the container and remove its state and cgroup."""
-        if not (self.state_root / container_id).exists():
+        if not self._exists(container_id):
             return  # no such container (runc would also recreate a removed state root)
         proc = self._call("delete", "--force", container_id, check=False)
         if proc.returncode != 0 and "does not exist" not in proc.stderr:
@@ -118,6 +132,25 @@ class OciDriver:
 
 class RuncDriver(OciDriver):
     binary_name = "runc"
+
+    def run(self, container_id: str, bundle: Path, log: Path) -> int:
+        """The host binds the supervisor's socket and runc hands it in as fd 3
+        (--preserve-fds 1), so the socket file lives only on the host."""
+        sock_path = self.socket_path(bundle)
+        sock_path.unlink(missing_ok=True)
+        pid_file = bundle / "pid"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(sock_path))
+            os.chmod(sock_path, 0o600)
+            listener.listen(128)
+            argv = self._base() + ["--log", str(log), "--log-format", "json", "run", "--detach", "--pid-file",
+                                   str(pid_file), "--preserve-fds", "1", "--bundle", str(bundle),
+                                   container_id]  # fmt: skip
+            self._spawn("run", argv, log, (listener.fileno(),))
+        finally:
+            listener.close()
+        return int(pid_file.read_text())
 
 
 def _last_error(log: Path) -> str:
@@ -133,17 +166,3 @@ def _last_error(log: Path) -> str:
         if entry.get("level") in ("error", "fatal"):
             return str(entry.get("msg"))
     return lines[-1] if lines else "no log"
-
-
-DRIVERS: dict[str, type[OciDriver]] = {"runc": RuncDriver}
-UNSUPPORTED = {
-    "runsc": "Debian's runsc (2022-12) cannot pass the supervisor's socket into the sandbox (no --preserve-fds)",
-}
-
-
-def driver_for(name: str, state_root: Path) -> OciDriver:
-    if name in UNSUPPORTED:
-        raise RuntimeFailure(f"runtime driver {name!r} is not supported: {UNSUPPORTED[name]}")
-    if name not in DRIVERS:
-        raise RuntimeFailure(f"unknown runtime driver {name!r} (choose from {', '.join(DRIVERS)})")
-    return DRIVERS[name](state_root)

@@ -19,24 +19,24 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from cloche.node import cgroups, disk, idmap, linux, orphans, supervisor
+from cloche.node import cgroups, disk, drivers, idmap, linux, orphans, supervisor
 from cloche.node.bundle import BIN_DIR_PATH, UID_RANGE, HostBind, build_config
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.files import SandboxFS
+from cloche.node.net import links
 from cloche.node.net.firewall import Counters
 from cloche.node.net.node import NetConfig, NodeNetwork
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.pool import WarmPool
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import RecordStore, SandboxRecord
-from cloche.node.runc import OciDriver, driver_for
+from cloche.node.runc import OciDriver
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.templates import TemplateStore
 from cloche.node.uids import UidAllocator
@@ -73,7 +73,7 @@ class SandboxListener(Protocol):
 class NodeConfig:
     data_dir: Path
     init_binary: Path
-    driver: str = "runc"
+    isolation: str = "runc"  # the warm pool's tier (sandboxes choose theirs in their spec)
     pool_size: int = 0
     pool_template: str = "base"
     pool_limits: Limits = Limits()
@@ -119,14 +119,17 @@ class NodeRuntime:
         self.init_path = self.bin_dir / "cloche-init"
         self.records = RecordStore(self.data / "sandboxes")
         self.templates = TemplateStore(config.data_dir / "templates")
-        self.driver: OciDriver = driver_for(config.driver, self.run / "runc")
+        self.drivers = drivers.available(self.run)
+        if config.isolation not in self.drivers:
+            raise drivers.missing(config.isolation)
+        self.driver: OciDriver = self.drivers[config.isolation]
         self.uids = UidAllocator(config.run_root / "uids")
         self.cgroup_parent = cgroups.node_parent(self.key)
         self._swap = cgroups.swap_control()
         self._sandboxes: dict[str, SandboxRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Future[None]] = set()
-        self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size)
+        self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size, config.isolation)
         self.network = (NodeNetwork(self.key, config.network, config.run_root, self.data)
                         if config.network else None)  # fmt: skip
         self.base_env = {**BASE_ENV, **(TRUST_ENV if self.network else {})}
@@ -214,13 +217,14 @@ class NodeRuntime:
 
     def _remove_run_dir(self) -> None:
         """With no live sandbox left, the node's runtime directory goes too."""
-        self.driver.delete_all()
+        for driver in self.drivers.values():
+            driver.delete_all()
         shutil.rmtree(self.run, ignore_errors=True)
         cgroups.remove_tree(f"/{cgroups.PARENT}")  # ours, and the shared parent once empty
 
     def _reconcile(self) -> None:
         self.templates.get("base")  # built once, before the first create needs it
-        statuses = self.driver.statuses()
+        statuses = {cid: status for d in self.drivers.values() for cid, status in d.statuses().items()}
         running = set(statuses)
         known = set()
         for rec in self.records.load_all():
@@ -262,7 +266,7 @@ class NodeRuntime:
             pid = int((self.run / rec.id / "pid").read_text())
         except (OSError, ValueError):
             pid = 0
-        if pid and self.network.adopt(rec.id, rec.net, pid, rec.spec.network):
+        if pid and self.network.adopt(rec.id, rec.net, f"/proc/{pid}/ns/net", rec.spec.network):
             return True
         log.warning("sandbox %s lost its network link; restarting it", rec.id)
         return False
@@ -308,7 +312,19 @@ class NodeRuntime:
         return SandboxFS(str(self.run / sandbox_id / "rootfs"), UidAllocator.base(rec.uid_index))
 
     def socket_path(self, sandbox_id: str) -> str:
-        return str(self.run / sandbox_id / "sock")
+        return str(self._driver(self.get(sandbox_id)).socket_path(self.run / sandbox_id))
+
+    def _driver(self, rec: SandboxRecord) -> OciDriver:
+        driver = self.drivers.get(rec.spec.isolation)
+        if driver is None:
+            raise InvalidSpec(str(drivers.missing(rec.spec.isolation)))
+        return driver
+
+    def _drivers_of(self, sandbox_id: str) -> list[OciDriver]:
+        """The driver of a known sandbox; every driver for a container without a record."""
+        rec = self._sandboxes.get(sandbox_id)
+        driver = self.drivers.get(rec.spec.isolation) if rec else None
+        return [driver] if driver else list(self.drivers.values())
 
     def _cgroup(self, sandbox_id: str) -> str:
         return f"{self.cgroup_parent}/{sandbox_id}"
@@ -320,6 +336,8 @@ class NodeRuntime:
 
     async def create(self, spec: SandboxSpec, *, use_pool: bool = True) -> SandboxRecord:
         spec.validate()
+        if spec.isolation not in self.drivers:
+            raise InvalidSpec(str(drivers.missing(spec.isolation)))
         await asyncio.to_thread(self.templates.get, spec.template)
         if self.network:
             await self.network.check_policy(spec.network)
@@ -397,6 +415,11 @@ class NodeRuntime:
         linux.mount("overlay", str(rdir / "rootfs"), "overlay", OVERLAY_FLAGS,
                     f"lowerdir={rdir / 'lower'},upperdir={upper},workdir={work}")  # fmt: skip
         binds = list(template.binds)
+        driver = self._driver(rec)
+        driver.prepare(rdir, base)
+        netns = rdir / "netns" if driver.network_before_start else None
+        if netns is not None:
+            links.make_netns(netns)
         if self.network:
             rec.net = self.network.prepare(rec.id, rdir).to_json()
             binds.append(HostBind(str(rdir / "resolv.conf"), "/etc/resolv.conf"))
@@ -412,21 +435,17 @@ class NodeRuntime:
             binds=binds,
             cgroup_path=self._cgroup(rec.id),
             swap_control=self._swap,
+            isolation=rec.spec.isolation,
+            bundle=rdir,
+            netns=netns,
         )
         (rdir / "config.json").write_text(json.dumps(config))
-        sock_path = rdir / "sock"
-        if sock_path.exists():
-            sock_path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(str(sock_path))
-            os.chmod(sock_path, 0o600)
-            listener.listen(128)
-            pid = self.driver.run(rec.id, rdir, listener.fileno(), rdir / "runc.log")
-        finally:
-            listener.close()
-        if self.network:
-            self.network.attach(rec.id, pid, None if rec.pooled else rec.spec.network)
+        policy = None if rec.pooled else rec.spec.network
+        if self.network and netns is not None:
+            self.network.attach(rec.id, str(netns), policy)
+        pid = driver.run(rec.id, rdir, rdir / "runc.log")
+        if self.network and netns is None:
+            self.network.attach(rec.id, f"/proc/{pid}/ns/net", policy)
 
     def _make_disk(self, rec: SandboxRecord, image: Path, mountpoint: Path) -> None:
         """A fresh disk image, filled from the record's snapshot when it has one. It only
@@ -451,7 +470,8 @@ class NodeRuntime:
 
     def _teardown(self, sandbox_id: str) -> None:
         """Remove the runtime half of a sandbox (container, network, mounts, bundle); keep its disk."""
-        self.driver.delete(sandbox_id)
+        for driver in self._drivers_of(sandbox_id):
+            driver.delete(sandbox_id)
         if self.network:
             self.network.detach(sandbox_id)
         rec = self._sandboxes.get(sandbox_id)
@@ -460,7 +480,7 @@ class NodeRuntime:
         rdir = self.run / sandbox_id
         # Unmount by trying (not-mounted answers EINVAL): scanning the host's mount table
         # costs tens of ms once a node runs a thousand sandboxes.
-        for sub in ("rootfs", "lower", "disk"):
+        for sub in ("rootfs", "lower", "disk", "netns"):
             disk.unmount(str(rdir / sub))
         shutil.rmtree(rdir, ignore_errors=True)
         cgroups.remove_tree(self._cgroup(sandbox_id))
@@ -566,7 +586,7 @@ class NodeRuntime:
         return True
 
     def _hibernate(self, rec: SandboxRecord) -> None:
-        self.driver.delete(rec.id)
+        self._driver(rec).delete(rec.id)
         self._mount_for_capture(rec)
         self.snapshots.begin_write()
         try:
@@ -592,7 +612,7 @@ class NodeRuntime:
     def _snapshot_live(self, rec: SandboxRecord) -> str:
         frozen = rec.state == "running"
         if frozen:
-            self.driver.pause(rec.id)
+            self._driver(rec).pause(rec.id)
         mounted = self._mount_for_capture(rec) if rec.state in ("stopped", "hibernated") else False
         self.snapshots.begin_write()
         try:
@@ -603,7 +623,7 @@ class NodeRuntime:
             if mounted:
                 disk.unmount(str(self.run / rec.id / "disk"))
             if frozen:
-                self.driver.resume(rec.id)
+                self._driver(rec).resume(rec.id)
 
     async def fork(self, sandbox_id: str, spec: SandboxSpec | None = None) -> SandboxRecord:
         """A new sandbox with the current files of this one (running or hibernated)."""
@@ -624,7 +644,7 @@ class NodeRuntime:
                 return rec
             if rec.state != "running":
                 raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; only a running one pauses")
-            await asyncio.to_thread(self.driver.pause, sandbox_id)
+            await asyncio.to_thread(self._driver(rec).pause, sandbox_id)
             rec.state = "paused"
             await asyncio.to_thread(self.records.save, rec)
             return rec
@@ -633,7 +653,7 @@ class NodeRuntime:
         async with self._lock(sandbox_id):
             rec = self.get(sandbox_id)
             if rec.state == "paused":
-                await asyncio.to_thread(self.driver.resume, sandbox_id)
+                await asyncio.to_thread(self._driver(rec).resume, sandbox_id)
                 rec.state = "running"
                 rec.last_active_at = time.time()
                 await asyncio.to_thread(self.records.save, rec)

@@ -14,6 +14,9 @@ MIN_MEMORY_MB = 32
 MAX_MEMORY_MB = 256 * 1024
 MAX_DISK_MB = 1024 * 1024
 MIN_DISK_MB = 16
+# Isolation tiers: runc (namespaces + seccomp on the host kernel) and gvisor (runsc: a
+# user-space kernel between the sandbox and the host's).
+ISOLATIONS = ("runc", "gvisor")
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,12 @@ class SandboxSpec:
     idle: IdlePolicy = field(default_factory=IdlePolicy)
     on_resume: str | None = None  # shell command run after waking from stopped/hibernated
     network: NetworkPolicy = field(default_factory=NetworkPolicy)  # the runtime's default: loopback only
+    isolation: str = "runc"
 
     def validate(self) -> None:
         self.limits.validate()
+        if self.isolation not in ISOLATIONS:
+            raise InvalidSpec(f"isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}")
         for key in self.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidSpec(f"invalid environment variable name {key!r}")
@@ -100,4 +106,5 @@ class SandboxSpec:
             idle=IdlePolicy(**data.get("idle", {})),
             on_resume=data.get("on_resume"),
             network=NetworkPolicy.from_json(data.get("network", "none")),
+            isolation=data.get("isolation", "runc"),
         )

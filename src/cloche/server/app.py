@@ -65,7 +65,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         ensure_admin_key(store, settings)
         secret_service = SecretService(store, settings.secret_keys_path)  # resolve() is the egress proxy's lookup
         runtime = NodeRuntime(NodeConfig(
-            data_dir=settings.data_dir, init_binary=INIT_BINARY, driver=settings.driver,
+            data_dir=settings.data_dir, init_binary=INIT_BINARY, isolation=settings.default_isolation(),
             pool_size=settings.pool_size, pool_template=settings.pool_template,
             pool_limits=settings.default_limits, blob_url=settings.blob_url, network=settings.net_config(),
         ))  # fmt: skip

@@ -17,17 +17,21 @@ import ctypes
 import ipaddress
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import TC_H_ROOT
 
+from cloche.node import linux
 from cloche.node.errors import RuntimeFailure
 
 CLONE_NEWNET = 0x40000000
+MS_BIND = 0x1000
 ALIAS_PREFIX = "cloche:"
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
@@ -98,9 +102,30 @@ def _write_sysctl(path: str, value: str) -> None:
         pass
 
 
-def create(link: Link, pid: int, alias: str, mtu: int = 1500) -> None:
-    """Make the pair and configure both ends; the container's namespace is /proc/pid/ns/net."""
-    ns_path = f"/proc/{pid}/ns/net"
+def make_netns(path: Path) -> None:
+    """A new network namespace, kept alive by a bind mount at `path` (a fresh thread
+    unshares, so no other thread of the node changes namespace)."""
+    path.touch()
+    failure: list[BaseException] = []
+
+    def unshare_and_bind() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+            linux.mount("/proc/thread-self/ns/net", str(path), None, MS_BIND)
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=unshare_and_bind)
+    worker.start()
+    worker.join()
+    if failure:
+        raise RuntimeFailure(f"cannot make a network namespace: {failure[0]}")
+
+
+def create(link: Link, ns_path: str, alias: str, mtu: int = 1500) -> None:
+    """Make the pair and configure both ends, the sandbox's in the namespace at `ns_path`."""
     peer = f"clp{link.index}"
     with IPRoute() as ip:
         try:
@@ -148,7 +173,7 @@ def ours(prefix: str) -> Iterator[tuple[str, str]]:
                 yield msg.get_attr("IFLA_IFNAME"), alias
 
 
-def shape(link: Link, pid: int, ingress_mbps: float | None, egress_mbps: float | None) -> None:
+def shape(link: Link, ns_path: str, ingress_mbps: float | None, egress_mbps: float | None) -> None:
     """Bandwidth limits as token buckets: on the host side for what flows into the
     sandbox (its ingress), and on its own eth0 for what it sends (its egress). The
     sandbox's root has no CAP_NET_ADMIN, so it cannot remove either (and this kernel
@@ -159,7 +184,7 @@ def shape(link: Link, pid: int, ingress_mbps: float | None, egress_mbps: float |
     def inside() -> IPRoute:
         return IPRoute(fileno=socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0).detach())
 
-    with in_netns(f"/proc/{pid}/ns/net", inside) as ip:
+    with in_netns(ns_path, inside) as ip:
         _set_tbf(ip, "eth0", egress_mbps)
 
 

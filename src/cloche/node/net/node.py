@@ -95,7 +95,7 @@ class NodeNetwork:
         self._links: dict[str, links.Link] = {}  # sandbox id -> link
         self._by_address: dict[str, str] = {}  # sandbox address -> sandbox id
         self._policies: dict[str, NetworkPolicy] = {}
-        self._pids: dict[str, int] = {}  # sandbox id -> its init's pid (its namespace)
+        self._netns: dict[str, str] = {}  # sandbox id -> the path of its network namespace
         # sandbox id -> {(name, address): expiry}: what its lookups of rule hosts answered
         self._resolved: dict[str, dict[tuple[str, str], float]] = {}
         self.uplink = ""
@@ -170,19 +170,20 @@ class NodeNetwork:
         (rdir / "resolv.conf").write_text(f"nameserver {link.host_address}\noptions attempts:2 timeout:2\n")
         return link
 
-    def attach(self, sandbox_id: str, pid: int, policy: NetworkPolicy | None) -> None:
-        """Wire the running container: its veth, firewall entries and, unless it is a
-        warm-pool sandbox waiting for its user (policy None), its policy."""
+    def attach(self, sandbox_id: str, netns: str, policy: NetworkPolicy | None) -> None:
+        """Wire the container's network namespace (that of a running runc container, or
+        one made for a gVisor sandbox about to start): its veth, firewall entries and,
+        unless it is a warm-pool sandbox waiting for its user (policy None), its policy."""
         link = self._links[sandbox_id]
         assert self.firewall is not None
         links.delete(link.host_ifname)  # a stale pair of a crashed run of this index
-        links.create(link, pid, f"{self.alias_prefix}{sandbox_id}", self.config.mtu)
-        self._pids[sandbox_id] = pid
+        links.create(link, netns, f"{self.alias_prefix}{sandbox_id}", self.config.mtu)
+        self._netns[sandbox_id] = netns
         self.firewall.add_sandbox(link.index, link.host_ifname, link.address)
         if policy is not None:
             self.apply(sandbox_id, policy)
 
-    def adopt(self, sandbox_id: str, net: dict[str, object], pid: int, policy: NetworkPolicy) -> bool:
+    def adopt(self, sandbox_id: str, net: dict[str, object], netns: str, policy: NetworkPolicy) -> bool:
         """After a restart: take back a running sandbox's link (False if it is gone)."""
         index = net.get("index")
         if not isinstance(index, int):
@@ -195,7 +196,7 @@ class NodeNetwork:
         self.claims.claim(index, self.key)
         self._links[sandbox_id] = link
         self._by_address[link.address] = sandbox_id
-        self._pids[sandbox_id] = pid
+        self._netns[sandbox_id] = netns
         self.firewall.add_sandbox(link.index, link.host_ifname, link.address)
         self.apply(sandbox_id, policy)
         return True
@@ -211,12 +212,12 @@ class NodeNetwork:
         limits = (policy.ingress_mbps, policy.egress_mbps)
         old_limits = (old.ingress_mbps, old.egress_mbps) if old else (None, None)
         if limits != old_limits:
-            links.shape(link, self._pids[sandbox_id], *limits)
+            links.shape(link, self._netns[sandbox_id], *limits)
         try:
             self.firewall.apply(link.index, link.address, policy)
         except BaseException:
             if limits != old_limits:
-                links.shape(link, self._pids[sandbox_id], *old_limits)
+                links.shape(link, self._netns[sandbox_id], *old_limits)
             raise
         self._policies[sandbox_id] = policy
 
@@ -230,7 +231,7 @@ class NodeNetwork:
         """Remove the sandbox's link, firewall entries and address claim."""
         link = self._links.pop(sandbox_id, None)
         self._policies.pop(sandbox_id, None)
-        self._pids.pop(sandbox_id, None)
+        self._netns.pop(sandbox_id, None)
         self._resolved.pop(sandbox_id, None)
         if link is None:
             for ifname, _ in list(links.ours(f"{self.alias_prefix}{sandbox_id}")):
