@@ -25,6 +25,7 @@ What differs from runc, and why:
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -66,9 +67,15 @@ class GvisorDriver(OciDriver):
         return int(pid_file.read_text())
 
     def _wait_for_supervisor(self, sock: Path, log: Path) -> None:
-        """cloche-init binds its socket once the sandbox has booted."""
+        """cloche-init binds and listens once the sandbox has booted."""
         deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while not sock.exists():
+        while True:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(sock))
+                    return
+                except OSError:
+                    pass
             if time.monotonic() > deadline:
                 self.fail(f"sandbox did not listen within {BOOT_TIMEOUT_S:.0f} s", log)
             time.sleep(0.002)
