@@ -49,6 +49,7 @@ class SandboxView:
             "on_timeout": self.record.spec.idle.on_timeout,
             "on_resume": self.record.spec.on_resume,
             "node": "local",
+            "isolation": self.record.spec.isolation,
             "network": {"policy": self.record.spec.network.public_json(),
                         "address": (self.record.net or {}).get("address")},
         }
@@ -120,7 +121,7 @@ class SandboxService:
                      idle: dict[str, float | None] | None = None, on_timeout: str = "kill",
                      on_resume: str | None = None, snapshot: str | None = None,
                      wait_s: float | None = None, region: str | None = None,
-                     network: str | dict[str, Any] | None = None,
+                     network: str | dict[str, Any] | None = None, isolation: str | None = None,
                      ) -> tuple[SandboxView, bool]:  # fmt: skip
         """Create a sandbox (from a named snapshot if given), or return the tenant's
         existing one with this name. Returns (view, created)."""
@@ -146,7 +147,8 @@ class SandboxService:
             )
             spec = SandboxSpec(template=template or "base", limits=limits, env=env, timeout_s=timeout_s,
                                idle=IdlePolicy(**(idle or {}), on_timeout=on_timeout), on_resume=on_resume,
-                               network=self.network_policy(network, tenant=tenant))  # fmt: skip
+                               network=self.network_policy(network, tenant=tenant),
+                               isolation=self.choose_isolation(tenant, isolation))  # fmt: skip
             spec.validate()
             self._check_quota(tenant, limits)
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
@@ -161,6 +163,15 @@ class SandboxService:
         finally:
             if lock:
                 lock.release()
+
+    def choose_isolation(self, tenant: Tenant, isolation: str | None) -> str:
+        """The tier a create asks for (the server's default when absent); 403 naming the
+        field when the tenant's allow-list does not include it."""
+        chosen = isolation or self.runtime.config.isolation
+        if tenant.isolation and chosen not in tenant.isolation:
+            raise ApiError(403, "isolation_not_allowed", f"isolation: this tenant may not use {chosen!r} "
+                           f"(allowed: {', '.join(tenant.isolation)})")  # fmt: skip
+        return chosen
 
     def network_policy(self, network: str | dict[str, Any] | None, field_name: str = "network", *,
                        tenant: Tenant | None = None) -> NetworkPolicy:  # fmt: skip

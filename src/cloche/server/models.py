@@ -23,6 +23,9 @@ M = TypeVar("M", bound=BaseModel)
 Omittable = Annotated[M, Body(default_factory=dict, validate_default=True)]
 
 
+Isolation = Literal["runc", "gvisor"]
+
+
 class TenantCreate(Strict):
     name: str = Field(..., min_length=1, max_length=128, pattern=NAME_PATTERN)
     max_sandboxes: int | None = Field(None, ge=0, le=100_000)
@@ -30,6 +33,9 @@ class TenantCreate(Strict):
     max_memory_mb: int | None = Field(None, ge=0, le=1 << 30)
     priority: int = Field(
         0, ge=-1000, le=1000, description="scheduling priority: higher is admitted first, preempted last"
+    )
+    isolation: list[Isolation] = Field(
+        default_factory=list, max_length=2, description="isolation tiers its sandboxes may use (empty: any)"
     )
 
 
@@ -48,6 +54,7 @@ class TenantOut(BaseModel):
     max_memory_mb: int
     created_at: float
     priority: int = 0
+    isolation: list[str] = Field(default_factory=list, description="allowed isolation tiers (empty: any)")
 
 
 class KeyCreated(BaseModel):
@@ -156,6 +163,7 @@ class SandboxCreate(Strict):
         None, max_length=63, description="the user's region (client-location hint): placed close to it"
     )
     network: Network | None = Field(None, description='"internet", "none" or a policy; default: the server\'s')
+    isolation: Isolation | None = Field(None, description="runc or gvisor (user-space kernel); default: the server's")
 
 
 class SandboxOut(BaseModel):
@@ -175,6 +183,7 @@ class SandboxOut(BaseModel):
     on_timeout: str
     on_resume: str | None
     node: str
+    isolation: str = Field("runc", description="runc, or gvisor (runsc: a user-space kernel)")
     placement: dict[str, Any] | None = Field(None, description="why the scheduler chose this node")
     network: NetworkOut | None = None
 

@@ -94,6 +94,7 @@ class Tenant:
     max_memory_mb: int
     created_at: float
     priority: int = 0  # scheduling priority: higher is admitted first and preempted last
+    isolation: tuple[str, ...] = ()  # the isolation tiers its sandboxes may use (empty: any)
 
 
 @dataclass
@@ -137,6 +138,8 @@ class Store:
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(tenants)").fetchall()}
         if "priority" not in columns:
             self._db.execute("ALTER TABLE tenants ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+        if "isolation" not in columns:  # comma-separated allow-list; '' allows every tier
+            self._db.execute("ALTER TABLE tenants ADD COLUMN isolation TEXT NOT NULL DEFAULT ''")
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -152,19 +155,20 @@ class Store:
     # ---- tenants and keys -----------------------------------------------------
 
     def create_tenant(self, name: str, max_sandboxes: int, max_cpu: float, max_memory_mb: int,
-                      is_admin: bool = False, priority: int = 0) -> tuple[Tenant, str, str]:  # fmt: skip
+                      is_admin: bool = False, priority: int = 0,
+                      isolation: tuple[str, ...] = ()) -> tuple[Tenant, str, str]:  # fmt: skip
         """Create a tenant with its first key. Returns (tenant, key id, key)."""
         tenant = Tenant("tn_" + secrets.token_hex(8), name, is_admin, max_sandboxes, max_cpu,
-                        max_memory_mb, time.time(), priority)  # fmt: skip
+                        max_memory_mb, time.time(), priority, isolation)  # fmt: skip
         key_id, key = "key_" + secrets.token_hex(8), new_key()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
                     "INSERT INTO tenants (id, name, is_admin, max_sandboxes, max_cpu, max_memory_mb, created_at,"
-                    " priority) VALUES (?,?,?,?,?,?,?,?)",
+                    " priority, isolation) VALUES (?,?,?,?,?,?,?,?,?)",
                     (tenant.id, name, int(is_admin), max_sandboxes, max_cpu, max_memory_mb,
-                     tenant.created_at, priority),  # fmt: skip
+                     tenant.created_at, priority, ",".join(isolation)),  # fmt: skip
                 )
                 self._db.execute("INSERT INTO api_keys VALUES (?,?,?,?,NULL)",
                                  (key_id, tenant.id, hash_key(key), time.time()))  # fmt: skip
@@ -403,7 +407,8 @@ class AgentRow:
 
 def _tenant(r: sqlite3.Row) -> Tenant:
     return Tenant(r["id"], r["name"], bool(r["is_admin"]), r["max_sandboxes"], r["max_cpu"],
-                  r["max_memory_mb"], r["created_at"], r["priority"])  # fmt: skip
+                  r["max_memory_mb"], r["created_at"], r["priority"],
+                  tuple(filter(None, r["isolation"].split(","))))  # fmt: skip
 
 
 def _app(r: sqlite3.Row) -> AppRow:

@@ -25,6 +25,7 @@ async def create_tenant(body: TenantCreate, request: Request, _: Admin) -> Tenan
             body.max_cpu if body.max_cpu is not None else s.max_cpu,
             body.max_memory_mb if body.max_memory_mb is not None else s.max_memory_mb,
             priority=body.priority,
+            isolation=tuple(body.isolation),
         )
     except sqlite3.IntegrityError:
         raise ApiError(409, "conflict", f"tenant name {body.name!r} is taken") from None
