@@ -213,12 +213,14 @@ def create_sandbox(
     wait_s: float | None = None,
     region: str | None = None,
     network: NetworkSpec | None = None,
+    isolation: str | None = None,
 ) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes``; only the fields given are sent, the rest default server-side.
 
     ``wait_s`` is how long the create may wait in the admission queue for room (the server
     then answers 503 with ``Retry-After``); the read timeout grows by as much.  ``network``
-    is ``"none"``, ``"internet"`` or a policy (see :func:`network_body`).
+    is ``"none"``, ``"internet"`` or a policy (see :func:`network_body`); ``isolation``
+    is ``"runc"`` or ``"gvisor"``.
     """
     body = _compact(
         template=template,
@@ -236,6 +238,7 @@ def create_sandbox(
         wait_s=wait_s,
         region=region,
         network=None if network is None else network_body(network),
+        isolation=isolation,
     )
     read_timeout = CREATE_TIMEOUT + (wait_s or 0.0)
     return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body, read_timeout=read_timeout)

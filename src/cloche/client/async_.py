@@ -264,6 +264,7 @@ class AsyncSandboxes:
         wait_s: float | None = None,
         region: str | None = None,
         network: NetworkSpec | None = None,
+        isolation: str | None = None,
     ) -> AsyncSandbox:
         """Create a sandbox and return its handle; see :meth:`cloche.Client.sandboxes`'s
         ``create`` for the parameters and errors."""
@@ -283,6 +284,7 @@ class AsyncSandboxes:
             wait_s=wait_s,
             region=region,
             network=network,
+            isolation=isolation,
         )
         return AsyncSandbox(self._client, await self._client._call(call))
 

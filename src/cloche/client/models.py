@@ -302,6 +302,7 @@ class SandboxInfo(_Model):
     on_timeout: str | None = Field(None, description="What happens at the timeout: kill or hibernate.")
     on_resume: str | None = Field(None, description="Shell command run after waking from stopped or hibernated.")
     node: str | None = None
+    isolation: str | None = Field(None, description='"runc" or "gvisor" (runsc, a user-space kernel).')
     placement: dict[str, Any] | None = Field(
         None, description="Why the scheduler chose this node (free-form; absent without a scheduler)."
     )

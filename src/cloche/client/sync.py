@@ -258,6 +258,7 @@ class Sandboxes:
         wait_s: float | None = None,
         region: str | None = None,
         network: NetworkSpec | None = None,
+        isolation: str | None = None,
     ) -> Sandbox:
         """Create a sandbox and return its handle once it is running.
 
@@ -284,6 +285,9 @@ class Sandboxes:
                 :class:`NetworkPolicy` or the same as a dict, e.g.
                 ``{"allow_out": ["pypi.org", "*.pythonhosted.org"]}`` (server default
                 if omitted, normally ``"internet"``).
+            isolation: ``"runc"`` (namespaces and seccomp on the host kernel) or
+                ``"gvisor"`` (a user-space kernel: stronger, slower; see the README's
+                "Isolation tiers"). Server default if omitted.
 
         Raises:
             QuotaExceeded: The tenant is at its sandbox, CPU or memory quota.
@@ -308,6 +312,7 @@ class Sandboxes:
             wait_s=wait_s,
             region=region,
             network=network,
+            isolation=isolation,
         )
         return Sandbox(self._client, self._client._call(call))
 
