@@ -549,6 +549,10 @@ def sandbox_create(
     allow_out: AllowOutOpt = None,
     deny_out: DenyOutOpt = None,
     public: PublicOpt = False,
+    isolation: Annotated[
+        str | None,
+        typer.Option("--isolation", help="runc, or gvisor (a user-space kernel; default: the server's)."),
+    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -577,6 +581,7 @@ def sandbox_create(
             wait_s=wait,
             region=region,
             network=network_spec,
+            isolation=isolation,
         )
     if as_json:
         _print_json(sbx.info)
