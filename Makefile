@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INIT := src/cloche/_bin/cloche-init
 STATE_CLIENT := src/cloche/_bin/cloche-state
 STATE_PY := src/cloche/_bin/cloche_state.py
-APT_PACKAGES := runc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server chromium
+APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server chromium
 STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
 
