@@ -41,25 +41,46 @@ def eligible(victims: Iterable[Victim], priority: int, now: float, idle_s: float
                   key=lambda v: v.last_active)  # fmt: skip
 
 
+def _fits_after(scheduler: Scheduler, node: Node, ask: Ask, freed: Resources, freed_mb: float) -> bool:
+    """Whether the ask passes the filters on a what-if copy of the node with `freed`
+    allocation and `freed_mb` of memory use given back."""
+    u = node.usage
+    usage = Resources(u.cpu, max(0.0, u.memory_mb - freed_mb), u.disk_mb, u.gpus)
+    return scheduler.infeasible(replace(node, allocated=node.allocated - freed, usage=usage), ask) is None
+
+
 def plan(scheduler: Scheduler, ask: Ask, victims_by_node: Mapping[str, Iterable[Victim]], now: float,
          idle_s: float) -> PreemptionPlan | None:  # fmt: skip
+    """The filters only pass more easily as room is freed (less allocated, less in use),
+    so the fewest victims on a node is found by bisection over its eligible victims,
+    least recently used first, and a node where all of them (or as many as the best plan
+    so far needs) are not enough is passed over after one check."""
     best: tuple[tuple[int, float], PreemptionPlan] | None = None
     for node_id, candidates in victims_by_node.items():
         node = scheduler.cluster.by_id.get(node_id)
         if node is None:
             continue
-        freed, freed_mb, chosen = ZERO, 0.0, []
-        for victim in eligible(candidates, ask.priority, now, idle_s):
-            chosen.append(victim)
-            freed = freed + victim.resources
-            freed_mb += victim.usage_mb
-            usage = replace(node.usage, memory_mb=max(0.0, node.usage.memory_mb - freed_mb))
-            what_if = replace(node, allocated=node.allocated - freed, usage=usage)
-            if scheduler.infeasible(what_if, ask) is None:
-                rank = (len(chosen), chosen[-1].last_active)
-                if best is None or rank < best[0]:
-                    best = (rank, PreemptionPlan(node, list(chosen)))
-                break
+        order = eligible(candidates, ask.priority, now, idle_s)
+        hi = len(order)
+        if best is not None and hi >= best[0][0]:  # more victims, or as many idle for less long, cannot win
+            n, last = best[0]
+            hi = n if order[n - 1].last_active < last else n - 1
+        freed, freed_mb = [ZERO], [0.0]  # what the first k victims free
+        for victim in order[:hi]:
+            freed.append(freed[-1] + victim.resources)
+            freed_mb.append(freed_mb[-1] + victim.usage_mb)
+        if not hi or not _fits_after(scheduler, node, ask, freed[hi], freed_mb[hi]):
+            continue
+        lo = 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _fits_after(scheduler, node, ask, freed[mid], freed_mb[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        rank = (lo, order[lo - 1].last_active)
+        if best is None or rank < best[0]:
+            best = (rank, PreemptionPlan(node, order[:lo]))
     return best[1] if best else None
 
 

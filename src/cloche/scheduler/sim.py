@@ -31,7 +31,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 from cloche.scheduler import policies
 from cloche.scheduler.admission import FairQueue, Quota, QuotaLedger, dispatch
 from cloche.scheduler.cluster import Cluster
+from cloche.scheduler.filters import UsageHeadroom
 from cloche.scheduler.model import ZERO, Ask, Node, Overcommit, Resources
 from cloche.scheduler.pipeline import Scheduler
 from cloche.scheduler.pools import PoolSizer
@@ -53,6 +54,7 @@ ABLATION = "cloche-no-overcommit"  # cloche without overcommit: what hibernation
 SIM_POLICIES = (*policies.POLICIES, ABLATION)
 MARK_BEGIN = "<!-- cloche sim: begin -->"
 MARK_END = "<!-- cloche sim: end -->"
+Event = tuple[float, int, Callable[..., None], tuple[Any, ...]]  # (time, sequence, what, its arguments)
 
 
 @dataclass
@@ -302,12 +304,20 @@ class World:
         self.quota = Quota(max_sandboxes=10**9, max_cpu=math.inf, max_memory_mb=math.inf)
         self.boxes: dict[int, Box] = {}
         self.on_node: dict[str, set[int]] = {n.id: set() for n in nodes}
+        # idle running sandboxes per node as preemption victims, in the order they went idle
+        self.idle: dict[str, dict[int, Victim]] = {n.id: {} for n in nodes}
         self.sizers = {n.id: PoolSizer(cfg.pool_budget_mb, floor={}) for n in nodes} if self.cloche else {}
         main_template = TEMPLATES[0][0]
         for n in nodes:
             n.pools = {main_template: cfg.static_pool} if not self.cloche else {}
         self.refilling: dict[tuple[str, str], int] = {}
-        self.events: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        # Sizes no node takes. Feasibility depends only on the size here (no constraints in
+        # this workload) and on each node's allocation and usage, and gets no easier as they
+        # grow, so a size stays unplaceable (and so does every larger ask) until a node
+        # frees room and its filters accept that size.
+        self._unplaceable: list[Resources] = []
+        self._usage_filtered = any(isinstance(f, UsageHeadroom) for f in self.scheduler.filters)
+        self.events: list[Event] = []
         self.seq = 0
         self.now = 0.0
         self.result = Result(policy)
@@ -320,13 +330,19 @@ class World:
 
     def run(self) -> Result:
         started = time.perf_counter()
-        for a in self.agents:
-            self.at(a.t, self.arrive, a)
         horizon = self.cfg.hours * 3600
+        ticks = []
         t = 0.0
         while t <= horizon:
-            self.at(t, self.tick)
+            ticks.append(t)
             t += self.cfg.tick_s
+        # Arrivals and ticks are fed in one at a time (a small heap is a fast heap), with the
+        # sequence numbers they would have had if all were queued up front: the same order.
+        n = len(self.agents)
+        arrivals = sorted(range(n), key=lambda i: self.agents[i].t)
+        self._feed((self.agents[i].t, i + 1, self.arrive, (self.agents[i],)) for i in arrivals)
+        self._feed((tk, n + 1 + k, self.tick, ()) for k, tk in enumerate(ticks))
+        self.seq = n + len(ticks)
         while self.events:
             t, _, fn, args = heapq.heappop(self.events)
             if t > horizon + self.cfg.wait_s:
@@ -336,13 +352,32 @@ class World:
         self.result.wall_s = time.perf_counter() - started
         return self.result
 
+    def _feed(self, stream: Iterator[Event]) -> None:
+        """Queue the next event of a stream in time order; it queues its successor as it runs."""
+        event = next(stream, None)
+        if event is not None:
+            t, seq, fn, args = event
+            heapq.heappush(self.events, (t, seq, self._fed, (stream, fn, args)))
+
+    def _fed(self, stream: Iterator[Event], fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self._feed(stream)
+        fn(*args)
+
     # ---- node accounting -----------------------------------------------------------------
 
     def _set_usage(self, box: Box, usage: Resources) -> None:
         node = box.node
         if node is not None:
-            node.usage = node.usage - box.usage + usage
+            before = node.usage
+            node.usage = before - box.usage + usage
+            if self._usage_filtered and node.usage.memory_mb < before.memory_mb:
+                self._freed(node)
         box.usage = usage
+
+    def _freed(self, node: Node) -> None:
+        if self._unplaceable:
+            infeasible = self.scheduler.infeasible
+            self._unplaceable = [u for u in self._unplaceable if infeasible(node, Ask(u)) is not None]
 
     def _usage_of(self, box: Box) -> Resources:
         a = box.agent
@@ -384,6 +419,8 @@ class World:
             box.state = "gone"
 
     def dispatch(self) -> None:
+        if not self.cloche and any(u.fits_in(MIN_SIZE) for u in self._unplaceable):
+            return  # nothing fits, and without preemption a pass would do nothing else
         if len(self.queue):
             self._failed: list[Resources] = []
             self._planned = False  # at most one preemption plan per pass (each plan scans every sandbox)
@@ -403,10 +440,14 @@ class World:
         quota_reason = self.ledger.check(box.agent.tenant, self.quota, w.ask.resources, new=not w.wake)
         if quota_reason is not None:
             return False
-        t0 = time.perf_counter()
-        p = self.scheduler.place(w.ask)
-        self.result.decisions_us.append((time.perf_counter() - t0) * 1e6)
-        if p.node is None:
+        node = None
+        if not any(u.fits_in(res) for u in self._unplaceable):  # else placing would fail again
+            t0 = time.perf_counter()
+            node = self.scheduler.place(w.ask).node
+            self.result.decisions_us.append((time.perf_counter() - t0) * 1e6)
+            if node is None:
+                self._unplaceable.append(res)
+        if node is None:
             if self.cloche and not self._planned and self.now - w.tried_preempt >= self.cfg.tick_s:
                 w.tried_preempt = self.now
                 self._planned = True
@@ -415,8 +456,8 @@ class World:
             self._failed.append(res)
             return None if res.fits_in(MIN_SIZE) else False
         self.ledger.activate(box.agent.tenant, w.ask.resources, new=not w.wake)
-        self.cluster.reserve(p.node, f"sb{box.agent.id}", w.ask.resources)
-        self._start(w, p.node)
+        self.cluster.reserve(node, f"sb{box.agent.id}", w.ask.resources)
+        self._start(w, node)
         return True
 
     def _start(self, w: Waiter, node: Node) -> None:
@@ -463,6 +504,10 @@ class World:
         box.active = False
         box.last_active = self.now
         self._set_usage(box, self._usage_of(box))
+        if box.node is not None:
+            a = box.agent
+            self.idle[box.node.id][a.id] = Victim(f"sb{a.id}", box.node.id, Resources(a.cpu, a.memory_mb),
+                                                  a.priority, self.now, box.usage.memory_mb)  # fmt: skip
         self._next_turn(box)
 
     def _next_turn(self, box: Box) -> None:
@@ -486,6 +531,8 @@ class World:
         box.active = True
         box.last_active = self.now
         self._set_usage(box, self._usage_of(box))
+        if box.node is not None:
+            self.idle[box.node.id].pop(box.agent.id, None)
         rtt = self.matrix.rtt(box.agent.region, box.node.region if box.node else None)
         self.result.latencies.append(rtt)
         self.result.turns += 1
@@ -509,33 +556,34 @@ class World:
         self.dispatch()
 
     def _release(self, box: Box) -> None:
+        node = box.node
         self._set_usage(box, ZERO)
         self.cluster.release(f"sb{box.agent.id}")
-        if box.node is not None:
-            self.on_node[box.node.id].discard(box.agent.id)
+        if node is not None:
+            self.on_node[node.id].discard(box.agent.id)
+            self.idle[node.id].pop(box.agent.id, None)
+            self._freed(node)
         box.node = None
 
     # ---- preemption by hibernation ------------------------------------------------------------
 
     def _victims(self, node_ids: Iterable[str], max_priority: float = math.inf) -> dict[str, list[Victim]]:
-        """Idle sandboxes (long enough to be preempted) of at most `max_priority`, per node."""
+        """Idle sandboxes (long enough to be preempted) of at most `max_priority`, per node,
+        least recently used first."""
         out = {}
         idle_before = self.now - self.cfg.preempt_idle_s
-        boxes = self.boxes
         for nid in node_ids:
             vs = []
-            for aid in self.on_node[nid]:
-                b = boxes[aid]
-                if b.active or b.state != "running" or b.last_active > idle_before or b.agent.priority > max_priority:
-                    continue
-                a = b.agent
-                vs.append(Victim(f"sb{aid}", nid, Resources(a.cpu, a.memory_mb), a.priority, b.last_active,
-                                 b.usage.memory_mb))  # fmt: skip
+            for v in self.idle[nid].values():
+                if v.last_active > idle_before:
+                    break  # the rest went idle later
+                if v.priority <= max_priority:
+                    vs.append(v)
             out[nid] = vs
         return out
 
     def _preempt_for(self, w: Waiter) -> bool:
-        victims = self._victims(self.on_node, w.ask.priority)
+        victims = self._victims(self.idle, w.ask.priority)
         p = plan(self.scheduler, w.ask, victims, self.now, self.cfg.preempt_idle_s)
         if p is None:
             return False
@@ -551,6 +599,8 @@ class World:
 
     def _hibernate(self, box: Box) -> None:
         box.state = "hibernating"
+        if box.node is not None:
+            self.idle[box.node.id].pop(box.agent.id, None)
         self.result.hibernations += 1
         self.ledger.deactivate(box.agent.tenant, Resources(box.agent.cpu, box.agent.memory_mb))
         self.at(self.now + self.cfg.hibernate_ms / 1000, self._hibernated, box)
@@ -622,11 +672,7 @@ def simulate(cfg: SimConfig, policy_names: Sequence[str] = policies.POLICIES,
              agents: list[Agent] | None = None, matrix: LatencyMatrix | None = None) -> list[Result]:  # fmt: skip
     agents = agents if agents is not None else generate(cfg)
     matrix = matrix or LatencyMatrix()
-    out = []
-    for name in policy_names:
-        fresh = [Agent(**{**asdict(a), "turns": list(a.turns)}) for a in agents]
-        out.append(World(name, cfg, fresh, matrix).run())
-    return out
+    return [World(name, cfg, agents, matrix).run() for name in policy_names]  # a World never changes an agent
 
 
 def table(results: Sequence[Result], cfg: SimConfig) -> str:
