@@ -32,6 +32,7 @@ from cloche.e2b.state import E2bState, e2b_state
 from cloche.e2b.store import E2bRow
 from cloche.node.errors import FileError, InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
 from cloche.scheduler.local import anon_memory_mb
+from cloche.server.access import note
 from cloche.server.context import Context
 from cloche.store.db import Tenant
 
@@ -104,6 +105,7 @@ def authenticate(request: Request) -> tuple[E2bState, Context, Tenant]:
     tenant = c.store.authenticate(key)
     if tenant is None:
         raise E2bError(401, "invalid or revoked API key")
+    note(request.scope, tenant_id=tenant.id)
     wait = c.limiter.take(tenant.id)
     if wait:
         raise ApiError(429, "rate_limited", "rate limit exceeded for this tenant; retry later",
