@@ -1,39 +1,13 @@
-"""`cloche sim`: the real scheduler code against simulated nodes and a workload.
-
-The simulator is a discrete-event loop. Nodes, placement (filters, scorers, sampling),
-admission (quotas, priorities, the fair queue), preemption by hibernation and warm-pool
-autosizing are the same objects the server uses; only time and the sandboxes are
-simulated. Several policies run over the same workload (same seed) side by side:
-
-- `random`, `first-fit`, `kubernetes` (LeastAllocated + BalancedAllocation): requests
-  against capacity (no overcommit), idle sandboxes hold their room until their
-  keep-alive timeout, a static warm pool of the main template on every node;
-- `cloche`: overcommit with live-usage feedback, region-aware scoring, preemption by
-  hibernating least-recently-used idle sandboxes (a later request wakes them, paying
-  the wake latency), warm pools sized by claim rate.
-
-Workload: per region, Poisson arrivals whose rate follows a diurnal cycle (regions
-offset in phase like time zones); each agent has a request size from a small
-heavy-tailed mix, a number of turns (active bursts, lognormal) separated by idle gaps
-(Pareto, heavy-tailed), then a keep-alive idle period before it is killed. A trace file
-(JSON lines, one agent per line, the fields of `Agent`) replaces the synthetic workload.
-
-Every create waits up to `wait_s` in the admission queue and is rejected after that.
-Latencies that are not measured here (cold and warm start, wake, hibernate) are
-parameters; their defaults are stated in the report.
-"""
+"""One policy's simulated world: a discrete-event loop over the real scheduler objects
+(nodes, placement, admission, preemption, pool sizing), with time and sandboxes simulated."""
 
 from __future__ import annotations
 
 import heapq
-import json
 import math
-import random
-import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from cloche.scheduler import policies
@@ -45,152 +19,11 @@ from cloche.scheduler.pipeline import Scheduler
 from cloche.scheduler.pools import PoolSizer
 from cloche.scheduler.preemption import Victim, plan, reclaim
 from cloche.scheduler.scorers.latency import LatencyMatrix
+from cloche.scheduler.sim.report import ABLATION, Result
+from cloche.scheduler.sim.workload import MIN_SIZE, TEMPLATES, Agent, SimConfig
 
-DAY_S = 86400.0
-SIZES = ((0.6, 0.25, 512), (0.3, 0.5, 1024), (0.1, 1.0, 4096))  # (share, cpu, memory_mb)
-TEMPLATES = (("python", 0.7), ("node", 0.25), ("browser", 0.05))
-MIN_SIZE = Resources(min(c for _, c, _ in SIZES), min(m for _, _, m in SIZES))
-ABLATION = "cloche-no-overcommit"  # cloche without overcommit: what hibernation, pools and placement add alone
-SIM_POLICIES = (*policies.POLICIES, ABLATION)
-MARK_BEGIN = "<!-- cloche sim: begin -->"
-MARK_END = "<!-- cloche sim: end -->"
+MAX_DIRTY = 3  # nodes to check before a full placement is cheaper
 Event = tuple[float, int, Callable[..., None], tuple[Any, ...]]  # (time, sequence, what, its arguments)
-
-
-@dataclass
-class SimConfig:
-    nodes: int = 24
-    regions: tuple[str, ...] = ("us", "eu", "ap")
-    node_cpu: float = 16.0
-    node_memory_mb: float = 64 * 1024
-    hours: float = 12.0
-    load: float = 1.6  # offered concurrency / the cluster's capacity without overcommit
-    tenants: int = 12
-    premium_share: float = 0.1  # share of agents from the one priority-1 tenant
-    wait_s: float = 30.0
-    keepalive_s: float = 600.0
-    mean_turns: float = 6.0
-    diurnal: float = 0.5  # amplitude of the daily cycle
-    seed: int = 1
-    # latencies not measured by the simulator (ms)
-    cold_ms: float = 150.0
-    warm_ms: float = 5.0
-    wake_local_ms: float = 300.0
-    wake_remote_ms: float = 900.0
-    hibernate_ms: float = 400.0
-    # cloche's knobs
-    cpu_overcommit: float = 4.0
-    memory_overcommit: float = 2.0
-    high_water: float = 0.85
-    preempt_idle_s: float = 120.0
-    pool_budget_mb: float = 1024.0
-    static_pool: int = 2
-    tick_s: float = 10.0
-
-
-@dataclass
-class Agent:
-    id: int
-    t: float
-    region: str
-    tenant: str
-    priority: int
-    template: str
-    cpu: float
-    memory_mb: float
-    turns: list[tuple[float, float]]  # (active seconds, idle gap after it); the last gap is ignored
-    active_frac: float = 0.6  # share of its request it uses while active
-    idle_frac: float = 0.15  # share of its memory request it keeps while idle
-
-
-# ---- workload -------------------------------------------------------------------------
-
-
-def _pick(rng: random.Random, weighted: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
-    x, acc = rng.random(), 0.0
-    for item in weighted:
-        acc += item[0] if isinstance(item[0], float) else item[1]
-        if x < acc:
-            return item
-    return weighted[-1]
-
-
-def _turns(rng: random.Random, mean_turns: float) -> list[tuple[float, float]]:
-    n = 1 + int(rng.expovariate(1 / max(mean_turns - 1, 0.01)))
-    out = []
-    for _ in range(n):
-        active = min(600.0, rng.lognormvariate(math.log(20), 1.0))
-        gap = min(1800.0, 15.0 * rng.paretovariate(1.5))
-        out.append((active, gap))
-    return out
-
-
-def mean_session_s(cfg: SimConfig) -> float:
-    """Expected lifetime of an agent's sandbox (turns, gaps, keep-alive), by sampling."""
-    rng = random.Random(12345)
-    total = 0.0
-    for _ in range(4000):
-        turns = _turns(rng, cfg.mean_turns)
-        total += sum(a for a, _ in turns) + sum(g for _, g in turns[:-1]) + cfg.keepalive_s
-    return total / 4000
-
-
-def plain_capacity_agents(cfg: SimConfig) -> float:
-    """How many average agents the cluster holds by request, without overcommit."""
-    cpu = sum(s * c for s, c, _ in SIZES)
-    mem = sum(s * m for s, _, m in SIZES)
-    return cfg.nodes * min(cfg.node_cpu / cpu, cfg.node_memory_mb / mem)
-
-
-def generate(cfg: SimConfig) -> list[Agent]:
-    rng = random.Random(cfg.seed)
-    horizon = cfg.hours * 3600
-    rate = cfg.load * plain_capacity_agents(cfg) / mean_session_s(cfg) / len(cfg.regions)
-    peak = rate * (1 + cfg.diurnal)
-    agents: list[Agent] = []
-    for r, region in enumerate(cfg.regions):
-        phase = 2 * math.pi * r / len(cfg.regions)
-        t = 0.0
-        while True:
-            t += rng.expovariate(peak)
-            if t >= horizon:
-                break
-            if rng.random() * peak > rate * (1 + cfg.diurnal * math.sin(2 * math.pi * t / DAY_S + phase)):
-                continue  # thinning: a non-homogeneous Poisson process
-            premium = rng.random() < cfg.premium_share
-            tenant = "premium" if premium else f"t{rng.randrange(cfg.tenants)}"
-            _, cpu, mem = _pick(rng, SIZES)
-            template = _pick(rng, TEMPLATES)[0]
-            turns = _turns(rng, cfg.mean_turns)
-            agents.append(Agent(0, t, region, tenant, 1 if premium else 0, template, cpu, mem, turns,
-                                rng.uniform(0.3, 0.8), rng.uniform(0.08, 0.2)))  # fmt: skip
-    agents.sort(key=lambda a: a.t)
-    for i, a in enumerate(agents):
-        a.id = i
-    return agents
-
-
-def save_trace(agents: Iterable[Agent], path: Path) -> None:
-    with open(path, "w") as f:
-        for a in agents:
-            f.write(json.dumps(asdict(a)) + "\n")
-
-
-def load_trace(path: Path) -> list[Agent]:
-    names = {f.name for f in fields(Agent)}
-    agents = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
-        if not line.strip():
-            continue
-        data = {k: v for k, v in json.loads(line).items() if k in names}
-        data.setdefault("id", i)
-        data["turns"] = [tuple(x) for x in data["turns"]]
-        agents.append(Agent(**data))
-    agents.sort(key=lambda a: a.t)
-    return agents
-
-
-# ---- the simulated world --------------------------------------------------------------
 
 
 @dataclass
@@ -215,66 +48,6 @@ class Waiter:
     wake: bool
     tried_preempt: float = -1e18
     preempting: bool = False
-
-
-@dataclass
-class Result:
-    policy: str
-    offered: int = 0
-    admitted: int = 0
-    rejected: int = 0
-    waits: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    decisions_us: list[float] = field(default_factory=list)
-    hibernations: int = 0
-    wakes: int = 0
-    failed_wakes: int = 0
-    warm_starts: int = 0
-    cold_starts: int = 0
-    local_turns: int = 0
-    turns: int = 0
-    alloc_frac: list[float] = field(default_factory=list)
-    used_frac: list[float] = field(default_factory=list)
-    running: list[int] = field(default_factory=list)
-    overflow_ticks: int = 0
-    contention_ticks: int = 0
-    node_ticks: int = 0
-    wall_s: float = 0.0
-
-    def pct(self, xs: list[float], p: float) -> float:
-        if not xs:
-            return 0.0
-        s = sorted(xs)
-        k = (len(s) - 1) * p / 100
-        lo = int(k)
-        hi = min(lo + 1, len(s) - 1)
-        return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-    def summary(self) -> dict[str, float]:
-        mean = statistics.fmean
-        return {
-            "admitted": self.admitted,
-            "offered": self.offered,
-            "rejected": self.rejected,
-            "admit_rate": self.admitted / self.offered if self.offered else 0.0,
-            "wait_p50_s": self.pct(self.waits, 50),
-            "wait_p99_s": self.pct(self.waits, 99),
-            "latency_p50_ms": self.pct(self.latencies, 50),
-            "latency_p99_ms": self.pct(self.latencies, 99),
-            "alloc_util": mean(self.alloc_frac) if self.alloc_frac else 0.0,
-            "used_util": mean(self.used_frac) if self.used_frac else 0.0,
-            "running_mean": mean(self.running) if self.running else 0.0,
-            "hibernations": self.hibernations,
-            "wakes": self.wakes,
-            "failed_wakes": self.failed_wakes,
-            "warm_share": self.warm_starts / max(1, self.warm_starts + self.cold_starts),
-            "local_share": self.local_turns / max(1, self.turns),
-            "overflow_pct": 100 * self.overflow_ticks / max(1, self.node_ticks),
-            "contention_pct": 100 * self.contention_ticks / max(1, self.node_ticks),
-            "decision_p50_us": self.pct(self.decisions_us, 50),
-            "decision_p99_us": self.pct(self.decisions_us, 99),
-            "wall_s": self.wall_s,
-        }
 
 
 class World:
@@ -311,11 +84,11 @@ class World:
         for n in nodes:
             n.pools = {main_template: cfg.static_pool} if not self.cloche else {}
         self.refilling: dict[tuple[str, str], int] = {}
-        # Sizes no node takes. Feasibility depends only on the size here (no constraints in
-        # this workload) and on each node's allocation and usage, and gets no easier as they
-        # grow, so a size stays unplaceable (and so does every larger ask) until a node
-        # frees room and its filters accept that size.
-        self._unplaceable: list[Resources] = []
+        # Sizes that failed to place, each with the nodes that have since freed enough room to
+        # take it (at most MAX_DIRTY). Feasibility depends only on the size here (no constraints in this
+        # workload) and on each node's allocation and usage, and gets no easier as they grow,
+        # so an ask at least as large is unplaceable unless one of those nodes takes it.
+        self._unplaceable: list[tuple[Resources, dict[str, Node]]] = []
         self._usage_filtered = any(isinstance(f, UsageHeadroom) for f in self.scheduler.filters)
         self.events: list[Event] = []
         self.seq = 0
@@ -375,9 +148,16 @@ class World:
         box.usage = usage
 
     def _freed(self, node: Node) -> None:
-        if self._unplaceable:
-            infeasible = self.scheduler.infeasible
-            self._unplaceable = [u for u in self._unplaceable if infeasible(node, Ask(u)) is not None]
+        infeasible = self.scheduler.infeasible
+        for u, dirty in self._unplaceable:
+            if infeasible(node, Ask(u)) is None:  # else it still refuses u, and so every larger ask
+                dirty[node.id] = node
+        self._unplaceable = [(u, dirty) for u, dirty in self._unplaceable if len(dirty) <= MAX_DIRTY]
+
+    def _unplaceable_now(self, ask: Ask) -> bool:
+        infeasible = self.scheduler.infeasible
+        return any(u.fits_in(ask.resources) and all(infeasible(n, ask) is not None for n in dirty.values())
+                   for u, dirty in self._unplaceable)  # fmt: skip
 
     def _usage_of(self, box: Box) -> Resources:
         a = box.agent
@@ -419,7 +199,7 @@ class World:
             box.state = "gone"
 
     def dispatch(self) -> None:
-        if not self.cloche and any(u.fits_in(MIN_SIZE) for u in self._unplaceable):
+        if not self.cloche and self._unplaceable_now(Ask(MIN_SIZE)):
             return  # nothing fits, and without preemption a pass would do nothing else
         if len(self.queue):
             self._failed: list[Resources] = []
@@ -441,12 +221,12 @@ class World:
         if quota_reason is not None:
             return False
         node = None
-        if not any(u.fits_in(res) for u in self._unplaceable):  # else placing would fail again
+        if not self._unplaceable_now(w.ask):  # else placing would fail again
             t0 = time.perf_counter()
             node = self.scheduler.place(w.ask).node
             self.result.decisions_us.append((time.perf_counter() - t0) * 1e6)
             if node is None:
-                self._unplaceable.append(res)
+                self._unplaceable.append((res, {}))
         if node is None:
             if self.cloche and not self._planned and self.now - w.tried_preempt >= self.cfg.tick_s:
                 w.tried_preempt = self.now
@@ -663,115 +443,3 @@ class World:
         victims = self._victims([node.id])[node.id]
         for v in reclaim(node, victims, self.now, self.cfg.preempt_idle_s, over, ZERO):
             self._hibernate(self.boxes[int(v.key[2:])])
-
-
-# ---- running and reporting -----------------------------------------------------------------
-
-
-def simulate(cfg: SimConfig, policy_names: Sequence[str] = policies.POLICIES,
-             agents: list[Agent] | None = None, matrix: LatencyMatrix | None = None) -> list[Result]:  # fmt: skip
-    agents = agents if agents is not None else generate(cfg)
-    matrix = matrix or LatencyMatrix()
-    return [World(name, cfg, agents, matrix).run() for name in policy_names]  # a World never changes an agent
-
-
-def table(results: Sequence[Result], cfg: SimConfig) -> str:
-    rows = [
-        ("agents admitted", lambda s: f"{s['admitted']:,} / {s['offered']:,} ({100 * s['admit_rate']:.1f}%)"),
-        ("rejected (waited wait_s)", lambda s: f"{s['rejected']:,}"),
-        ("queue wait p50 / p99", lambda s: f"{s['wait_p50_s']:.2f} s / {s['wait_p99_s']:.2f} s"),
-        ("user latency p50 / p99", lambda s: f"{s['latency_p50_ms']:.0f} ms / {s['latency_p99_ms']:.0f} ms"),
-        ("turns served in the user's region", lambda s: f"{100 * s['local_share']:.1f}%"),
-        ("memory allocated / used (of physical)",
-         lambda s: f"{100 * s['alloc_util']:.0f}% / {100 * s['used_util']:.0f}%"),
-        ("agents running (mean)", lambda s: f"{s['running_mean']:,.0f}"),
-        ("hibernations / wakes (failed)", lambda s: f"{s['hibernations']:,} / {s['wakes']:,} ({s['failed_wakes']})"),
-        ("warm-pool starts", lambda s: f"{100 * s['warm_share']:.0f}%"),
-        ("memory overflow / cpu contention (node-time)",
-         lambda s: f"{s['overflow_pct']:.2f}% / {s['contention_pct']:.2f}%"),
-        ("decision p50 / p99", lambda s: f"{s['decision_p50_us']:.0f} µs / {s['decision_p99_us']:.0f} µs"),
-    ]  # fmt: skip
-    sums = [r.summary() for r in results]
-    lines = ["| | " + " | ".join(r.policy for r in results) + " |", "|---|" + "---:|" * len(results)]
-    for label, fmt in rows:
-        lines.append(f"| {label} | " + " | ".join(fmt(s) for s in sums) + " |")
-    return "\n".join(lines)
-
-
-def verdict(results: Sequence[Result]) -> tuple[bool, str]:
-    """Whether cloche admits more than every baseline with p99 wait and p99 user latency
-    no worse than any of them."""
-    by = {r.policy: r.summary() for r in results}
-    if "cloche" not in by or len(by) < 2:
-        return False, "cloche and at least one baseline are needed for a comparison"
-    c = by["cloche"]
-    problems = []
-    for name, s in by.items():
-        if name in ("cloche", ABLATION):
-            continue
-        if c["admitted"] <= s["admitted"]:
-            problems.append(f"admits no more than {name}")
-        if c["wait_p99_s"] > s["wait_p99_s"] + 1e-9:
-            problems.append(f"p99 wait worse than {name}")
-        if c["latency_p99_ms"] > s["latency_p99_ms"] + 1e-9:
-            problems.append(f"p99 latency worse than {name}")
-    if problems:
-        return False, "cloche " + "; ".join(problems)
-    return True, "cloche admits more agents than every baseline, with equal or better p99 wait and user latency"
-
-
-def describe(cfg: SimConfig, agents: int) -> str:
-    return (
-        f"{cfg.nodes} nodes ({cfg.node_cpu:g} cpu, {cfg.node_memory_mb / 1024:g} GiB each) in "
-        f"{len(cfg.regions)} regions ({', '.join(cfg.regions)}); {cfg.hours:g} simulated hours, {agents:,} agents "
-        f"offered at {cfg.load:g}x the cluster's capacity without overcommit (diurnal amplitude {cfg.diurnal:g}, "
-        f"regions a third of a day apart), {cfg.tenants} tenants plus one priority-1 tenant "
-        f"({100 * cfg.premium_share:.0f}% of agents); {cfg.mean_turns:g} turns per agent on average (lognormal "
-        f"active bursts, Pareto idle gaps), then {cfg.keepalive_s:g} s keep-alive; wait_s {cfg.wait_s:g} s; "
-        f"seed {cfg.seed}. Assumed latencies: cold start {cfg.cold_ms:g} ms, warm-pool start {cfg.warm_ms:g} ms, "
-        f"wake {cfg.wake_local_ms:g} ms (same node) / {cfg.wake_remote_ms:g} ms (other node), hibernate "
-        f"{cfg.hibernate_ms:g} ms; user latency = queue wait + start or wake + round trip (latency matrix). "
-        f"cloche runs with overcommit cpu x{cfg.cpu_overcommit:g}, memory x{cfg.memory_overcommit:g}, usage "
-        f"high-water {cfg.high_water:g}, preemption of sandboxes idle >= {cfg.preempt_idle_s:g} s; the baselines "
-        f"place by request without overcommit and keep a static pool of {cfg.static_pool} on every node."
-    )
-
-
-def markdown(results: Sequence[Result], cfg: SimConfig, agents: int, command: str) -> str:
-    ok, text = verdict(results)
-    return "\n".join([
-        "## Scheduler: simulated policies (`cloche sim`)", "",
-        f"Written by `{command}`. {describe(cfg, agents)}", "",
-        table(results, cfg), "",
-        f"**{'Met' if ok else 'Not met'}:** {text}.", "",
-    ])  # fmt: skip
-
-
-def write_section(path: Path, section: str, name: str = "cloche sim") -> None:
-    """Replace the marked section `name` of a markdown file, or append it."""
-    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
-    block = f"{begin}\n{section.rstrip()}\n{end}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
-def run(cfg: SimConfig, policy_names: Sequence[str], trace: Path | None = None, save: Path | None = None,
-        output: Path | None = None, command: str = "cloche sim") -> tuple[list[Result], str, bool]:  # fmt: skip
-    """What `cloche sim` does: simulate, render, optionally write the markdown section."""
-    unknown = [p for p in policy_names if p not in SIM_POLICIES]
-    if unknown:
-        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(SIM_POLICIES)}")
-    agents = load_trace(trace) if trace else generate(cfg)
-    if save:
-        save_trace(agents, save)
-    results = simulate(cfg, policy_names, agents)
-    section = markdown(results, cfg, len(agents), command)
-    if output is not None:
-        write_section(output, section)
-    return results, section, verdict(results)[0]
