@@ -1,6 +1,7 @@
 """Runs last (its directory sorts last): after the whole suite, nothing of cloche's may
-remain on the host: no runc container, mount, cgroup, loop device, process or
-runtime directory. Every earlier module kills what it made; this proves it."""
+remain on the host: no runc or runsc container (nor runsc's gofer and sandbox
+processes), mount, cgroup, loop device, netns, process or runtime directory. Every
+earlier module kills what it made; this proves it."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ def test_no_network_objects():
     assert "cloche:" not in aliased
 
 
-def test_no_runc_containers():
+def test_no_runc_or_runsc_containers():
     found = []
-    for state_root in RUN_ROOT.glob("*/runc"):
-        out = subprocess.run(["runc", "--root", str(state_root), "list", "--format", "json"],
-                             capture_output=True, text=True).stdout.strip()  # fmt: skip
-        found += [c["id"] for c in json.loads(out or "null") or []]
+    for binary in ("runc", "runsc"):
+        for state_root in RUN_ROOT.glob(f"*/{binary}"):
+            out = subprocess.run([binary, "--root", str(state_root), "list", "--format", "json"],
+                                 capture_output=True, text=True).stdout.strip()  # fmt: skip
+            found += [c["id"] for c in json.loads(out or "null") or []]
     assert found == []
 
 
@@ -69,6 +71,11 @@ def test_no_supervisor_processes():
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             continue
-        if "cloche-init" in exe:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        runsc_of_ours = argv[0] in (b"runsc-gofer", b"runsc-sandbox") and any(b"/run/cloche/" in a for a in argv)
+        if "cloche-init" in exe or runsc_of_ours:
             procs.append((pid, exe))
     assert procs == []
