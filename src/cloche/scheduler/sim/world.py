@@ -89,6 +89,11 @@ class World:
         # workload) and on each node's allocation and usage, and gets no easier as they grow,
         # so an ask at least as large is unplaceable unless one of those nodes takes it.
         self._unplaceable: list[tuple[Resources, dict[str, Node]]] = []
+        # A pass that neither admitted nor planned is repeated only once something it depends
+        # on changed (`_changes`: the queue, room freed, a preemption done) or a waiter may
+        # plan a preemption again: (changes, time) of the last such pass.
+        self._changes = 0
+        self._quiet: tuple[int, float] | None = None
         self._usage_filtered = any(isinstance(f, UsageHeadroom) for f in self.scheduler.filters)
         self.events: list[Event] = []
         self.seq = 0
@@ -148,6 +153,7 @@ class World:
         box.usage = usage
 
     def _freed(self, node: Node) -> None:
+        self._changes += 1
         infeasible = self.scheduler.infeasible
         for u, dirty in self._unplaceable:
             if infeasible(node, Ask(u)) is None:  # else it still refuses u, and so every larger ask
@@ -182,12 +188,14 @@ class World:
         w = Waiter(box, self._ask(box), self.now, wake)
         # wakes go ahead of creates of the same priority: a user is already waiting on them
         self.queue.push(w, box.agent.tenant, 2 * box.agent.priority + (1 if wake else 0))
+        self._changes += 1
         self.at(self.now + self.cfg.wait_s, self.give_up, w)
         self.dispatch()
 
     def give_up(self, w: Waiter) -> None:
         if not self.queue.remove(w):
             return
+        self._changes += 1
         box = w.box
         if w.wake:
             self.result.failed_wakes += 1
@@ -199,12 +207,19 @@ class World:
             box.state = "gone"
 
     def dispatch(self) -> None:
+        if not len(self.queue):
+            return
         if not self.cloche and self._unplaceable_now(Ask(MIN_SIZE)):
             return  # nothing fits, and without preemption a pass would do nothing else
-        if len(self.queue):
-            self._failed: list[Resources] = []
-            self._planned = False  # at most one preemption plan per pass (each plan scans every sandbox)
-            dispatch(self.queue, self._try)
+        quiet = self._quiet
+        if quiet is not None and quiet[0] == self._changes and self.now < quiet[1] - 1e-6:
+            return  # the last pass did nothing, and until a waiter may preempt again neither would this one
+        self._failed: list[Resources] = []
+        self._planned = False  # at most one preemption plan per pass (each plan scans every sandbox)
+        self._busy = False  # the pass admitted or planned
+        self._retry_at = math.inf  # when a waiter that reached preemption may try it again
+        dispatch(self.queue, self._try)
+        self._quiet = None if self._busy else (self._changes, self._retry_at)
 
     def _try(self, w: Waiter) -> bool | None:
         if w.preempting:
@@ -230,11 +245,13 @@ class World:
         if node is None:
             if self.cloche and not self._planned and self.now - w.tried_preempt >= self.cfg.tick_s:
                 w.tried_preempt = self.now
-                self._planned = True
+                self._planned = self._busy = True
                 if self._preempt_for(w):
                     return False
+            self._retry_at = min(self._retry_at, w.tried_preempt + self.cfg.tick_s)
             self._failed.append(res)
             return None if res.fits_in(MIN_SIZE) else False
+        self._busy = True
         self.ledger.activate(box.agent.tenant, w.ask.resources, new=not w.wake)
         self.cluster.reserve(node, f"sb{box.agent.id}", w.ask.resources)
         self._start(w, node)
@@ -375,6 +392,7 @@ class World:
 
     def _preempted(self, w: Waiter) -> None:
         w.preempting = False
+        self._changes += 1
         self.dispatch()
 
     def _hibernate(self, box: Box) -> None:
