@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INIT := src/cloche/_bin/cloche-init
 STATE_CLIENT := src/cloche/_bin/cloche-state
+GVISOR_COMPAT := src/cloche/_bin/libcloche-gvisor-compat.so
 STATE_PY := src/cloche/_bin/cloche_state.py
 APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server chromium
 STAMP := .cloche-setup
@@ -12,7 +13,7 @@ E2B_JS := tests/e2b/js
 
 .PHONY: up test bench lint setup clean
 
-setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/e2b-js $(INIT) $(STATE_CLIENT) $(STATE_PY)
+setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/e2b-js $(INIT) $(STATE_CLIENT) $(STATE_PY) $(GVISOR_COMPAT)
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -47,6 +48,11 @@ $(INIT): supervisor/cloche-init.c
 $(STATE_CLIENT): supervisor/cloche-state.c
 	@mkdir -p $(dir $@)
 	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
+
+# Preloaded in gVisor sandboxes (/etc/ld.so.preload): see the file's comment.
+$(GVISOR_COMPAT): supervisor/cloche-gvisor-compat.c
+	@mkdir -p $(dir $@)
+	gcc -shared -fPIC -nostdlib -O2 -Wall -Wextra -Werror -o $@ $<
 
 $(STATE_PY): src/cloche/state/incontainer.py
 	@mkdir -p $(dir $@)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cloche.examples import memo_app
+from cloche.node.runtime import node_key
 from tests.integration.conftest import Server
 
 
@@ -113,6 +114,31 @@ def test_crashed_agent_errors_clearly_then_restarts(tenant_client: httpx.Client)
     assert again.status_code == 200 and again.json()["pid"] != before["pid"]
     assert again.json()["turn"] == 2  # its files survived the crash (which happened before saving)
     tenant_client.delete("/v1/apps/fragile")
+
+
+def test_a_planted_symlink_never_leads_to_another_tenants_agent(server: Server, tenant_client: httpx.Client):
+    """The agent's socket lies in a directory its sandbox's root owns. Replacing it with a
+    link to another sandbox's agent socket (on the host) must not route this tenant's
+    invocations there: the host connects without following links, and restarts the
+    agent instead."""
+    _, victim_key = server.tenant()
+    with server.client(victim_key) as victim:
+        _deploy(victim, "victim")
+        assert _say(victim, "victim", "v", "hello").json()["turn"] == 1
+        victim_sandbox = victim.get("/v1/apps/victim/agents/v").json()["sandbox_id"]
+        target = f"/run/cloche/{node_key(server.data_dir)}/{victim_sandbox}/host/agent.sock"
+        _deploy(tenant_client, "attacker")
+        first = _say(tenant_client, "attacker", "a", "hi").json()
+        plant = (f"ln -s {target} /.cloche/host/evil && mv -f /.cloche/host/evil /.cloche/host/agent.sock && "
+                 f"(sleep 0.3; kill {first['pid']}) >/dev/null 2>&1 &")  # fmt: skip
+        assert _say(tenant_client, "attacker", "a", f"run: {plant}").status_code == 200
+        time.sleep(1)
+        after = _say(tenant_client, "attacker", "a", "who answers?")
+        assert after.status_code == 200, after.text
+        assert after.json()["user"] == "a" and after.json()["pid"] != first["pid"]  # its own agent, restarted
+        assert _say(victim, "victim", "v", "still mine").json()["turn"] == 2  # the victim saw nothing
+        victim.delete("/v1/apps/victim")
+    tenant_client.delete("/v1/apps/attacker")
 
 
 @pytest.mark.parametrize(

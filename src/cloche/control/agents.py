@@ -20,11 +20,13 @@ from typing import Any
 
 import httpx
 
+from cloche.control.agent_transport import agent_transport
 from cloche.control.errors import ApiError, not_found
 from cloche.control.sandboxes import SandboxService
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
 from cloche.node.protocol import ExecRequest
 from cloche.node.supervisor import ExecSession
+from cloche.node.unixsock import connect_nofollow
 from cloche.store.db import AgentRow, AppRow, Tenant
 
 AGENT_SOCKET = "/.cloche/host/agent.sock"
@@ -233,7 +235,7 @@ class AgentService:
 
     async def _listening(self, sock: Path) -> bool:
         try:
-            _, writer = await asyncio.open_unix_connection(str(sock))
+            _, writer = await asyncio.open_unix_connection(sock=connect_nofollow(str(sock)))
         except OSError:
             return False
         writer.close()
@@ -302,8 +304,7 @@ class AgentService:
                        body: AsyncIterator[bytes]) -> httpx.Response:  # fmt: skip
         client = self._clients.get(sandbox_id)
         if client is None:
-            transport = httpx.AsyncHTTPTransport(uds=str(sock))
-            client = httpx.AsyncClient(transport=transport, base_url="http://agent", timeout=None)
+            client = httpx.AsyncClient(transport=agent_transport(sock), base_url="http://agent", timeout=None)
             self._clients[sandbox_id] = client
         # Content-Length is kept so the body streams through unchunked: simple servers
         # (Python's http.server among them) do not read chunked request bodies.

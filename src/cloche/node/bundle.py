@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from cloche.node import seccomp
-from cloche.node.gvisor import SOCKET_DIR
+from cloche.node.gvisor import PRELOAD, SOCKET_DIR
+from cloche.node.paths import BIN_DIR_PATH, HOST_DIR_PATH, INIT_PATH, SOCKET_DIR_PATH
 from cloche.node.spec import Limits
 
 UID_RANGE = 65536
 CPU_PERIOD_US = 100_000
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-BIN_DIR_PATH = "/.cloche/bin"
-INIT_PATH = "/.cloche/bin/cloche-init"
-HOST_DIR_PATH = "/.cloche/host"
-SOCKET_DIR_PATH = "/.cloche/sv"  # gVisor: where cloche-init binds its socket
 
 # Docker's default capability set minus NET_RAW and MKNOD.
 CAPABILITIES = [
@@ -165,4 +162,6 @@ def _for_gvisor(config: dict[str, Any], bundle: Path) -> None:
          "options": ["bind", "nosuid", "nodev", "noexec"]},
         {"destination": "/tmp", "type": "bind", "source": str(bundle / "rootfs" / "tmp"),
          "options": ["bind", "nosuid", "nodev"]},
+        {"destination": "/etc/ld.so.preload", "type": "bind", "source": str(bundle / PRELOAD),
+         "options": ["bind", "ro", "nosuid", "nodev"]},
     ]  # fmt: skip

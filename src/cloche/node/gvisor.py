@@ -18,6 +18,9 @@ What differs from runc, and why:
 - **Files.** --file-access=shared and no gVisor overlay: the node reads and writes the
   sandbox's files on the host (openat2 on the merged overlay), and the sandbox must see
   those writes at once, and the host its.
+- **`ls` and `stat`.** This runsc rejects AT_NO_AUTOMOUNT in statx and fstatat, which
+  coreutils always passes; glibc preloads a flag-stripping shim in every gVisor sandbox
+  (/etc/ld.so.preload, bound from the bundle; supervisor/cloche-gvisor-compat.c).
 - **Platform.** ptrace: the kvm platform hangs at boot on a host without nested KVM
   (a Firecracker guest, say).
 """
@@ -29,6 +32,7 @@ import socket
 import time
 from pathlib import Path
 
+from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.runc import OciDriver
 
 FLAGS = ("--platform=ptrace", "--network=sandbox", "--file-access=shared", "--overlay2=none",
@@ -36,6 +40,8 @@ FLAGS = ("--platform=ptrace", "--network=sandbox", "--file-access=shared", "--ov
 # `runsc start` in a mount namespace of its own where /proc/sys/net is empty (see above).
 HIDE_NET_SYSCTLS = "mount -t tmpfs -o size=4k,mode=555 cloche-hide /proc/sys/net && exec \"$@\""
 SOCKET_DIR = "sv"  # <bundle>/sv is bound at /.cloche/sv
+PRELOAD = "ld.so.preload"  # <bundle>/ld.so.preload is bound at /etc/ld.so.preload
+COMPAT_LIBRARY = "libcloche-gvisor-compat.so"  # in the bin directory bound at /.cloche/bin
 BOOT_TIMEOUT_S = 30.0
 
 
@@ -55,6 +61,7 @@ class GvisorDriver(OciDriver):
         d.mkdir(exist_ok=True)
         os.chown(d, uid, uid)
         os.chmod(d, 0o700)
+        (bundle / PRELOAD).write_text(f"{BIN_DIR_PATH}/{COMPAT_LIBRARY}\n")
 
     def run(self, container_id: str, bundle: Path, log: Path) -> int:
         pid_file = bundle / "pid"

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Protocol
 
 from cloche.node import cgroups, disk, drivers, idmap, linux, orphans, supervisor
-from cloche.node.bundle import BIN_DIR_PATH, UID_RANGE, HostBind, build_config
+from cloche.node.bundle import UID_RANGE, HostBind, build_config
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.files import SandboxFS
 from cloche.node.net import links
 from cloche.node.net.firewall import Counters
 from cloche.node.net.node import NetConfig, NodeNetwork
 from cloche.node.net.policy import NetworkPolicy
+from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.pool import WarmPool
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import RecordStore, SandboxRecord

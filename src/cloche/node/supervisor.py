@@ -7,10 +7,6 @@ the output; an `ExecSession` streams events and accepts stdin, signals and resiz
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
-import socket
-import stat
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +14,7 @@ from dataclasses import dataclass
 
 from cloche.node.errors import InvalidState, RuntimeFailure
 from cloche.node.protocol import HEADER, MAX_FRAME, ExecRequest, chunks, frame
+from cloche.node.unixsock import connect_nofollow
 
 
 @dataclass
@@ -104,28 +101,10 @@ class ExecSession:
 
 async def _connect(sock_path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
-        return await asyncio.open_unix_connection(sock=_connect_nofollow(sock_path), limit=MAX_FRAME + HEADER.size)
+        # never by path: under gVisor the socket lies in a directory the sandbox's root writes
+        return await asyncio.open_unix_connection(sock=connect_nofollow(sock_path), limit=MAX_FRAME + HEADER.size)
     except OSError as exc:
         raise RuntimeFailure(f"sandbox supervisor is not reachable ({exc.strerror or exc})") from exc
-
-
-def _connect_nofollow(sock_path: str) -> socket.socket:
-    """Connect without following a symlink in the last component: under gVisor the
-    socket lies in a directory the sandbox's root writes, which could plant a link to
-    another sandbox's socket. The socket is opened O_PATH and reached by its fd."""
-    fd = os.open(sock_path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-            raise OSError(errno.ENOTSOCK, "not a socket")
-        sock.connect(f"/proc/self/fd/{fd}")
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        os.close(fd)
-    return sock
 
 
 async def open_session(sock_path: str, request: ExecRequest) -> ExecSession:
