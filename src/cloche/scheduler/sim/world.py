@@ -90,7 +90,7 @@ class World:
         # so an ask at least as large is unplaceable unless one of those nodes takes it.
         self._unplaceable: list[tuple[Resources, dict[str, Node]]] = []
         # A pass that neither admitted nor planned is repeated only once something it depends
-        # on changed (`_changes`: the queue, room freed, a preemption done) or a waiter may
+        # on changed (`_changes`: the queue, room for a size that failed, a preemption done) or a waiter may
         # plan a preemption again: (changes, time) of the last such pass.
         self._changes = 0
         self._quiet: tuple[int, float] | None = None
@@ -153,11 +153,11 @@ class World:
         box.usage = usage
 
     def _freed(self, node: Node) -> None:
-        self._changes += 1
         infeasible = self.scheduler.infeasible
         for u, dirty in self._unplaceable:
             if infeasible(node, Ask(u)) is None:  # else it still refuses u, and so every larger ask
                 dirty[node.id] = node
+                self._changes += 1  # this size, or a larger one, may fit now
         self._unplaceable = [(u, dirty) for u, dirty in self._unplaceable if len(dirty) <= MAX_DIRTY]
 
     def _unplaceable_now(self, ask: Ask) -> bool:
