@@ -2189,22 +2189,34 @@ def sim_command(
     wait_s: Annotated[float, typer.Option("--wait-s", help="How long a create may queue.")] = 30.0,
     trace: Annotated[Path | None, typer.Option(help="Replay this JSON-lines trace instead.")] = None,
     save_trace: Annotated[Path | None, typer.Option("--save-trace", help="Write the workload as a trace.")] = None,
-    output: Annotated[Path, typer.Option(help="Markdown file whose `cloche sim` section is written.")] = Path(
-        "BENCHMARKS.md"),
-    write: Annotated[bool, typer.Option("--write/--no-write", help="Write the section to --output.")] = True,
-) -> None:
+    output: Annotated[Path | None, typer.Option(
+        help="Markdown file whose `cloche sim` section is written (implies --write).")] = None,
+    write: Annotated[bool, typer.Option("--write/--no-write",
+                                        help="Write the section into --output (default BENCHMARKS.md).")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Draw admission rate, queue wait and latency to this PNG.")] = None,
+) -> None:  # fmt: skip
     """Simulate placement policies side by side with the real scheduler code (random,
-    first-fit, Kubernetes-default-like, cloche) and write the comparison table."""
+    first-fit, Kubernetes-default-like, cloche) and print the comparison table."""
     from cloche.scheduler import sim
 
     cfg = sim.SimConfig(nodes=nodes, hours=hours, load=load, seed=seed, wait_s=wait_s)
     command = " ".join(["cloche", "sim", *sys.argv[2:]]) if len(sys.argv) > 1 else "cloche sim"
+    target = (output or Path("BENCHMARKS.md")) if write or output else None
     with _spinner(f"simulating {hours:g} h on {nodes} nodes"):
-        _, section, ok = sim.run(cfg, [p.strip() for p in policies.split(",") if p.strip()], trace, save_trace,
-                                 output if write else None, command)  # fmt: skip
+        results, section, ok = sim.run(cfg, [p.strip() for p in policies.split(",") if p.strip()], trace,
+                                       save_trace, target, command)  # fmt: skip
     out.print(section, markup=False, highlight=False, soft_wrap=True)
-    if write:
-        err.print(f"wrote the `cloche sim` section of {output}", highlight=False)
+    if target is not None:
+        err.print(f"wrote the `cloche sim` section of {target}", highlight=False)
+    if plot is not None:
+        from cloche.scheduler.sim.plot import PlotUnavailable, draw
+
+        try:
+            draw(results, plot, f"{hours:g} h on {nodes} nodes at load {load:g}, seed {seed}")
+        except PlotUnavailable as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from exc
+        err.print(f"drew {plot}", highlight=False)
     if not ok:
         raise typer.Exit(1)
 
