@@ -77,7 +77,7 @@ def test_markdown_section_is_maintained(tmp_path: Path, results: list[sim.Result
     assert "| agents admitted |" in text and "**Met:**" in text
 
 
-def test_cli_sim_command(tmp_path: Path):
+def test_cli_sim_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from cloche.cli import app
 
     out = tmp_path / "B.md"
@@ -85,5 +85,42 @@ def test_cli_sim_command(tmp_path: Path):
                                  "--output", str(out), "--save-trace", str(tmp_path / "w.jsonl")])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "| agents admitted |" in out.read_text() and (tmp_path / "w.jsonl").stat().st_size > 0
-    bad = CliRunner().invoke(app, ["sim", "--policies", "best", "--no-write"])
+    monkeypatch.chdir(tmp_path)  # BENCHMARKS.md would land here
+    quiet = CliRunner().invoke(app, ["sim", "--nodes", "3", "--hours", "0.25", "--policies", "kubernetes,cloche"])
+    assert quiet.exit_code == 0, quiet.output
+    assert not (tmp_path / "BENCHMARKS.md").exists()  # printed, not written, unless asked
+    bad = CliRunner().invoke(app, ["sim", "--policies", "best"])
     assert bad.exit_code != 0
+
+
+def test_parallel_worlds_report_what_one_process_does():
+    cfg = sim.SimConfig(nodes=6, hours=0.5, load=3.0, keepalive_s=300, seed=4)
+    agents = sim.generate(cfg)
+    one = sim.simulate(cfg, sim.SIM_POLICIES, agents, workers=1)
+    two = sim.simulate(cfg, sim.SIM_POLICIES, agents, workers=2)
+    assert [r.policy for r in two] == list(sim.SIM_POLICIES)
+    for a, b in zip(one, two, strict=True):
+        assert (a.admitted, a.rejected, a.waits, a.latencies, a.hibernations) == (
+            b.admitted, b.rejected, b.waits, b.latencies, b.hibernations)  # fmt: skip
+
+
+def test_cli_sim_plot(tmp_path: Path):
+    from cloche.cli import app
+
+    png = tmp_path / "plots" / "sim.png"
+    r = CliRunner().invoke(app, ["sim", "--nodes", "3", "--hours", "0.25", "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert 800 <= width <= 3000 and 300 <= height <= 1500 and 10_000 < len(data) < 2_000_000
+
+
+def test_plot_without_matplotlib_names_the_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    from cloche.scheduler.sim.plot import PlotUnavailable, draw
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(PlotUnavailable, match="pip install matplotlib"):
+        draw([], tmp_path / "x.png")
