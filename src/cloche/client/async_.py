@@ -569,9 +569,10 @@ class AsyncTemplates:
         """Every template (``base`` included)."""
         return await self._client._call(_api.list_templates())
 
-    async def import_tar(self, name: str, archive: bytes | IO[bytes], on_base: bool = False) -> TemplateInfo:
+    async def import_tar(self, name: str, archive: bytes | IO[bytes], on_base: bool = False,
+                         on_progress: ProgressCallback | None = None) -> TemplateInfo:  # fmt: skip
         """Import a rootfs tarball as template ``name`` (admin key); see the sync client."""
-        return await self._client._call(_api.import_template(name, archive, on_base))
+        return await self._client._call(_api.import_template(name, archive, on_base), on_progress)
 
     async def delete(self, name: str) -> None:
         """Delete a template; refused (Conflict) while sandboxes use it."""

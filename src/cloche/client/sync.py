@@ -730,10 +730,12 @@ class Templates:
         """Every template (``base`` included)."""
         return self._client._call(_api.list_templates())
 
-    def import_tar(self, name: str, archive: bytes | IO[bytes], on_base: bool = False) -> TemplateInfo:
+    def import_tar(self, name: str, archive: bytes | IO[bytes], on_base: bool = False,
+                   on_progress: ProgressCallback | None = None) -> TemplateInfo:  # fmt: skip
         """Import a rootfs tarball as template ``name`` (admin key). With ``on_base`` the
-        files are laid over ``base`` (the host's /usr, read-only), e.g. an agent's code."""
-        return self._client._call(_api.import_template(name, archive, on_base))
+        files are laid over ``base`` (the host's /usr, read-only), e.g. an agent's code.
+        ``on_progress(nbytes)`` is called as the archive is sent."""
+        return self._client._call(_api.import_template(name, archive, on_base), on_progress)
 
     def delete(self, name: str) -> None:
         """Delete a template; refused (Conflict) while sandboxes use it."""
