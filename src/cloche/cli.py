@@ -189,7 +189,8 @@ def _state_style(state: str) -> str:
 
 @contextmanager
 def _transfer(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields an ``advance(nbytes)`` callback."""
+    """A rich progress bar on stderr; yields an ``advance(nbytes)`` callback. Once every
+    byte of a known total is sent, the line says the server is still working on them."""
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -203,15 +204,26 @@ def _transfer(description: str, total: int | None) -> Iterator[Callable[[int], N
     )
     with progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        sent = 0
+
+        def advance(n: int) -> None:
+            nonlocal sent
+            sent += n
+            progress.advance(task, n)
+            if total and sent >= total:
+                progress.update(task, description=f"{description}: sent, the server is working on it")
+
+        yield advance
 
 
 @contextmanager
 def _spinner(message: str) -> Iterator[None]:
-    if err.is_terminal:
-        with err.status(message):
-            yield
-    else:
+    """A spinner with the elapsed time on stderr while a long call runs (a terminal only:
+    piped output stays free of control codes)."""
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                        transient=True, disable=not err.is_terminal)  # fmt: skip
+    with progress:
+        progress.add_task(message, total=None)
         yield
 
 
@@ -2040,8 +2052,9 @@ def template_import(
     api_key: KeyOpt = None,
 ) -> None:
     """Import a rootfs tarball as a template (admin key)."""
-    with _client(url, api_key) as client, archive.open("rb") as f:
-        info = client.templates.import_tar(name, f, on_base=on_base)
+    size = archive.stat().st_size
+    with _client(url, api_key) as client, archive.open("rb") as f, _transfer(f"import {archive.name}", size) as sent:
+        info = client.templates.import_tar(name, f, on_base=on_base, on_progress=sent)
     out.print(info.name, highlight=False)
 
 
