@@ -10,10 +10,12 @@ names a `plot` (a CDF when it carries raw `samples`, a bar otherwise).
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ class Result:
     label: str | None = None  # legend / bar label in that plot
     error: str | None = None
     extra: dict[str, float] = field(default_factory=dict)
+
+
+PLOTS = Path(os.environ.get("BENCH_PLOTS", Path(__file__).resolve().parent / "plots"))
+
+
+def plot_path(title: str) -> Path:
+    """Where the plot titled `title` is drawn (run.py's plots and modules' own)."""
+    return PLOTS / f"{re.sub(r'[^a-z0-9]+', '_', title.lower()).strip('_')}.png"
 
 
 def env_int(name: str, default: int) -> int:

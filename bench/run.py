@@ -36,13 +36,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results import CONDITIONS, Goal, Result, log, note_conditions, percentile  # noqa: E402
+from results import CONDITIONS, PLOTS, Goal, Result, log, note_conditions, percentile, plot_path  # noqa: E402
 
 MODULES = ["baseline", "runtime_bench", "api_bench", "hibernate_bench", "state_bench", "e2b_bench", "scheduler_bench",
            "network_bench", "egress_proxy_bench", "isolation_bench"]  # fmt: skip
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-PLOTS = Path(os.environ.get("BENCH_PLOTS", BENCH / "plots"))
 
 
 # ---- machine --------------------------------------------------------------------------
@@ -226,15 +225,19 @@ def markdown(run: dict[str, Any], results: list[Result], plots: list[Path], out:
         lines += [f"- {n}" for n in notes]
         if notes:
             lines.append("")
+        # this table's plots below it: its results' and one a module drew under the table's title
+        for title in dict.fromkeys([*(r.plot for r in rows if r.plot), table]):
+            if plot_path(title) in plots:
+                lines += [_image(plot_path(title), out), ""]
 
     kept = kept_sections(out, set(tables))
     if kept:
         lines += kept
 
     if plots:
-        lines += ["## Plots", ""]
+        lines += ["## Plots", "", "Every plot this run drew (those of a table are also shown under it).", ""]
         for p in plots:
-            lines += [f"![{p.stem}]({Path(os.path.relpath(p, out.parent)).as_posix()})", ""]
+            lines += [_image(p, out), ""]
 
     lines += ["## Sizes (environment variables)", "", "| Variable | Default | Meaning |",
               "|---|---|---|"]  # fmt: skip
@@ -263,6 +266,10 @@ def kept_sections(path: Path, tables: set[str]) -> list[str]:
     return kept
 
 
+def _image(plot: Path, out: Path) -> str:
+    return f"![{plot.stem}]({Path(os.path.relpath(plot, out.parent)).as_posix()})"
+
+
 def _figure(r: Result, resolved: dict[str, tuple[Result | None, float | None, bool | None]]) -> str:
     _, ratio, _ = resolved[r.key]
     if r.goal and r.goal.on == "ratio" and ratio is not None:
@@ -279,10 +286,6 @@ KNOBS = [  # run.py's own; modules add theirs with a module-level KNOBS list
 
 
 # ---- plots ----------------------------------------------------------------------------
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def plot(results: list[Result]) -> list[Path]:
@@ -335,11 +338,20 @@ def plot(results: list[Result]) -> list[Path]:
             ax.margins(x=0.15)
         ax.set_title(title)
         fig.tight_layout()
-        path = PLOTS / f"{slug(title)}.png"
+        path = plot_path(title)
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def drawn_plots(results: list[Result], started: datetime) -> list[Path]:
+    """The plots drawn from `results`, then any other PNG a module drew into PLOTS during
+    the run (e.g. the `cloche sim` policies), so that every plot of the run is linked;
+    older files there (from runs of other modules) are left out."""
+    written = plot(results)
+    since = started.timestamp()
+    return written + [p for p in sorted(PLOTS.glob("*.png")) if p not in written and p.stat().st_mtime >= since]
 
 
 # ---- main -----------------------------------------------------------------------------
@@ -410,7 +422,7 @@ def main() -> int:
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(run, indent=1))
         log(f"saved the raw results to {saved} (re-render with --render {saved})")
-    plots = plot(results)
+    plots = drawn_plots(results, datetime.fromisoformat(run["started"]))
     out = Path(os.environ.get("BENCH_OUTPUT", REPO / "BENCHMARKS.md"))
     out.write_text(markdown(run, results, plots, out))
     resolved = resolve(results)

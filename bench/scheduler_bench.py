@@ -17,11 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from results import Goal, Result, env_float, env_int, log, percentile  # noqa: E402
+from results import Goal, Result, env_float, env_int, log, percentile, plot_path  # noqa: E402
 
 from cloche.scheduler import policies, sim  # noqa: E402
 from cloche.scheduler.cluster import Cluster  # noqa: E402
 from cloche.scheduler.model import Ask, Node, Overcommit, Resources  # noqa: E402
+from cloche.scheduler.sim.plot import draw  # noqa: E402
 
 TABLE_DECISIONS = "Scheduler: placement decisions at 1,000 nodes"
 TABLE_SIM = "Scheduler: simulated policies (`cloche sim`)"
@@ -134,6 +135,7 @@ def run_sim() -> list[Result]:
     command = f"cloche sim --nodes {cfg.nodes} --hours {cfg.hours:g} --load {cfg.load:g}"
     results, section, ok = sim.run(cfg, sim.SIM_POLICIES, command=command)
     DESCRIPTIONS[TABLE_SIM] = section.split("\n", 2)[2].strip()  # the section without its own heading
+    draw(results, plot_path(TABLE_SIM), f"{command} (seed {cfg.seed})")  # linked by run.py: drawn during the run
     by = {r.policy: r.summary() for r in results}
     for name, s in by.items():
         out.append(Result(f"scheduler.sim.{name}.admitted", TABLE_SIM, f"{name}: agents admitted",
