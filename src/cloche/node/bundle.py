@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cloche.node import seccomp
-from cloche.node.gvisor import PRELOAD, SOCKET_DIR
+from cloche.node.gvisor import PRELOAD, SOCKET_DIR, host_pids
 from cloche.node.paths import BIN_DIR_PATH, HOST_DIR_PATH, INIT_PATH, SOCKET_DIR_PATH
 from cloche.node.spec import Limits
 
@@ -149,10 +149,15 @@ def _for_gvisor(config: dict[str, Any], bundle: Path) -> None:
     """runsc's differences: cloche-init listens on a socket in a directory bound from
     the host (runsc cannot pass fds in; see gvisor.py), and /tmp is bound explicitly,
     since runsc would otherwise put a tmpfs of its own over an empty /tmp, where the
-    file API (which writes the rootfs on the host) could not see it. gVisor's seccomp
+    file API (which writes the rootfs on the host) could not see it. The sandbox's pids
+limit is its processes' RLIMIT_NPROC, which the Sentry enforces (fork gets EAGAIN);
+the host cgroup's is a backstop above it (`host_pids`). gVisor's seccomp
     answers EPERM to every denied call (it ignores errnoRet), so clone3 is let through
     to the Sentry, which answers ENOSYS itself (glibc then falls back to clone; with
     EPERM no thread could start)."""
+    pids = config["linux"]["resources"]["pids"]
+    config["process"]["rlimits"] = [{"type": "RLIMIT_NPROC", "hard": pids["limit"], "soft": pids["limit"]}]
+    pids["limit"] = host_pids(pids["limit"])
     rules = config["linux"]["seccomp"]["syscalls"]
     rules[:] = [rule for rule in rules if rule["names"] != ["clone3"]]
     rules.append({"names": ["clone3"], "action": "SCMP_ACT_ALLOW"})

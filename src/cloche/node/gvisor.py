@@ -21,6 +21,13 @@ What differs from runc, and why:
 - **`ls` and `stat`.** This runsc rejects AT_NO_AUTOMOUNT in statx and fstatat, which
   coreutils always passes; glibc preloads a flag-stripping shim in every gVisor sandbox
   (/etc/ld.so.preload, bound from the bundle; supervisor/cloche-gvisor-compat.c).
+- **pids.** The host's pids cgroup counts the Sentry's, the gofer's and the ptrace
+  stubs' threads, not the sandbox's processes (a few dozen processes make a thousand
+  host threads), and the Sentry dies when it cannot make one. So the sandbox's pids limit
+  is its RLIMIT_NPROC, enforced by the Sentry (per user, as Linux does: fork gets EAGAIN),
+  fixed at boot, and the host cgroup's limit is a backstop well above it (`host_pids`).
+- **Memory.** The sandbox's memory is the Sentry's: past memory_mb the host's OOM killer
+  kills the Sentry, that is the whole sandbox, not one of its processes.
 - **Platform.** ptrace: the kvm platform hangs at boot on a host without nested KVM
   (a Firecracker guest, say).
 """
@@ -43,6 +50,13 @@ SOCKET_DIR = "sv"  # <bundle>/sv is bound at /.cloche/sv
 PRELOAD = "ld.so.preload"  # <bundle>/ld.so.preload is bound at /etc/ld.so.preload
 COMPAT_LIBRARY = "libcloche-gvisor-compat.so"  # in the bin directory bound at /.cloche/bin
 BOOT_TIMEOUT_S = 30.0
+HOST_TASKS_PER_PID = 16  # measured: a fork bomb held at 64 processes made ~1900 host threads
+HOST_TASKS_BASE = 512  # an idle sandbox: ~150 (Sentry, gofer, stubs)
+
+
+def host_pids(pids: int) -> int:
+    """The host cgroup's pids.max for a gVisor sandbox whose own limit is `pids`."""
+    return pids * HOST_TASKS_PER_PID + HOST_TASKS_BASE
 
 
 class GvisorDriver(OciDriver):
