@@ -52,8 +52,10 @@ def probe(client: httpx.Client, sandbox_id: str, *ops: list[Any]) -> list[tuple[
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("netserver") / "data", pool_size=1)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A module that sets ISOLATION gets a server whose default tier (and pool) is that."""
+    env = {"CLOCHE_ISOLATION": getattr(request.module, "ISOLATION", "runc")}
+    srv = Server(tmp_path_factory.mktemp("netserver") / "data", pool_size=1, env=env)
     srv.start()
     yield srv
     if srv.proc and srv.proc.poll() is None:
