@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -136,3 +137,19 @@ def test_close_while_the_pool_refills_leaves_nothing(node, tmp_path):
     n.loop.stop()
     assert n.rt.driver.list_ids() == []
     assert not [line for line in open("/proc/self/mountinfo") if str(run_dir) in line]
+
+
+def test_live_resize_of_pids_only_on_runc(node):
+    """gVisor's pids limit is its processes' RLIMIT_NPROC, set at boot: a live change is
+    refused (409) rather than left unenforced; cpu and memory still change live."""
+    rec = node.create(pids=64)
+    try:
+        limits = node.rt.get(rec.id).spec.limits
+        if node.isolation == "gvisor":
+            with pytest.raises(InvalidState, match="pids"):
+                node.run(node.rt.resize(rec.id, replace(limits, pids=128)))
+        else:
+            node.run(node.rt.resize(rec.id, replace(limits, pids=128)))
+        assert node.run(node.rt.resize(rec.id, replace(limits, cpu=0.5))).spec.limits.cpu == 0.5
+    finally:
+        node.kill(rec.id)
