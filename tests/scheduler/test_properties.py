@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,7 +12,8 @@ from cloche.scheduler.admission import FairQueue, Quota, QuotaLedger, dispatch
 from cloche.scheduler.cluster import Cluster
 from cloche.scheduler.filters import ResourceFit
 from cloche.scheduler.model import Ask, Node, Overcommit, Resources
-from cloche.scheduler.preemption import Victim, plan
+from cloche.scheduler.pipeline import Scheduler
+from cloche.scheduler.preemption import Victim, eligible, plan
 
 ratios = st.sampled_from([1.0, 1.5, 2.0, 4.0])
 nodes_st = st.lists(
@@ -160,3 +163,43 @@ def test_preemption_never_touches_higher_priority_or_busy_sandboxes(victims, pri
     freed = Resources(sum(v.resources.cpu for v in p.victims), sum(v.resources.memory_mb for v in p.victims))
     after = Node("n", node.capacity, node.labels, node.overcommit, allocated=node.allocated - freed)
     assert ResourceFit().check(after, ask) is None
+
+
+def _fewest_victims(s: Scheduler, ask: Ask, victims_by_node: dict[str, list[Victim]], now: float,
+                    idle_s: float) -> tuple[str, list[str]] | None:  # fmt: skip
+    """plan's answer by brute force: on every node every number of victims, least
+    recently used first, on a what-if copy made by dataclasses.replace."""
+    best: tuple[tuple[int, float, int], str, list[str]] | None = None
+    for index, (node_id, vs) in enumerate(victims_by_node.items()):
+        node = s.cluster.by_id[node_id]
+        order = eligible(vs, ask.priority, now, idle_s)
+        for k in range(1, len(order) + 1):
+            freed = sum((v.resources for v in order[:k]), Resources())
+            used = max(0.0, node.usage.memory_mb - sum(v.usage_mb for v in order[:k]))
+            what_if = replace(node, allocated=node.allocated - freed, usage=Resources(node.usage.cpu, used))
+            if s.infeasible(what_if, ask) is None:
+                rank = (k, order[k - 1].last_active, index)
+                if best is None or rank < best[0]:
+                    best = (rank, node_id, [v.key for v in order[:k]])
+                break
+    return None if best is None else best[1:]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(victims_st, st.floats(0, 3000)), min_size=1, max_size=6), st.integers(-2, 3), asks_st,
+       st.sampled_from([0.0, 100.0, 600.0]))  # fmt: skip
+def test_preemption_plan_is_the_fewest_then_longest_idle_victims(spec, priority, a, idle_s):
+    now = 5000.0
+    nodes, victims_by_node = [], {}
+    for i, (victims, used) in enumerate(spec):
+        node = Node(f"n{i}", Resources(4, 4096, 1e9), {"region": "us"}, Overcommit(1, 1), usage=Resources(0, used))
+        vs = [Victim(f"v{i}.{j}", node.id, Resources(c, m), p, now - round(age, -2), m / 4)
+              for j, (p, age, c, m) in enumerate(victims)]  # ages in steps of 100 s: ties  # fmt: skip
+        node.allocated = Resources(sum(v.resources.cpu for v in vs), sum(v.resources.memory_mb for v in vs))
+        nodes.append(node)
+        victims_by_node[node.id] = vs
+    s = policies.build("cloche", Cluster(nodes))
+    ask = Ask(Resources(a[0], a[1]), priority=priority, region=a[2])
+    p = plan(s, ask, victims_by_node, now, idle_s)
+    got = None if p is None else (p.node.id, [v.key for v in p.victims])
+    assert got == _fewest_victims(s, ask, victims_by_node, now, idle_s)

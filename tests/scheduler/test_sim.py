@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from cloche.scheduler import sim
 
 SMALL = sim.SimConfig(nodes=6, hours=0.75, load=3.0, keepalive_s=300, seed=3)
+FIGURES = Path(__file__).with_name("sim_figures.json")  # SMALL's figures, as the simulator computed them
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,22 @@ def test_every_policy_runs_and_accounts_for_every_agent(results: list[sim.Result
         assert s["wait_p99_s"] <= SMALL.wait_s + 1e-9
         assert s["overflow_pct"] == 0.0
         assert r.decisions_us
+
+
+def figures(results: list[sim.Result]) -> dict[str, dict[str, float]]:
+    """What a run reports, but for what is measured (decision times, wall time)."""
+    return {r.policy: {k: v for k, v in r.summary().items() if not k.startswith("decision_") and k != "wall_s"}
+            for r in results}  # fmt: skip
+
+
+def test_figures_are_the_recorded_ones(results: list[sim.Result]):
+    """Making the simulator faster must not change what it computes. A deliberate change
+    of the model rewrites the file: json.dumps(figures(results), indent=1)."""
+    recorded = json.loads(FIGURES.read_text())
+    got = figures(results)
+    assert list(got) == list(recorded)
+    for policy, values in recorded.items():
+        assert got[policy] == pytest.approx(values, rel=1e-9), policy
 
 
 def test_cloche_beats_the_baselines(results: list[sim.Result]):

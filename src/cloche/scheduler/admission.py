@@ -151,15 +151,14 @@ class FairQueue(Generic[T]):
         for priority in sorted(self._levels, reverse=True):
             queues = list(self._levels[priority].values())
             k = 0
-            while True:
-                found = False
+            while queues:  # the k-th item of every tenant that has one, then the k+1-th
+                longer = []
                 for q in queues:
-                    if k < len(q):
-                        found = True
-                        e = q[k]
-                        yield e.item, e.tenant, priority
-                if not found:
-                    break
+                    e = q[k]
+                    yield e.item, e.tenant, priority
+                    if len(q) > k + 1:
+                        longer.append(q)
+                queues = longer
                 k += 1
 
     def pop(self) -> T:

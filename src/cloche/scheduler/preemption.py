@@ -13,7 +13,8 @@ the node with the victims' requests and usage removed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from operator import attrgetter
 
 from cloche.scheduler.model import ZERO, Ask, Node, Resources
 from cloche.scheduler.pipeline import Scheduler
@@ -45,8 +46,24 @@ def _fits_after(scheduler: Scheduler, node: Node, ask: Ask, freed: Resources, fr
     """Whether the ask passes the filters on a what-if copy of the node with `freed`
     allocation and `freed_mb` of memory use given back."""
     u = node.usage
-    usage = Resources(u.cpu, max(0.0, u.memory_mb - freed_mb), u.disk_mb, u.gpus)
-    return scheduler.infeasible(replace(node, allocated=node.allocated - freed, usage=usage), ask) is None
+    what_if = _copy(node)
+    what_if.allocated = node.allocated - freed
+    what_if.usage = Resources(u.cpu, max(0.0, u.memory_mb - freed_mb), u.disk_mb, u.gpus)
+    return scheduler.feasible(what_if, ask)
+
+
+_COPIED = tuple(name for name in Node.__slots__ if name != "allocatable")  # every field but the derived one
+_copied = attrgetter(*_COPIED)
+
+
+def _copy(node: Node) -> Node:
+    """What dataclasses.replace(node) makes (allocatable derived afresh), without its
+    generic machinery: this runs for every node a preemption plan checks."""
+    copy = object.__new__(Node)
+    for name, value in zip(_COPIED, _copied(node), strict=True):
+        setattr(copy, name, value)
+    copy.refresh()
+    return copy
 
 
 def plan(scheduler: Scheduler, ask: Ask, victims_by_node: Mapping[str, Iterable[Victim]], now: float,
@@ -54,22 +71,30 @@ def plan(scheduler: Scheduler, ask: Ask, victims_by_node: Mapping[str, Iterable[
     """The filters only pass more easily as room is freed (less allocated, less in use),
     so the fewest victims on a node is found by bisection over its eligible victims,
     least recently used first, and a node where all of them (or as many as the best plan
-    so far needs) are not enough is passed over after one check."""
-    best: tuple[tuple[int, float], PreemptionPlan] | None = None
-    for node_id, candidates in victims_by_node.items():
+    so far needs) are not enough is passed over after one check. Nodes are visited
+    longest idle victim first, so that the best plan tends to come first and the other
+    nodes are passed over; ties go to the node listed first in `victims_by_node`, as if
+    they were visited in that order."""
+    candidates = []
+    for index, (node_id, victims) in enumerate(victims_by_node.items()):
         node = scheduler.cluster.by_id.get(node_id)
-        if node is None:
-            continue
-        order = eligible(candidates, ask.priority, now, idle_s)
+        order = eligible(victims, ask.priority, now, idle_s) if node is not None else []
+        if order:
+            candidates.append((order[0].last_active, index, node, order))
+    candidates.sort(key=lambda c: c[:2])
+    best: tuple[tuple[int, float, int], PreemptionPlan] | None = None  # ((victims, last one's idle, index), plan)
+    for _, index, node, order in candidates:
         hi = len(order)
         if best is not None and hi >= best[0][0]:  # more victims, or as many idle for less long, cannot win
-            n, last = best[0]
-            hi = n if order[n - 1].last_active < last else n - 1
+            n, last, first = best[0]
+            hi = n if (order[n - 1].last_active, index) < (last, first) else n - 1
+        if not hi:
+            continue
         freed, freed_mb = [ZERO], [0.0]  # what the first k victims free
         for victim in order[:hi]:
             freed.append(freed[-1] + victim.resources)
             freed_mb.append(freed_mb[-1] + victim.usage_mb)
-        if not hi or not _fits_after(scheduler, node, ask, freed[hi], freed_mb[hi]):
+        if not _fits_after(scheduler, node, ask, freed[hi], freed_mb[hi]):
             continue
         lo = 1
         while lo < hi:
@@ -78,7 +103,7 @@ def plan(scheduler: Scheduler, ask: Ask, victims_by_node: Mapping[str, Iterable[
                 hi = mid
             else:
                 lo = mid + 1
-        rank = (lo, order[lo - 1].last_active)
+        rank = (lo, order[lo - 1].last_active, index)
         if best is None or rank < best[0]:
             best = (rank, PreemptionPlan(node, order[:lo]))
     return best[1] if best else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cloche.scheduler.model import Resources
+from cloche.scheduler.sim.nogc import paused_gc
 
 DAY_S = 86400.0
 SIZES = ((0.6, 0.25, 512), (0.3, 0.5, 1024), (0.1, 1.0, 4096))  # (share, cpu, memory_mb)
@@ -106,6 +107,11 @@ def plain_capacity_agents(cfg: SimConfig) -> float:
 
 
 def generate(cfg: SimConfig) -> list[Agent]:
+    with paused_gc():
+        return _generate(cfg)
+
+
+def _generate(cfg: SimConfig) -> list[Agent]:
     rng = random.Random(cfg.seed)
     horizon = cfg.hours * 3600
     rate = cfg.load * plain_capacity_agents(cfg) / mean_session_s(cfg) / len(cfg.regions)

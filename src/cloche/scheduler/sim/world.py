@@ -7,7 +7,6 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from cloche.scheduler import policies
@@ -19,35 +18,14 @@ from cloche.scheduler.pipeline import Scheduler
 from cloche.scheduler.pools import PoolSizer
 from cloche.scheduler.preemption import Victim, plan, reclaim
 from cloche.scheduler.scorers.latency import LatencyMatrix
+from cloche.scheduler.sim.nogc import paused_gc
 from cloche.scheduler.sim.report import ABLATION, Result
+from cloche.scheduler.sim.sandbox import Box, Waiter
+from cloche.scheduler.sim.unplaceable import Unplaceable
 from cloche.scheduler.sim.workload import MIN_SIZE, TEMPLATES, Agent, SimConfig
 
-MAX_DIRTY = 3  # nodes to check before a full placement is cheaper
+MIN_ASK = Ask(MIN_SIZE)
 Event = tuple[float, int, Callable[..., None], tuple[Any, ...]]  # (time, sequence, what, its arguments)
-
-
-@dataclass
-class Box:
-    """One agent's sandbox."""
-
-    agent: Agent
-    state: str = "queued"  # queued, running, hibernating, hibernated, gone
-    node: Node | None = None
-    home: Node | None = None  # the node whose disk holds its layer
-    active: bool = False
-    last_active: float = 0.0
-    turn: int = 0
-    usage: Resources = ZERO
-
-
-@dataclass
-class Waiter:
-    box: Box
-    ask: Ask
-    since: float
-    wake: bool
-    tried_preempt: float = -1e18
-    preempting: bool = False
 
 
 class World:
@@ -76,19 +54,16 @@ class World:
         self.ledger = QuotaLedger()
         self.quota = Quota(max_sandboxes=10**9, max_cpu=math.inf, max_memory_mb=math.inf)
         self.boxes: dict[int, Box] = {}
+        self._sizes: dict[tuple[float, float], Resources] = {}  # one request object per size
         self.on_node: dict[str, set[int]] = {n.id: set() for n in nodes}
-        # idle running sandboxes per node as preemption victims, in the order they went idle
-        self.idle: dict[str, dict[int, Victim]] = {n.id: {} for n in nodes}
+        # idle running sandboxes per node (preemption victims), in the order they went idle
+        self.idle: dict[str, dict[int, Box]] = {n.id: {} for n in nodes}
         self.sizers = {n.id: PoolSizer(cfg.pool_budget_mb, floor={}) for n in nodes} if self.cloche else {}
         main_template = TEMPLATES[0][0]
         for n in nodes:
             n.pools = {main_template: cfg.static_pool} if not self.cloche else {}
         self.refilling: dict[tuple[str, str], int] = {}
-        # Sizes that failed to place, each with the nodes that have since freed enough room to
-        # take it (at most MAX_DIRTY). Feasibility depends only on the size here (no constraints in this
-        # workload) and on each node's allocation and usage, and gets no easier as they grow,
-        # so an ask at least as large is unplaceable unless one of those nodes takes it.
-        self._unplaceable: list[tuple[Resources, dict[str, Node]]] = []
+        self._unplaceable = Unplaceable(self.scheduler)
         # A pass that neither admitted nor planned is repeated only once something it depends
         # on changed (`_changes`: the queue, room for a size that failed, a preemption done) or a waiter may
         # plan a preemption again: (changes, time) of the last such pass.
@@ -121,12 +96,13 @@ class World:
         self._feed((self.agents[i].t, i + 1, self.arrive, (self.agents[i],)) for i in arrivals)
         self._feed((tk, n + 1 + k, self.tick, ()) for k, tk in enumerate(ticks))
         self.seq = n + len(ticks)
-        while self.events:
-            t, _, fn, args = heapq.heappop(self.events)
-            if t > horizon + self.cfg.wait_s:
-                break
-            self.now = t
-            fn(*args)
+        with paused_gc():
+            while self.events:
+                t, _, fn, args = heapq.heappop(self.events)
+                if t > horizon + self.cfg.wait_s:
+                    break
+                self.now = t
+                fn(*args)
         self.result.wall_s = time.perf_counter() - started
         return self.result
 
@@ -146,41 +122,26 @@ class World:
     def _set_usage(self, box: Box, usage: Resources) -> None:
         node = box.node
         if node is not None:
-            before = node.usage
-            node.usage = before - box.usage + usage
-            if self._usage_filtered and node.usage.memory_mb < before.memory_mb:
-                self._freed(node)
+            # before - box.usage + usage, in one step (sandboxes use no disk or gpus here)
+            before, old = node.usage, box.usage
+            node.usage = after = Resources(before.cpu - old.cpu + usage.cpu,
+                                           before.memory_mb - old.memory_mb + usage.memory_mb)  # fmt: skip
+            if self._usage_filtered and after.memory_mb < before.memory_mb:
+                self._changes += self._unplaceable.freed(node)
         box.usage = usage
-
-    def _freed(self, node: Node) -> None:
-        infeasible = self.scheduler.infeasible
-        for u, dirty in self._unplaceable:
-            if infeasible(node, Ask(u)) is None:  # else it still refuses u, and so every larger ask
-                dirty[node.id] = node
-                self._changes += 1  # this size, or a larger one, may fit now
-        self._unplaceable = [(u, dirty) for u, dirty in self._unplaceable if len(dirty) <= MAX_DIRTY]
-
-    def _unplaceable_now(self, ask: Ask) -> bool:
-        infeasible = self.scheduler.infeasible
-        return any(u.fits_in(ask.resources) and all(infeasible(n, ask) is not None for n in dirty.values())
-                   for u, dirty in self._unplaceable)  # fmt: skip
-
-    def _usage_of(self, box: Box) -> Resources:
-        a = box.agent
-        if box.active:
-            return Resources(a.cpu * a.active_frac, a.memory_mb * a.active_frac)
-        return Resources(a.cpu * 0.02, a.memory_mb * a.idle_frac)
 
     # ---- admission -------------------------------------------------------------------------
 
     def _ask(self, box: Box) -> Ask:
         a = box.agent
-        locality = (f"sb{a.id}",) if box.home is not None else ()
-        return Ask(Resources(a.cpu, a.memory_mb), a.template, a.tenant, a.priority, a.region, locality=locality)
+        locality = (box.key,) if box.home is not None else ()
+        return Ask(box.request, a.template, a.tenant, a.priority, a.region, locality=locality)
 
     def arrive(self, agent: Agent) -> None:
         self.result.offered += 1
-        box = Box(agent, last_active=self.now)
+        size = (agent.cpu, agent.memory_mb)
+        request = self._sizes.get(size) or self._sizes.setdefault(size, Resources(*size))
+        box = Box(agent, request, last_active=self.now)
         self.boxes[agent.id] = box
         self._enqueue(box, wake=False)
 
@@ -209,12 +170,13 @@ class World:
     def dispatch(self) -> None:
         if not len(self.queue):
             return
-        if not self.cloche and self._unplaceable_now(Ask(MIN_SIZE)):
+        if not self.cloche and MIN_ASK in self._unplaceable:
             return  # nothing fits, and without preemption a pass would do nothing else
         quiet = self._quiet
         if quiet is not None and quiet[0] == self._changes and self.now < quiet[1] - 1e-6:
             return  # the last pass did nothing, and until a waiter may preempt again neither would this one
         self._failed: list[Resources] = []
+        self._covered: dict[int, bool | None] = {}  # id(size) -> _try's answer, once a size in _failed covers it
         self._planned = False  # at most one preemption plan per pass (each plan scans every sandbox)
         self._busy = False  # the pass admitted or planned
         self._retry_at = math.inf  # when a waiter that reached preemption may try it again
@@ -228,20 +190,24 @@ class World:
         # Placement depends only on the size here (no constraints in this workload): an
         # ask at least as large as one that just failed fails too; once the smallest
         # size has failed, nothing else can fit until something changes.
+        covered = self._covered
+        if id(res) in covered:
+            return covered[id(res)]
         for failed in self._failed:
             if failed.fits_in(res):
-                return None if failed.fits_in(MIN_SIZE) else False
+                covered[id(res)] = answer = None if failed.fits_in(MIN_SIZE) else False
+                return answer
         box = w.box
         quota_reason = self.ledger.check(box.agent.tenant, self.quota, w.ask.resources, new=not w.wake)
         if quota_reason is not None:
             return False
         node = None
-        if not self._unplaceable_now(w.ask):  # else placing would fail again
+        if w.ask not in self._unplaceable:  # else placing would fail again
             t0 = time.perf_counter()
             node = self.scheduler.place(w.ask).node
             self.result.decisions_us.append((time.perf_counter() - t0) * 1e6)
             if node is None:
-                self._unplaceable.append((res, {}))
+                self._unplaceable.failed(res)
         if node is None:
             if self.cloche and not self._planned and self.now - w.tried_preempt >= self.cfg.tick_s:
                 w.tried_preempt = self.now
@@ -253,7 +219,7 @@ class World:
             return None if res.fits_in(MIN_SIZE) else False
         self._busy = True
         self.ledger.activate(box.agent.tenant, w.ask.resources, new=not w.wake)
-        self.cluster.reserve(node, f"sb{box.agent.id}", w.ask.resources)
+        self.cluster.reserve(node, box.key, w.ask.resources)
         self._start(w, node)
         return True
 
@@ -263,12 +229,12 @@ class World:
         box.node = node
         box.state = "running"
         self.on_node[node.id].add(box.agent.id)
-        rtt = self.matrix.rtt(box.agent.region, node.region)
+        box.rtt = rtt = self.matrix.rtt(box.agent.region, node.region)
         if w.wake:
             res.wakes += 1
             start_ms = cfg.wake_local_ms if box.home is node else cfg.wake_remote_ms
             if box.home is not None and box.home is not node:
-                self.cluster.drop(box.home, f"sb{box.agent.id}")
+                self.cluster.drop(box.home, box.key)
         else:
             res.admitted += 1
             res.waits.append(waited)
@@ -285,13 +251,13 @@ class World:
             if self.cloche:
                 self.sizers[node.id].claimed(template)
         box.home = node
-        self.cluster.hold(node, f"sb{box.agent.id}")
+        self.cluster.hold(node, box.key)
         res.latencies.append(waited * 1000 + start_ms + rtt)
         res.turns += 1
         res.local_turns += rtt <= 10
         box.active = True
         box.last_active = self.now
-        self._set_usage(box, self._usage_of(box))
+        self._set_usage(box, box.active_usage)
         active_s = box.agent.turns[box.turn][0]
         self.at(self.now + start_ms / 1000 + active_s, self.turn_end, box)
 
@@ -300,11 +266,10 @@ class World:
     def turn_end(self, box: Box) -> None:
         box.active = False
         box.last_active = self.now
-        self._set_usage(box, self._usage_of(box))
-        if box.node is not None:
-            a = box.agent
-            self.idle[box.node.id][a.id] = Victim(f"sb{a.id}", box.node.id, Resources(a.cpu, a.memory_mb),
-                                                  a.priority, self.now, box.usage.memory_mb)  # fmt: skip
+        self._set_usage(box, box.idle_usage)
+        if box.node is not None and self.cloche:  # only cloche preempts
+            box.victim = None  # made once a preemption looks at it (most idle gaps end long before)
+            self.idle[box.node.id][box.agent.id] = box
         self._next_turn(box)
 
     def _next_turn(self, box: Box) -> None:
@@ -327,10 +292,10 @@ class World:
             return
         box.active = True
         box.last_active = self.now
-        self._set_usage(box, self._usage_of(box))
+        self._set_usage(box, box.active_usage)
         if box.node is not None:
             self.idle[box.node.id].pop(box.agent.id, None)
-        rtt = self.matrix.rtt(box.agent.region, box.node.region if box.node else None)
+        rtt = box.rtt  # a running sandbox's node
         self.result.latencies.append(rtt)
         self.result.turns += 1
         self.result.local_turns += rtt <= 10
@@ -342,41 +307,42 @@ class World:
         if box.state == "hibernating":
             self.at(self.now + self.cfg.hibernate_ms / 1000, self.expire, box, turn)
             return
-        key = f"sb{box.agent.id}"
+        key = box.key
         active = box.state == "running"
         if active:
             self._release(box)
         if box.home is not None:
             self.cluster.drop(box.home, key)
-        self.ledger.remove(box.agent.tenant, Resources(box.agent.cpu, box.agent.memory_mb), active)
+        self.ledger.remove(box.agent.tenant, box.request, active)
         box.state = "gone"
         self.dispatch()
 
     def _release(self, box: Box) -> None:
         node = box.node
         self._set_usage(box, ZERO)
-        self.cluster.release(f"sb{box.agent.id}")
+        self.cluster.release(box.key)
         if node is not None:
             self.on_node[node.id].discard(box.agent.id)
             self.idle[node.id].pop(box.agent.id, None)
-            self._freed(node)
+            self._changes += self._unplaceable.freed(node)
         box.node = None
 
     # ---- preemption by hibernation ------------------------------------------------------------
 
     def _victims(self, node_ids: Iterable[str], max_priority: float = math.inf) -> dict[str, list[Victim]]:
-        """Idle sandboxes (long enough to be preempted) of at most `max_priority`, per node,
-        least recently used first."""
+        """Idle sandboxes (long enough to be preempted) of at most `max_priority`, per node
+        that has any, least recently used first."""
         out = {}
-        idle_before = self.now - self.cfg.preempt_idle_s
+        now, idle_s = self.now, self.cfg.preempt_idle_s
         for nid in node_ids:
             vs = []
-            for v in self.idle[nid].values():
-                if v.last_active > idle_before:
+            for box in self.idle[nid].values():
+                if now - box.last_active < idle_s:  # preemption.eligible's test, exactly
                     break  # the rest went idle later
-                if v.priority <= max_priority:
-                    vs.append(v)
-            out[nid] = vs
+                if box.agent.priority <= max_priority:
+                    vs.append(box.as_victim())
+            if vs:
+                out[nid] = vs
         return out
 
     def _preempt_for(self, w: Waiter) -> bool:
@@ -400,7 +366,7 @@ class World:
         if box.node is not None:
             self.idle[box.node.id].pop(box.agent.id, None)
         self.result.hibernations += 1
-        self.ledger.deactivate(box.agent.tenant, Resources(box.agent.cpu, box.agent.memory_mb))
+        self.ledger.deactivate(box.agent.tenant, box.request)
         self.at(self.now + self.cfg.hibernate_ms / 1000, self._hibernated, box)
 
     def _hibernated(self, box: Box) -> None:
@@ -458,6 +424,6 @@ class World:
         over = node.usage.memory_mb - node.capacity.memory_mb * self.cfg.high_water
         if over <= 0:
             return
-        victims = self._victims([node.id])[node.id]
+        victims = self._victims([node.id]).get(node.id, [])
         for v in reclaim(node, victims, self.now, self.cfg.preempt_idle_s, over, ZERO):
             self._hibernate(self.boxes[int(v.key[2:])])
