@@ -313,7 +313,9 @@ class UdpServer(socketserver.ThreadingUDPServer):
 # ---- HTTP ----
 
 
-class HttpHandler(BaseHTTPRequestHandler):
+class JsonHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1, silent, and JSON answers: what every HTTP server here shares."""
+
     protocol_version = "HTTP/1.1"
     server_version = "clt-fake-internet/1"
 
@@ -327,6 +329,9 @@ class HttpHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class HttpHandler(JsonHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -511,19 +516,7 @@ class HttpsServer(ThreadingHTTPServer):
                 tls.close()
 
 
-class ControlHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _json(self, obj: Any, status: int = 200) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class ControlHandler(JsonHandler):
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path == "/requests":
