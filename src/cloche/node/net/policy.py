@@ -60,9 +60,7 @@ class Rule:
         return not _is_network(self.target)
 
     def matches_name(self, name: str) -> bool:
-        if self.target.startswith("*."):
-            return name.endswith(self.target[1:])
-        return name == self.target
+        return host_matches(self.target, name)
 
     def to_json(self) -> str | dict[str, Any]:
         if self.ports is None and self.protocol is None:
