@@ -14,7 +14,7 @@ from fastapi import Form, Request, Response
 
 from cloche.control.sandboxes import SandboxView
 from cloche.node.protocol import ExecRequest
-from cloche.server.ui.figures import Sampler
+from cloche.server.ui.figures import figures
 from cloche.server.ui.render import go, live_page, page, ui_router
 from cloche.server.ui.session import Action, Page, Viewer
 
@@ -23,24 +23,22 @@ PS = ["ps", "-eo", "pid,ppid,user,etime,rss,stat,args", "--sort", "pid"]
 EXEC_CAP = 256 * 1024
 
 
-def _rows(request: Request, v: Viewer) -> list[dict[str, object]]:
+def _rows(v: Viewer) -> list[dict[str, object]]:
     c = v.c
-    sampler: Sampler = request.app.state.ui_sampler
+    cpu = c.sandboxes.scheduler.view.usage if c.sandboxes.scheduler is not None else None
     counters = c.runtime.network_counters()
-    names = {t.id: t.name for t in v.tenants()}
     rows = []
     for tenant in v.tenants():
         for view in c.sandboxes.list(tenant):
-            rows.append({"s": view.to_json(), "tenant": names[tenant.id],
-                         "f": sampler.figures(c.runtime, view.record, counters)})  # fmt: skip
-    sampler.forget({r["s"]["id"] for r in rows})  # type: ignore[index]
+            rows.append({"s": view.to_json(), "tenant": tenant.name,
+                         "f": figures(c.runtime, view.record, counters, cpu)})  # fmt: skip
     rows.sort(key=lambda r: -r["s"]["created_at"])  # type: ignore[index, operator]
     return rows
 
 
 @router.get("/sandboxes")
 async def sandboxes(request: Request, v: Page) -> Response:
-    return live_page(request, "sandboxes.html", v, rows=_rows(request, v))
+    return live_page(request, "sandboxes.html", v, rows=_rows(v))
 
 
 def _view(v: Viewer, sandbox_id: str) -> SandboxView:
