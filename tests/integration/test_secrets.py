@@ -35,20 +35,14 @@ def _value() -> str:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("secrets") / "data", pool_size=0)
-    server.start()
-    yield server
-    if server.proc and server.proc.poll() is None:
-        server.stop()
-    server.wipe()
-
-
-@pytest.fixture()
-def tenant(srv: Server) -> Iterator[httpx.Client]:
-    _, key = srv.tenant()
-    with srv.client(key) as c:
-        yield c
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """conftest's `server` without a warm pool (`tenant_client` comes from conftest)."""
+    srv = Server(tmp_path_factory.mktemp("secrets") / "data", pool_size=0)
+    srv.start()
+    yield srv
+    if srv.proc and srv.proc.poll() is None:
+        srv.stop()
+    srv.wipe()
 
 
 def _error(r: httpx.Response, status: int) -> str:
@@ -60,43 +54,44 @@ def _error(r: httpx.Response, status: int) -> str:
 # --- HTTP ----------------------------------------------------------------------------------
 
 
-def test_create_list_get_update_delete(tenant: httpx.Client):
-    r = tenant.post("/v1/secrets", json={"name": "gh_token", "value": VALUE, "hosts": ["API.GitHub.com.", "*.gh.io"]})
+def test_create_list_get_update_delete(tenant_client: httpx.Client):
+    body = {"name": "gh_token", "value": VALUE, "hosts": ["API.GitHub.com.", "*.gh.io"]}
+    r = tenant_client.post("/v1/secrets", json=body)
     assert r.status_code == 201, r.text
     created = r.json()
     assert set(created) == {"name", "hosts", "created_at", "updated_at"}
     assert created["name"] == "gh_token" and created["hosts"] == ["api.github.com", "*.gh.io"]
     seen = [r]
-    seen.append(listed := tenant.get("/v1/secrets"))
+    seen.append(listed := tenant_client.get("/v1/secrets"))
     assert [s["name"] for s in listed.json()["items"]] == ["gh_token"]
-    seen.append(one := tenant.get("/v1/secrets/gh_token"))
+    seen.append(one := tenant_client.get("/v1/secrets/gh_token"))
     assert one.json() == created
 
     time.sleep(0.01)
-    seen.append(r := tenant.put("/v1/secrets/gh_token", json={"value": VALUE + "-2"}))
+    seen.append(r := tenant_client.put("/v1/secrets/gh_token", json={"value": VALUE + "-2"}))
     assert r.status_code == 200 and r.json()["hosts"] == created["hosts"]
     assert r.json()["updated_at"] > created["updated_at"] and r.json()["created_at"] == created["created_at"]
-    seen.append(r := tenant.put("/v1/secrets/gh_token", json={"hosts": ["api.github.com"]}))
+    seen.append(r := tenant_client.put("/v1/secrets/gh_token", json={"hosts": ["api.github.com"]}))
     assert r.status_code == 200 and r.json()["hosts"] == ["api.github.com"]
 
     # PUT creates only when given both value and hosts.
-    seen.append(r := tenant.put("/v1/secrets/other", json={"value": VALUE}))
+    seen.append(r := tenant_client.put("/v1/secrets/other", json={"value": VALUE}))
     assert "give both value and hosts" in _error(r, 404)
-    seen.append(r := tenant.put("/v1/secrets/other", json={"value": VALUE, "hosts": ["x.test"]}))
+    seen.append(r := tenant_client.put("/v1/secrets/other", json={"value": VALUE, "hosts": ["x.test"]}))
     assert r.status_code == 201 and r.json()["name"] == "other"
-    assert "give value, hosts or both" in _error(tenant.put("/v1/secrets/other", json={}), 400)
+    assert "give value, hosts or both" in _error(tenant_client.put("/v1/secrets/other", json={}), 400)
 
-    assert tenant.delete("/v1/secrets/gh_token").status_code == 204
-    assert "secret 'gh_token' not found" in _error(tenant.delete("/v1/secrets/gh_token"), 404)
-    _error(tenant.get("/v1/secrets/gh_token"), 404)
-    assert [s["name"] for s in tenant.get("/v1/secrets").json()["items"]] == ["other"]
+    assert tenant_client.delete("/v1/secrets/gh_token").status_code == 204
+    assert "secret 'gh_token' not found" in _error(tenant_client.delete("/v1/secrets/gh_token"), 404)
+    _error(tenant_client.get("/v1/secrets/gh_token"), 404)
+    assert [s["name"] for s in tenant_client.get("/v1/secrets").json()["items"]] == ["other"]
     assert all(VALUE not in r.text for r in seen)
 
 
-def test_duplicate_name_is_a_conflict(tenant: httpx.Client):
+def test_duplicate_name_is_a_conflict(tenant_client: httpx.Client):
     body = {"name": "dup", "value": _value(), "hosts": ["a.test"]}
-    assert tenant.post("/v1/secrets", json=body).status_code == 201
-    r = tenant.post("/v1/secrets", json={**body, "value": _value()})
+    assert tenant_client.post("/v1/secrets", json=body).status_code == 201
+    r = tenant_client.post("/v1/secrets", json={**body, "value": _value()})
     assert "a secret named 'dup' already exists" in _error(r, 409)
     assert r.json()["error"]["code"] == "conflict"
 
@@ -121,9 +116,10 @@ def test_duplicate_name_is_a_conflict(tenant: httpx.Client):
         ({"value": "x" * 8193}, "value:", "at most 8192 bytes"),
     ],
 )
-def test_bad_input_is_400_naming_the_field(tenant: httpx.Client, patch: dict[str, object], field: str, says: str):
+def test_bad_input_is_400_naming_the_field(tenant_client: httpx.Client, patch: dict[str, object], field: str,
+                                           says: str):  # fmt: skip
     body = {"name": "fine", "value": "secret-" + uuid.uuid4().hex, "hosts": ["api.test"], **patch}
-    r = tenant.post("/v1/secrets", json=body)
+    r = tenant_client.post("/v1/secrets", json=body)
     message = _error(r, 400)
     assert message.startswith(field) and says in message, message
     assert r.json()["error"]["code"] == "invalid_request"
@@ -131,16 +127,17 @@ def test_bad_input_is_400_naming_the_field(tenant: httpx.Client, patch: dict[str
         assert body["value"] not in r.text  # a rejected value is not echoed either
 
 
-def test_limits_of_a_good_value(tenant: httpx.Client):
-    r = tenant.post("/v1/secrets", json={"name": "big", "value": "é" * 4096 + "\t", "hosts": ["a.test"]})
+def test_limits_of_a_good_value(tenant_client: httpx.Client):
+    r = tenant_client.post("/v1/secrets", json={"name": "big", "value": "é" * 4096 + "\t", "hosts": ["a.test"]})
     _error(r, 400)  # 8193 bytes of UTF-8
-    assert tenant.post("/v1/secrets", json={"name": "big", "value": "é" * 4096, "hosts": ["a.test"]}).status_code == 201
+    r = tenant_client.post("/v1/secrets", json={"name": "big", "value": "é" * 4096, "hosts": ["a.test"]})
+    assert r.status_code == 201
 
 
-def test_another_tenants_secret_looks_missing(srv: Server):
-    _, key_a = srv.tenant()
-    _, key_b = srv.tenant()
-    with srv.client(key_a) as a, srv.client(key_b) as b:
+def test_another_tenants_secret_looks_missing(server: Server):
+    _, key_a = server.tenant()
+    _, key_b = server.tenant()
+    with server.client(key_a) as a, server.client(key_b) as b:
         assert a.post("/v1/secrets", json={"name": "mine", "value": VALUE, "hosts": ["a.test"]}).status_code == 201
         assert b.get("/v1/secrets").json()["items"] == []
         assert _error(b.get("/v1/secrets/mine"), 404) == _error(b.get("/v1/secrets/nothing"), 404).replace(
@@ -154,12 +151,12 @@ def test_another_tenants_secret_looks_missing(srv: Server):
         assert b.get("/v1/secrets/mine").json()["hosts"] == ["b.test"]
 
 
-def test_rotate_key_needs_the_admin_key(tenant: httpx.Client):
-    assert _error(tenant.post("/v1/secrets/rotate-key"), 403)
+def test_rotate_key_needs_the_admin_key(tenant_client: httpx.Client):
+    assert _error(tenant_client.post("/v1/secrets/rotate-key"), 403)
 
 
-def test_openapi_shows_the_routes_and_hides_the_value(srv: Server):
-    spec = httpx.get(f"{srv.url}/openapi.json").json()
+def test_openapi_shows_the_routes_and_hides_the_value(server: Server):
+    spec = httpx.get(f"{server.url}/openapi.json").json()
     assert {"post", "get"} <= set(spec["paths"]["/v1/secrets"])
     assert {"get", "put", "delete"} <= set(spec["paths"]["/v1/secrets/{name}"])
     assert "post" in spec["paths"]["/v1/secrets/rotate-key"]
@@ -171,9 +168,9 @@ def test_openapi_shows_the_routes_and_hides_the_value(srv: Server):
 # --- SDK -----------------------------------------------------------------------------------
 
 
-def test_sdk_sync(srv: Server):
-    _, key = srv.tenant()
-    with Client(srv.url, key) as client:
+def test_sdk_sync(server: Server):
+    _, key = server.tenant()
+    with Client(server.url, key) as client:
         info = client.secrets.create("sdk", VALUE, ["api.test"])
         assert info.name == "sdk" and info.hosts == ["api.test"] and info.created_at is not None
         assert not hasattr(info, "value") and VALUE not in repr(info)
@@ -194,11 +191,11 @@ def test_sdk_sync(srv: Server):
             client.secrets.create("x", VALUE, "api.test")
 
 
-def test_sdk_async(srv: Server):
-    _, key = srv.tenant()
+def test_sdk_async(server: Server):
+    _, key = server.tenant()
 
     async def run() -> None:
-        async with AsyncClient(srv.url, key) as client:
+        async with AsyncClient(server.url, key) as client:
             info = await client.secrets.create("sdk", VALUE, ["api.test"])
             assert (await client.secrets.get("sdk")) == info
             assert [s.name for s in await client.secrets.list()] == ["sdk"]
@@ -215,11 +212,11 @@ def test_sdk_async(srv: Server):
 # --- CLI -----------------------------------------------------------------------------------
 
 
-def test_cli(srv: Server, tmp_path: Path):
-    _, key = srv.tenant()
+def test_cli(server: Server, tmp_path: Path):
+    _, key = server.tenant()
 
     def run(*args: str, input: str | None = None, as_key: str | None = key):
-        return cli("secret", *args, url=srv.url, key=as_key, input=input)
+        return cli("secret", *args, url=server.url, key=as_key, input=input)
 
     piped = run("add", "piped", "--host", "api.test", "--host", "*.api.test", input=VALUE + "\n")
     assert piped.returncode == 0, piped.stderr
@@ -246,31 +243,32 @@ def test_cli(srv: Server, tmp_path: Path):
 
     denied = run("rotate-key")
     assert denied.returncode == 1 and "admin" in denied.stderr
-    rotated = run("rotate-key", as_key=srv.admin_key)
+    rotated = run("rotate-key", as_key=server.admin_key)
     assert rotated.returncode == 0 and "re-encrypted" in rotated.stderr, rotated.stderr
 
     for command in ([], ["add"], ["list"], ["rm"], ["rotate-key"]):
-        help_ = cli("secret", *command, "--help", url=srv.url, key=None)
+        help_ = cli("secret", *command, "--help", url=server.url, key=None)
         assert help_.returncode == 0 and "Usage:" in help_.stdout
 
 
 # --- what lands on disk and in the log --------------------------------------------------------
 
 
-def test_value_is_not_in_the_log_or_the_database(srv: Server, tenant: httpx.Client):
+def test_value_is_not_in_the_log_or_the_database(server: Server, tenant_client: httpx.Client):
     """Runs after the tests above: every value they sent is unique to them and checked."""
     value = "never-in-clear-" + uuid.uuid4().hex
-    assert tenant.post("/v1/secrets", json={"name": "disk", "value": value, "hosts": ["a.test"]}).status_code == 201
-    tenant.post("/v1/secrets", json={"name": "disk", "value": value, "hosts": ["a.test"]})  # 409
-    tenant.post("/v1/secrets", json={"name": "bad name", "value": value, "hosts": ["a.test"]})  # 400
-    tenant.put("/v1/secrets/disk", json={"value": value, "hosts": ["a.test"]})
-    log = srv.log.read_bytes()
+    r = tenant_client.post("/v1/secrets", json={"name": "disk", "value": value, "hosts": ["a.test"]})
+    assert r.status_code == 201
+    tenant_client.post("/v1/secrets", json={"name": "disk", "value": value, "hosts": ["a.test"]})  # 409
+    tenant_client.post("/v1/secrets", json={"name": "bad name", "value": value, "hosts": ["a.test"]})  # 400
+    tenant_client.put("/v1/secrets/disk", json={"value": value, "hosts": ["a.test"]})
+    log = server.log.read_bytes()
     assert log  # the server's stdout and stderr (no access log: a path never holds a value anyway)
-    db = b"".join(p.read_bytes() for p in srv.data_dir.glob("cloche.db*"))
+    db = b"".join(p.read_bytes() for p in server.data_dir.glob("cloche.db*"))
     for needle in (value, VALUE):
         assert needle.encode() not in log
         assert needle.encode() not in db
-    keys = srv.data_dir / "secret-keys"
+    keys = server.data_dir / "secret-keys"
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600
     assert keys.read_bytes().strip() not in db
 
