@@ -163,12 +163,11 @@ class NetworkPolicy:
 
     def transforms_for(self, name: str) -> tuple[Transform, ...]:
         """The transforms for requests to `name`: an exact host's rules win over a wildcard's."""
-        exact = [r for r in self.rules if not r.host.startswith("*.") and r.matches(name)]
-        if exact:
-            return exact[0].transforms
-        wild = sorted((r for r in self.rules if r.host.startswith("*.") and r.matches(name)),
-                      key=lambda r: -len(r.host))  # fmt: skip
-        return wild[0].transforms if wild else ()
+        matching = [r for r in self.rules if r.matches(name)]
+        if not matching:
+            return ()
+        # exact before wildcard, then the longest wildcard; the first on a tie
+        return max(matching, key=lambda r: (not r.host.startswith("*."), len(r.host))).transforms
 
     def secrets(self) -> dict[str, set[str]]:
         """Secret names each rule host's placeholders use."""
