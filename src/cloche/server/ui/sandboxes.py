@@ -48,8 +48,8 @@ def _view(v: Viewer, sandbox_id: str) -> SandboxView:
 @router.get("/sandboxes/{sandbox_id}")
 async def sandbox(request: Request, sandbox_id: str, v: Page) -> Response:
     service = v.c.sandboxes
-    view = _view(v, sandbox_id)
     owner = v.owner(sandbox_id)
+    view = service.get(owner, sandbox_id)
     placement = service.scheduler.explain(sandbox_id) if service.scheduler is not None else None
     return page(request, "sandbox.html", v, s=view.to_json(), owner=owner, network=service.network_status(view),
                 placement=placement, agent_log=v.c.agents.log_tail(sandbox_id))  # fmt: skip
