@@ -314,7 +314,10 @@ class NodeRuntime:
         return SandboxFS(str(self.run / sandbox_id / "rootfs"), UidAllocator.base(rec.uid_index))
 
     def socket_path(self, sandbox_id: str) -> str:
-        return str(self._driver(self.get(sandbox_id)).socket_path(self.run / sandbox_id))
+        return self._socket_path(self.get(sandbox_id))
+
+    def _socket_path(self, rec: SandboxRecord) -> str:
+        return str(self._driver(rec).socket_path(self.run / rec.id))
 
     def _driver(self, rec: SandboxRecord) -> OciDriver:
         driver = self.drivers.get(rec.spec.isolation)
@@ -775,7 +778,7 @@ class NodeRuntime:
             raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; it must be running to exec")
         rec.last_active_at = time.time()
         request.env = {**self.base_env, **rec.spec.env, **request.env}
-        return self.socket_path(sandbox_id), request
+        return self._socket_path(rec), request
 
     async def exec(self, sandbox_id: str, request: ExecRequest) -> supervisor.ExecResult:
         sock, request = self.prepare_exec(sandbox_id, request)
