@@ -37,10 +37,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.runc import OciDriver
+from cloche.node.spec import Limits
 
 FLAGS = ("--platform=ptrace", "--network=sandbox", "--file-access=shared", "--overlay2=none",
          "--host-uds=all", "--oci-seccomp")  # fmt: skip
@@ -62,12 +64,17 @@ def host_pids(pids: int) -> int:
 class GvisorDriver(OciDriver):
     binary_name = "runsc"
     network_before_start = True
+    pids_fixed_at_boot = True
 
     def _base(self) -> list[str]:
         return [self.binary, "--root", str(self.state_root), *FLAGS]
 
     def socket_path(self, bundle: Path) -> Path:
         return bundle / SOCKET_DIR / "sock"
+
+    def host_limits(self, limits: Limits) -> Limits:
+        """The host cgroup's pids limit is the backstop (`host_pids`)."""
+        return replace(limits, pids=host_pids(limits.pids))
 
     def prepare(self, bundle: Path, uid: int) -> None:
         """The directory bound at /.cloche/sv, owned by the sandbox's root (who binds in it)."""

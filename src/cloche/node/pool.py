@@ -49,7 +49,7 @@ class WarmPool:
             and spec.isolation == self.isolation
             and spec.limits.disk_mb == self.limits.disk_mb
             and spec.limits.inode_count == self.limits.inode_count
-            and (spec.isolation != "gvisor" or spec.limits.pids == self.limits.pids)  # RLIMIT_NPROC, set at boot
+            and (not self.runtime.drivers[self.isolation].pids_fixed_at_boot or spec.limits.pids == self.limits.pids)
         )
 
     async def claim(self, spec: SandboxSpec) -> SandboxRecord | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cloche.node.errors import RuntimeFailure
+from cloche.node.spec import Limits
 
 
 class OciDriver:
@@ -26,6 +27,8 @@ class OciDriver:
     # gVisor's netstack takes the interfaces present when the sandbox boots, so the
     # node must make the sandbox's network namespace, with its link, before `run`.
     network_before_start = False
+    # gVisor: the sandbox's pids limit is its processes' RLIMIT_NPROC, set at boot.
+    pids_fixed_at_boot = False
 
     def __init__(self, state_root: Path, binary: str | None = None) -> None:
         self.state_root = state_root
@@ -47,6 +50,10 @@ class OciDriver:
     def socket_path(self, bundle: Path) -> Path:
         """Where the host reaches the sandbox's supervisor."""
         return bundle / "sock"
+
+    def host_limits(self, limits: Limits) -> Limits:
+        """The limits written to the sandbox's cgroup on the host."""
+        return limits
 
     def prepare(self, bundle: Path, uid: int) -> None:
         """What the bundle needs on the host before the container starts (`uid`: the

@@ -29,7 +29,6 @@ from cloche.node import cgroups, disk, drivers, idmap, linux, orphans, superviso
 from cloche.node.bundle import UID_RANGE, HostBind, build_config
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.files import SandboxFS
-from cloche.node.gvisor import host_pids
 from cloche.node.net import links
 from cloche.node.net.firewall import Counters
 from cloche.node.net.node import NetConfig, NodeNetwork
@@ -382,7 +381,7 @@ class NodeRuntime:
             if self.network:
                 self.network.apply(rec.id, spec.network)
             if spec.limits != rec.spec.limits:
-                self._set_limits(rec.id, spec.isolation, spec.limits)
+                self._set_limits(rec, spec.limits)
         except BaseException:
             self._sandboxes.pop(rec.id, None)  # a pooled sandbox that cannot be set up is not handed out
             self._destroy(rec)
@@ -699,11 +698,9 @@ class NodeRuntime:
         await asyncio.to_thread(self.records.save, rec)
         return rec
 
-    def _set_limits(self, sandbox_id: str, isolation: str, limits: Limits) -> None:
-        """Write a running sandbox's limits to its cgroup (gVisor's pids: the host backstop)."""
-        if isolation == "gvisor":
-            limits = replace(limits, pids=host_pids(limits.pids))
-        cgroups.manager(self._cgroup(sandbox_id)).set_limits(limits)
+    def _set_limits(self, rec: SandboxRecord, limits: Limits) -> None:
+        """Write a running sandbox's limits to its cgroup, as its driver has them on the host."""
+        cgroups.manager(self._cgroup(rec.id)).set_limits(self._driver(rec).host_limits(limits))
 
     async def resize(self, sandbox_id: str, limits: Limits) -> SandboxRecord:
         """Change a sandbox's cpu, memory and pids limits in place: written to its cgroup
@@ -717,13 +714,13 @@ class NodeRuntime:
             if (limits.disk_mb, limits.inodes) != (old.disk_mb, old.inodes):
                 raise InvalidSpec("a sandbox's disk size cannot change")
             if rec.state in ("running", "paused") and limits != old:
-                if rec.spec.isolation == "gvisor" and limits.pids != old.pids:
+                if self._driver(rec).pids_fixed_at_boot and limits.pids != old.pids:
                     raise InvalidState("a running gVisor sandbox's pids limit cannot change (it is its processes' "
                                        "RLIMIT_NPROC, set at boot): stop and start it to apply a new one")
                 try:
-                    await asyncio.to_thread(self._set_limits, sandbox_id, rec.spec.isolation, limits)
+                    await asyncio.to_thread(self._set_limits, rec, limits)
                 except OSError as exc:
-                    await asyncio.to_thread(self._set_limits, sandbox_id, rec.spec.isolation, old)
+                    await asyncio.to_thread(self._set_limits, rec, old)
                     raise InvalidState(f"the new limits cannot be applied: {exc.strerror or exc}") from None
             rec.spec = replace(rec.spec, limits=limits)
             await asyncio.to_thread(self.records.save, rec)
