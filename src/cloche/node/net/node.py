@@ -289,12 +289,13 @@ class NodeNetwork:
             raise RuntimeFailure(f"{source} is no longer a sandbox of this node")
         self.firewall.learn(link.index, rules, addrs)
         policy = self._policies.get(sandbox_id)
-        if policy is not None and policy.egress_proxy is None and policy.transforms_for(name) and self.proxy:
-            self._remember(sandbox_id, name, addrs)
-            ports = self.config.proxy_http_ports + self.config.proxy_https_ports
-            self.firewall.steer(link.address, addrs, ports)
-        elif policy is not None and policy.egress_proxy is not None:
+        if policy is None:
+            return
+        if policy.egress_proxy is not None:
             self._remember(sandbox_id, name, addrs)  # all its TCP comes to the proxy already
+        elif policy.transforms_for(name) and self.proxy:
+            self._remember(sandbox_id, name, addrs)
+            self.firewall.steer(link.address, addrs, self.config.proxy_http_ports + self.config.proxy_https_ports)
 
     def _remember(self, sandbox_id: str, name: str, addrs: list[tuple[str, int]]) -> None:
         now = time.monotonic()
