@@ -27,8 +27,7 @@ class Result:
     hibernations: int = 0
     wakes: int = 0
     failed_wakes: int = 0
-    warm_starts: int = 0
-    cold_starts: int = 0
+    warm_starts: int = 0  # of the admitted (the others started cold)
     local_turns: int = 0
     turns: int = 0
     alloc_frac: list[float] = field(default_factory=list)
@@ -65,7 +64,7 @@ class Result:
             "hibernations": self.hibernations,
             "wakes": self.wakes,
             "failed_wakes": self.failed_wakes,
-            "warm_share": self.warm_starts / max(1, self.warm_starts + self.cold_starts),
+            "warm_share": self.warm_starts / max(1, self.admitted),
             "local_share": self.local_turns / max(1, self.turns),
             "overflow_pct": 100 * self.overflow_ticks / max(1, self.node_ticks),
             "contention_pct": 100 * self.contention_ticks / max(1, self.node_ticks),

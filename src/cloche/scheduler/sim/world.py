@@ -246,7 +246,6 @@ class World:
                 start_ms = cfg.warm_ms
                 self._refill(node, template)
             else:
-                res.cold_starts += 1
                 start_ms = cfg.cold_ms
             if self.cloche:
                 self.sizers[node.id].claimed(template)
