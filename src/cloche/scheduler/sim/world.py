@@ -238,7 +238,6 @@ class World:
         else:
             res.admitted += 1
             res.waits.append(waited)
-            self.ledger.of(box.agent.tenant)
             template = box.agent.template
             if node.pools.get(template, 0) > 0:
                 node.pools[template] -= 1
@@ -251,14 +250,19 @@ class World:
                 self.sizers[node.id].claimed(template)
         box.home = node
         self.cluster.hold(node, box.key)
-        res.latencies.append(waited * 1000 + start_ms + rtt)
-        res.turns += 1
-        res.local_turns += rtt <= 10
+        self._served(waited * 1000 + start_ms + rtt, rtt)
         box.active = True
         box.last_active = self.now
         self._set_usage(box, box.active_usage)
         active_s = box.agent.turns[box.turn][0]
         self.at(self.now + start_ms / 1000 + active_s, self.turn_end, box)
+
+    def _served(self, latency_ms: float, rtt: float) -> None:
+        """A turn served with that user latency, from a node that round trip away."""
+        res = self.result
+        res.latencies.append(latency_ms)
+        res.turns += 1
+        res.local_turns += rtt <= 10
 
     # ---- agent behaviour ---------------------------------------------------------------------
 
@@ -294,10 +298,7 @@ class World:
         self._set_usage(box, box.active_usage)
         if box.node is not None:
             self.idle[box.node.id].pop(box.agent.id, None)
-        rtt = box.rtt  # a running sandbox's node
-        self.result.latencies.append(rtt)
-        self.result.turns += 1
-        self.result.local_turns += rtt <= 10
+        self._served(box.rtt, box.rtt)  # a running sandbox's node: the round trip only
         self.at(self.now + box.agent.turns[box.turn][0], self.turn_end, box)
 
     def expire(self, box: Box, turn: int) -> None:
