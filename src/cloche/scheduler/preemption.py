@@ -13,7 +13,8 @@ the node with the victims' requests and usage removed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from operator import attrgetter
 
 from cloche.scheduler.model import ZERO, Ask, Node, Resources
 from cloche.scheduler.pipeline import Scheduler
@@ -44,8 +45,25 @@ def eligible(victims: Iterable[Victim], priority: int, now: float, idle_s: float
 def _fits_after(scheduler: Scheduler, node: Node, ask: Ask, freed: Resources, freed_mb: float) -> bool:
     """Whether the ask passes the filters on a what-if copy of the node with `freed`
     allocation and `freed_mb` of memory use given back."""
-    usage = replace(node.usage, memory_mb=max(0.0, node.usage.memory_mb - freed_mb))
-    return scheduler.feasible(replace(node, allocated=node.allocated - freed, usage=usage), ask)
+    u = node.usage
+    what_if = _copy(node)
+    what_if.allocated = node.allocated - freed
+    what_if.usage = Resources(u.cpu, max(0.0, u.memory_mb - freed_mb), u.disk_mb, u.gpus)
+    return scheduler.feasible(what_if, ask)
+
+
+_COPIED = tuple(name for name in Node.__slots__ if name != "allocatable")  # every field but the derived one
+_copied = attrgetter(*_COPIED)
+
+
+def _copy(node: Node) -> Node:
+    """What dataclasses.replace(node) makes (allocatable derived afresh), without its
+    generic machinery: this runs for every node a preemption plan checks."""
+    copy = object.__new__(Node)
+    for name, value in zip(_COPIED, _copied(node), strict=True):
+        setattr(copy, name, value)
+    copy.refresh()
+    return copy
 
 
 def plan(scheduler: Scheduler, ask: Ask, victims_by_node: Mapping[str, Iterable[Victim]], now: float,
