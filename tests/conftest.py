@@ -30,11 +30,28 @@ REPO = Path(__file__).resolve().parent.parent
 INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "offline: the test starts no node, server or sandbox (see `internet`)")
+
+
+def mark_offline(items: list[pytest.Item], directory: Path, *, but: tuple[str, ...] = ()) -> None:
+    """Mark the tests under ``directory`` (a conftest's own), except the modules named in
+    ``but``, as offline: for a conftest's ``pytest_collection_modifyitems``."""
+    for item in items:
+        if item.path.is_relative_to(directory) and item.path.name not in but:
+            item.add_marker(pytest.mark.offline)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def internet() -> Iterator[FakeInternet]:
+def internet(request: pytest.FixtureRequest) -> Iterator[FakeInternet | None]:
     """The suite's own internet: sandboxes may leave the node only through its uplink
     (every server and node the tests start is pointed at it), and the guard proves at
-    the end that no packet of theirs went out of a real interface."""
+    the end that no packet of theirs went out of a real interface.  A session of
+    offline tests alone (unit tests, the engine conformance suite) goes without it: one
+    test session on a host holds it at a time, and they need no host to wait for."""
+    if all(item.get_closest_marker("offline") for item in request.session.items):
+        yield None
+        return
     with EgressGuard(pool=NetConfig.pool) as guard, FakeInternet() as inet:
         saved = {k: os.environ.get(k) for k in ("CLOCHE_NETWORK_UPLINK", "CLOCHE_NETWORK_DNS",
                                                 "CLOCHE_EGRESS_UPSTREAM_CA_FILE")}  # fmt: skip
