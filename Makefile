@@ -7,7 +7,7 @@ INIT := src/cloche/_bin/cloche-init
 STATE_CLIENT := src/cloche/_bin/cloche-state
 GVISOR_COMPAT := src/cloche/_bin/libcloche-gvisor-compat.so
 STATE_PY := src/cloche/_bin/cloche_state.py
-APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server chromium
+APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server chromium etcd-server
 STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
 
