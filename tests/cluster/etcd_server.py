@@ -39,13 +39,14 @@ class EtcdServer:
     def start(self, timeout: float = 15.0) -> None:
         peer = f"http://127.0.0.1:{self.peer_port}"
         client = f"http://{self.endpoint}"
-        self.proc = subprocess.Popen(
-            [ETCD, "--name", "t", "--data-dir", str(self.dir / "data"),
-             "--listen-client-urls", client, "--advertise-client-urls", client,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"t={peer}", "--logger", "zap", "--log-outputs", "stderr"],
-            stdout=subprocess.DEVNULL, stderr=(self.dir / "etcd.log").open("ab"),
-        )  # fmt: skip
+        with (self.dir / "etcd.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [ETCD, "--name", "t", "--data-dir", str(self.dir / "data"),
+                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"t={peer}", "--logger", "zap", "--log-outputs", "stderr"],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not self.healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:

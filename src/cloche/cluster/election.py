@@ -55,6 +55,8 @@ class Election:
         while True:
             try:
                 if self._session is None or self._session.fenced.is_set():
+                    if self._session is not None:  # revoke it, or our old key blocks every election
+                        await self._session.close()
                     self._session = await Session(self.etcd, ttl=self.ttl, margin=self.margin).open()
                 created, entry = await self.etcd.create(self.key, self.candidate.encode(), lease=self._session.lease)
                 if created:

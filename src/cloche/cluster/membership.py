@@ -109,7 +109,8 @@ class NodeRegistration:
     async def _supervise(self) -> None:
         while True:
             assert self.session is not None
-            await self.session.fenced.wait()
+            fenced = self.session
+            await fenced.fenced.wait()
             self.registered.clear()
             while not self.registered.is_set():
                 try:
@@ -118,6 +119,9 @@ class NodeRegistration:
                 except (EtcdUnavailable, TimeoutError) as e:
                     log.warning("node %s: cannot register yet (%s)", self.node_id, e)
                     await asyncio.sleep(RETRY_INTERVAL)
+            # etcd may still keep the fenced lease (it renews every lease when it restarts):
+            # revoke it, so the claims made under it free up now rather than at its expiry
+            await fenced.close()
 
 
 @dataclass(frozen=True)
