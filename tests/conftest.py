@@ -9,7 +9,9 @@ the leak check, which runs last, sees a clean host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sys
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -30,8 +32,52 @@ REPO = Path(__file__).resolve().parent.parent
 INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
 
 
+SHARED_INTERNET = "CLOCHE_TEST_INET"  # set for pytest-xdist's workers: the controller's fake internet
+GUARD = pytest.StashKey[EgressGuard]()
+CLEANUP = pytest.StashKey[contextlib.ExitStack]()
+
+# Modules that need the host to themselves, so a parallel run (`make test`: pytest-xdist, then these
+# alone) runs them after the rest, one at a time; the reason is beside each.
+SERIAL = {
+    "tests/network/": "the one SOCKS proxy, the shared DNS and request logs, host-wide network inventories",
+    "tests/e2b/test_network.py": "the SOCKS proxy and the shared request log",
+    "tests/integration/test_sdk_network.py": "counts the fake DNS server's queries",
+    "tests/netlab/test_netlab.py": "host-wide before/after inventories of the harness's network objects",
+    "tests/integration/test_node_gc.py": "collects sandboxes of unknown owners",
+    "tests/zz_leakcheck/": "after everything else: nothing of cloche's may remain on the host",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "offline: the test starts no node, server or sandbox (see `internet`)")
+    config.addinivalue_line("markers", "serial: the test needs the host to itself (see SERIAL)")
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        # pytest-xdist's controller: one fake internet (one per host can exist) for every worker
+        cleanup = config.stash[CLEANUP] = contextlib.ExitStack()
+        config.stash[GUARD] = cleanup.enter_context(EgressGuard(pool=NetConfig.pool))
+        inet = cleanup.enter_context(FakeInternet())
+        cleanup.enter_context(_pointed_at(inet))
+        os.environ[SHARED_INTERNET] = inet.shared()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if (guard := session.config.stash.get(GUARD, None)) is not None:
+        try:
+            guard.assert_clean()
+        except AssertionError as exc:
+            print(f"\nEgressGuard: {exc}", file=sys.stderr)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (cleanup := config.stash.get(CLEANUP, None)) is not None:
+        cleanup.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.path.relative_to(REPO).as_posix().startswith(prefix) for prefix in SERIAL):
+            item.add_marker(pytest.mark.serial)
 
 
 def mark_offline(items: list[pytest.Item], directory: Path, *, but: tuple[str, ...] = ()) -> None:
@@ -42,31 +88,40 @@ def mark_offline(items: list[pytest.Item], directory: Path, *, but: tuple[str, .
             item.add_marker(pytest.mark.offline)
 
 
+@contextlib.contextmanager
+def _pointed_at(inet: FakeInternet) -> Iterator[None]:
+    """Every node and server this process starts (and its children) routes out through ``inet``."""
+    saved = {k: os.environ.get(k) for k in ("CLOCHE_NETWORK_UPLINK", "CLOCHE_NETWORK_DNS",
+                                            "CLOCHE_EGRESS_UPSTREAM_CA_FILE")}  # fmt: skip
+    os.environ["CLOCHE_NETWORK_UPLINK"] = inet.uplink
+    os.environ["CLOCHE_NETWORK_DNS"] = inet.dns
+    os.environ["CLOCHE_EGRESS_UPSTREAM_CA_FILE"] = str(inet.ca_pem_path)  # secure.test's CA, for the egress proxy
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session", autouse=True)
 def internet(request: pytest.FixtureRequest) -> Iterator[FakeInternet | None]:
     """The suite's own internet: sandboxes may leave the node only through its uplink
     (every server and node the tests start is pointed at it), and the guard proves at
     the end that no packet of theirs went out of a real interface.  A session of
     offline tests alone (unit tests, the engine conformance suite) goes without it: one
-    test session on a host holds it at a time, and they need no host to wait for."""
+    test session on a host holds it at a time, and they need no host to wait for.  A
+    pytest-xdist worker uses its controller's (see pytest_configure)."""
     if all(item.get_closest_marker("offline") for item in request.session.items):
         yield None
-        return
-    with EgressGuard(pool=NetConfig.pool) as guard, FakeInternet() as inet:
-        saved = {k: os.environ.get(k) for k in ("CLOCHE_NETWORK_UPLINK", "CLOCHE_NETWORK_DNS",
-                                                "CLOCHE_EGRESS_UPSTREAM_CA_FILE")}  # fmt: skip
-        os.environ["CLOCHE_NETWORK_UPLINK"] = inet.uplink
-        os.environ["CLOCHE_NETWORK_DNS"] = inet.dns
-        os.environ["CLOCHE_EGRESS_UPSTREAM_CA_FILE"] = str(inet.ca_pem_path)  # secure.test's CA, for the egress proxy
-        try:
+    elif shared := os.environ.get(SHARED_INTERNET):
+        yield FakeInternet.attach(shared)
+    else:
+        with EgressGuard(pool=NetConfig.pool) as guard, FakeInternet() as inet, _pointed_at(inet):
             yield inet
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        guard.assert_clean()
+            guard.assert_clean()
 
 
 def suite_network() -> NetConfig:

@@ -372,6 +372,20 @@ class FakeInternet:
 
     # -- lifecycle --
 
+    def shared(self) -> str:
+        """What another process of the same test session needs to use this fake internet (see ``attach``)."""
+        return json.dumps({"netns": self.netns, "uplink": self.uplink, "tls_dir": str(self.tls_dir)})
+
+    @classmethod
+    def attach(cls, shared: str) -> FakeInternet:
+        """The fake internet another process started (pytest-xdist's controller, for its workers), from its
+        ``shared()``: usable, not owned (``close()`` leaves it up), and without a SOCKS proxy — tests that start
+        and stop the one proxy run on their own (the suite's ``serial`` mark)."""
+        info = json.loads(shared)
+        inet = cls()
+        inet.netns, inet.uplink, inet.tls_dir = info["netns"], info["uplink"], Path(info["tls_dir"])
+        return inet
+
     def __enter__(self) -> FakeInternet:
         self.start()
         return self
@@ -495,8 +509,8 @@ class FakeInternet:
     def ca_pem_path(self) -> Path:
         """The test CA's certificate (PEM file): the trust anchor for secure.test and the SOCKS5 proxy's TLS port;
         badcert.test's certificate does not chain to it. Valid while the fake internet runs."""
-        assert self.pki is not None, "the fake internet is not started"
-        return self.pki.ca_pem_path
+        assert self.tls_dir is not None, "the fake internet is not started"
+        return self.tls_dir / "ca.pem"
 
     @property
     def ca_pem(self) -> str:
