@@ -10,6 +10,10 @@ STATE_PY := src/cloche/_bin/cloche_state.py
 APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server chromium etcd-server
 STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
+PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
+# The suite runs in parallel (pytest-xdist, a module per worker), then the tests that need
+# the host to themselves (tests/conftest.py's SERIAL) one at a time, the leak check last.
+TEST_WORKERS ?= 4
 
 .PHONY: up test bench lint setup clean
 
@@ -63,7 +67,10 @@ up: setup
 
 test: setup
 	$(VENV)/bin/ruff check src tests bench
-	dsn=$$(scripts/postgres-test.sh) && CLOCHE_TEST_PG_DSN=$$dsn $(VENV)/bin/pytest -q -p no:cacheprovider tests
+	dsn=$$(scripts/postgres-test.sh) && export CLOCHE_TEST_PG_DSN=$$dsn && \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests; parallel=$$?; \
+	$(PYTEST) -m serial tests; serial=$$?; \
+	test $$parallel -eq 0 && test $$serial -eq 0
 
 bench: setup
 	$(PY) bench/run.py

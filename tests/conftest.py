@@ -44,6 +44,7 @@ SERIAL = {
     "tests/integration/test_sdk_network.py": "counts the fake DNS server's queries",
     "tests/netlab/test_netlab.py": "host-wide before/after inventories of the harness's network objects",
     "tests/integration/test_node_gc.py": "collects sandboxes of unknown owners",
+    "tests/integration/test_shutdown.py": "counts the host's loop devices on sandbox disks",
     "tests/zz_leakcheck/": "after everything else: nothing of cloche's may remain on the host",
 }
 
