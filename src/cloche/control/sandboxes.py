@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cloche.control.errors import ApiError, not_found
+from cloche.control.errors import ApiError, not_found, scheduler_errors
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
@@ -153,12 +153,13 @@ class SandboxService:
             self._check_quota(tenant, limits)
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
             admission = self.scheduler.admit(tenant, spec, wait_s, region) if self.scheduler else unscheduled()
-            async with admission as admitted:
-                if manifest:
-                    rec = await self.runtime.create_cold(spec, snapshot=manifest)
-                else:
-                    rec = await self.runtime.create(spec)
-                admitted.bind(rec.id)
+            with scheduler_errors():
+                async with admission as admitted:
+                    if manifest:
+                        rec = await self.runtime.create_cold(spec, snapshot=manifest)
+                    else:
+                        rec = await self.runtime.create(spec)
+                    admitted.bind(rec.id)
             return await self._own(tenant, rec, name, metadata), True
         finally:
             if lock:

@@ -37,6 +37,21 @@ class TenantUsage:
     cpu: float = 0.0  # requests of its active (running or paused) sandboxes
     memory_mb: float = 0.0
 
+    def __add__(self, o: TenantUsage) -> TenantUsage:
+        return TenantUsage(self.sandboxes + o.sandboxes, self.cpu + o.cpu, self.memory_mb + o.memory_mb)
+
+
+def over_quota(u: TenantUsage, quota: Quota, res: Resources, new: bool = True) -> str | None:
+    """None if `res` more (a new sandbox when `new`, else a wake) on top of `u` fits the quota."""
+    if new and u.sandboxes + 1 > quota.max_sandboxes:
+        return f"quota max_sandboxes={quota.max_sandboxes} reached"
+    if u.cpu + res.cpu > quota.max_cpu + 1e-9:
+        return f"quota max_cpu={quota.max_cpu:g} would be exceeded ({u.cpu + res.cpu:g} cpus in total)"
+    if u.memory_mb + res.memory_mb > quota.max_memory_mb + 1e-9:
+        total = u.memory_mb + res.memory_mb
+        return f"quota max_memory_mb={quota.max_memory_mb:g} would be exceeded ({total:g} MB in total)"
+    return None
+
 
 class QuotaLedger:
     """What each tenant holds, checked against its quota before anything is placed.
@@ -51,15 +66,7 @@ class QuotaLedger:
 
     def check(self, tenant: str, quota: Quota, res: Resources, new: bool = True) -> str | None:
         """None if `res` more (a new sandbox when `new`, else a wake) fits the quota."""
-        u = self.of(tenant)
-        if new and u.sandboxes + 1 > quota.max_sandboxes:
-            return f"quota max_sandboxes={quota.max_sandboxes} reached"
-        if u.cpu + res.cpu > quota.max_cpu + 1e-9:
-            return f"quota max_cpu={quota.max_cpu:g} would be exceeded ({u.cpu + res.cpu:g} cpus in total)"
-        if u.memory_mb + res.memory_mb > quota.max_memory_mb + 1e-9:
-            total = u.memory_mb + res.memory_mb
-            return f"quota max_memory_mb={quota.max_memory_mb:g} would be exceeded ({total:g} MB in total)"
-        return None
+        return over_quota(self.of(tenant), quota, res, new)
 
     def admit(self, tenant: str, quota: Quota, res: Resources, new: bool = True) -> str | None:
         """check, and charge when it passes."""

@@ -1,15 +1,17 @@
-"""The scheduler in the server: admission, placement, preemption, resize and pool
-sizing for the embedded node.
+"""The scheduler in the server: the async glue between the decision loop
+(`cloche.scheduler.loop`, which the simulator drives too) and the embedded node.
 
 `NodeView` adapts the NodeRuntime to the scheduler's Node model (capacity from the
 settings or the host, allocation from the sandboxes' requests, live usage from their
 cgroups). `LocalScheduler` is what SandboxService calls: `admit` is an async context
-manager around a create. Every create goes through the fair queue; a background loop
-dispatches it as soon as it fits, hibernates least-recently-used idle sandboxes of
-lower or equal priority to make room, and answers 503 with Retry-After once the
-create's `wait_s` is over. The same loop keeps the node healthy when wakes (which do
-not queue: a user is waiting on them) push it over its allocatable or usage high-water
-mark, and resizes the warm pool from its claim rate.
+manager around a create. Every create goes through the loop's fair queue and waits
+(on a future) until the loop places it, hibernating least-recently-used idle sandboxes
+of lower or equal priority to make room, or until the create's `wait_s` is over (then
+`NoCapacity` with a Retry-After). A background task ticks the loop: it keeps the node
+healthy when wakes (which do not queue: a user is waiting on them) push it over its
+allocatable or usage high-water mark, and resizes the warm pool from its claim rate.
+LocalScheduler is the loop's `Effects`: it starts nothing itself (a placed create
+returns to its caller) and hibernates through the runtime.
 """
 
 from __future__ import annotations
@@ -17,26 +19,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloche.control.errors import ApiError
-from cloche.node import cgroups
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.scheduler import policies
-from cloche.scheduler.admission import FairQueue, Quota, QuotaLedger, dispatch
+from cloche.scheduler.admission import Quota, QuotaLedger, TenantUsage
 from cloche.scheduler.cluster import Cluster
+from cloche.scheduler.errors import InsufficientCapacity, InUse, NoCapacity, QuotaExceeded
 from cloche.scheduler.filters import ResourceFit
-from cloche.scheduler.model import INF, ZERO, Ask, Node, Overcommit, Resources
+from cloche.scheduler.loop import AdmissionLoop, LoopConfig, Waiter
+from cloche.scheduler.model import ZERO, Ask, Node, Resources
+from cloche.scheduler.nodeview import ACTIVE, NodeView, anon_memory_mb, request_of
 from cloche.scheduler.pipeline import Placement
 from cloche.scheduler.pools import PoolSizer
-from cloche.scheduler.preemption import Victim, plan, reclaim
+from cloche.scheduler.preemption import Victim
 from cloche.scheduler.scorers.latency import LatencyMatrix
 
 if TYPE_CHECKING:
@@ -46,101 +48,12 @@ if TYPE_CHECKING:
     from cloche.store.db import Store, Tenant
 
 log = logging.getLogger("cloche.scheduler")
-ACTIVE = ("running", "paused")
 BUSY_CPU = 0.05  # cores: a sandbox using more than this is not idle, whatever its last API call
 
 
-def _mem_total_mb() -> int:
-    with open("/proc/meminfo") as f:
-        return int(f.readline().split()[1]) // 1024
-
-
-def anon_memory_mb(rel: str) -> float:
-    """Memory a cgroup cannot give back without swap (anonymous pages), in MB."""
-    if cgroups.is_v2():
-        path, keys = cgroups.ROOT / rel.strip("/") / "memory.stat", ("anon",)
-    else:
-        path, keys = cgroups.ROOT / "memory" / rel.strip("/") / "memory.stat", ("total_rss",)
-    try:
-        for line in Path(path).read_text().splitlines():
-            name, value = line.split()
-            if name in keys:
-                return int(value) / 1024 / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
-
-
-def request_of(limits: Limits) -> Resources:
-    return Resources(limits.cpu, limits.memory_mb, limits.disk_mb)
-
-
-class NodeView:
-    """The embedded NodeRuntime as a scheduler Node."""
-
-    def __init__(self, runtime: NodeRuntime, settings: Settings) -> None:
-        self.runtime = runtime
-        disk = settings.node_disk_mb or INF
-        cpu = settings.node_cpu or float(os.cpu_count() or 1)
-        capacity = Resources(cpu, settings.node_memory_mb or _mem_total_mb(), disk)
-        ratio = Overcommit(settings.cpu_overcommit, settings.memory_overcommit, settings.disk_overcommit)
-        self.node = Node(runtime.key, capacity, {"region": settings.node_region}, ratio)
-        self.usage: dict[str, tuple[float, float]] = {}  # sandbox id -> (cpu cores, memory MB)
-        self._cpu_seen: dict[str, tuple[float, int]] = {}  # sandbox id -> (time, cpu usec)
-
-    def refresh(self, pending: Resources = ZERO) -> Node:
-        """Allocation from the runtime's records (plus reservations not yet created)."""
-        alloc = pending
-        local = set()
-        for rec in self.runtime.list():
-            local.add(rec.id)
-            if rec.state in ACTIVE:
-                alloc = alloc + request_of(rec.spec.limits)
-            elif rec.state in ("stopped", "hibernated"):
-                alloc = alloc + Resources(0, 0, rec.spec.limits.disk_mb)  # its disk stays here
-        node = self.node
-        node.allocated = alloc
-        node.local = local
-        pool = self.runtime.pool
-        node.pools = {pool.template: len(pool.ready)}
-        node.heartbeat_at = time.time()
-        return node
-
-    def sample_usage(self) -> None:
-        """Read every live sandbox's cgroup (blocking: run it in a thread)."""
-        now = time.monotonic()
-        usage: dict[str, tuple[float, float]] = {}
-        cpu_total = mem_total = 0.0
-        for rec in self.runtime.all_records():
-            if rec.state not in ACTIVE:
-                continue
-            try:
-                u = self.runtime.usage(rec.id) if not rec.pooled else cgroups.manager(
-                    f"{self.runtime.cgroup_parent}/{rec.id}").usage()  # fmt: skip
-            except Exception:
-                continue
-            prev = self._cpu_seen.get(rec.id)
-            cores = (u.cpu_usec - prev[1]) / 1e6 / (now - prev[0]) if prev and now > prev[0] else 0.0
-            self._cpu_seen[rec.id] = (now, u.cpu_usec)
-            # what the kernel cannot reclaim (no swap): page cache would come back under pressure
-            mem = anon_memory_mb(f"{self.runtime.cgroup_parent}/{rec.id}")
-            usage[rec.id] = (max(0.0, cores), mem)
-            cpu_total += max(0.0, cores)
-            mem_total += mem
-        for gone in set(self._cpu_seen) - set(usage):
-            del self._cpu_seen[gone]
-        self.usage = usage
-        self.node.usage = Resources(cpu_total, mem_total)
-
-
-@dataclass(eq=False)
-class _Waiter:
-    ask: Ask
-    future: asyncio.Future[Placement]
-    since: float
-    token: str
-    victims: list[str] = field(default_factory=list)
-    last_reason: str = ""
+@dataclass(eq=False, slots=True, kw_only=True)
+class _Waiter(Waiter):
+    future: asyncio.Future[Placement]  # the placement, for the create waiting in admit
 
 
 class Admitted:
@@ -172,15 +85,18 @@ class LocalScheduler:
         self.scheduler = policies.build("cloche", self.cluster, matrix=matrix,
                                         weights=policies.parse_weights(settings.scheduler_weights),
                                         high_water=settings.usage_high_water)  # fmt: skip
-        self.queue: FairQueue[_Waiter] = FairQueue()
-        self.pending: dict[str, tuple[str, Resources]] = {}  # placed, not yet created: token -> (tenant, request)
-        self.in_flight: dict[str, tuple[str, Resources]] = {}  # admitting (queued or placed), for quotas
         self.placements: dict[str, dict[str, Any]] = {}
         budget = settings.pool_budget_mb or 0.05 * self.view.node.capacity.memory_mb
         self.pool_sizer = PoolSizer(budget, floor={settings.pool_template: settings.pool_size}, default_refill_s=0.3)
+        config = LoopConfig(idle_s=settings.preempt_idle_s, high_water=settings.usage_high_water, retry_s=0.25,
+                            pool_every_s=5.0)  # fmt: skip
+        sizers = {self.view.node.id: self.pool_sizer} if settings.pool_autosize else {}
+        # wall time: victims' last activity is wall time
+        self.loop: AdmissionLoop[_Waiter] = AdmissionLoop(self.scheduler, self, time.time, config, sizers)
         self._pool_claims = 0
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._hibernations: set[asyncio.Task[None]] = set()
         self._departures = 0.0  # EWMA of sandboxes leaving per second (for Retry-After)
         self._last_departure = time.monotonic()
         self._busy: set[str] = set()  # sandboxes being hibernated by us
@@ -190,17 +106,19 @@ class LocalScheduler:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.view.sample_usage)
-        self._task = asyncio.create_task(self._loop())
+        self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in [self._task, *self._hibernations]:
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._task
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
-        for item, _, _ in list(self.queue.order()):
-            self.queue.remove(item)
+        for item, _, _ in list(self.loop.queue.order()):
+            self.loop.give_up(item)
             if not item.future.done():
                 item.future.cancel()
 
@@ -217,13 +135,18 @@ class LocalScheduler:
     # ---- admission -------------------------------------------------------------------------
 
     def _pending_total(self) -> Resources:
+        """Placed creates not yet made: the loop's reservations on the node."""
         total = ZERO
-        for _, res in self.pending.values():
+        for _, res in self.cluster.placed.values():
             total = total + res
         return total
 
     def _refresh(self) -> Node:
-        return self.view.refresh(self._pending_total())
+        """The node as the runtime has it now; the loop is told that anything may fit."""
+        node = self.view.refresh(self._pending_total())
+        self.loop.changed()
+        self.loop.freed(node)
+        return node
 
     def _priority(self, tenant_id: str, cache: dict[str, int]) -> int:
         if tenant_id not in cache:
@@ -231,22 +154,16 @@ class LocalScheduler:
             cache[tenant_id] = t.priority if t else 0
         return cache[tenant_id]
 
-    def _check_quota(self, tenant: Tenant, res: Resources, token: str) -> None:
-        """The tenant's quota with its reservations in flight counted, so concurrent
-        creates cannot together pass it."""
+    def quota_usage(self, tenant: str) -> TenantUsage:
+        """What the tenant's sandboxes hold (the loop adds its creates in flight)."""
         ledger = QuotaLedger()
-        for row in self.store.sandboxes(tenant.id):
+        for row in self.store.sandboxes(tenant):
             try:
                 rec = self.runtime.get(row.id)
             except Exception:
                 continue
-            ledger.activate(tenant.id, request_of(rec.spec.limits) if rec.state in ACTIVE else ZERO, new=True)
-        for other, (tid, r) in self.in_flight.items():
-            if tid == tenant.id and other != token:
-                ledger.activate(tid, r, new=True)
-        reason = ledger.check(tenant.id, Quota(tenant.max_sandboxes, tenant.max_cpu, tenant.max_memory_mb), res)
-        if reason is not None:
-            raise ApiError(429, "quota_exceeded", reason)
+            ledger.activate(tenant, request_of(rec.spec.limits) if rec.state in ACTIVE else ZERO, new=True)
+        return ledger.of(tenant)
 
     @asynccontextmanager
     async def admit(self, tenant: Tenant, spec: SandboxSpec, wait_s: float | None = None,
@@ -255,89 +172,69 @@ class LocalScheduler:
         the duration of the block, and say why the node was chosen."""
         res = request_of(spec.limits)
         ask = Ask(res, spec.template, tenant.id, getattr(tenant, "priority", 0), region)
-        node = self.view.node
-        if not Resources(res.cpu, res.memory_mb, res.disk_mb if res.disk_mb < INF else 0).fits_in(node.allocatable):
-            raise ApiError(409, "insufficient_capacity",
-                           f"no node can ever hold {res.cpu:g} cpu / {res.memory_mb:g} MB: the largest allocatable is "
-                           f"{node.allocatable.cpu:g} cpu / {node.allocatable.memory_mb:g} MB")  # fmt: skip
-        token = "rsv_" + secrets.token_hex(6)
-        self._check_quota(tenant, res, token)
-        self.in_flight[token] = (tenant.id, res)  # counts for the quota of concurrent creates at once
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(ask, loop.create_future(), time.monotonic(), token)
-        self.queue.push(waiter, tenant.id, ask.priority)
+        future: asyncio.Future[Placement] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(ask, "rsv_" + secrets.token_hex(6), self.loop.clock(), future=future)
         wait = self.settings.create_wait_s if wait_s is None else wait_s
+        self._refresh()
+        # raises InsufficientCapacity or QuotaExceeded; else queued (counting for the quota of concurrent creates)
+        self.loop.submit(waiter, Quota(tenant.max_sandboxes, tenant.max_cpu, tenant.max_memory_mb))
         try:
-            self._dispatch()
-            if not waiter.future.done():
+            if not future.done():
                 self._kick.set()
                 try:
-                    await asyncio.wait_for(asyncio.shield(waiter.future), timeout=max(wait, 0.001))
+                    await asyncio.wait_for(asyncio.shield(future), timeout=max(wait, 0.001))
                 except TimeoutError:
-                    if self.queue.remove(waiter):
+                    if self.loop.give_up(waiter):
                         raise self._no_room(waiter, wait) from None
-            placement = waiter.future.result()
-            yield Admitted(self, placement)
+            yield Admitted(self, future.result())
         finally:
-            self.queue.remove(waiter)
-            self.pending.pop(token, None)
-            self.in_flight.pop(token, None)
+            self.loop.give_up(waiter)
+            self.loop.finish(waiter)
+            self.cluster.release(waiter.key)
             self._kick.set()
 
-    def _no_room(self, waiter: _Waiter, waited: float) -> ApiError:
+    def _no_room(self, waiter: _Waiter, waited: float) -> NoCapacity:
         rate = self._departures if time.monotonic() - self._last_departure < 300 else 0.0
-        ahead = len(self.queue) + 1
+        ahead = len(self.loop.queue) + 1
         retry = min(60, max(1, math.ceil(ahead / rate))) if rate > 0 else 5
-        why = waiter.last_reason or "no room"
-        return ApiError(503, "no_capacity",
-                        f"no room for this sandbox after waiting {waited:g} s ({why}); nothing idle enough to "
-                        f"hibernate", headers={"Retry-After": str(retry)})  # fmt: skip
+        return NoCapacity(f"no room for this sandbox after waiting {waited:g} s ({waiter.reason()}); nothing idle "
+                          f"enough to hibernate", retry_after_s=retry)  # fmt: skip
 
-    def _dispatch(self) -> None:
-        """Admit queued creates, in fair order, while they fit."""
-        if not len(self.queue):
-            return
-        self._refresh()
-        now = time.monotonic()
-
-        def try_admit(w: _Waiter) -> bool:
-            if w.future.done():
-                return False
-            p = self.scheduler.place(w.ask)
-            if p.node is None:
-                w.last_reason = p.reason()
-                return False
-            self.pending[w.token] = (w.ask.tenant, w.ask.resources)
-            self._refresh()
-            p.waited_s = now - w.since
-            p.victims = list(w.victims)
-            w.future.set_result(p)
-            return True
-
-        dispatch(self.queue, try_admit)
+    def placed(self, waiter: _Waiter, placement: Placement) -> None:
+        """The loop placed a create: hand the placement to the admit waiting on it."""
+        if not waiter.future.done():
+            waiter.future.set_result(placement)
 
     # ---- preemption and the node's health ---------------------------------------------------
 
-    def _victims(self, exclude: frozenset[str] = frozenset()) -> list[Victim]:
+    def victims(self, max_priority: float, node_ids: Iterable[str] | None = None) -> dict[str, list[Victim]]:
         """Running or paused sandboxes that are idle: no API activity for preempt_idle_s
         and hardly any cpu use."""
         cache: dict[str, int] = {}
         owners = {row.id: row.tenant_id for row in self.store.sandboxes()}
         out = []
         for rec in self.runtime.list():
-            if rec.state not in ACTIVE or rec.id in exclude or rec.id in self._busy or rec.id not in owners:
+            if rec.state not in ACTIVE or rec.id in self._busy or rec.id not in owners:
                 continue
             cores, mem = self.view.usage.get(rec.id, (0.0, 0.0))
-            if cores > BUSY_CPU:
+            priority = self._priority(owners[rec.id], cache)
+            if cores > BUSY_CPU or priority > max_priority:
                 continue
-            out.append(Victim(rec.id, self.view.node.id, request_of(replace(rec.spec.limits, disk_mb=0)),
-                              self._priority(owners[rec.id], cache), rec.last_active_at, mem))  # fmt: skip
-        return out
+            out.append(Victim(rec.id, self.view.node.id, request_of(replace(rec.spec.limits, disk_mb=0)), priority,
+                              rec.last_active_at, mem))  # fmt: skip
+        return {self.view.node.id: out}
 
-    async def _hibernate(self, victims: list[Victim], why: str) -> list[str]:
+    def hibernate(self, victims: list[Victim], waiter: _Waiter | None) -> None:
+        why = f"room for a create of tenant {waiter.ask.tenant}" if waiter is not None else (
+            "the node is over its allocatable or memory high-water mark")  # fmt: skip
+        self._busy.update(v.key for v in victims)
+        task = asyncio.get_running_loop().create_task(self._hibernate(victims, why, waiter))
+        self._hibernations.add(task)
+        task.add_done_callback(self._hibernations.discard)
+
+    async def _hibernate(self, victims: list[Victim], why: str, waiter: _Waiter | None) -> None:
         done = []
         for v in victims:
-            self._busy.add(v.key)
             try:
                 log.info("hibernating idle sandbox %s (%s)", v.key, why)
                 await self.runtime.hibernate(v.key)
@@ -346,39 +243,14 @@ class LocalScheduler:
                 log.exception("could not hibernate %s", v.key)
             finally:
                 self._busy.discard(v.key)
-        return done
-
-    async def _preempt(self) -> None:
-        """Make room for the first waiter that does not fit."""
-        head = next((w for w, _, _ in self.queue.order() if not w.future.done()), None)
-        if head is None:
-            return
-        self._refresh()
-        now = time.time()
-        p = plan(self.scheduler, head.ask, {self.view.node.id: self._victims()}, now, self.settings.preempt_idle_s)
-        if p is None:
-            return
-        head.victims.extend(await self._hibernate(p.victims, f"room for a create of tenant {head.ask.tenant}"))
-        self._dispatch()
-
-    async def _guard(self) -> None:
-        """Wakes and forks bypass the queue; if they overfill the node (by request, or by
-        live memory above the high-water mark), hibernate idle sandboxes, lowest
-        priority and least recently used first."""
-        node = self._refresh()
-        over_alloc = Resources(max(0.0, node.allocated.cpu - node.allocatable.cpu),
-                               max(0.0, node.allocated.memory_mb - node.allocatable.memory_mb))  # fmt: skip
-        over_mb = node.usage.memory_mb - node.capacity.memory_mb * self.settings.usage_high_water
-        if over_alloc == ZERO and over_mb <= 0:
-            return
-        victims = reclaim(node, self._victims(), time.time(), self.settings.preempt_idle_s, max(0.0, over_mb),
-                          over_alloc)  # fmt: skip
-        if victims:
-            await self._hibernate(victims, "the node is over its allocatable or memory high-water mark")
+        if waiter is not None:
+            self._refresh()
+            self.loop.preempted(waiter, done)
 
     # ---- warm pool ------------------------------------------------------------------------------
 
-    def _autosize(self) -> None:
+    def _count_claims(self) -> None:
+        """Feed the pool sizer the claims since the last look and the pooled sandboxes' size."""
         if not self.settings.pool_autosize:
             return
         pool = self.runtime.pool
@@ -389,32 +261,32 @@ class LocalScheduler:
         pooled = [self.view.usage[r.id][1] for r in self.runtime.all_records() if r.pooled and r.id in self.view.usage]
         if pooled:
             self.pool_sizer.sandbox_mb = max(16.0, sum(pooled) / len(pooled))
-        target = self.pool_sizer.tick(time.monotonic()).get(pool.template, pool.size)
+
+    def pool_targets(self, node: Node, targets: dict[str, int]) -> None:
+        pool = self.runtime.pool
+        target = targets.get(pool.template, pool.size)
         if target != pool.size:
             log.info("warm pool %s: %d -> %d", pool.template, pool.size, target)
             pool.set_size(target)
 
-    async def _loop(self) -> None:
-        last_sample = last_pool = 0.0
+    async def _run(self) -> None:
+        last_sample = 0.0
         while True:
             try:
-                await asyncio.wait_for(self._kick.wait(), timeout=0.25 if len(self.queue) else 1.0)
+                await asyncio.wait_for(self._kick.wait(), timeout=0.25 if len(self.loop.queue) else 1.0)
             except TimeoutError:
                 pass
             self._kick.clear()
             try:
+                if self._hibernations:  # the node's next look includes what they freed
+                    await asyncio.gather(*self._hibernations, return_exceptions=True)
                 now = time.monotonic()
                 if now - last_sample >= 1.0:
                     await asyncio.to_thread(self.view.sample_usage)
                     last_sample = now
-                self._dispatch()
-                if len(self.queue):
-                    await self._preempt()
-                else:
-                    await self._guard()
-                if now - last_pool >= 5.0:
-                    self._autosize()
-                    last_pool = now
+                self._refresh()
+                self._count_claims()
+                self.loop.tick()
                 live = {r.id for r in self.runtime.list()}
                 for gone in [k for k in self.placements if k not in live]:
                     del self.placements[gone]
@@ -451,13 +323,14 @@ class LocalScheduler:
                     elsewhere = self.scheduler.place(replace(ask, exclude=frozenset({node.id})))
                     if elsewhere.node is None:
                         message += f"; allow_move: no other node fits (this control plane has {len(self.cluster)})"
-                raise ApiError(409, "insufficient_capacity", message)
+                raise InsufficientCapacity(message)
             if new.memory_mb < old.memory_mb:
                 used = await asyncio.to_thread(anon_memory_mb, f"{self.runtime.cgroup_parent}/{sandbox_id}")
                 if used > new.memory_mb * 0.95:
-                    raise ApiError(409, "in_use",
-                                   f"the sandbox uses {used:.0f} MB that cannot be reclaimed; a limit of "
-                                   f"{new.memory_mb} MB would force the kernel to kill its processes")  # fmt: skip
+                    raise InUse(
+                        f"the sandbox uses {used:.0f} MB that cannot be reclaimed; a limit of "
+                        f"{new.memory_mb} MB would force the kernel to kill its processes"
+                    )
         rec = await self.runtime.resize(sandbox_id, new)
         self.store.update_limits(sandbox_id, new.cpu, new.memory_mb)
         self._kick.set()
@@ -473,16 +346,14 @@ class LocalScheduler:
             if rec.state in ACTIVE and row.id != sandbox_id:
                 cpu += rec.spec.limits.cpu
                 mem += rec.spec.limits.memory_mb
-        for tid, r in self.in_flight.values():
-            if tid == tenant.id:
-                cpu += r.cpu
-                mem += r.memory_mb
+        in_flight = self.loop.reserved.of(tenant.id)
+        cpu += in_flight.cpu
+        mem += in_flight.memory_mb
         if cpu + new.cpu > tenant.max_cpu + 1e-9:
-            raise ApiError(429, "quota_exceeded", f"quota max_cpu={tenant.max_cpu:g} would be exceeded "
-                                                  f"({cpu + new.cpu:g} cpus in total)")  # fmt: skip
+            raise QuotaExceeded(f"quota max_cpu={tenant.max_cpu:g} would be exceeded ({cpu + new.cpu:g} cpus in total)")
         if mem + new.memory_mb > tenant.max_memory_mb:
-            raise ApiError(429, "quota_exceeded", f"quota max_memory_mb={tenant.max_memory_mb} would be exceeded "
-                                                  f"({mem + new.memory_mb:g} MB in total)")  # fmt: skip
+            raise QuotaExceeded(f"quota max_memory_mb={tenant.max_memory_mb} would be exceeded "
+                                f"({mem + new.memory_mb:g} MB in total)")  # fmt: skip
 
     def explain(self, sandbox_id: str) -> dict[str, Any]:
         found = self.placements.get(sandbox_id)
@@ -515,14 +386,6 @@ class LocalScheduler:
                        "autosize": bool(self.settings.pool_autosize), "claims": pool.claims,
                        "claim_rate_per_s": round(stats.rate, 4) if stats else 0.0,
                        "budget_mb": self.pool_sizer.budget_mb}],
-            "queue": {"waiting": len(self.queue),
-                      "by_priority": _count_by_priority(self.queue)},
+            "queue": {"waiting": len(self.loop.queue), "by_priority": self.loop.waiting_by_priority()},
         })  # fmt: skip
         return [out]
-
-
-def _count_by_priority(queue: FairQueue[_Waiter]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for _, _, priority in queue.order():
-        out[str(priority)] = out.get(str(priority), 0) + 1
-    return out

@@ -1,11 +1,12 @@
 """What a simulated world keeps per agent: its sandbox (`Box`) and, while it waits in the
-admission queue, its `Waiter`."""
+admission loop's queue, its `SimWaiter`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cloche.scheduler.model import ZERO, Ask, Node, Resources
+from cloche.scheduler.loop import Waiter
+from cloche.scheduler.model import ZERO, Node, Resources
 from cloche.scheduler.preemption import Victim
 from cloche.scheduler.sim.workload import Agent
 
@@ -47,11 +48,8 @@ class Box:
         return self.victim
 
 
-@dataclass
-class Waiter:
+@dataclass(eq=False, slots=True, kw_only=True)
+class SimWaiter(Waiter):
+    """The loop's waiter, with the agent's sandbox it creates or wakes."""
+
     box: Box
-    ask: Ask
-    since: float
-    wake: bool
-    tried_preempt: float = -1e18
-    preempting: bool = False

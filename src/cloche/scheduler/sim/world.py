@@ -1,30 +1,29 @@
-"""One policy's simulated world: a discrete-event loop over the real scheduler objects
-(nodes, placement, admission, preemption, pool sizing), with time and sandboxes simulated."""
+"""One policy's simulated world: a discrete-event loop that drives the server's own
+admission loop (`cloche.scheduler.loop`: the fair queue, quotas, placement, preemption,
+the guard and pool sizing) with simulated sandboxes as its effects and a virtual clock."""
 
 from __future__ import annotations
 
 import heapq
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from cloche.scheduler import policies
-from cloche.scheduler.admission import FairQueue, Quota, QuotaLedger, dispatch
+from cloche.scheduler.admission import Quota, QuotaLedger, TenantUsage
 from cloche.scheduler.cluster import Cluster
-from cloche.scheduler.filters import UsageHeadroom
+from cloche.scheduler.loop import AdmissionLoop, LoopConfig
 from cloche.scheduler.model import ZERO, Ask, Node, Overcommit, Resources
-from cloche.scheduler.pipeline import Scheduler
+from cloche.scheduler.pipeline import Placement
 from cloche.scheduler.pools import PoolSizer
-from cloche.scheduler.preemption import Victim, plan, reclaim
+from cloche.scheduler.preemption import Victim
 from cloche.scheduler.scorers.latency import LatencyMatrix
 from cloche.scheduler.sim.nogc import paused_gc
 from cloche.scheduler.sim.report import ABLATION, Result
-from cloche.scheduler.sim.sandbox import Box, Waiter
-from cloche.scheduler.sim.unplaceable import Unplaceable
+from cloche.scheduler.sim.sandbox import Box, SimWaiter
 from cloche.scheduler.sim.workload import MIN_SIZE, TEMPLATES, Agent, SimConfig
 
-MIN_ASK = Ask(MIN_SIZE)
 Event = tuple[float, int, Callable[..., None], tuple[Any, ...]]  # (time, sequence, what, its arguments)
 
 
@@ -48,32 +47,31 @@ class World:
         ]
         self.cluster = Cluster(nodes)
         name = "cloche" if self.cloche else policy
-        self.scheduler: Scheduler = policies.build(name, self.cluster, matrix=matrix, high_water=cfg.high_water,
-                                                   seed=cfg.seed)  # fmt: skip
-        self.queue: FairQueue[Waiter] = FairQueue()
-        self.ledger = QuotaLedger()
+        scheduler = policies.build(name, self.cluster, matrix=matrix, high_water=cfg.high_water, seed=cfg.seed)
+        self.ledger = QuotaLedger()  # what each tenant's sandboxes hold (the loop adds what is in flight)
         self.quota = Quota(max_sandboxes=10**9, max_cpu=math.inf, max_memory_mb=math.inf)
         self.boxes: dict[int, Box] = {}
         self._sizes: dict[tuple[float, float], Resources] = {}  # one request object per size
         self.on_node: dict[str, set[int]] = {n.id: set() for n in nodes}
         # idle running sandboxes per node (preemption victims), in the order they went idle
         self.idle: dict[str, dict[int, Box]] = {n.id: {} for n in nodes}
-        self.sizers = {n.id: PoolSizer(cfg.pool_budget_mb, floor={}) for n in nodes} if self.cloche else {}
+        sizers = {n.id: PoolSizer(cfg.pool_budget_mb, floor={}) for n in nodes} if self.cloche else {}
         main_template = TEMPLATES[0][0]
         for n in nodes:
             n.pools = {main_template: cfg.static_pool} if not self.cloche else {}
         self.refilling: dict[tuple[str, str], int] = {}
-        self._unplaceable = Unplaceable(self.scheduler)
-        # A pass that neither admitted nor planned is repeated only once something it depends
-        # on changed (`_changes`: the queue, room for a size that failed, a preemption done) or a waiter may
-        # plan a preemption again: (changes, time) of the last such pass.
-        self._changes = 0
-        self._quiet: tuple[int, float] | None = None
-        self._usage_filtered = any(isinstance(f, UsageHeadroom) for f in self.scheduler.filters)
         self.events: list[Event] = []
         self.seq = 0
         self.now = 0.0
         self.result = Result(policy)
+        loop_cfg = LoopConfig(preempt=self.cloche, idle_s=cfg.preempt_idle_s, high_water=cfg.high_water,
+                              retry_s=cfg.tick_s, min_size=MIN_SIZE)  # fmt: skip
+        self.loop: AdmissionLoop[SimWaiter] = AdmissionLoop(scheduler, self, self.clock, loop_cfg, sizers)
+        self.loop.decisions_us = self.result.decisions_us
+        self.sizers = sizers
+
+    def clock(self) -> float:
+        return self.now
 
     # ---- event plumbing ----------------------------------------------------------------
 
@@ -126,8 +124,8 @@ class World:
             before, old = node.usage, box.usage
             node.usage = after = Resources(before.cpu - old.cpu + usage.cpu,
                                            before.memory_mb - old.memory_mb + usage.memory_mb)  # fmt: skip
-            if self._usage_filtered and after.memory_mb < before.memory_mb:
-                self._changes += self._unplaceable.freed(node)
+            if after.memory_mb < before.memory_mb:
+                self.loop.usage_fell(node)
         box.usage = usage
 
     # ---- admission -------------------------------------------------------------------------
@@ -146,17 +144,13 @@ class World:
         self._enqueue(box, wake=False)
 
     def _enqueue(self, box: Box, wake: bool) -> None:
-        w = Waiter(box, self._ask(box), self.now, wake)
-        # wakes go ahead of creates of the same priority: a user is already waiting on them
-        self.queue.push(w, box.agent.tenant, 2 * box.agent.priority + (1 if wake else 0))
-        self._changes += 1
+        w = SimWaiter(self._ask(box), box.key, self.now, wake, box=box)
         self.at(self.now + self.cfg.wait_s, self.give_up, w)
-        self.dispatch()
+        self.loop.submit(w, self.quota)
 
-    def give_up(self, w: Waiter) -> None:
-        if not self.queue.remove(w):
+    def give_up(self, w: SimWaiter) -> None:
+        if not self.loop.give_up(w):
             return
-        self._changes += 1
         box = w.box
         if w.wake:
             self.result.failed_wakes += 1
@@ -167,65 +161,17 @@ class World:
             self.result.waits.append(self.cfg.wait_s)
             box.state = "gone"
 
-    def dispatch(self) -> None:
-        if not len(self.queue):
-            return
-        if not self.cloche and MIN_ASK in self._unplaceable:
-            return  # nothing fits, and without preemption a pass would do nothing else
-        quiet = self._quiet
-        if quiet is not None and quiet[0] == self._changes and self.now < quiet[1] - 1e-6:
-            return  # the last pass did nothing, and until a waiter may preempt again neither would this one
-        self._failed: list[Resources] = []
-        self._covered: dict[int, bool | None] = {}  # id(size) -> _try's answer, once a size in _failed covers it
-        self._planned = False  # at most one preemption plan per pass (each plan scans every sandbox)
-        self._busy = False  # the pass admitted or planned
-        self._retry_at = math.inf  # when a waiter that reached preemption may try it again
-        dispatch(self.queue, self._try)
-        self._quiet = None if self._busy else (self._changes, self._retry_at)
+    # ---- the loop's effects ------------------------------------------------------------------
 
-    def _try(self, w: Waiter) -> bool | None:
-        if w.preempting:
-            return False
-        res = w.ask.resources
-        # Placement depends only on the size here (no constraints in this workload): an
-        # ask at least as large as one that just failed fails too; once the smallest
-        # size has failed, nothing else can fit until something changes.
-        covered = self._covered
-        if id(res) in covered:
-            return covered[id(res)]
-        for failed in self._failed:
-            if failed.fits_in(res):
-                covered[id(res)] = answer = None if failed.fits_in(MIN_SIZE) else False
-                return answer
-        box = w.box
-        quota_reason = self.ledger.check(box.agent.tenant, self.quota, w.ask.resources, new=not w.wake)
-        if quota_reason is not None:
-            return False
-        node = None
-        if w.ask not in self._unplaceable:  # else placing would fail again
-            t0 = time.perf_counter()
-            node = self.scheduler.place(w.ask).node
-            self.result.decisions_us.append((time.perf_counter() - t0) * 1e6)
-            if node is None:
-                self._unplaceable.failed(res)
-        if node is None:
-            if self.cloche and not self._planned and self.now - w.tried_preempt >= self.cfg.tick_s:
-                w.tried_preempt = self.now
-                self._planned = self._busy = True
-                if self._preempt_for(w):
-                    return False
-            self._retry_at = min(self._retry_at, w.tried_preempt + self.cfg.tick_s)
-            self._failed.append(res)
-            return None if res.fits_in(MIN_SIZE) else False
-        self._busy = True
-        self.ledger.activate(box.agent.tenant, w.ask.resources, new=not w.wake)
-        self.cluster.reserve(node, box.key, w.ask.resources)
-        self._start(w, node)
-        return True
+    def quota_usage(self, tenant: str) -> TenantUsage:
+        return self.ledger.of(tenant)
 
-    def _start(self, w: Waiter, node: Node) -> None:
-        box, cfg, res = w.box, self.cfg, self.result
-        waited = self.now - w.since
+    def placed(self, w: SimWaiter, placement: Placement) -> None:
+        box, cfg, res, node = w.box, self.cfg, self.result, placement.node
+        assert node is not None, "the loop starts placed waiters only"
+        self.loop.finish(w)
+        self.ledger.activate(box.agent.tenant, box.request, new=not w.wake)
+        waited = placement.waited_s
         box.node = node
         box.state = "running"
         self.on_node[node.id].add(box.agent.id)
@@ -315,7 +261,7 @@ class World:
             self.cluster.drop(box.home, key)
         self.ledger.remove(box.agent.tenant, box.request, active)
         box.state = "gone"
-        self.dispatch()
+        self.loop.dispatch()
 
     def _release(self, box: Box) -> None:
         node = box.node
@@ -324,17 +270,17 @@ class World:
         if node is not None:
             self.on_node[node.id].discard(box.agent.id)
             self.idle[node.id].pop(box.agent.id, None)
-            self._changes += self._unplaceable.freed(node)
+            self.loop.freed(node)
         box.node = None
 
     # ---- preemption by hibernation ------------------------------------------------------------
 
-    def _victims(self, node_ids: Iterable[str], max_priority: float = math.inf) -> dict[str, list[Victim]]:
+    def victims(self, max_priority: float, node_ids: Iterable[str] | None = None) -> Mapping[str, list[Victim]]:
         """Idle sandboxes (long enough to be preempted) of at most `max_priority`, per node
         that has any, least recently used first."""
         out = {}
         now, idle_s = self.now, self.cfg.preempt_idle_s
-        for nid in node_ids:
+        for nid in self.idle if node_ids is None else node_ids:
             vs = []
             for box in self.idle[nid].values():
                 if now - box.last_active < idle_s:  # preemption.eligible's test, exactly
@@ -345,21 +291,12 @@ class World:
                 out[nid] = vs
         return out
 
-    def _preempt_for(self, w: Waiter) -> bool:
-        victims = self._victims(self.idle, w.ask.priority)
-        p = plan(self.scheduler, w.ask, victims, self.now, self.cfg.preempt_idle_s)
-        if p is None:
-            return False
-        w.preempting = True
-        for v in p.victims:
+    def hibernate(self, victims: list[Victim], waiter: SimWaiter | None) -> None:
+        for v in victims:
             self._hibernate(self.boxes[int(v.key[2:])])
-        self.at(self.now + self.cfg.hibernate_ms / 1000, self._preempted, w)
-        return True
-
-    def _preempted(self, w: Waiter) -> None:
-        w.preempting = False
-        self._changes += 1
-        self.dispatch()
+        if waiter is not None:
+            keys = [v.key for v in victims]
+            self.at(self.now + self.cfg.hibernate_ms / 1000, self.loop.preempted, waiter, keys)
 
     def _hibernate(self, box: Box) -> None:
         box.state = "hibernating"
@@ -372,7 +309,7 @@ class World:
     def _hibernated(self, box: Box) -> None:
         self._release(box)
         box.state = "hibernated"
-        self.dispatch()
+        self.loop.dispatch()
 
     # ---- periodic work -----------------------------------------------------------------------
 
@@ -401,16 +338,12 @@ class World:
             alloc += node.allocated.memory_mb
             used += node.usage.memory_mb
             cap += node.capacity.memory_mb
-            if self.cloche:
-                self._autosize(node)
-                self._guard(node)
         res.alloc_frac.append(alloc / cap)
         res.used_frac.append(used / cap)
         res.running.append(sum(len(s) for s in self.on_node.values()))
-        self.dispatch()
+        self.loop.tick()
 
-    def _autosize(self, node: Node) -> None:
-        targets = self.sizers[node.id].tick(self.now)
+    def pool_targets(self, node: Node, targets: dict[str, int]) -> None:
         for template, target in targets.items():
             have = node.pools.get(template, 0)
             if have > target:
@@ -418,12 +351,3 @@ class World:
             else:
                 for _ in range(target - have - self.refilling.get((node.id, template), 0)):
                     self._refill(node, template)
-
-    def _guard(self, node: Node) -> None:
-        """Live usage feedback: hibernate idle sandboxes of a node above its high-water mark."""
-        over = node.usage.memory_mb - node.capacity.memory_mb * self.cfg.high_water
-        if over <= 0:
-            return
-        victims = self._victims([node.id]).get(node.id, [])
-        for v in reclaim(node, victims, self.now, self.cfg.preempt_idle_s, over, ZERO):
-            self._hibernate(self.boxes[int(v.key[2:])])

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from cloche.control.errors import ApiError
+from cloche.control.errors import ApiError, scheduler_errors
 from cloche.server import links
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
@@ -76,7 +76,8 @@ async def resize(sandbox_id: str, body: Omittable[SandboxResize], request: Reque
     service.get(tenant, sandbox_id)
     if service.scheduler is None:
         raise ApiError(501, "not_implemented", "this server has no scheduler")
-    await service.scheduler.resize(tenant, sandbox_id, body.cpu, body.memory_mb, body.pids, body.allow_move)
+    with scheduler_errors():
+        await service.scheduler.resize(tenant, sandbox_id, body.cpu, body.memory_mb, body.pids, body.allow_move)
     out = service.get(tenant, sandbox_id).to_json()
     out["placement"] = service.scheduler.explain(sandbox_id)
     return SandboxOut(**out)

@@ -1,9 +1,9 @@
-"""Sizes that failed to place, remembered so that a world does not place them again
-while nothing changed.
+"""Sizes that failed to place, remembered so that the admission loop does not place
+them again while nothing changed.
 
 Each size is kept with the nodes that have freed enough room to take it since it failed
 (at most MAX_DIRTY). Feasibility depends only on the size here (no constraints in the
-simulated workload) and on each node's allocation and usage, and gets no easier as they
+asks it is used for) and on each node's allocation and usage, and gets no easier as they
 grow, so an ask at least as large is unplaceable unless one of those nodes takes it.
 """
 
