@@ -22,7 +22,7 @@ CHANNEL_OPTIONS = {
 }
 
 EtcdUnavailable = aetcd.exceptions.ClientError
-"""Raised when etcd does not answer within the deadline, or refuses the connection."""
+"""Raised by any etcd call that fails: etcd unreachable, too slow for the deadline, or refusing."""
 
 
 @dataclass(frozen=True)
