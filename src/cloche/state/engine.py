@@ -146,6 +146,16 @@ def check_conditions(if_match: int | None, if_none_match: bool) -> None:
         raise InvalidArgument("If-Match and If-None-Match cannot be combined")
 
 
+READ_LOG_BYTES = 8 << 20  # one log read answers with at most about this many bytes (both backends)
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str | None]:
+    """[lo, hi) of the keys starting with prefix (keys are ASCII, so a +1 on the last char)."""
+    if not prefix:
+        return "", None
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 # ---- records ---------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from cloche.state._wait import Waiters, notify_waiters, wait_for_entries
 from cloche.state.engine import (
+    READ_LOG_BYTES,
     Appended,
     Conflict,
     Entry,
@@ -51,9 +52,9 @@ from cloche.state.engine import (
     check_ttl,
     check_value,
     clamp_limit,
+    prefix_bounds,
     validate_batch,
 )
-from cloche.state.sqlite import READ_LOG_BYTES, prefix_bounds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS state_namespaces (

@@ -25,6 +25,7 @@ from typing import Any
 
 from cloche.state._wait import Waiters, notify_waiters, wait_for_entries
 from cloche.state.engine import (
+    READ_LOG_BYTES,
     Appended,
     Conflict,
     Entry,
@@ -47,6 +48,7 @@ from cloche.state.engine import (
     check_ttl,
     check_value,
     clamp_limit,
+    prefix_bounds,
     validate_batch,
 )
 
@@ -118,15 +120,7 @@ DELETE_MATCH = (
     f"WHERE ns_id = ? AND key = ? AND version = ? AND {LIVE} RETURNING version"
 )
 CURRENT = f"SELECT version, {LIVE} FROM kv WHERE ns_id = ? AND key = ?"
-READ_LOG_BYTES = 8 << 20  # one log read answers with at most about this many bytes
 EXPIRY_SWEEP_S = 30.0
-
-
-def prefix_bounds(prefix: str) -> tuple[str, str | None]:
-    """[lo, hi) of the keys starting with prefix (keys are ASCII, so a +1 on the last char)."""
-    if not prefix:
-        return "", None
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class _Request:
