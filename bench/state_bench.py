@@ -218,24 +218,85 @@ asyncio.run(main())
 '''
 
 
+# The floor under any HTTP figure: uvicorn (same settings as `cloche up`) serving a plain
+# ASGI app that reads the body and answers 200 {"version": 1}; no framework, auth or state.
+BARE_APP = r'''
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": b'{"version":1}'})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+'''
+
+
+def _load(port: int, key: str, method: str, duration_s: float) -> dict[str, float]:
+    argv = [sys.executable, "-c", LOADGEN, str(port), key, method, str(WRITERS), str(duration_s), str(len(VALUE))]
+    p = subprocess.run(argv, capture_output=True, text=True, check=True)
+    res = json.loads(p.stdout)
+    bad = {k: v for k, v in res["statuses"].items() if k not in ("200",)}
+    if bad:
+        raise RuntimeError(f"{method}: unexpected statuses {bad}")
+    m = method.lower()
+    return {f"{m}_s": res["n"] / res["s"], f"{m}_p50": percentile(res["lat"], 50),
+            f"{m}_p99": percentile(res["lat"], 99)}  # fmt: skip
+
+
+def bare_figures(duration_s: float) -> dict[str, float]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("bare uvicorn did not start") from None
+                time.sleep(0.05)
+        return _load(port, "-", "PUT", duration_s)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def per_request_costs(n: int = 20000) -> dict[str, float]:
+    """In-process microseconds per call of two pieces every KV request pays: the API key
+    lookup (`Store.authenticate`: a hash and one SQLite query) and the JSON answer
+    (`JSONResponse({"version": N}, headers=ETag)`)."""
+    from starlette.responses import JSONResponse
+
+    from cloche.store.db import Store
+
+    tmp = Path(tempfile.mkdtemp(prefix="cloche-state-bench-", dir=DATA_PARENT))
+    try:
+        store = Store(tmp / "cloche.db")
+        _, _, key = store.create_tenant("bench", 10, 10.0, 1024)
+        t = time.perf_counter()
+        for _ in range(n):
+            store.authenticate(key)
+        auth_us = (time.perf_counter() - t) / n * 1e6
+        store.close()
+        t = time.perf_counter()
+        for i in range(n):
+            JSONResponse({"version": i}, headers={"ETag": f'"{i}"'})
+        json_us = (time.perf_counter() - t) / n * 1e6
+        return {"auth_us": auth_us, "json_us": json_us}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def http_figures(env: dict[str, str], duration_s: float) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="cloche-state-bench-", dir=DATA_PARENT))
     srv = ServerProc(tmp / "data", env)
     try:
-        out: dict[str, float] = {}
-        for method in ("PUT", "GET"):
-            argv = [sys.executable, "-c", LOADGEN, str(srv.port), srv.key, method, str(WRITERS), str(duration_s),
-                    str(len(VALUE))]  # fmt: skip
-            p = subprocess.run(argv, capture_output=True, text=True, check=True)
-            res = json.loads(p.stdout)
-            bad = {k: v for k, v in res["statuses"].items() if k not in ("200",)}
-            if bad:
-                raise RuntimeError(f"{method}: unexpected statuses {bad}")
-            m = method.lower()
-            out[f"{m}_s"] = res["n"] / res["s"]
-            out[f"{m}_p50"] = percentile(res["lat"], 50)
-            out[f"{m}_p99"] = percentile(res["lat"], 99)
-        return out
+        return {**_load(srv.port, srv.key, "PUT", duration_s), **_load(srv.port, srv.key, "GET", duration_s)}
     finally:
         srv.stop()
         # A server with pool_size=0 starts no sandbox; drop its runtime directory too.
@@ -246,6 +307,53 @@ def http_figures(env: dict[str, str], duration_s: float) -> dict[str, float]:
 
 
 # ---- results -----------------------------------------------------------------------------
+
+
+def http_results(dsn: str) -> list[Result]:
+    """KV through HTTP, with what each layer costs in the same run: bare uvicorn (the
+    floor), the server with its access log off and on, GET (no commit) against PUT."""
+    results: list[Result] = []
+    log("state: bare uvicorn baseline")
+    try:
+        bare = bare_figures(DURATION_S)
+        results += [
+            Result("state.http.bare.puts", T_HTTP, f"bare uvicorn ASGI app, PUT answered 200 ({WRITERS} connections)",
+                   bare["put_s"], "requests/s", label="bare"),
+            Result("state.http.bare.put_p99", T_HTTP, "bare uvicorn: latency p99", bare["put_p99"], "ms"),
+        ]  # fmt: skip
+    except Exception as e:
+        results.append(failed("state.http.bare.puts", T_HTTP, "bare uvicorn requests/s", e, "requests/s"))
+    runs = [("sqlite", "SQLite", {}), ("sqlite_nolog", "SQLite, access log off", {"CLOCHE_ACCESS_LOG": "0"})]
+    if dsn:
+        runs.append(("pg", "PostgreSQL", {"CLOCHE_STATE_DSN": dsn}))
+    for kind, name, env in runs:
+        log(f"state: HTTP API on {name}")
+        try:
+            h = http_figures(env, DURATION_S)
+            goal_rate = Goal(">=", 5000) if kind == "sqlite" else None
+            goal_p99 = Goal("<=", 20) if kind == "sqlite" else None
+            results += [
+                Result(f"state.http.{kind}.puts", T_HTTP, f"{name}: PUT /kv durable puts/s ({WRITERS} connections)",
+                       h["put_s"], "requests/s", goal=goal_rate, baseline="state.http.bare.puts"),
+                Result(f"state.http.{kind}.put_p50", T_HTTP, f"{name}: PUT latency p50", h["put_p50"], "ms"),
+                Result(f"state.http.{kind}.put_p99", T_HTTP, f"{name}: PUT latency p99", h["put_p99"], "ms",
+                       goal=goal_p99),
+                Result(f"state.http.{kind}.gets", T_HTTP, f"{name}: GET /kv reads/s (no commit)", h["get_s"],
+                       "requests/s", baseline="state.http.bare.puts"),
+                Result(f"state.http.{kind}.get_p99", T_HTTP, f"{name}: GET latency p99", h["get_p99"], "ms"),
+            ]  # fmt: skip
+        except Exception as e:
+            results.append(failed(f"state.http.{kind}.puts", T_HTTP, f"{name} HTTP puts/s", e, "requests/s"))
+    costs = per_request_costs()
+    note = (f"Per request, in process: API key lookup (Store.authenticate) {costs['auth_us']:.1f} µs, JSON answer "
+            f"(JSONResponse) {costs['json_us']:.1f} µs. Ratios are to the bare uvicorn app in the same run; "
+            "GET against PUT separates the commit path, access log on against off its cost.")  # fmt: skip
+    results += [
+        Result("state.http.auth_us", T_HTTP, "API key lookup per request (in process)", costs["auth_us"], "µs",
+               note=note),
+        Result("state.http.json_us", T_HTTP, "JSON answer per request (in process)", costs["json_us"], "µs"),
+    ]  # fmt: skip
+    return results
 
 
 def run() -> list[Result]:
@@ -284,26 +392,7 @@ def run() -> list[Result]:
             ]  # fmt: skip
         except Exception as e:
             results.append(failed("state.pg.puts", T_ENGINE, "PostgreSQL puts/s", e, "puts/s"))
-        for kind, env in (("sqlite", {}), ("pg", {"CLOCHE_STATE_DSN": dsn})):
-            if kind == "pg" and not dsn:
-                continue
-            name = "SQLite" if kind == "sqlite" else "PostgreSQL"
-            log(f"state: HTTP API on {name}")
-            try:
-                h = http_figures(env, DURATION_S)
-                goal_rate = Goal(">=", 5000) if kind == "sqlite" else None
-                goal_p99 = Goal("<=", 20) if kind == "sqlite" else None
-                results += [
-                    Result(f"state.http.{kind}.puts", T_HTTP, f"{name}: PUT /kv durable puts/s ({WRITERS} connections)",
-                           h["put_s"], "puts/s", goal=goal_rate),
-                    Result(f"state.http.{kind}.put_p50", T_HTTP, f"{name}: PUT latency p50", h["put_p50"], "ms"),
-                    Result(f"state.http.{kind}.put_p99", T_HTTP, f"{name}: PUT latency p99", h["put_p99"], "ms",
-                           goal=goal_p99),
-                    Result(f"state.http.{kind}.gets", T_HTTP, f"{name}: GET /kv reads/s", h["get_s"], "reads/s"),
-                    Result(f"state.http.{kind}.get_p99", T_HTTP, f"{name}: GET latency p99", h["get_p99"], "ms"),
-                ]  # fmt: skip
-            except Exception as e:
-                results.append(failed(f"state.http.{kind}.puts", T_HTTP, f"{name} HTTP puts/s", e, "puts/s"))
+        results += http_results(dsn)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results

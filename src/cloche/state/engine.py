@@ -94,24 +94,34 @@ class Conflict(StateError):
         self.index = index
 
 
-@functools.lru_cache(maxsize=65536)
 def check_ns(name: str, limits: StateLimits) -> str:
-    """Validated names are cached (raising calls are not), so hot keys cost a dict hit."""
-    if not name or len(name.encode()) > limits.max_ns_bytes or not NS_RE.fullmatch(name):
+    return _check_ns(name, limits.max_ns_bytes)
+
+
+def check_key(key: str, limits: StateLimits) -> str:
+    return _check_key(key, limits.max_key_bytes)
+
+
+# Validated names are cached (raising calls are not), so hot keys cost a dict hit. The
+# cache is keyed on the one limit each check reads, not on StateLimits, whose hash would
+# be computed from all its fields on every call.
+@functools.lru_cache(maxsize=65536)
+def _check_ns(name: str, max_bytes: int) -> str:
+    if not name or len(name.encode()) > max_bytes or not NS_RE.fullmatch(name):
         raise InvalidName(
-            f"invalid namespace {name[:80]!r}: 1..{limits.max_ns_bytes} characters from "
+            f"invalid namespace {name[:80]!r}: 1..{max_bytes} characters from "
             "A-Z a-z 0-9 _ . -, starting with a letter or digit"
         )
     return name
 
 
 @functools.lru_cache(maxsize=65536)
-def check_key(key: str, limits: StateLimits) -> str:
-    if (not key or len(key.encode()) > limits.max_key_bytes or not KEY_RE.fullmatch(key)
+def _check_key(key: str, max_bytes: int) -> str:
+    if (not key or len(key.encode()) > max_bytes or not KEY_RE.fullmatch(key)
             or key.startswith("/") or "//" in key or key in (".", "..")
             or "/./" in f"/{key}/" or "/../" in f"/{key}/"):  # fmt: skip
         raise InvalidName(
-            f"invalid key {key[:80]!r}: 1..{limits.max_key_bytes} printable ASCII characters "
+            f"invalid key {key[:80]!r}: 1..{max_bytes} printable ASCII characters "
             "(no spaces, quotes, '#', '%', '?', '&', '\\'); '/' separates segments but may not "
             "lead, double up, or form '.'/'..' segments"
         )
