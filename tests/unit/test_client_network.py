@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cloche import cli
+from cloche.cli import app, netpolicy, options, ui
 from cloche.client import (
     AsyncClient,
     Client,
@@ -275,28 +276,28 @@ def test_sync_and_async_sandboxes_have_the_same_network_methods():
 
 
 def test_cli_rules_and_policy_flags(tmp_path: Path):
-    assert cli._cli_rule("api.example.com:443", "--allow-out") == "api.example.com:443"
-    assert cli._cli_rule("198.51.100.0/24", "--allow-out") == "198.51.100.0/24"
-    assert cli._cli_rule("10.0.0.1:53/udp", "--allow-out") == {"to": "10.0.0.1", "ports": "53", "protocol": "udp"}
-    assert cli._cli_rule("10.0.0.0/8/tcp", "--deny-out") == {"to": "10.0.0.0/8", "protocol": "tcp"}
-    assert cli._cli_rule('{"to": "a.org", "ports": 80}', "--deny-out") == {"to": "a.org", "ports": 80}
+    assert netpolicy.cli_rule("api.example.com:443", "--allow-out") == "api.example.com:443"
+    assert netpolicy.cli_rule("198.51.100.0/24", "--allow-out") == "198.51.100.0/24"
+    assert netpolicy.cli_rule("10.0.0.1:53/udp", "--allow-out") == {"to": "10.0.0.1", "ports": "53", "protocol": "udp"}
+    assert netpolicy.cli_rule("10.0.0.0/8/tcp", "--deny-out") == {"to": "10.0.0.0/8", "protocol": "tcp"}
+    assert netpolicy.cli_rule('{"to": "a.org", "ports": 80}', "--deny-out") == {"to": "a.org", "ports": 80}
 
-    assert cli._parse_network(None, "--network") is None
-    assert cli._parse_network("none", "--network") == "none"
-    assert cli._parse_network('{"egress": false}', "--network") == {"egress": False}
+    assert netpolicy.parse_network(None, "--network") is None
+    assert netpolicy.parse_network("none", "--network") == "none"
+    assert netpolicy.parse_network('{"egress": false}', "--network") == {"egress": False}
     policy_file = tmp_path / "policy.json"
     policy_file.write_text(json.dumps({"allow_out": ["a.org"]}))
-    assert cli._parse_network(f"@{policy_file}", "--network") == {"allow_out": ["a.org"]}
+    assert netpolicy.parse_network(f"@{policy_file}", "--network") == {"allow_out": ["a.org"]}
     for bad in ("nonsense", "[1]", "{not json", f"@{tmp_path / 'missing.json'}"):
-        with pytest.raises(cli.typer.BadParameter):
-            cli._parse_network(bad, "--network")
+        with pytest.raises(typer.BadParameter):
+            netpolicy.parse_network(bad, "--network")
 
-    spec = cli._network_spec({"allow_out": ["a.org"]}, ["b.org"], ["c.org"], True, "--network")
+    spec = netpolicy.network_spec({"allow_out": ["a.org"]}, ["b.org"], ["c.org"], True, "--network")
     assert spec == {"allow_out": ["a.org", "b.org"], "deny_out": ["c.org"], "public": True}
-    assert cli._network_spec("internet", None, ["c.org"], False, "--network") == {"deny_out": ["c.org"]}
-    assert cli._network_spec("internet", None, None, False, "--network") == "internet"
-    with pytest.raises(cli.typer.BadParameter):
-        cli._network_spec("none", ["a.org"], None, False, "--network")
+    assert netpolicy.network_spec("internet", None, ["c.org"], False, "--network") == {"deny_out": ["c.org"]}
+    assert netpolicy.network_spec("internet", None, None, False, "--network") == "internet"
+    with pytest.raises(typer.BadParameter):
+        netpolicy.network_spec("none", ["a.org"], None, False, "--network")
 
 
 class CliResult:
@@ -308,10 +309,10 @@ class CliResult:
 def _run(fake: FakeServer, monkeypatch: pytest.MonkeyPatch, *args: str) -> CliResult:
     """Run the CLI in-process against the fake server, capturing its two consoles."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(cli, "_client", lambda url, api_key: _client(fake))
-    monkeypatch.setattr(cli, "out", Console(file=stdout, width=200, no_color=True))
-    monkeypatch.setattr(cli, "err", Console(file=stderr, width=200, no_color=True))
-    result = CliRunner().invoke(cli.app, list(args))
+    monkeypatch.setattr(options, "Client", lambda url, api_key: _client(fake))
+    monkeypatch.setattr(ui, "out", Console(file=stdout, width=200, no_color=True))
+    monkeypatch.setattr(ui, "err", Console(file=stderr, width=200, no_color=True))
+    result = CliRunner().invoke(app, list(args))
     return CliResult(result.exit_code, stdout.getvalue() + result.stdout, stderr.getvalue())
 
 

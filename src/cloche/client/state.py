@@ -24,7 +24,7 @@ from typing import Any
 from .errors import ClocheError, PreconditionFailed
 from .sync import Client, State
 
-__all__ = ["Namespace", "StateClient", "StateConflict", "StateError", "cli"]
+__all__ = ["Namespace", "StateClient", "StateConflict", "StateError"]
 
 StateError = ClocheError
 """Any failed state call."""
@@ -119,9 +119,3 @@ class StateClient:
     ) -> None:
         self.close()
 
-
-def cli() -> Any:
-    """The ``cloche state`` typer app (it lives in :mod:`cloche.cli`, mounted there)."""
-    from cloche.cli import state_app
-
-    return state_app
