@@ -141,6 +141,16 @@ def test_unreachable_server_is_a_short_error():
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_shell_completion_completes_commands():
+    """`cloche --install-completion` hooks the shell to this protocol: the shell sends the
+    words typed so far, the CLI answers with the candidates."""
+    env = {**os.environ, "_CLOCHE_COMPLETE": "complete_bash", "COMP_WORDS": "cloche sandbox cr", "COMP_CWORD": "2"}
+    run_as_cloche = "import sys; sys.argv[0] = 'cloche'; from cloche.cli import main; main()"
+    proc = subprocess.run([sys.executable, "-c", run_as_cloche], capture_output=True, text=True, env=env, timeout=60)
+    assert (proc.returncode, proc.stdout.split()) == (0, ["create"])
+    assert "--install-completion" in cli("--help", url="http://127.0.0.1:9", key=None).stdout
+
+
 # --- sandboxes ---------------------------------------------------------------------------
 
 
