@@ -129,12 +129,8 @@ def agent_ls(app_name: AppArg, as_json: JsonOpt = False, url: UrlOpt = None, api
     """List an app's agents: key, state, sandbox, version and last activity."""
     with connect(url, api_key) as client:
         agents = client.agents(app_name).list()
-    if as_json:
-        ui.print_json(agents)
-    elif not agents:
-        ui.err.print(f"no agents yet; the first `cloche agent invoke {app_name} KEY` creates one")
-    else:
-        ui.out.print(_agent_table(agents))
+    empty = f"no agents yet; the first `cloche agent invoke {app_name} KEY` creates one"
+    ui.show(agents, as_json, _agent_table, empty=empty)
 
 
 @app.command("get")
@@ -144,10 +140,7 @@ def agent_get(
     """Show one agent."""
     with connect(url, api_key) as client:
         info = client.agents(app_name)[key].info()
-    if as_json:
-        ui.print_json(info)
-    else:
-        ui.out.print(_agent_table([info]))
+    ui.show(info, as_json, lambda one: _agent_table([one]))
 
 
 @app.command("rm")

@@ -136,12 +136,7 @@ def app_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None)
     """List your apps."""
     with connect(url, api_key) as client:
         apps = client.apps.list()
-    if as_json:
-        ui.print_json(apps)
-    elif not apps:
-        ui.err.print("no apps")
-    else:
-        ui.out.print(_app_table(apps))
+    ui.show(apps, as_json, _app_table, empty="no apps")
 
 
 @app.command("get")
@@ -154,10 +149,7 @@ def app_get(
     """Show one app and its spec."""
     with connect(url, api_key) as client:
         deployed = client.apps.get(name)
-    if as_json:
-        ui.print_json(deployed)
-    else:
-        ui.out.print(_app_detail(deployed))
+    ui.show(deployed, as_json, _app_detail)
 
 
 @app.command("rm")

@@ -108,10 +108,7 @@ def files_ls(
     """List a directory."""
     with connect(url, api_key) as client:
         entries = handle(client, sandbox_id).files.list(path)
-    if as_json:
-        ui.print_json(entries)
-    else:
-        ui.out.print(_entry_table(entries))
+    ui.show(entries, as_json, _entry_table)
 
 
 @app.command("rm")

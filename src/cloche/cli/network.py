@@ -22,10 +22,7 @@ def network_show(sandbox_id: SandboxId, as_json: JsonOpt = False, url: UrlOpt = 
     """Show a sandbox's network policy, address and traffic and DNS counters."""
     with connect(url, api_key) as client:
         status = handle(client, sandbox_id).network()
-    if as_json:
-        ui.print_json(status)
-    else:
-        ui.out.print(netpolicy.network_detail(status))
+    ui.show(status, as_json, netpolicy.network_detail)
 
 
 @app.command(
@@ -65,7 +62,4 @@ def network_set(
     assert spec is not None
     with connect(url, api_key) as client:
         status = handle(client, sandbox_id).set_network(spec)
-    if as_json:
-        ui.print_json(status)
-    else:
-        ui.out.print(netpolicy.network_detail(status))
+    ui.show(status, as_json, netpolicy.network_detail)

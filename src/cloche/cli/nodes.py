@@ -9,22 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from cloche.cli import ui
 from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect
+from cloche.client.models import NodeInfo
 
 app = typer.Typer(help="Inspect worker nodes (admin key required); clean up after vanished ones.",
                   no_args_is_help=True)  # fmt: skip
 
 
-@app.command("ls")
-def node_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
-    """List worker nodes with capacity, allocation and warm pools."""
-    with connect(url, api_key) as client:
-        nodes = client.nodes.list()
-    if as_json:
-        ui.print_json(nodes)
-        return
+def _node_table(nodes: list[NodeInfo]) -> Table:
+    """Nodes with their allocation against capacity and their warm pools."""
     table = ui.table("ID", "STATE", "CPU", "MEMORY", "SANDBOXES", "POOLS")
     for n in nodes:
         pools = ", ".join(f"{p.template} {p.ready}/{p.size}" for p in n.pools) or "-"
@@ -36,7 +32,15 @@ def node_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
             str(n.sandboxes),
             pools,
         )
-    ui.out.print(table)
+    return table
+
+
+@app.command("ls")
+def node_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List worker nodes with capacity, allocation and warm pools."""
+    with connect(url, api_key) as client:
+        nodes = client.nodes.list()
+    ui.show(nodes, as_json, _node_table)
 
 
 @app.command("gc", epilog="Example: sudo cloche node gc --dry-run")

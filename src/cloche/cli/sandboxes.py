@@ -149,10 +149,7 @@ def sandbox_create(
             network=network_spec,
             isolation=isolation,
         )
-    if as_json:
-        ui.print_json(sbx.info)
-    else:
-        ui.out.print(sbx.id, highlight=False)
+    ui.created(sbx.info, sbx.id, as_json)
 
 
 @app.command("ls")
@@ -171,12 +168,7 @@ def sandbox_ls(
     with connect(url, api_key) as client:
         sandboxes = client.sandboxes.list(state=state, metadata=pairs(metadata, "--metadata") or None)
     infos = [s.info for s in sandboxes]
-    if as_json:
-        ui.print_json(infos)
-    elif not infos:
-        ui.err.print("no sandboxes")
-    else:
-        ui.out.print(_sandbox_table(infos))
+    ui.show(infos, as_json, _sandbox_table, empty="no sandboxes")
 
 
 @app.command("get")
@@ -184,10 +176,7 @@ def sandbox_get(sandbox_id: SandboxId, as_json: JsonOpt = False, url: UrlOpt = N
     """Show one sandbox."""
     with connect(url, api_key) as client:
         info = client.sandboxes.get(sandbox_id).info
-    if as_json:
-        ui.print_json(info)
-    else:
-        ui.out.print(_sandbox_detail(info))
+    ui.show(info, as_json, _sandbox_detail)
 
 
 app.command("exec", epilog="Example: cloche sandbox exec ID -- python3 -c 'print(6*7)'")(sandbox_exec)
@@ -255,10 +244,7 @@ def sandbox_fork(
     labels = pairs(metadata, "--metadata")
     with connect(url, api_key) as client, ui.spinner("Forking…"):
         forked = handle(client, sandbox_id).fork(name=name, metadata=labels or None)
-    if as_json:
-        ui.print_json(forked.info)
-    else:
-        ui.out.print(forked.id, highlight=False)
+    ui.created(forked.info, forked.id, as_json)
 
 
 @app.command("resize", epilog="Example: cloche sandbox resize ID --memory-mb 2048 --cpu 2")

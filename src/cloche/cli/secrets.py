@@ -90,12 +90,7 @@ def secret_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = 
     """List your secrets: names and hosts (values are never returned)."""
     with connect(url, api_key) as client:
         secrets = client.secrets.list()
-    if as_json:
-        ui.print_json(secrets)
-    elif not secrets:
-        ui.err.print("no secrets")
-    else:
-        ui.out.print(_secret_table(secrets))
+    ui.show(secrets, as_json, _secret_table, empty="no secrets")
 
 
 app.command("ls", hidden=True)(secret_list)

@@ -35,10 +35,7 @@ def snapshot_create(
     """
     with connect(url, api_key) as client, ui.spinner("Snapshotting…"):
         snap = client.snapshots.create(sandbox_id, name)
-    if as_json:
-        ui.print_json(snap)
-    else:
-        ui.out.print(snap.id, highlight=False)
+    ui.created(snap, snap.id, as_json)
 
 
 @app.command("ls")
@@ -46,12 +43,7 @@ def snapshot_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = 
     """List your snapshots."""
     with connect(url, api_key) as client:
         snapshots = client.snapshots.list()
-    if as_json:
-        ui.print_json(snapshots)
-    elif not snapshots:
-        ui.err.print("no snapshots")
-    else:
-        ui.out.print(_snapshot_table(snapshots))
+    ui.show(snapshots, as_json, _snapshot_table, empty="no snapshots")
 
 
 @app.command("get")
@@ -64,10 +56,7 @@ def snapshot_get(
     """Show one snapshot."""
     with connect(url, api_key) as client:
         snap = client.snapshots.get(snapshot_id)
-    if as_json:
-        ui.print_json(snap)
-    else:
-        ui.out.print(_snapshot_table([snap]))
+    ui.show(snap, as_json, lambda one: _snapshot_table([one]))
 
 
 @app.command("rm")

@@ -7,12 +7,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from cloche.cli import ui
 from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect
+from cloche.client.models import TemplateInfo
 
 app = typer.Typer(help="List, import and delete templates (importing needs the admin key).",
                   no_args_is_help=True)  # fmt: skip
+
+
+def _template_table(templates: list[TemplateInfo]) -> Table:
+    """Templates and whether they lie over the base one."""
+    table = ui.table("NAME", "ON BASE")
+    for t in templates:
+        table.add_row(t.name, "yes" if t.on_base else "no")
+    return table
 
 
 @app.command("ls")
@@ -20,13 +30,7 @@ def template_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = 
     """List the templates sandboxes can be created from."""
     with connect(url, api_key) as client:
         templates = client.templates.list()
-    if as_json:
-        ui.print_json(templates)
-        return
-    table = ui.table("NAME", "ON BASE")
-    for t in templates:
-        table.add_row(t.name, "yes" if t.on_base else "no")
-    ui.out.print(table)
+    ui.show(templates, as_json, _template_table)
 
 
 @app.command("import")

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from cloche.cli import ui
 from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect
+from cloche.client.models import Tenant
 
 app = typer.Typer(help="Manage tenants and their API keys (admin key required).", no_args_is_help=True)
 
@@ -34,14 +36,8 @@ def tenant_create(
     ui.err.print("[dim]store the key now: it cannot be shown again[/]")
 
 
-@app.command("ls")
-def tenant_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
-    """List tenants and their quotas."""
-    with connect(url, api_key) as client:
-        tenants = client.tenants.list()
-    if as_json:
-        ui.print_json(tenants)
-        return
+def _tenant_table(tenants: list[Tenant]) -> Table:
+    """Tenants and their quotas."""
     table = ui.table("ID", "NAME", "MAX SANDBOXES", "MAX CPU", "MAX MEMORY", "CREATED")
     for t in tenants:
         table.add_row(
@@ -52,7 +48,15 @@ def tenant_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = No
             ui.mib(t.max_memory_mb),
             ui.when(t.created_at),
         )
-    ui.out.print(table)
+    return table
+
+
+@app.command("ls")
+def tenant_ls(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List tenants and their quotas."""
+    with connect(url, api_key) as client:
+        tenants = client.tenants.list()
+    ui.show(tenants, as_json, _tenant_table)
 
 
 @app.command("add-key")

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -41,6 +41,8 @@ def _console(stream: IO[str]) -> Console:
     return Console(file=stream, width=200 if wide else None, soft_wrap=False)
 
 
+T = TypeVar("T")
+
 out = _console(sys.stdout)
 err = _console(sys.stderr)
 
@@ -53,6 +55,26 @@ def print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
 
     data = [dump(v) for v in value] if isinstance(value, list) else dump(value)
     out.print_json(json.dumps(data), highlight=False)
+
+
+def show(value: T, as_json: bool, view: Callable[[T], RenderableType], empty: str | None = None) -> None:
+    """A command's result: ``--json`` prints ``value`` as JSON; otherwise ``view(value)``
+    goes to stdout, or, for an empty list with an ``empty`` note, the note to stderr."""
+    if as_json:
+        print_json(value)
+    elif empty is not None and not value:
+        err.print(empty)
+    else:
+        out.print(view(value))
+
+
+def created(value: BaseModel, ident: str, as_json: bool) -> None:
+    """What a command that makes something prints: its id alone (for ``ID=$(...)``), or
+    with ``--json`` the whole object."""
+    if as_json:
+        print_json(value)
+    else:
+        out.print(ident, highlight=False)
 
 
 def table(*columns: str, right: Iterable[str] = ()) -> Table:
