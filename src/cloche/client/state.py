@@ -118,4 +118,3 @@ class StateClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
