@@ -338,6 +338,16 @@ def test_shell_with_piped_stdin(tenant: Tenant, sandbox_id: str):
     assert "42" in proc.stdout
 
 
+def test_shell_runs_every_line_of_a_piped_script(tenant: Tenant, sandbox_id: str):
+    """No line is lost however fast the input arrives (a terminal's line editing would
+    discard typeahead), and the script's own exit status is the command's."""
+    script = "".join(f"echo line{i}\n" for i in range(200)) + "echo oops >&2\nexit 4\necho unreachable\n"
+    proc = tenant.run("shell", sandbox_id, input=script)
+    assert proc.returncode == 4
+    assert proc.stdout.split() == [f"line{i}" for i in range(200)]
+    assert "oops" in proc.stderr
+
+
 def test_shell_on_unknown_sandbox(tenant: Tenant):
     proc = tenant.run("shell", "sb_doesnotexist", input="")
     assert proc.returncode == 1 and "not_found" in proc.stderr

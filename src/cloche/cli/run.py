@@ -1,6 +1,6 @@
 """Running commands in a sandbox: ``cloche sandbox exec`` streams one command's output
-and exits with its status; ``cloche shell`` bridges the local terminal (or a pipe) to
-a PTY in the sandbox over a WebSocket.
+and exits with its status; ``cloche shell`` bridges the local terminal to a PTY in the
+sandbox over a WebSocket, or, with no terminal, streams a piped script through the shell.
 
 ``sandbox_exec`` is mounted by :mod:`cloche.cli.sandboxes`; ``shell`` is a top-level
 command.
@@ -22,6 +22,7 @@ import typer
 from cloche.cli import errors, ui
 from cloche.cli.errors import EXIT_API_ERROR
 from cloche.cli.options import KeyOpt, SandboxId, UrlOpt, connect, handle, pairs
+from cloche.client import Sandbox
 from cloche.client.models import ExecExit, ExecOutput
 
 app = typer.Typer()
@@ -53,21 +54,26 @@ def sandbox_exec(
     command: str | list[str] = cmd[0] if len(cmd) == 1 and any(c.isspace() for c in cmd[0]) else cmd
     stdin = sys.stdin.read() if interactive else None
     env_vars = pairs(env, "--env")
-    code: int | None = None
     with errors.handled(EXIT_API_ERROR), connect(url, api_key) as client:
-        sbx = handle(client, sandbox_id)
-        events = sbx.exec_stream(command, env=env_vars or None, cwd=cwd, stdin=stdin, timeout_s=timeout)
-        for event in events:
-            if isinstance(event, ExecOutput):
-                stream = sys.stdout if event.type == "stdout" else sys.stderr
-                stream.write(event.data)
-                stream.flush()
-            elif isinstance(event, ExecExit):
-                code = _exit_status(event)
+        code = _streamed(handle(client, sandbox_id), command, env=env_vars or None, cwd=cwd, stdin=stdin,
+                         timeout_s=timeout)  # fmt: skip
+    raise typer.Exit(code)
+
+
+def _streamed(sbx: Sandbox, command: str | list[str], **kw: Any) -> int:
+    """Run ``command`` with ``exec_stream``, writing its output as it comes; its exit status."""
+    code: int | None = None
+    for event in sbx.exec_stream(command, **kw):
+        if isinstance(event, ExecOutput):
+            stream = sys.stdout if event.type == "stdout" else sys.stderr
+            stream.write(event.data)
+            stream.flush()
+        elif isinstance(event, ExecExit):
+            code = _exit_status(event)
     if code is None:
         ui.err.print("[red]error:[/] the output stream ended before the command exited")
         raise typer.Exit(EXIT_API_ERROR)
-    raise typer.Exit(code)
+    return code
 
 
 def _exit_status(event: ExecExit) -> int:
@@ -90,18 +96,21 @@ def shell(
 ) -> None:
     """Open an interactive terminal in a sandbox (exits with the shell's exit code).
 
-    With a terminal on stdin it runs in raw mode and follows window resizes; otherwise
-    stdin is piped to the shell and the session ends at end of input.
+    With a terminal on stdin and stdout it runs in a PTY, in raw mode, and follows window
+    resizes. Otherwise (``cloche shell ID < script.sh``) there is no terminal, as with
+    ssh: the shell reads the piped input as a script, so no line of it can be lost to
+    a terminal's line editing, and its output comes back as it is written.
     """
     from websockets.exceptions import InvalidHandshake
 
     with connect(url, api_key) as client:
         sbx = client.sandboxes.connect(sandbox_id)  # typed errors for a bad id or key
-        interactive = sys.stdin.isatty() and sys.stdout.isatty()
-        cols, rows = shutil.get_terminal_size() if interactive else (80, 24)
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise typer.Exit(_streamed(sbx, cmd or ["/bin/sh", "-l"], cwd=cwd, stdin=sys.stdin.read()))
+        cols, rows = shutil.get_terminal_size()
         try:
             with sbx.pty(cmd=cmd, rows=rows, cols=cols, cwd=cwd) as ws:
-                code = _PtySession(ws, interactive).run()
+                code = _PtySession(ws).run()
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             ui.err.print(f"[red]error:[/] cannot open a terminal: {exc}", highlight=False)
             raise typer.Exit(1) from None
@@ -109,11 +118,10 @@ def shell(
 
 
 class _PtySession:
-    """Bridges the local terminal (or pipe) and a PTY WebSocket."""
+    """Bridges the local terminal and a PTY WebSocket."""
 
-    def __init__(self, ws: Any, interactive: bool) -> None:
+    def __init__(self, ws: Any) -> None:
         self.ws = ws
-        self.interactive = interactive
         self.exit_code = 0
         self.done = threading.Event()
 
@@ -147,30 +155,12 @@ class _PtySession:
         """Run until the remote side exits; return its exit code."""
         reader = threading.Thread(target=self._pump_output, daemon=True)
         reader.start()
-        if self.interactive:
-            self._interactive_input()
-        else:
-            self._piped_input()
+        self._terminal_input()
         self.done.wait()
         reader.join(5)
         return self.exit_code
 
-    def _piped_input(self) -> None:
-        fd = sys.stdin.fileno()
-        last = b"\n"
-        while not self.done.is_set():
-            if not select.select([fd], [], [], 0.1)[0]:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                # End of input: end the line if needed, then EOF (^D) for the shell.
-                self._send((b"" if last.endswith(b"\n") else b"\n") + b"\x04")
-                return
-            last = chunk
-            if not self._send(chunk):
-                return
-
-    def _interactive_input(self) -> None:
+    def _terminal_input(self) -> None:
         import termios
         import tty
 
