@@ -1,9 +1,10 @@
 """`cloche sim`: the real scheduler code against simulated nodes and a workload.
 
-The simulator is a discrete-event loop. Nodes, placement (filters, scorers, sampling),
-admission (quotas, priorities, the fair queue), preemption by hibernation and warm-pool
-autosizing are the same objects the server uses; only time and the sandboxes are
-simulated. Several policies run over the same workload (same seed) side by side:
+The simulator is a discrete-event loop that drives the server's own decision loop
+(`cloche.scheduler.loop.AdmissionLoop`): nodes, placement (filters, scorers, sampling),
+admission (quotas, priorities, the fair queue), preemption by hibernation, the guard of
+an overloaded node and warm-pool autosizing are the code the server runs; only time and
+the sandboxes are simulated. Several policies run over the same workload (same seed) side by side:
 
 - `random`, `first-fit`, `kubernetes` (LeastAllocated + BalancedAllocation): requests
   against capacity (no overcommit), idle sandboxes hold their room until their
