@@ -4,9 +4,19 @@
  * Why it exists: `runc exec` costs ~20 ms per command. cloche-init is started once
  * with the sandbox and accepts exec requests on a listening unix socket that the host
  * created and handed over as fd 3 (runc --preserve-fds 1), so the socket file lives only
- * on the host and is invisible inside the sandbox. Each connection carries one request;
- * pid 1 forks a handler per connection, and the handler forks the command, relays
- * stdin/stdout/stderr as frames and reports the exit status. pid 1 also reaps orphans.
+ * on the host and is invisible inside the sandbox. Each connection carries one request,
+ * served by a handler process: it spawns the command, relays stdin/stdout/stderr as
+ * frames and reports the exit status. pid 1 also reaps orphans.
+ *
+ * Speed (an exec of `true` is ~0.4 ms of CPU; cloche-init's share was about as much
+ * again): handlers are reused rather than forked per connection. They wait on the
+ * listening socket themselves and mark their state in a page shared with pid 1; pid 1
+ * forks a new handler only when a connection waits and no handler is idle, and a
+ * handler left idle for HANDLER_IDLE_MS exits, so an idle sandbox keeps at most a few.
+ * The command is spawned with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does (no
+ * copy of the handler's page tables, no copy-on-write faults); its child side makes only
+ * syscalls, reports a failure through the memory it shares with the handler instead of
+ * a pipe, and leaves that memory as it found it.
  *
  * Under gVisor (runsc has no --preserve-fds) the host cannot hand the socket over, so
  * when CLOCHE_LISTEN names a path, pid 1 binds and listens there itself: the path is in
@@ -38,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -54,12 +65,27 @@
 #define FLAG_STDIN 4u
 #define MAX_FRAME (8u << 20)
 #define CHUNK 65536
+#define MAX_ARGS 65536 /* strings in an argv or env list */
+#define MAX_HANDLERS 1024     /* pooled handlers; past that, one-shot handlers as before */
+#define HANDLER_IDLE_MS 10000 /* a pooled handler idle this long exits */
+
+enum { SLOT_FREE, SLOT_IDLE, SLOT_BUSY };
+
+/* Shared between pid 1 and the handlers (MAP_SHARED): pid 1 assigns slots, each handler
+ * writes only its own state. Nothing in it is trusted for memory safety. */
+struct pool {
+    int high; /* slots [0, high) have been used */
+    int state[MAX_HANDLERS];
+};
 
 extern char **environ;
 
 static int conn = -1;  /* -1 once the host has gone away */
 static int have_pidfd = 1;  /* 0 under gVisor: handlers wait on a SIGCHLD self-pipe */
 static int chld_pipe[2] = {-1, -1};
+static int wake_pipe[2] = {-1, -1}; /* SIGCHLD in pid 1, and a handler going busy */
+static struct pool *pool;
+static int null_fd = -1; /* /dev/null, opened once, the stdin of commands without any */
 
 static int write_all(int fd, const void *buf, size_t len) {
     const char *p = buf;
@@ -168,7 +194,7 @@ static char *take_str(struct cursor *c) {
 
 static char **take_list(struct cursor *c) {
     uint32_t n = (uint32_t)take_uint(c, 4);
-    if (c->bad || n > 65536) {
+    if (c->bad || n > MAX_ARGS) {
         c->bad = 1;
         return NULL;
     }
@@ -234,37 +260,52 @@ static void set_winsize(int fd, unsigned rows, unsigned cols) {
     ioctl(fd, TIOCSWINSZ, &ws);
 }
 
+/* Every disposition is SIG_DFL from pid 1's start (reset_signals), except the ones
+ * cloche-init sets: handled signals revert at exec, ignored ones would not. */
 static void reset_signals(void) {
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
 }
 
-static void child_exec(int flags, int pty_slave, int in_fd, int out_fd, int err_fd, int errpipe,
-                       uint32_t uid, uint32_t gid, char **argv, char **envp, const char *cwd) {
+/* One command to spawn, and what a failed spawn reports back (errno, and the stage:
+ * 0 chdir, 1 setuid, 2 exec; -1 while nothing failed). */
+struct spawn_args {
+    int flags, pty_slave, in_fd, out_fd, err_fd;
+    uint32_t uid, gid;
+    char **argv;
+    const char *cwd;
+    volatile int err, stage;
+};
+
+/* The child side of the spawn: it shares the handler's memory until it execs, so it only
+ * makes syscalls (the id changes go straight to the kernel: glibc's wrappers would
+ * broadcast them to threads), writes nothing but a->err and a->stage, and never returns. */
+static int child_exec(void *arg) {
+    struct spawn_args *a = arg;
+    int in_fd = a->in_fd, out_fd = a->out_fd, err_fd = a->err_fd;
     reset_signals();
     setsid();
-    if (flags & FLAG_PTY) {
-        ioctl(pty_slave, TIOCSCTTY, 0);
-        in_fd = out_fd = err_fd = pty_slave;
+    if (a->flags & FLAG_PTY) {
+        ioctl(a->pty_slave, TIOCSCTTY, 0);
+        in_fd = out_fd = err_fd = a->pty_slave;
     }
     dup2(in_fd, 0);
     dup2(out_fd, 1);
     dup2(err_fd, 2);
     int stage = 0;
-    if (cwd[0] && chdir(cwd) < 0) goto fail;
+    if (a->cwd[0] && chdir(a->cwd) < 0) goto fail;
     stage = 1;
-    if (gid != 0 && setgid(gid) < 0) goto fail;
-    if (uid != 0 && (setgroups(0, NULL), setuid(uid) < 0)) goto fail;
+    if (a->gid != 0 && syscall(SYS_setgid, a->gid) < 0) goto fail;
+    if (a->uid != 0 && (syscall(SYS_setgroups, 0, NULL), syscall(SYS_setuid, a->uid) < 0)) goto fail;
     stage = 2;
-    environ = envp;
-    execvp(argv[0], argv);
-fail : {
-    int report[2] = {errno, stage};
-    write_all(errpipe, report, sizeof report);
+    execvp(a->argv[0], a->argv); /* the caller pointed environ at the request's env */
+fail:
+    a->err = errno;
+    a->stage = stage;
     _exit(127);
-}
 }
 
 static void on_sigchld(int sig) {
@@ -277,8 +318,8 @@ static void on_sigchld(int sig) {
     errno = saved;
 }
 
-/* Without pidfds: SIGCHLD writes to a pipe the handler polls. Installed before the fork,
- * so an exit cannot slip by between the fork and the poll. */
+/* Without pidfds: SIGCHLD writes to a pipe the handler polls. Installed once, before any
+ * spawn, so an exit cannot slip by between the spawn and the poll. */
 static void watch_children(void) {
     if (pipe2(chld_pipe, O_CLOEXEC | O_NONBLOCK) < 0) _exit(1);
     struct sigaction sa = {0};
@@ -311,11 +352,22 @@ static void handle_kill(unsigned char *payload, uint32_t len) {
     send_frame('K', b, 4);
 }
 
+static void free_list(char **v) {
+    for (char **p = v; p && *p; p++) free(*p);
+    free(v);
+}
+
+static void run_exec(uint32_t flags, uint32_t timeout_ms, unsigned rows, unsigned cols, uint32_t uid,
+                     uint32_t gid, char **argv, char **envp, const char *cwd);
+
+/* Parses an exec request and runs it; the handler serves many, so it frees what it took. */
 static void handle_exec(unsigned char *payload, uint32_t len) {
     struct cursor c = {payload, len, 0};
     uint32_t flags = (uint32_t)take_uint(&c, 4);
     uint32_t timeout_ms = (uint32_t)take_uint(&c, 4);
     out_cap = take_uint(&c, 8);
+    out_sent = 0;
+    out_truncated = 0;
     unsigned rows = (unsigned)take_uint(&c, 2), cols = (unsigned)take_uint(&c, 2);
     uint32_t uid = (uint32_t)take_uint(&c, 4), gid = (uint32_t)take_uint(&c, 4);
     char **argv = take_list(&c);
@@ -325,16 +377,42 @@ static void handle_exec(unsigned char *payload, uint32_t len) {
         const char msg[] = "cloche-init: malformed exec request\n";
         send_frame('E', msg, sizeof msg - 1);
         send_exit(126, 0, 0, 0);
-        return;
+    } else {
+        run_exec(flags, timeout_ms, rows, cols, uid, gid, argv, envp, cwd);
     }
+    free_list(argv);
+    free_list(envp);
+    free(cwd);
+}
 
-    int errpipe[2], in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+/* Spawns like vfork, as glibc's posix_spawn does: the child runs on a stack of its own in
+ * the handler's memory, and the handler sleeps until the child has exec'd or exited. */
+static pid_t spawn(struct spawn_args *a, char **envp) {
+    /* A handler spawns one at a time. Room for glibc's execvp, whose script fallback copies
+     * argv onto the stack; pages never touched cost nothing. */
+    static char stack[(MAX_ARGS + 2) * sizeof(char *) + (64 << 10)] __attribute__((aligned(16)));
+    char **own_environ = environ;
+    environ = envp; /* execvp searches the request's PATH */
+    pid_t pid = clone(child_exec, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
+    environ = own_environ;
+    return pid;
+}
+
+static void close_parent_ends(int a, int b, int c, int d) {
+    int fds[4] = {a, b, c, d};
+    for (int i = 0; i < 4; i++)
+        if (fds[i] >= 0) close(fds[i]);
+}
+
+static void run_exec(uint32_t flags, uint32_t timeout_ms, unsigned rows, unsigned cols, uint32_t uid,
+                     uint32_t gid, char **argv, char **envp, const char *cwd) {
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
     int master = -1, slave = -1;
-    pipe2(errpipe, O_CLOEXEC);
     if (flags & FLAG_PTY) {
         master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
             const char msg[] = "cloche-init: cannot allocate a pty\n";
+            if (master >= 0) close(master);
             send_frame('E', msg, sizeof msg - 1);
             send_exit(126, 0, 0, 0);
             return;
@@ -342,45 +420,38 @@ static void handle_exec(unsigned char *payload, uint32_t len) {
         slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
         set_winsize(master, rows, cols);
     } else {
-        if (flags & FLAG_STDIN) {
-            pipe2(in, O_CLOEXEC);
-        } else {
-            in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        }
+        if (flags & FLAG_STDIN) pipe2(in, O_CLOEXEC);
         pipe2(out, O_CLOEXEC);
         pipe2(err, O_CLOEXEC);
     }
 
-    if (!have_pidfd) watch_children();
-    pid_t pid = fork();
-    if (pid == 0) {
-        child_exec((int)flags, slave, in[0], out[1], err[1], errpipe[1], uid, gid, argv, envp, cwd);
-    }
-    close(errpipe[1]);
+    struct spawn_args sp = {(int)flags, slave, in[0] >= 0 ? in[0] : null_fd, out[1], err[1], uid, gid,
+                            argv, cwd, 0, -1};
+    pid_t pid = spawn(&sp, envp);
     if (slave >= 0) close(slave);
     if (in[0] >= 0) close(in[0]);
     if (out[1] >= 0) close(out[1]);
     if (err[1] >= 0) close(err[1]);
     if (pid < 0) {
         const char msg[] = "cloche-init: fork failed (pids limit reached?)\n";
+        close_parent_ends(in[1], out[0], err[0], master);
         send_frame('E', msg, sizeof msg - 1);
         send_exit(126, 0, 0, 0);
         return;
     }
-    int report[2];
-    if (read_all(errpipe[0], report, sizeof report) == 0) {
+    if (sp.stage >= 0) {
         char msg[512];
-        const char *what = report[1] == 0 ? "chdir" : report[1] == 1 ? "setuid" : "exec";
+        const char *what = sp.stage == 0 ? "chdir" : sp.stage == 1 ? "setuid" : "exec";
         int n = snprintf(msg, sizeof msg, "cloche: %s %.300s: %s\n", what,
-                         report[1] == 0 ? cwd : argv[0], strerror(report[0]));
+                         sp.stage == 0 ? cwd : argv[0], strerror(sp.err));
         if (n < 0) n = 0;
         if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1; /* never send past the buffer */
         waitpid(pid, NULL, 0);
+        close_parent_ends(in[1], out[0], err[0], master);
         send_frame('E', msg, (uint32_t)n);
-        send_exit(report[0] == ENOENT ? 127 : 126, 0, 0, 0);
+        send_exit(sp.err == ENOENT ? 127 : 126, 0, 0, 0);
         return;
     }
-    close(errpipe[0]);
     unsigned char started[4];
     put_u32(started, (uint32_t)pid);
     send_frame('S', started, 4);
@@ -453,6 +524,8 @@ static void handle_exec(unsigned char *payload, uint32_t len) {
             pump(&streams[i], 1);
         }
     }
+    if (stdin_fd >= 0 && stdin_fd != master) close(stdin_fd);
+    close_parent_ends(streams[0].fd, streams[1].fd, have_pidfd ? pidfd : -1, -1);
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + sig;
     send_exit(code, sig, out_truncated, timed_out);
@@ -473,12 +546,102 @@ static void serve(int fd) {
     free(payload);
 }
 
-static void reap(int sig) {
+static void wake(char c) {
+    if (write(wake_pipe[1], &c, 1) < 0) {
+        /* the pipe is full: a wake-up is already pending */
+    }
+}
+
+static void on_sigchld_pid1(int sig) {
     (void)sig;
     int saved = errno;
-    while (waitpid(-1, NULL, WNOHANG) > 0) {
-    }
+    wake('c');
     errno = saved;
+}
+
+static int any_idle(int high) {
+    for (int i = 0; i < high && i < MAX_HANDLERS; i++)
+        if (__atomic_load_n(&pool->state[i], __ATOMIC_SEQ_CST) == SLOT_IDLE) return 1;
+    return 0;
+}
+
+static void set_state(int slot, int state) {
+    __atomic_store_n(&pool->state[slot], state, __ATOMIC_SEQ_CST);
+}
+
+/* What a process forked from pid 1 to serve connections changes first. */
+static void become_handler(void) {
+    signal(SIGCHLD, SIG_DFL);
+    close(wake_pipe[0]);
+    if (!have_pidfd) watch_children();
+}
+
+/* A pooled handler: serves connections from the listening socket until it has been idle
+ * for HANDLER_IDLE_MS. It tells pid 1 when it takes the last idle slot. */
+static void __attribute__((noreturn)) handler_loop(int slot) {
+    for (;;) {
+        struct pollfd p = {3, POLLIN, 0};
+        if (poll(&p, 1, HANDLER_IDLE_MS) == 0) {
+            set_state(slot, SLOT_BUSY); /* never idle again; pid 1 frees the slot on reaping */
+            _exit(0);
+        }
+        int fd = accept4(3, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) continue; /* another handler took it (EAGAIN), or EINTR, ECONNABORTED */
+        set_state(slot, SLOT_BUSY);
+        if (!any_idle(__atomic_load_n(&pool->high, __ATOMIC_SEQ_CST))) wake('g');
+        serve(fd);
+        if (conn >= 0) close(conn);
+        conn = -1;
+        set_state(slot, SLOT_IDLE);
+    }
+}
+
+static pid_t handler_pid[MAX_HANDLERS]; /* pid 1's own record of its pooled handlers */
+static int high;
+
+/* A connection waits and no handler is idle: fork one into a free slot. With every slot
+ * taken, or when fork fails (pids limit), pid 1 accepts the connection itself and hands
+ * it to a one-shot handler, or drops it so the host sees an error at once. */
+static void spawn_handler(void) {
+    int slot = -1;
+    for (int i = 0; i < MAX_HANDLERS && slot < 0; i++)
+        if (handler_pid[i] == 0) slot = i;
+    if (slot >= 0) {
+        set_state(slot, SLOT_IDLE);
+        if (slot >= high) __atomic_store_n(&pool->high, high = slot + 1, __ATOMIC_SEQ_CST);
+        pid_t pid = fork();
+        if (pid == 0) {
+            become_handler();
+            handler_loop(slot);
+        }
+        if (pid > 0) {
+            handler_pid[slot] = pid;
+            return;
+        }
+        set_state(slot, SLOT_FREE);
+    }
+    int fd = accept4(3, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (slot < 0 && fork() == 0) {
+        become_handler();
+        serve(fd);
+        _exit(0);
+    }
+    close(fd);
+}
+
+/* Reaps orphans and handlers; a dead handler's slot becomes free (idle or not). */
+static void reap_children(void) {
+    pid_t pid;
+    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
+        for (int i = 0; i < high; i++) {
+            if (handler_pid[i] == pid) {
+                handler_pid[i] = 0;
+                set_state(i, SLOT_FREE);
+                break;
+            }
+        }
+    }
 }
 
 /* `cloche-init userns`: enter a new user namespace and wait until stdin closes. The host
@@ -517,25 +680,26 @@ int main(int argc, char **argv) {
     int probe = (int)syscall(SYS_pidfd_open, getpid(), 0);
     if (probe < 0) have_pidfd = 0;
     else close(probe);
+    for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL); /* see reset_signals */
+    pool = mmap(NULL, sizeof *pool, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (pool == MAP_FAILED || pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0) return 1;
+    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    /* Commands never inherit the listening socket; handlers poll it, then accept. */
+    if (fcntl(3, F_SETFD, FD_CLOEXEC) < 0 || fcntl(3, F_SETFL, O_NONBLOCK) < 0) return 1;
     struct sigaction sa = {0};
-    sa.sa_handler = reap;
+    sa.sa_handler = on_sigchld_pid1;
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
     sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     for (;;) {
-        int fd = accept4(3, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE) continue;
-            if (errno == EBADF || errno == ENOTSOCK) return 1;
-            continue;
+        reap_children();
+        int need = !any_idle(high);
+        struct pollfd p[2] = {{wake_pipe[0], POLLIN, 0}, {3, POLLIN, 0}};
+        if (poll(p, need ? 2 : 1, -1) < 0) continue;
+        char buf[64];
+        while (read(wake_pipe[0], buf, sizeof buf) > 0) {
         }
-        pid_t pid = fork();
-        if (pid == 0) {
-            signal(SIGCHLD, SIG_DFL);
-            close(3);
-            serve(fd);
-            _exit(0);
-        }
-        close(fd);
+        if (need && (p[1].revents & (POLLERR | POLLNVAL))) return 1;
+        if (need && p[1].revents) spawn_handler();
     }
 }
