@@ -33,7 +33,7 @@ DESCRIPTIONS = {
     T_API: (
         "A real `cloche up` subprocess on loopback (rate limits lifted), driven with httpx over keep-alive "
         "connections, and with wrk (a C load generator, from Debian) where the Python client's own CPU would "
-        "cap the figure. Exec is `POST /v1/sandboxes/{id}/exec` of `[\"true\"]`; create-from-pool is "
+        'cap the figure. Exec is `POST /v1/sandboxes/{id}/exec` of `["true"]`; create-from-pool is '
         "`POST /v1/sandboxes` answered from a warm pool of 4 (each sample waits for the pool to refill); "
         "throughput is 32 wrk connections looping on exec over 4 sandboxes (1 cpu each). Server memory is the "
         "PSS of the "
@@ -159,6 +159,10 @@ def bench_control_plane() -> list[Result]:
             for p, goal in ((50, 3.0), (99, 10.0)):
                 out.append(Result(f"api.exec.p{p}", T_API, f"exec `true` round trip p{p} (wrk, 1 connection)", one[p],
                                   "ms", goal=Goal("<=", goal)))  # fmt: skip
+            out.append(Result("api.exec.vs_runc", T_API, "exec `true` round trip p50 (wrk) vs raw `runc exec` p50",
+                              one[50], "ms", goal=Goal("<=", 0.1, on="ratio"), baseline="baseline.runc_exec.p50",
+                              note="Goal: at least 10x faster than `runc exec` of the same command, measured "
+                              "earlier in the same run (bench/baseline.py)."))  # fmt: skip
             out += latency_results("api.exec_py", T_API, "exec `true` round trip from Python httpx",
                                    _exec_round_trip(c, sids[0], env_int("BENCH_API_EXEC_N", 500)), percentiles=(50, 99),
                                    plot="Exec round trip (CDF)", label="cloche HTTP API (httpx)")  # fmt: skip

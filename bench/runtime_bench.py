@@ -89,9 +89,12 @@ DESCRIPTIONS = {
         "asyncio.gather of N caller loops, each running `rt.exec(..., ['true'])` back to "
         "back for a fixed duration, all in one event loop (one host process): first all "
         "callers on one sandbox, then the same callers spread over 4 sandboxes (each "
-        "sandbox has the default cpu=1.0 limit, i.e. at most one core for its processes). "
+        "sandbox has the default cpu=1.0 limit, i.e. at most one core for its processes), "
+        "then all callers on one sandbox whose cpu limit is every core of the host. "
         "CPU figures are from getrusage (this process) and /proc/stat (whole host) over "
-        "the same window."
+        "the same window. The floor: a shell loop inside the sandbox spawning "
+        "`/usr/bin/true` (fork, exec, wait; no supervisor, no host), whose sandbox CPU per "
+        "spawn bounds what a sandbox with cpu=1.0 can run, whatever the supervisor does."
     ),
     T_MEM: (
         "Idle `base` sandboxes (disk_mb=64, memory_mb=64) created concurrently with bounded "
@@ -394,11 +397,36 @@ async def bench_exec(n: int, callers: int, duration: float) -> list[Result]:
                                    pings, percentiles=(50, 99))  # fmt: skip
 
         spread = [rec.id] + [(await rt.create(spec(), use_pool=False)).id for _ in range(3)]
-        for b in spread:
+        whole = (await rt.create(spec(cpu=float(os.cpu_count() or 1)), use_pool=False)).id
+        for b in [*spread, whole]:
             await exec_true(rt, b)
-        for boxes in ([rec.id], spread):
-            results += await bench_throughput(rt, boxes, callers, duration)
+        results += await bench_throughput(rt, [rec.id], callers, duration, "runtime.tput.1", "1 sandbox",
+                                          goal=Goal(">=", 2000))  # fmt: skip
+        results += await bench_throughput(rt, spread, callers, duration, "runtime.tput.4", "4 sandboxes",
+                                          goal=Goal(">=", 1000))  # fmt: skip
+        results += await bench_throughput(rt, [whole], callers, duration, "runtime.tput.whole",
+                                          f"1 sandbox with cpu={os.cpu_count()}")  # fmt: skip
+        results += await spawn_floor(rt, rec.id, env_int("BENCH_FLOOR_N", 2000))
     return results
+
+
+async def spawn_floor(rt: NodeRuntime, sandbox_id: str, n: int) -> list[Result]:
+    """The sandbox CPU of spawning `true` from a shell loop inside the sandbox itself."""
+    log(f"runtime: in-sandbox shell loop spawning /usr/bin/true x{n}")
+    loop = f"i=0; while [ $i -lt {n} ]; do /usr/bin/true; i=$((i+1)); done"
+    cg0, t0 = cgroup_cpu(rt, [sandbox_id]), time.perf_counter()
+    res = await rt.exec(sandbox_id, ExecRequest(cmd=["/bin/sh", "-c", loop]))
+    cg1, t1 = cgroup_cpu(rt, [sandbox_id]), time.perf_counter()
+    if res.exit_code != 0:
+        raise RuntimeError(f"the shell loop exited {res.exit_code}: {res.stderr!r}")
+    per_spawn = (cg1[0] - cg0[0]) / n
+    what = "in-sandbox shell loop spawning /usr/bin/true"
+    return [
+        Result(key="runtime.floor.cpu", table=T_TPUT, metric=f"{what}: sandbox CPU per spawn",
+               value=per_spawn, unit="ms", note=f"Floor: {n} spawns in {t1 - t0:.2f} s from one shell loop."),
+        Result(key="runtime.floor.rate", table=T_TPUT, metric=f"{what}: spawns/s one core allows (1000 / CPU ms)",
+               value=1000 / per_spawn, unit="execs/s"),
+    ]  # fmt: skip
 
 
 def cgroup_cpu(rt: NodeRuntime, ids: list[str]) -> tuple[float, int, float]:
@@ -423,10 +451,9 @@ def cgroup_cpu(rt: NodeRuntime, ids: list[str]) -> tuple[float, int, float]:
     return used, periods, throttled
 
 
-async def bench_throughput(rt: NodeRuntime, boxes: list[str], callers: int,
-                           duration: float) -> list[Result]:  # fmt: skip
+async def bench_throughput(rt: NodeRuntime, boxes: list[str], callers: int, duration: float, key: str,
+                           where: str, goal: Goal | None = None) -> list[Result]:  # fmt: skip
     n_boxes = len(boxes)
-    where = "1 sandbox" if n_boxes == 1 else f"{n_boxes} sandboxes"
     log(f"runtime: exec throughput, {callers} callers on {where}, {duration:g} s")
     lat: list[float] = []
     errors: list[BaseException] = []
@@ -453,11 +480,10 @@ async def bench_throughput(rt: NodeRuntime, boxes: list[str], callers: int,
     self_cpu = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) / elapsed
     ncpu = os.cpu_count() or 1
     host_busy = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]) * ncpu
-    key = f"runtime.tput.{n_boxes}"
     err = f"; {len(errors)} errors (first: {errors[0]!r})" if errors else "; no errors"
     return [
         Result(key=f"{key}.rate", table=T_TPUT, metric=f"execs/s, {callers} callers on {where}",
-               value=total / elapsed, unit="execs/s", goal=Goal(">=", 1000),
+               value=total / elapsed, unit="execs/s", goal=goal,
                note=f"{where}: {total} execs in {elapsed:.2f} s{err}."),
         Result(key=f"{key}.p50", table=T_TPUT, metric=f"{where}: per-call latency p50",
                value=percentile(lat, 50), unit="ms"),
