@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cloche.control.errors import status_of
 from cloche.node import archive
 from cloche.node.errors import FileError
 from cloche.node.files import normalize
@@ -75,7 +76,7 @@ BAD_PATHS = [
 def test_normalize_rejects_hostile_paths(path):
     with pytest.raises(FileError) as exc:
         normalize(path)
-    assert exc.value.status == 400
+    assert status_of(exc.value) == 400
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -99,7 +100,7 @@ def test_fs_dotdot_never_leaves_the_sandbox(fs, node, sandbox, path):
     try:
         data = fs.read(path, 1 << 20)
     except FileError as exc:
-        assert exc.status in (400, 404)
+        assert status_of(exc) in (400, 404)
         return
     assert data != HOST_PASSWD
     assert data == cat(node, sandbox.id, "/etc/passwd")
@@ -109,7 +110,7 @@ def test_fs_dotdot_never_leaves_the_sandbox(fs, node, sandbox, path):
 def test_fs_cannot_read_host_shadow(fs, path):
     with pytest.raises(FileError) as exc:
         fs.read(path, 1 << 20)
-    assert exc.value.status == 404
+    assert status_of(exc.value) == 404
 
 
 def test_fs_listing_above_root_is_the_sandbox_root(fs):
@@ -124,10 +125,10 @@ def test_fs_listing_above_root_is_the_sandbox_root(fs):
 def test_fs_rejects_overlong_names_and_paths(fs):
     with pytest.raises(FileError) as exc:
         fs.write("/workspace/" + "n" * 256, b"x")
-    assert exc.value.status == 400
+    assert status_of(exc.value) == 400
     with pytest.raises(FileError) as exc:
         fs.read("/workspace/" + "d/" * 2100 + "f", 100)
-    assert exc.value.status in (400, 404)
+    assert status_of(exc.value) in (400, 404)
 
 
 def test_absolute_paths_are_sandbox_paths(fs, node, sandbox):
@@ -170,7 +171,7 @@ def test_symlink_to_host_secret_reads_sandbox_file(fs, node, sandbox):
     try:
         with pytest.raises(FileError) as exc:
             fs.read("/workspace/s", 1 << 20)
-        assert exc.value.status == 404
+        assert status_of(exc.value) == 404
         assert fs.read("/workspace/p", 1 << 20) == PASSWD.encode()
         with pytest.raises(FileError):
             fs.read("/workspace/pr", 1 << 20)
@@ -181,7 +182,7 @@ def test_symlink_to_host_secret_reads_sandbox_file(fs, node, sandbox):
             pass
         with pytest.raises(FileError) as exc:
             fs.read("/workspace/hl", 1 << 20)
-        assert exc.value.status == 404
+        assert status_of(exc.value) == 404
     finally:
         node.sh(sandbox.id, "rm -f /workspace/s /workspace/p /workspace/pr /workspace/hl")
 
@@ -225,7 +226,7 @@ def test_reading_a_planted_fifo_does_not_hang(fs, node, sandbox):
                     t.join(3)
                     pytest.fail(f"reading {path} blocked on the fifo")
                 assert isinstance(result.get("error"), FileError), result
-                assert result["error"].status == expected
+                assert status_of(result["error"]) == expected
     finally:
         node.sh(sandbox.id, "rm -f /workspace/fifo /workspace/fifolink")
 
@@ -234,7 +235,7 @@ def test_read_limit_is_enforced(fs):
     fs.write("/workspace/sized", b"x" * 1000)
     with pytest.raises(FileError) as exc:
         fs.read("/workspace/sized", 999)
-    assert exc.value.status == 413
+    assert status_of(exc.value) == 413
     assert fs.read("/workspace/sized", 1000) == b"x" * 1000
     fs.remove("/workspace/sized")
 
@@ -300,7 +301,7 @@ def test_failed_write_on_full_disk_leaves_no_temp_file(node):
         fs = node.rt.fs(rec.id)
         with pytest.raises(FileError) as exc:
             fs.write("/workspace/huge", b"z" * (40 << 20))
-        assert exc.value.status == 507
+        assert status_of(exc.value) == 507
         names = [e.name for e in fs.list("/workspace")]
         assert not [n for n in names if n.startswith(".cloche-tmp")], names
         assert "huge" not in names
@@ -392,7 +393,7 @@ def test_tar_with_too_many_entries_is_refused(fs, node, sandbox):
     members = [(_info(f"f{i}"), b"") for i in range(50)]
     with pytest.raises(FileError) as exc:
         archive.upload(fs, dest, _tar(members), max_entries=20)
-    assert exc.value.status == 413
+    assert status_of(exc.value) == 413
     count = node.sh(sandbox.id, f"ls {dest} | wc -l").stdout.strip()
     assert int(count) <= 20
     node.sh(sandbox.id, f"rm -rf {dest}")
@@ -403,13 +404,13 @@ def test_tar_expanding_past_max_bytes_is_refused(fs, node, sandbox):
     with pytest.raises(FileError) as exc:
         archive.upload(fs, dest, _tar([(_info("a"), b"1" * 600), (_info("b"), b"2" * 600)]),
                        max_bytes=1000)  # fmt: skip
-    assert exc.value.status == 413
+    assert status_of(exc.value) == 413
     # a gzip bomb: 64 MiB of zeros in ~64 KiB of archive
     bomb = _tar([(_info("zeros"), bytes(64 << 20))], compress=True)
     assert len(bomb.getvalue()) < 1 << 20
     with pytest.raises(FileError) as exc:
         archive.upload(fs, dest, bomb, max_bytes=1 << 20)
-    assert exc.value.status == 413
+    assert status_of(exc.value) == 413
     du = node.sh(sandbox.id, f"du -sk {dest}").stdout.split()[0]
     assert int(du) < 1024
     node.sh(sandbox.id, f"rm -rf {dest}")
@@ -418,7 +419,7 @@ def test_tar_expanding_past_max_bytes_is_refused(fs, node, sandbox):
 def test_corrupt_archive_is_a_client_error(fs):
     with pytest.raises(FileError) as exc:
         archive.upload(fs, f"/workspace/c-{token()}", io.BytesIO(gzip.compress(b"not a tar" * 100)))
-    assert exc.value.status == 400
+    assert status_of(exc.value) == 400
 
 
 def test_download_does_not_follow_links_out(fs, node, sandbox):

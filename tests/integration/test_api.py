@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -157,6 +158,35 @@ def test_quota_names_the_limit(server: Server):
         c.delete(f"/v1/sandboxes/{first['id']}")
         r = c.post("/v1/sandboxes", json={"cpu": 2})
         assert r.status_code == 429 and "max_cpu" in r.json()["error"]["message"]
+
+
+def test_concurrent_creates_and_forks_cannot_exceed_max_sandboxes(server: Server):
+    """One quota check (the scheduler's, with the creates in flight counted): of four
+    creates sent at once under max_sandboxes=2, exactly two are made; forks too."""
+    _, key = server.tenant(max_sandboxes=2)
+
+    def create(_: int) -> httpx.Response:
+        with server.client(key) as c:
+            return c.post("/v1/sandboxes", json={"cpu": 0.5, "memory_mb": 128})
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(create, range(4)))
+    made = [r.json()["id"] for r in answers if r.status_code == 201]
+    refused = [r for r in answers if r.status_code == 429]
+    assert len(made) == 2 and len(refused) == 2, [r.text for r in answers]
+    assert all(r.json()["error"]["code"] == "quota_exceeded" for r in refused)
+    with server.client(key) as c:
+        c.delete(f"/v1/sandboxes/{made[1]}")
+
+        def fork(_: int) -> httpx.Response:
+            return c.post(f"/v1/sandboxes/{made[0]}/fork", json={})
+
+        with ThreadPoolExecutor(2) as pool:
+            forks = list(pool.map(fork, range(2)))
+        assert sorted(r.status_code for r in forks) == [201, 429], [r.text for r in forks]
+        assert len(c.get("/v1/sandboxes").json()["items"]) == 2
+        for item in c.get("/v1/sandboxes").json()["items"]:
+            c.delete(f"/v1/sandboxes/{item['id']}")
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from cloche.control.errors import ApiError
+
 
 @dataclass
 class Bucket:
@@ -30,6 +32,10 @@ class RateLimiter:
             return 0.0
         return max(0.001, (1 - bucket.tokens) / self.rate)
 
-    @staticmethod
-    def retry_after(wait_s: float) -> str:
-        return str(max(1, math.ceil(wait_s)))
+    def check(self, tenant_id: str) -> None:
+        """Take one token, or refuse the request: 429 with the seconds to wait. Every
+        API's requests go through here (cloche's, the dashboard's, E2B's and envd's)."""
+        wait = self.take(tenant_id)
+        if wait:
+            raise ApiError(429, "rate_limited", "rate limit exceeded for this tenant; retry later",
+                           {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip

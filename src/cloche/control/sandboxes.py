@@ -7,17 +7,19 @@ is answered exactly like a missing one.
 
 from __future__ import annotations
 
-import asyncio
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloche.control.errors import ApiError, not_found, scheduler_errors
+from cloche.control.locks import KeyedLocks
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
 from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
 from cloche.scheduler.local import unscheduled
+from cloche.scheduler.nodeview import request_of
 from cloche.store.db import SandboxRow, Store, Tenant
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ class SandboxService:
         self.runtime = runtime
         self.defaults = defaults
         self.network_default = network_default if runtime.network else "none"
-        self._create_locks: dict[str, asyncio.Lock] = {}
+        self.locks = KeyedLocks()  # creates by name (and E2B's by Idempotency-Key)
         self.scheduler: LocalScheduler | None = None  # admission and placement (set by the app)
         self.secrets: SecretService | None = None  # checks the secrets a policy's rules name (set by the app)
         runtime.on_expire = store.delete_sandbox
@@ -100,21 +102,6 @@ class SandboxService:
             views.append(view)
         return views
 
-    def _check_quota(self, tenant: Tenant, limits: Limits) -> None:
-        views = self.list(tenant)
-        if len(views) + 1 > tenant.max_sandboxes:
-            raise ApiError(429, "quota_exceeded",
-                           f"quota max_sandboxes={tenant.max_sandboxes} reached")  # fmt: skip
-        active = [v for v in views if v.record.state in ("running", "paused", "creating")]
-        cpu = sum(v.record.spec.limits.cpu for v in active) + limits.cpu
-        if cpu > tenant.max_cpu + 1e-9:
-            message = f"quota max_cpu={tenant.max_cpu} would be exceeded ({cpu:g} cpus in total)"
-            raise ApiError(429, "quota_exceeded", message)
-        mem = sum(v.record.spec.limits.memory_mb for v in active) + limits.memory_mb
-        if mem > tenant.max_memory_mb:
-            message = f"quota max_memory_mb={tenant.max_memory_mb} would be exceeded ({mem} MB in total)"
-            raise ApiError(429, "quota_exceeded", message)
-
     async def create(self, tenant: Tenant, *, template: str | None, cpu: float | None,
                      memory_mb: int | None, disk_mb: int | None, timeout_s: float | None,
                      name: str | None, metadata: dict[str, str], env: dict[str, str],
@@ -125,10 +112,7 @@ class SandboxService:
                      ) -> tuple[SandboxView, bool]:  # fmt: skip
         """Create a sandbox (from a named snapshot if given), or return the tenant's
         existing one with this name. Returns (view, created)."""
-        lock = self._create_locks.setdefault(f"{tenant.id}/{name}", asyncio.Lock()) if name else None
-        if lock:
-            await lock.acquire()
-        try:
+        async with self.locks.hold(f"name:{tenant.id}/{name}" if name else None):
             if name:
                 existing = self.store.sandbox_by_name(tenant.id, name)
                 if existing is not None:
@@ -150,7 +134,6 @@ class SandboxService:
                                network=self.network_policy(network, tenant=tenant),
                                isolation=self.choose_isolation(tenant, isolation))  # fmt: skip
             spec.validate()
-            self._check_quota(tenant, limits)
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
             admission = self.scheduler.admit(tenant, spec, wait_s, region) if self.scheduler else unscheduled()
             with scheduler_errors():
@@ -161,9 +144,6 @@ class SandboxService:
                         rec = await self.runtime.create(spec)
                     admitted.bind(rec.id)
             return await self._own(tenant, rec, name, metadata), True
-        finally:
-            if lock:
-                lock.release()
 
     def choose_isolation(self, tenant: Tenant, isolation: str | None) -> str:
         """The tier a create asks for (the server's default when absent); 403 naming the
@@ -222,9 +202,11 @@ class SandboxService:
         source = self.get(tenant, sandbox_id)
         if name and self.store.sandbox_by_name(tenant.id, name):
             raise ApiError(409, "conflict", f"a sandbox named {name!r} already exists")
-        self._check_quota(tenant, source.record.spec.limits)
-        rec = await self.runtime.fork(sandbox_id)
-        return await self._own(tenant, rec, name, dict(source.row.metadata if metadata is None else metadata))
+        res = request_of(source.record.spec.limits)
+        # the scheduler's one quota check, held until the fork is owned
+        with scheduler_errors(), self.scheduler.reserve(tenant, res) if self.scheduler else nullcontext():
+            rec = await self.runtime.fork(sandbox_id)
+            return await self._own(tenant, rec, name, dict(source.row.metadata if metadata is None else metadata))
 
     async def kill(self, tenant: Tenant, sandbox_id: str) -> None:
         self.get(tenant, sandbox_id)

@@ -6,18 +6,19 @@ E2B_API_KEY to a cloche API key.
   cloche's tenancy and lifecycle;
 - `envd`: the in-sandbox protocol routed by the E2b-Sandbox-Id header: /health,
   /files, and Connect RPC for `process.Process` and `filesystem.Filesystem`;
-- `interpreter`: the code interpreter's /execute and /contexts (port 49999).
+- `jupyter`: the code interpreter's /execute and /contexts (port 49999), on the
+  kernels of `interpreter`.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cloche.e2b import api, envd, interpreter
+from cloche.e2b import api, envd, jupyter
 
 router = APIRouter()
 router.include_router(api.router)
 router.include_router(envd.router)
-router.include_router(interpreter.router)
+router.include_router(jupyter.router)
 
 __all__ = ["router"]

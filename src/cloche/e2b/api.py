@@ -8,7 +8,6 @@ answers them."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import math
@@ -22,17 +21,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from cloche.control.errors import ApiError
+from cloche.control.errors import KNOWN, ApiError, problem
 from cloche.e2b import network as e2b_network
+from cloche.e2b.errors import E2bError, answer
 from cloche.e2b.state import E2bState, e2b_state
 from cloche.e2b.store import E2bRow
-from cloche.node.errors import FileError, InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
+from cloche.node.errors import RuntimeFailure
 from cloche.scheduler.local import anon_memory_mb
-from cloche.server.access import note
+from cloche.server.auth import authenticate_key
 from cloche.server.context import Context
 from cloche.store.db import Tenant
 
@@ -45,17 +44,6 @@ IDEMPOTENCY_KEY = re.compile(r"^[a-z0-9-]{1,255}$")
 FAR_FUTURE = "9999-12-31T23:59:59Z"
 
 
-class E2bError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def e2b_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message}, status, headers=headers)
-
-
 class E2bRoute(APIRoute):
     """Every failure leaves as E2B's `{"code": status, "message": ...}`."""
 
@@ -65,23 +53,11 @@ class E2bRoute(APIRoute):
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
-            except E2bError as exc:
-                return e2b_error(exc.status, exc.message)
-            except e2b_network.NetworkOptionError as exc:
-                return e2b_error(400, str(exc))
-            except ApiError as exc:
-                return e2b_error(exc.status, exc.message, exc.headers)
-            except RequestValidationError as exc:
-                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()[:5])
-                return e2b_error(400, problems or "invalid request")
-            except (SandboxNotFound, FileError) as exc:
-                return e2b_error(404 if isinstance(exc, SandboxNotFound) else exc.status, str(exc))
-            except (InvalidSpec, TemplateNotFound) as exc:
-                return e2b_error(400, str(exc))
-            except InvalidState as exc:
-                return e2b_error(409, str(exc))
-            except RuntimeFailure as exc:
-                return e2b_error(500, str(exc))
+            except Exception as exc:
+                response = answer(exc)
+                if response is None:
+                    raise
+                return response
 
         return route
 
@@ -93,8 +69,9 @@ router = APIRouter(route_class=E2bRoute, include_in_schema=False)
 
 
 def authenticate(request: Request) -> tuple[E2bState, Context, Tenant]:
+    """E2B's SDKs send the cloche key as `X-API-KEY`; cloche's own lookup and rate limit
+    take it from there."""
     st = e2b_state(request)
-    c = st.c
     key = request.headers.get("x-api-key", "").strip()
     if not key:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
@@ -102,15 +79,7 @@ def authenticate(request: Request) -> tuple[E2bState, Context, Tenant]:
             key = value.strip()
     if not key:
         raise E2bError(401, "missing API key (X-API-KEY or Authorization: Bearer)")
-    tenant = c.store.authenticate(key)
-    if tenant is None:
-        raise E2bError(401, "invalid or revoked API key")
-    note(request.scope, tenant_id=tenant.id)
-    wait = c.limiter.take(tenant.id)
-    if wait:
-        raise ApiError(429, "rate_limited", "rate limit exceeded for this tenant; retry later",
-                       {"Retry-After": c.limiter.retry_after(wait)})  # fmt: skip
-    return st, c, tenant
+    return st, st.c, authenticate_key(request, key)
 
 
 async def body_of(request: Request) -> dict[str, Any]:
@@ -242,14 +211,11 @@ def _template(c: Context, tenant: Tenant, name: Any) -> tuple[str, str | None, s
                         f"templates {c.runtime.templates.names()} and your snapshots)")  # fmt: skip
 
 
-_last_sweep = [0.0]
-
-
 def _sweep(st: E2bState, c: Context) -> None:
     """Drop E2B rows of sandboxes that are gone (killed through cloche's API, expired)."""
-    if time.monotonic() - _last_sweep[0] < 60:
+    if time.monotonic() - st.last_sweep < 60:
         return
-    _last_sweep[0] = time.monotonic()
+    st.last_sweep = time.monotonic()
     for sandbox_id in st.store.sandbox_ids():
         if c.store.sandbox(sandbox_id) is None:
             st.forget(sandbox_id)
@@ -265,10 +231,7 @@ async def create(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
         raise E2bError(400, "Idempotency-Key must be 1-255 lowercase letters, digits or hyphens")
-    lock = st.create_locks.setdefault(f"{tenant.id}/{key}", asyncio.Lock()) if key else None
-    if lock:
-        await lock.acquire()
-    try:
+    async with c.sandboxes.locks.hold(f"e2b-idempotency:{tenant.id}/{key}" if key else None):
         if key:
             existing = st.store.by_idempotency_key(tenant.id, key)
             if existing is not None:
@@ -287,10 +250,6 @@ async def create(request: Request) -> Response:
         row = st.store.ensure(view.row.id, tenant.id, alias, st.traffic.token(view.row.id), auto_resume=auto_resume,
                               idempotency_key=key)  # fmt: skip
         return JSONResponse(created_json(row, sandbox_domain(c)), 201)
-    finally:
-        if lock:
-            lock.release()
-            st.create_locks.pop(f"{tenant.id}/{key}", None)
 
 
 router.add_api_route("/v2/sandboxes", create, methods=["POST"], status_code=201)
@@ -505,8 +464,7 @@ async def pause(sandbox_id: str, request: Request) -> Response:
 
 async def _wake(st: E2bState, c: Context, tenant: Tenant, sandbox_id: str, timeout: Any) -> E2bRow:
     _, row = _row(st, c, tenant, sandbox_id)
-    await c.runtime.wake(sandbox_id)
-    c.runtime.touch(sandbox_id)
+    await c.sandboxes.running(tenant, sandbox_id)
     await c.runtime.set_timeout(sandbox_id, _timeout(timeout))
     return row
 
@@ -554,10 +512,9 @@ async def fork(sandbox_id: str, request: Request) -> Response:
             row = st.store.ensure(view.row.id, tenant.id, source.template, st.traffic.token(view.row.id),
                                   auto_resume=source.auto_resume)  # fmt: skip
             results.append({"sandbox": created_json(row, sandbox_domain(c))})
-        except ApiError as exc:
-            results.append({"error": {"code": exc.status, "message": exc.message}})
-        except RuntimeFailure as exc:
-            results.append({"error": {"code": 500, "message": str(exc)}})
+        except KNOWN as exc:
+            p = problem(exc)
+            results.append({"error": {"code": p.status, "message": p.message}})
     return JSONResponse(results, 201)
 
 

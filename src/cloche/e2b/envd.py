@@ -14,30 +14,25 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cloche.e2b import filesystem, multipart, process
+from cloche.e2b.errors import E2bError, e2b_error, envd_answer
 from cloche.e2b.fsops import E2bFS
-from cloche.e2b.state import EnvdError, Target, target
+from cloche.e2b.state import Target, target
 from cloche.e2b.users import User, name_from, resolve
-from cloche.node.errors import FileError, RuntimeFailure
 
 router = APIRouter(include_in_schema=False)
 CHUNK = 1 << 20
 METADATA_HEADER = "x-metadata-"
 
 
-def envd_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message}, status)
-
-
 def _envd(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except EnvdError as exc:
-            return envd_error(exc.status, exc.message)
-        except FileError as exc:
-            return envd_error(exc.status, str(exc))
-        except RuntimeFailure as exc:
-            return envd_error(502, f"The sandbox could not be reached: {exc}")
+        except Exception as exc:
+            response = envd_answer(exc, request.headers.get("e2b-sandbox-id", ""))
+            if response is None:
+                raise
+            return response
 
     endpoint.__name__ = handler.__name__
     return endpoint
@@ -48,8 +43,8 @@ async def health(request: Request) -> Response:
     """204 while the sandbox runs; 502 (the SDK's "not running") when it is gone or asleep."""
     try:
         await target(request, wake=False)
-    except EnvdError as exc:
-        return envd_error(exc.status, exc.message)
+    except E2bError as exc:
+        return e2b_error(exc.status, exc.message)
     return Response(status_code=204)
 
 
@@ -58,7 +53,7 @@ async def _user_fs(request: Request, t: Target) -> E2bFS:
     fs = t.fs()
     user: User | None = await asyncio.to_thread(resolve, name, fs)
     if user is None:
-        raise EnvdError(400, f"user {name!r} does not exist in the sandbox")
+        raise E2bError(400, f"user {name!r} does not exist in the sandbox")
     return E2bFS(fs, user)
 
 
@@ -78,7 +73,7 @@ async def download(request: Request) -> Response:
     fs = await _user_fs(request, t)
     path = fs.path(request.query_params.get("path", ""))
     if await asyncio.to_thread(fs.is_dir, path):
-        raise EnvdError(400, f"path '{path}' is a directory")
+        raise E2bError(400, f"path '{path}' is a directory")
     fd = await asyncio.to_thread(fs.open_read, path)
     size = os.fstat(fd).st_size
     name = path.rpartition("/")[2].replace('"', "")
@@ -104,19 +99,19 @@ async def _spool(request: Request, gunzip: bool, limit: int) -> IO[bytes]:
             if z is not None:
                 chunk = z.decompress(chunk, limit + 1 - size)
                 if z.unconsumed_tail:
-                    raise EnvdError(413, f"the decompressed body exceeds {limit} bytes")
+                    raise E2bError(413, f"the decompressed body exceeds {limit} bytes")
             size += len(chunk)
             if size > limit:
-                raise EnvdError(413, f"the decompressed body exceeds {limit} bytes")
+                raise E2bError(413, f"the decompressed body exceeds {limit} bytes")
             await asyncio.to_thread(spool.write, chunk)
         if z is not None:
             tail = z.flush()
             if size + len(tail) > limit:
-                raise EnvdError(413, f"the decompressed body exceeds {limit} bytes")
+                raise E2bError(413, f"the decompressed body exceeds {limit} bytes")
             await asyncio.to_thread(spool.write, tail)
     except zlib.error as exc:
         spool.close()
-        raise EnvdError(400, f"invalid gzip body: {exc}") from None
+        raise E2bError(400, f"invalid gzip body: {exc}") from None
     except BaseException:
         spool.close()
         raise
@@ -143,7 +138,7 @@ async def upload(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity", "gzip"):
-        raise EnvdError(400, f"unsupported Content-Encoding {encoding!r}")
+        raise E2bError(400, f"unsupported Content-Encoding {encoding!r}")
     metadata = _metadata(request)
     param_path = request.query_params.get("path")
     spool = await _spool(request, encoding == "gzip", t.c.settings.max_file_bytes)
@@ -152,16 +147,16 @@ async def upload(request: Request) -> Response:
             try:
                 data, parts = await asyncio.to_thread(multipart.parse, spool, multipart.boundary_of(content_type))
             except multipart.MultipartError as exc:
-                raise EnvdError(400, str(exc)) from None
+                raise E2bError(400, str(exc)) from None
             files = [p for p in parts if p.filename is not None or p.name == "file"]
             if not files:
-                raise EnvdError(400, "no file in the multipart body")
+                raise E2bError(400, "no file in the multipart body")
             try:
                 results = []
                 for part in files:
                     dest = param_path if (param_path and len(files) == 1) else (part.filename or param_path)
                     if not dest:
-                        raise EnvdError(400, "a file needs a path (the path parameter or its filename)")
+                        raise E2bError(400, "a file needs a path (the path parameter or its filename)")
                     path = fs.path(dest)
                     view = memoryview(data)[part.start : part.end] if data is not None else memoryview(b"")
                     try:
@@ -174,7 +169,7 @@ async def upload(request: Request) -> Response:
                     data.close()
             return JSONResponse(results)
         if not param_path:
-            raise EnvdError(400, "the path parameter is required")
+            raise E2bError(400, "the path parameter is required")
         path = fs.path(param_path)
         await asyncio.to_thread(fs.write_file, path, iter(lambda: spool.read(CHUNK), b""))
         return JSONResponse([await asyncio.to_thread(_written, fs, path, metadata)])

@@ -13,9 +13,9 @@ from fastapi import Request, Response
 
 from cloche.e2b import connect
 from cloche.e2b.connect import ConnectError, Message
+from cloche.e2b.errors import E2bError, as_connect
 from cloche.e2b.fsops import E2bFS, connect_code
-from cloche.e2b.process import _as_connect
-from cloche.e2b.state import EnvdError, Target, target
+from cloche.e2b.state import Target, target
 from cloche.e2b.users import name_from, resolve
 from cloche.e2b.watch import MAX_WATCHES, Watch
 from cloche.node.errors import FileError, RuntimeFailure
@@ -24,8 +24,8 @@ from cloche.node.errors import FileError, RuntimeFailure
 async def _fs(request: Request) -> tuple[Target, E2bFS]:
     try:
         t = await target(request)
-    except EnvdError as exc:
-        raise _as_connect(exc) from None
+    except E2bError as exc:
+        raise as_connect(exc) from None
     name = name_from(request)
     fs = t.fs()
     user = await asyncio.to_thread(resolve, name, fs)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from cloche.control.errors import status_of
 from cloche.e2b.users import User, uid_name
 from cloche.node.errors import FileError
 from cloche.node.files import SandboxFS, normalize
@@ -49,7 +50,7 @@ class E2bFS(SandboxFS):
     def path(self, path: str) -> str:
         """An absolute sandbox path; relative ones are relative to the user's home."""
         if not path:
-            raise FileError("path is required", 400, "invalid_path")
+            raise FileError("path is required", "invalid_path")
         return normalize(path, self.user.home)
 
     # ---- entries ---------------------------------------------------------------------
@@ -172,7 +173,7 @@ class E2bFS(SandboxFS):
         try:
             if self.is_dir(path):
                 return False
-            raise FileError(f"{path}: exists and is not a directory", 409, "exists")
+            raise FileError(f"{path}: exists and is not a directory", "exists")
         except FileError as exc:
             if exc.code != "not_found":
                 raise
@@ -181,7 +182,7 @@ class E2bFS(SandboxFS):
 
     def remove_all(self, path: str) -> None:
         if path == "/":
-            raise FileError("refusing to remove /", 400, "invalid_path")
+            raise FileError("refusing to remove /", "invalid_path")
         try:
             self.remove(path, recursive=True)
         except FileError as exc:
@@ -241,14 +242,14 @@ def normalize_target(target: str, parent: str) -> str:
 
 def _error(exc: OSError, path: str) -> FileError:
     if exc.errno == errno.ENOENT:
-        return FileError(f"{path}: no such file or directory", 404, "not_found")
+        return FileError(f"{path}: no such file or directory", "not_found")
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return FileError(f"{path}: permission denied", 403, "permission_denied")
+        return FileError(f"{path}: permission denied", "permission_denied")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return FileError(f"{path}: the sandbox's disk quota is exhausted", 507, "disk_full")
+        return FileError(f"{path}: the sandbox's disk quota is exhausted", "disk_full")
     if exc.errno == errno.ENOTSUP:
-        return FileError(f"{path}: extended attributes are not supported here", 400, "invalid_path")
-    return FileError(f"{path}: {exc.strerror or 'I/O error'}", 500, "io_error")
+        return FileError(f"{path}: extended attributes are not supported here", "invalid_path")
+    return FileError(f"{path}: {exc.strerror or 'I/O error'}", "io_error")
 
 
 CONNECT_CODES = {
@@ -261,4 +262,4 @@ CONNECT_CODES = {
 def connect_code(exc: FileError) -> str:
     if exc.code in CONNECT_CODES:
         return CONNECT_CODES[exc.code]
-    return "invalid_argument" if exc.status == 400 else "internal"
+    return "invalid_argument" if status_of(exc) == 400 else "internal"

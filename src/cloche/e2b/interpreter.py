@@ -1,16 +1,13 @@
-"""e2b-code-interpreter's API (its port 49999): `POST /execute` streams a cell's
-output as JSON lines, `/contexts` creates, lists, restarts and removes contexts.
+"""The code interpreter's kernels: a context is one long-lived Python kernel (kernel.py,
+run with `python3 -c`) in a supervisor session; variables persist in it between
+executions. One execution runs at a time per context. When the caller goes away
+mid-cell, the cell is interrupted with SIGINT. A kernel that died (the sandbox was
+paused, or the code called os._exit) is started again on the next execution, with a
+fresh namespace.
 
-A context is one long-lived Python kernel (kernel.py, run with `python3 -c`) in a
-supervisor session; variables persist in it between executions. One execution runs
-at a time per context. When the caller goes away mid-cell (E2B's timeout is
-client-side), the cell is interrupted with SIGINT. A kernel that died (the sandbox
-was paused, or the code called os._exit) is started again on the next execution,
-with a fresh namespace.
-
-`Kernel` and `KernelRegistry` are also cloche's own code interpreter
-(`POST /v1/sandboxes/{id}/code`, server/routes/code.py), with a registry whose kernels
-run as the sandbox's root in /workspace, like its exec."""
+`Kernel` and `KernelRegistry` serve e2b-code-interpreter's API (`jupyter.py`) and
+cloche's own code interpreter (`POST /v1/sandboxes/{id}/code`, server/routes/code.py),
+with a registry whose kernels run as the sandbox's root in /workspace, like its exec."""
 
 from __future__ import annotations
 
@@ -23,21 +20,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
-
-from cloche.e2b.state import JUPYTER_PORT, EnvdError, Target, target
+from cloche.e2b.errors import E2bError
 from cloche.e2b.users import USER, User
 from cloche.node.errors import RuntimeFailure
 from cloche.node.protocol import ExecRequest
 from cloche.node.runtime import NodeRuntime
 from cloche.node.supervisor import ExecSession
 
-router = APIRouter(include_in_schema=False)
 KERNEL_SOURCE = (Path(__file__).parent / "kernel.py").read_text()
-LANGUAGES = {None: "python", "": "python", "python": "python", "python3": "python"}
 MAX_LINE = 64 << 20
-MAX_CONTEXTS = 32  # per sandbox
 
 
 class KernelDied(Exception):
@@ -76,7 +67,7 @@ class Kernel:
         if first is None or first.get("type") != "ready":
             detail = (first or {}).get("text", "")
             await self.stop()
-            raise EnvdError(500, f"the Python kernel did not start (is python3 in the sandbox?) {detail}".strip())
+            raise E2bError(500, f"the Python kernel did not start (is python3 in the sandbox?) {detail}".strip())
 
     @staticmethod
     async def _read(session: ExecSession, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
@@ -183,64 +174,6 @@ class KernelRegistry:
         self.defaults.pop(sandbox_id, None)
 
 
-async def _target(request: Request) -> Target:
-    return await target(request, port=JUPYTER_PORT)
-
-
-def _error(exc: EnvdError) -> Response:
-    return Response(exc.message, exc.status, media_type="text/plain")
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise EnvdError(400, "request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise EnvdError(400, "request body must be a JSON object")
-    return body
-
-
-def _language(value: Any) -> str:
-    if value not in LANGUAGES:
-        raise EnvdError(400, f"language {value!r} is not supported by cloche's code interpreter (only python)")
-    return LANGUAGES[value]
-
-
-@router.post("/execute")
-async def execute(request: Request) -> Response:
-    try:
-        t = await _target(request)
-        body = await _json(request)
-        code = body.get("code")
-        if not isinstance(code, str):
-            raise EnvdError(400, "code is required")
-        env = {str(k): str(v) for k, v in (body.get("env_vars") or {}).items()}
-        registry: KernelRegistry = t.st.kernels
-        if body.get("context_id"):
-            if body.get("language"):
-                raise EnvdError(400, "give context_id or language, not both")
-            kernel = registry.get(t.sandbox_id, str(body["context_id"]))
-            if kernel is None:
-                raise EnvdError(404, f"context {body['context_id']} not found")
-        else:
-            _language(body.get("language"))
-            kernel = registry.default(t.sandbox_id)
-        await kernel.lock.acquire()
-    except EnvdError as exc:
-        return _error(exc)
-
-    async def lines() -> AsyncIterator[bytes]:
-        async with contextlib.aclosing(cell(kernel, t.c.runtime, code, env)) as events:
-            async for event in events:
-                yield json.dumps(event).encode() + b"\n"
-
-    return StreamingResponse(lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-cache"})
-
-
 async def cell(kernel: Kernel, runtime: NodeRuntime, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
     """Run a cell: its events, a dead kernel or one that would not start as a last
     `error` event. The caller holds `kernel.lock`; it is released when the cell ends, or
@@ -255,7 +188,7 @@ async def cell(kernel: Kernel, runtime: NodeRuntime, code: str, env: dict[str, s
         finished = True
         yield {"type": "error", "name": "KernelDied", "value": "the Python kernel exited",
                "traceback": "the kernel process exited; the next execution starts a new one"}  # fmt: skip
-    except EnvdError as exc:
+    except E2bError as exc:
         finished = True
         yield {"type": "error", "name": "KernelError", "value": exc.message, "traceback": exc.message}
     finally:
@@ -284,71 +217,3 @@ async def _interrupt_and_drain(kernel: Kernel) -> None:
                 return
     finally:
         kernel.lock.release()
-
-
-@router.post("/contexts")
-async def create_context(request: Request) -> Response:
-    try:
-        t = await _target(request)
-        body = await _json(request)
-        _language(body.get("language"))
-        cwd = body.get("cwd") or USER.home
-        if not isinstance(cwd, str):
-            raise EnvdError(400, "cwd must be a string")
-        if len(t.st.kernels.of(t.sandbox_id)) >= MAX_CONTEXTS:
-            raise EnvdError(429, f"at most {MAX_CONTEXTS} contexts per sandbox; remove one first")
-        kernel = t.st.kernels.add(t.sandbox_id, cwd)
-        try:
-            async with kernel.lock:
-                await kernel.start(t.c.runtime)
-        except BaseException:
-            await t.st.kernels.remove(t.sandbox_id, kernel.id)
-            raise
-    except EnvdError as exc:
-        return _error(exc)
-    return JSONResponse(kernel.info())
-
-
-@router.get("/contexts")
-async def list_contexts(request: Request) -> Response:
-    try:
-        t = await _target(request)
-    except EnvdError as exc:
-        return _error(exc)
-    return JSONResponse([k.info() for k in t.st.kernels.of(t.sandbox_id).values()])
-
-
-@router.delete("/contexts/{context_id}")
-async def remove_context(context_id: str, request: Request) -> Response:
-    try:
-        t = await _target(request)
-        if t.st.kernels.get(t.sandbox_id, context_id) is None:
-            raise EnvdError(404, f"context {context_id} not found")
-        await t.st.kernels.remove(t.sandbox_id, context_id)
-        if t.st.kernels.defaults.get(t.sandbox_id) == context_id:
-            t.st.kernels.defaults.pop(t.sandbox_id, None)
-    except EnvdError as exc:
-        return _error(exc)
-    return Response(status_code=204)
-
-
-@router.post("/contexts/{context_id}/restart")
-async def restart_context(context_id: str, request: Request) -> Response:
-    try:
-        t = await _target(request)
-        kernel = t.st.kernels.get(t.sandbox_id, context_id)
-        if kernel is None:
-            raise EnvdError(404, f"context {context_id} not found")
-        await kernel.interrupt()
-        try:
-            await asyncio.wait_for(kernel.lock.acquire(), 5)
-        except TimeoutError:
-            await kernel.stop()
-            await kernel.lock.acquire()
-        try:
-            await kernel.start(t.c.runtime)
-        finally:
-            kernel.lock.release()
-    except EnvdError as exc:
-        return _error(exc)
-    return Response(status_code=204)

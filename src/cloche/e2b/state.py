@@ -16,9 +16,14 @@ from pathlib import Path
 
 from fastapi import Request
 
+from cloche.control.errors import ApiError
 from cloche.control.traffic import TrafficTokens
+from cloche.e2b.errors import E2bError, gone
+from cloche.e2b.interpreter import KernelRegistry
+from cloche.e2b.procs import ProcessRegistry
 from cloche.e2b.store import E2bRow, E2bStore
 from cloche.e2b.users import USER
+from cloche.e2b.watch import WatcherRegistry
 from cloche.node.errors import FileError, RuntimeFailure
 from cloche.node.files import SandboxFS
 from cloche.node.records import SandboxRecord
@@ -28,34 +33,18 @@ ENVD_PORT = 49983
 JUPYTER_PORT = 49999
 
 
-class EnvdError(Exception):
-    """An error answered the way E2B's sandbox proxy and envd answer: `{"code", "message"}`
-    with an HTTP status (502 and "was not found" for a sandbox that is gone)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def gone(sandbox_id: str) -> EnvdError:
-    return EnvdError(502, f"The sandbox {sandbox_id} was not found")
-
-
 class E2bState:
-    def __init__(self, c: Context) -> None:
-        from cloche.e2b.interpreter import KernelRegistry
-        from cloche.e2b.process import ProcessRegistry
-        from cloche.e2b.watch import WatcherRegistry
+    """What the E2B layer keeps per server, hung off the app (`app.state.e2b`)."""
 
+    def __init__(self, c: Context) -> None:
         self.c = c
-        self.store = E2bStore(c.settings.db_path)
+        self.store = E2bStore(c.store)
         self.traffic = TrafficTokens(c.settings.data_dir / "traffic-key")  # E2B's token is cloche's
         self.processes = ProcessRegistry()
         self.kernels = KernelRegistry()
         self.watchers = WatcherRegistry()
         self.prepared: set[str] = set()
-        self.create_locks: dict[str, asyncio.Lock] = {}
+        self.last_sweep = 0.0  # when rows of sandboxes gone behind E2B's back were last dropped
         c.runtime.listeners.append(self)
 
     async def sandbox_started(self, record: SandboxRecord, host_dir: Path) -> None:
@@ -133,33 +122,31 @@ async def target(request: Request, port: int = ENVD_PORT, operation: str | None 
     c = st.c
     sandbox_id = request.headers.get("e2b-sandbox-id", "")
     if not sandbox_id:
-        raise EnvdError(400, "missing E2b-Sandbox-Id header (set E2B_SANDBOX_URL to this server's URL)")
+        raise E2bError(400, "missing E2b-Sandbox-Id header (set E2B_SANDBOX_URL to this server's URL)")
     asked_port = request.headers.get("e2b-sandbox-port", "")
     if asked_port and asked_port != str(port):
-        raise EnvdError(502, f"The sandbox {sandbox_id} is running but port {asked_port} is not open "
+        raise E2bError(502, f"The sandbox {sandbox_id} is running but port {asked_port} is not open "
                              "(cloche serves envd on 49983 and the code interpreter on 49999)")  # fmt: skip
     row = st.store.get(sandbox_id)
     if row is None:
         raise gone(sandbox_id)
     if not _token_ok(request, row, port, operation):
-        raise EnvdError(401, "invalid or missing access token for this sandbox (X-Access-Token)")
+        raise E2bError(401, "invalid or missing access token for this sandbox (X-Access-Token)")
     owner = c.store.sandbox(sandbox_id)
-    if owner is None or owner.tenant_id != row.tenant_id:
+    tenant = c.store.tenant(row.tenant_id)
+    if owner is None or tenant is None or owner.tenant_id != row.tenant_id:
         st.forget(sandbox_id)
         raise gone(sandbox_id)
-    wait = c.limiter.take(row.tenant_id)
-    if wait:
-        raise EnvdError(429, "rate limit exceeded for this tenant; retry later")
     try:
-        rec = c.runtime.get(sandbox_id)
+        c.limiter.check(tenant.id)
         if wake:
-            if rec.state != "running":
-                await c.runtime.wake(sandbox_id)
-            c.runtime.touch(sandbox_id)
-        elif rec.state != "running":
-            raise EnvdError(502, f"The sandbox {sandbox_id} was not found (it is {rec.state})")
-    except RuntimeFailure as exc:
-        raise EnvdError(502, f"The sandbox {sandbox_id} was not found ({exc})") from None
+            await c.sandboxes.running(tenant, sandbox_id)
+        elif (state := c.sandboxes.get(tenant, sandbox_id).record.state) != "running":
+            raise gone(sandbox_id, f"it is {state}")
+    except ApiError as exc:  # rate limited, or the sandbox went away meanwhile (404)
+        raise gone(sandbox_id) if exc.status == 404 else E2bError(exc.status, exc.message) from None
+    except RuntimeFailure as exc:  # it could not be woken: to E2B's proxy, it is not there
+        raise gone(sandbox_id, str(exc)) from None
     t = Target(c, st, row, sandbox_id)
     if sandbox_id not in st.prepared:
         await asyncio.to_thread(prepare_home, t.fs())

@@ -55,15 +55,15 @@ def upload(
     try:
         tar = tarfile.open(fileobj=fileobj, mode="r|*")
     except tarfile.TarError as exc:
-        raise FileError(f"not a valid tar archive: {exc}", 400, "invalid_archive") from exc
+        raise FileError(f"not a valid tar archive: {exc}", "invalid_archive") from exc
     with tar:
         try:
             for count, member in enumerate(tar, start=1):
                 if count > max_entries:
-                    raise FileError(f"archive has more than {max_entries} entries", 413, "too_large")
+                    raise FileError(f"archive has more than {max_entries} entries", "too_large")
                 _extract(fs, tar, member, dest, report, max_bytes)
         except tarfile.TarError as exc:
-            raise FileError(f"corrupt tar archive: {exc}", 400, "invalid_archive") from exc
+            raise FileError(f"corrupt tar archive: {exc}", "invalid_archive") from exc
     return report
 
 
@@ -85,7 +85,7 @@ def _extract(
         report.dirs += 1
     elif member.isreg():
         if report.bytes + member.size > max_bytes:
-            raise FileError(f"archive expands past {max_bytes} bytes", 413, "too_large")
+            raise FileError(f"archive expands past {max_bytes} bytes", "too_large")
         src = tar.extractfile(member)
         assert src is not None
         fs.mkdir(target.rpartition("/")[0] or "/")

@@ -1,4 +1,6 @@
-"""Errors raised by the node runtime; the server maps each to one HTTP status."""
+"""Errors raised by the node runtime. They say what went wrong (a class, and for files a
+`code`), never how an API answers it: `control/errors.py` holds the one table from these
+to HTTP statuses."""
 
 from __future__ import annotations
 
@@ -28,11 +30,10 @@ class TemplateNotFound(RuntimeFailure):
 
 
 class FileError(RuntimeFailure):
-    """A file operation failed; `status` says how the API should answer."""
+    """A file operation failed; `code` says which way (not_found, permission_denied,
+    exists, not_empty, disk_full, too_large, not_running, io_error, or a kind of bad
+    request such as invalid_path)."""
 
-    code = "file_error"
-
-    def __init__(self, message: str, status: int = 400, code: str = "file_error") -> None:
+    def __init__(self, message: str, code: str = "file_error") -> None:
         super().__init__(message)
-        self.status = status
         self.code = code

@@ -38,41 +38,41 @@ class Entry:
 def normalize(path: str, cwd: str = "/workspace") -> str:
     """Validate a user-supplied sandbox path and make it absolute (inside the sandbox)."""
     if not isinstance(path, str) or not path:
-        raise FileError("path is required", 400, "invalid_path")
+        raise FileError("path is required", "invalid_path")
     if "\0" in path:
-        raise FileError("path contains a NUL byte", 400, "invalid_path")
+        raise FileError("path contains a NUL byte", "invalid_path")
     if len(path.encode()) > MAX_PATH:
-        raise FileError(f"path is longer than {MAX_PATH} bytes", 400, "invalid_path")
+        raise FileError(f"path is longer than {MAX_PATH} bytes", "invalid_path")
     full = path if path.startswith("/") else f"{cwd.rstrip('/')}/{path}"
     parts = []
     for part in full.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
-            raise FileError("path may not contain '..'", 400, "invalid_path")
+            raise FileError("path may not contain '..'", "invalid_path")
         if len(part.encode()) > MAX_NAME:
-            raise FileError(f"path component longer than {MAX_NAME} bytes", 400, "invalid_path")
+            raise FileError(f"path component longer than {MAX_NAME} bytes", "invalid_path")
         parts.append(part)
     return "/" + "/".join(parts)
 
 
 def _errno_to_error(exc: OSError, path: str) -> FileError:
     mapping = {
-        errno.ENOENT: (404, "not_found", "no such file or directory"),
-        errno.ENOTDIR: (400, "not_a_directory", "a path component is not a directory"),
-        errno.EISDIR: (400, "is_a_directory", "is a directory"),
-        errno.EEXIST: (409, "exists", "already exists"),
-        errno.ENOTEMPTY: (409, "not_empty", "directory not empty"),
-        errno.ENOSPC: (507, "disk_full", "the sandbox's disk quota is exhausted"),
-        errno.EDQUOT: (507, "disk_full", "the sandbox's disk quota is exhausted"),
-        errno.ELOOP: (400, "symlink_loop", "too many levels of symbolic links"),
-        errno.EXDEV: (400, "invalid_path", "path crosses a mount"),
-        errno.EACCES: (403, "permission_denied", "permission denied"),
-        errno.EPERM: (403, "permission_denied", "operation not permitted"),
-        errno.ENAMETOOLONG: (400, "invalid_path", "name too long"),
+        errno.ENOENT: ("not_found", "no such file or directory"),
+        errno.ENOTDIR: ("not_a_directory", "a path component is not a directory"),
+        errno.EISDIR: ("is_a_directory", "is a directory"),
+        errno.EEXIST: ("exists", "already exists"),
+        errno.ENOTEMPTY: ("not_empty", "directory not empty"),
+        errno.ENOSPC: ("disk_full", "the sandbox's disk quota is exhausted"),
+        errno.EDQUOT: ("disk_full", "the sandbox's disk quota is exhausted"),
+        errno.ELOOP: ("symlink_loop", "too many levels of symbolic links"),
+        errno.EXDEV: ("invalid_path", "path crosses a mount"),
+        errno.EACCES: ("permission_denied", "permission denied"),
+        errno.EPERM: ("permission_denied", "operation not permitted"),
+        errno.ENAMETOOLONG: ("invalid_path", "name too long"),
     }
-    status, code, text = mapping.get(exc.errno or 0, (500, "io_error", exc.strerror or "I/O error"))
-    return FileError(f"{path}: {text}", status, code)
+    code, text = mapping.get(exc.errno or 0, ("io_error", exc.strerror or "I/O error"))
+    return FileError(f"{path}: {text}", code)
 
 
 class SandboxFS:
@@ -86,7 +86,7 @@ class SandboxFS:
         try:
             return os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise FileError("sandbox root is not mounted", 409, "not_running") from exc
+            raise FileError("sandbox root is not mounted", "not_running") from exc
 
     def _open(self, path: str, flags: int, mode: int = 0) -> int:
         root = self._root_fd()
@@ -101,7 +101,7 @@ class SandboxFS:
         """An os.O_PATH fd of the parent directory and the final name."""
         parent, _, name = path.rstrip("/").rpartition("/")
         if not name:
-            raise FileError("the sandbox root itself cannot be replaced", 400, "invalid_path")
+            raise FileError("the sandbox root itself cannot be replaced", "invalid_path")
         return self._open(parent or "/", os.O_PATH | os.O_DIRECTORY), name
 
     def read(self, path: str, limit: int) -> bytes:
@@ -109,11 +109,11 @@ class SandboxFS:
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
-                raise FileError(f"{path}: is a directory", 400, "is_a_directory")
+                raise FileError(f"{path}: is a directory", "is_a_directory")
             if not stat.S_ISREG(st.st_mode):
-                raise FileError(f"{path}: not a regular file", 400, "not_a_file")
+                raise FileError(f"{path}: not a regular file", "not_a_file")
             if st.st_size > limit:
-                raise FileError(f"{path}: file is larger than {limit} bytes", 413, "too_large")
+                raise FileError(f"{path}: file is larger than {limit} bytes", "too_large")
             chunks = []
             while data := os.read(fd, 1 << 20):
                 chunks.append(data)
@@ -126,7 +126,7 @@ class SandboxFS:
         fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise FileError(f"{path}: not a regular file", 400, "not_a_file")
+            raise FileError(f"{path}: not a regular file", "not_a_file")
         return fd
 
     def write(self, path: str, data: bytes, mode: int = 0o644) -> int:
@@ -181,7 +181,7 @@ class SandboxFS:
                 is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
                 os.close(fd)
                 if not is_dir:
-                    raise FileError(f"{current}: exists and is not a directory", 409, "exists") from None
+                    raise FileError(f"{current}: exists and is not a directory", "exists") from None
             except OSError as exc:
                 raise _errno_to_error(exc, current) from exc
             finally:
@@ -264,7 +264,7 @@ class SandboxFS:
         parent, name = self._parent(path)
         try:
             if stat.S_ISDIR(os.fstat(src).st_mode):
-                raise FileError(f"{existing}: cannot hard-link a directory", 400, "invalid_link")
+                raise FileError(f"{existing}: cannot hard-link a directory", "invalid_link")
             os.link(f"/proc/self/fd/{src}", name, dst_dir_fd=parent, follow_symlinks=True)
         except OSError as exc:
             raise _errno_to_error(exc, path) from exc

@@ -21,15 +21,15 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloche.node.spec import Limits, SandboxSpec
+from cloche.node.spec import SandboxSpec
 from cloche.scheduler import policies
-from cloche.scheduler.admission import Quota, QuotaLedger, TenantUsage
+from cloche.scheduler.admission import Quota, QuotaLedger, TenantUsage, over_quota
 from cloche.scheduler.cluster import Cluster
 from cloche.scheduler.errors import InsufficientCapacity, InUse, NoCapacity, QuotaExceeded
 from cloche.scheduler.filters import ResourceFit
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from cloche.node.records import SandboxRecord
     from cloche.node.runtime import NodeRuntime
     from cloche.store.db import Store, Tenant
+
+# A sandbox still being made holds its quota too, or two racing creates would both pass.
+QUOTA_ACTIVE = (*ACTIVE, "creating")
 
 log = logging.getLogger("cloche.scheduler")
 BUSY_CPU = 0.05  # cores: a sandbox using more than this is not idle, whatever its last API call
@@ -154,16 +157,39 @@ class LocalScheduler:
             cache[tenant_id] = t.priority if t else 0
         return cache[tenant_id]
 
-    def quota_usage(self, tenant: str) -> TenantUsage:
-        """What the tenant's sandboxes hold (the loop adds its creates in flight)."""
+    def quota_usage(self, tenant: str, resizing: str | None = None) -> TenantUsage:
+        """What the tenant's sandboxes hold (the loop adds its creates in flight): each
+        counts for max_sandboxes, and the requests of the active ones, running, paused
+        or still creating (two racing creates must not both pass), count for cpu and
+        memory; but `resizing`'s, whose new size is what is asked."""
         ledger = QuotaLedger()
         for row in self.store.sandboxes(tenant):
             try:
                 rec = self.runtime.get(row.id)
             except Exception:
                 continue
-            ledger.activate(tenant, request_of(rec.spec.limits) if rec.state in ACTIVE else ZERO, new=True)
+            held = rec.state in QUOTA_ACTIVE and row.id != resizing
+            ledger.activate(tenant, request_of(rec.spec.limits) if held else ZERO, new=True)
         return ledger.of(tenant)
+
+    def check_quota(self, tenant: Tenant, res: Resources, new: bool = True, resizing: str | None = None) -> None:
+        """The one quota check (the loop's for creates and wakes, this for forks and
+        resizes): `res` more on top of what the tenant holds and has in flight."""
+        usage = self.quota_usage(tenant.id, resizing) + self.loop.reserved.of(tenant.id)
+        reason = over_quota(usage, Quota(tenant.max_sandboxes, tenant.max_cpu, tenant.max_memory_mb), res, new)
+        if reason is not None:
+            raise QuotaExceeded(reason)
+
+    @contextmanager
+    def reserve(self, tenant: Tenant, res: Resources) -> Iterator[None]:
+        """Hold a new sandbox's `res` against the tenant's quota for the block (a fork,
+        which is placed where its source is), as the loop holds a create's."""
+        self.check_quota(tenant, res)
+        self.loop.reserved.activate(tenant.id, res, True)
+        try:
+            yield
+        finally:
+            self.loop.reserved.remove(tenant.id, res, True)
 
     @asynccontextmanager
     async def admit(self, tenant: Tenant, spec: SandboxSpec, wait_s: float | None = None,
@@ -309,7 +335,7 @@ class LocalScheduler:
         if new == old:
             return rec
         if rec.state in ACTIVE:
-            self._check_resize_quota(tenant, sandbox_id, old, new)
+            self.check_quota(tenant, request_of(new), new=False, resizing=sandbox_id)
             node = self._refresh()
             what_if = replace(node, allocated=node.allocated - request_of(old))
             ask = Ask(Resources(new.cpu, new.memory_mb), rec.spec.template, tenant.id, tenant.priority)
@@ -335,25 +361,6 @@ class LocalScheduler:
         self.store.update_limits(sandbox_id, new.cpu, new.memory_mb)
         self._kick.set()
         return rec
-
-    def _check_resize_quota(self, tenant: Tenant, sandbox_id: str, old: Limits, new: Limits) -> None:
-        cpu = mem = 0.0
-        for row in self.store.sandboxes(tenant.id):
-            try:
-                rec = self.runtime.get(row.id)
-            except Exception:
-                continue
-            if rec.state in ACTIVE and row.id != sandbox_id:
-                cpu += rec.spec.limits.cpu
-                mem += rec.spec.limits.memory_mb
-        in_flight = self.loop.reserved.of(tenant.id)
-        cpu += in_flight.cpu
-        mem += in_flight.memory_mb
-        if cpu + new.cpu > tenant.max_cpu + 1e-9:
-            raise QuotaExceeded(f"quota max_cpu={tenant.max_cpu:g} would be exceeded ({cpu + new.cpu:g} cpus in total)")
-        if mem + new.memory_mb > tenant.max_memory_mb:
-            raise QuotaExceeded(f"quota max_memory_mb={tenant.max_memory_mb} would be exceeded "
-                                f"({mem + new.memory_mb:g} MB in total)")  # fmt: skip
 
     def explain(self, sandbox_id: str) -> dict[str, Any]:
         found = self.placements.get(sandbox_id)

@@ -14,24 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloche.control.errors import ApiError
-from cloche.node.errors import (
-    FileError,
-    InvalidSpec,
-    InvalidState,
-    RuntimeFailure,
-    SandboxNotFound,
-    TemplateNotFound,
-)
+from cloche.control.errors import KNOWN, problem
 from cloche.server import access
-from cloche.snapshots.store import SnapshotCorrupt
 
-RUNTIME_STATUS: list[tuple[type[RuntimeFailure], int]] = [
-    (SandboxNotFound, 404),
-    (InvalidState, 409),
-    (InvalidSpec, 400),
-    (TemplateNotFound, 400),
-]
 HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}  # fmt: skip
 
@@ -51,24 +36,10 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
-
-
-async def _file_error(_: Request, exc: FileError) -> JSONResponse:
-    return error_response(exc.status, exc.code, str(exc))
-
-
-async def _snapshot_corrupt(_: Request, exc: SnapshotCorrupt) -> JSONResponse:
-    message = f"{exc}; the sandbox keeps its previous snapshot and was not started"
-    return error_response(500, "snapshot_corrupt", message)
-
-
-async def _runtime_error(_: Request, exc: RuntimeFailure) -> JSONResponse:
-    for kind, status in RUNTIME_STATUS:
-        if isinstance(exc, kind):
-            return error_response(status, exc.code, str(exc))
-    return error_response(500, "runtime_error", str(exc))
+async def _known(_: Request, exc: Exception) -> JSONResponse:
+    """Control's, the node's and the snapshot store's errors, by the one table."""
+    p = problem(exc)
+    return error_response(p.status, p.code, p.message, p.headers)
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,10 +67,7 @@ async def _unexpected(request: Request, _: Exception) -> JSONResponse:
 
 
 HANDLERS: list[tuple[type[Exception], Callable[[Request, Any], Any]]] = [
-    (ApiError, _api_error),
-    (FileError, _file_error),
-    (SnapshotCorrupt, _snapshot_corrupt),
-    (RuntimeFailure, _runtime_error),
+    *((kind, _known) for kind in KNOWN),
     (RequestValidationError, _validation_error),
     (StarletteHTTPException, _http_error),
     (RecursionError, _too_deep),

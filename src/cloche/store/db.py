@@ -145,6 +145,15 @@ class Store:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """One statement on this connection, for a table an API layer keeps beside these
+        (E2B's per-sandbox tokens: `e2b/store.py`)."""
+        return self._q(sql, args)
+
+    def add_schema(self, script: str) -> None:
+        with self._lock:
+            self._db.executescript(script)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
