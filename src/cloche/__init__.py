@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cloche.constants import VERSION as __version__
 
 # The SDK is exported lazily so that server and node processes importing `cloche.*`
 # do not pay for (or depend on) the client stack.

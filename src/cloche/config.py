@@ -1,13 +1,15 @@
-"""Server settings and the data-directory layout (embedded mode: one process, one node)."""
+"""Server settings and the data-directory layout (embedded mode: one process, one node).
+
+The one configuration system: every setting the server reads from its environment is
+a field here, overridden by CLOCHE_<FIELD> (`apply_env`); no other module reads
+os.environ for configuration. Plain values only: `server/node_settings.py` turns them
+into the node's types, so this module imports nothing of cloche."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-
-from cloche.node.net.node import NetConfig
-from cloche.node.spec import ISOLATIONS, Limits
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 INIT_BINARY = PACKAGE_DIR / "_bin" / "cloche-init"
@@ -20,7 +22,6 @@ class Settings:
     port: int = 8787
     pool_size: int = 2
     pool_template: str = "base"
-    default_limits: Limits = field(default_factory=Limits)
     # The isolation tier of sandboxes that do not choose one: runc or gvisor (README
     # "Isolation tiers"). `driver=runsc` is the old spelling of isolation=gvisor.
     isolation: str = "runc"
@@ -74,6 +75,10 @@ class Settings:
     on_shutdown: str = "hibernate"  # hibernate or kill
     # One JSON line per request on the `cloche.access` logger (README "Operations: access log").
     access_log: int = 1
+    # Durable state (KV + log, README "State"): PostgreSQL when a DSN is given, else
+    # SQLite in DATA/state.db; the largest value a put may store (0: the engine's default).
+    state_dsn: str = ""
+    state_max_value_bytes: int = 0
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20
@@ -92,26 +97,6 @@ class Settings:
                     raise ValueError(f"CLOCHE_{f.name.upper()} must be a number, got {raw!r}") from None
         return self
 
-    def net_config(self) -> NetConfig | None:
-        """The node's network settings (None: networking off)."""
-        if not self.network:
-            return None
-        if self.network_default not in ("internet", "none"):
-            raise ValueError(f"network_default must be internet or none, got {self.network_default!r}")
-        return NetConfig(pool=self.network_pool, uplink=self.network_uplink, dns_upstreams=_split(self.network_dns),
-                         open_ranges=_split(self.network_open_ranges), max_connections=self.network_max_connections,
-                         dns_rate_per_s=self.network_dns_rate, proxy_http_ports=_ports(self.egress_http_ports),
-                         proxy_https_ports=_ports(self.egress_https_ports),
-                         upstream_ca_file=self.egress_upstream_ca_file)  # fmt: skip
-
-    def default_isolation(self) -> str:
-        if self.driver not in ("runc", "runsc"):
-            raise ValueError(f"driver must be runc or runsc, got {self.driver!r}")
-        isolation = "gvisor" if self.driver == "runsc" else self.isolation
-        if isolation not in ISOLATIONS:
-            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
-        return isolation
-
     @property
     def db_path(self) -> Path:
         return self.data_dir / "cloche.db"
@@ -124,16 +109,3 @@ class Settings:
     def secret_keys_path(self) -> Path:
         return Path(self.secret_keys_file) if self.secret_keys_file else self.data_dir / "secret-keys"
 
-
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _ports(value: str) -> tuple[int, ...]:
-    try:
-        ports = tuple(int(part) for part in _split(value))
-    except ValueError:
-        raise ValueError(f"ports must be comma-separated numbers, got {value!r}") from None
-    if not all(1 <= p <= 65535 for p in ports):
-        raise ValueError(f"ports must be between 1 and 65535, got {value!r}")
-    return ports

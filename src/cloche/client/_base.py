@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from .. import __version__
+from ..constants import VERSION
 from ._api import DEFAULT, Call, is_server_error, may_be_server_error
 from .errors import ClocheError, from_transport_error, raise_for_response
 from .models import SandboxInfo
@@ -99,7 +99,7 @@ class BaseClient:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def _default_headers(self) -> dict[str, str]:
-        return {"User-Agent": f"cloche-python/{__version__}", **self.auth_headers()}
+        return {"User-Agent": f"cloche-python/{VERSION}", **self.auth_headers()}
 
     def _timeout_for(self, call: Call[Any]) -> httpx.Timeout:
         if call.read_timeout is DEFAULT:

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from cloche.constants import MAX_TIMEOUT_S
 from cloche.control.errors import KNOWN, ApiError, problem
 from cloche.e2b import network as e2b_network
 from cloche.e2b.errors import E2bError, answer
@@ -37,7 +38,6 @@ from cloche.store.db import Tenant
 
 ENVD_VERSION = "0.6.7"  # at or above every feature gate of e2b 2.x (the highest is 0.6.4)
 DEFAULT_TIMEOUT_S = 300
-MAX_TIMEOUT_S = 30 * 86400
 BASE_ALIASES = {"base", "rki5dems9wqfm4r03t7g"}
 CODE_INTERPRETER_ALIASES = {"code-interpreter-v1", "code-interpreter", "nlhz8vlwyupq845jsdg9"}
 IDEMPOTENCY_KEY = re.compile(r"^[a-z0-9-]{1,255}$")

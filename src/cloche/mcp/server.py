@@ -31,6 +31,7 @@ from cloche.client.models import (
     SandboxInfo,
     WriteResult,
 )
+from cloche.constants import MAX_SIGNED_URL_S
 
 ClientSource = Callable[[Context], AbstractAsyncContextManager[AsyncClient]]
 """Gives the client one tool call runs with (scoped to that caller's API key)."""
@@ -178,7 +179,7 @@ def build(clients: ClientSource) -> MCPServer:
         ctx: Context,
         sandbox_id: SandboxId,
         port: Annotated[int, Field(description="A port a process in the sandbox listens on (0.0.0.0)", ge=1, le=65535)],
-        expires_s: Annotated[int, Field(description="How long signed_url works", ge=1, le=7 * 86400)] = 3600,
+        expires_s: Annotated[int, Field(description="How long signed_url works", ge=1, le=MAX_SIGNED_URL_S)] = 3600,
     ) -> PortUrls:
         """The URLs that reach a port of the sandbox from outside: `signed_url` works as
         is until it expires; `url` and `path_url` need the `token` (header

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cloche.constants import MAX_TIMEOUT_S
 from cloche.node.errors import InvalidSpec
 from cloche.node.net.policy import NetworkPolicy
 
@@ -59,7 +60,7 @@ class IdlePolicy:
     def validate(self) -> None:
         for name in ("pause_after_s", "hibernate_after_s"):
             value = getattr(self, name)
-            if value is not None and not 0 < value <= 30 * 86400:
+            if value is not None and not 0 < value <= MAX_TIMEOUT_S:
                 raise InvalidSpec(f"idle.{name} must be between 0 and 30 days")
         if self.on_timeout not in ("kill", "hibernate"):
             raise InvalidSpec("on_timeout must be 'kill' or 'hibernate'")
@@ -85,7 +86,7 @@ class SandboxSpec:
         for key in self.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidSpec(f"invalid environment variable name {key!r}")
-        if self.timeout_s is not None and not 0 < self.timeout_s <= 30 * 86400:
+        if self.timeout_s is not None and not 0 < self.timeout_s <= MAX_TIMEOUT_S:
             raise InvalidSpec("timeout_s must be between 0 and 30 days")
         self.idle.validate()
         if self.on_resume is not None and (not self.on_resume or "\0" in self.on_resume):

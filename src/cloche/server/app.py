@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cloche import __version__
-from cloche.config import INIT_BINARY, Settings
+from cloche.config import Settings
 from cloche.control.agents import AgentService
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
@@ -18,12 +18,13 @@ from cloche.control.snapshots import SnapshotService
 from cloche.e2b import router as e2b_router
 from cloche.mcp import http as mcp_http
 from cloche.metrics import Metrics
-from cloche.node.runtime import NodeConfig, NodeRuntime
+from cloche.node.runtime import NodeRuntime
 from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors, ui
 from cloche.server.access import AccessLog
 from cloche.server.context import Context
 from cloche.server.limits import BodyLimit
+from cloche.server.node_settings import node_config
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
 from cloche.server.routes import code as code_routes
 from cloche.server.routes import exec as exec_routes
@@ -64,17 +65,13 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         store = Store(settings.db_path)
         ensure_admin_key(store, settings)
         secret_service = SecretService(store, settings.secret_keys_path)  # resolve() is the egress proxy's lookup
-        runtime = NodeRuntime(NodeConfig(
-            data_dir=settings.data_dir, init_binary=INIT_BINARY, isolation=settings.default_isolation(),
-            pool_size=settings.pool_size, pool_template=settings.pool_template,
-            pool_limits=settings.default_limits, blob_url=settings.blob_url, network=settings.net_config(),
-        ))  # fmt: skip
+        runtime = NodeRuntime(node_config(settings))
         runtime.pinned_manifests = store.snapshot_manifests
         if runtime.network:
             runtime.network.secrets = secret_service.resolve
-        app.state.state = await StateService.start(settings.data_dir, store, runtime)  # before start: adoptions
+        app.state.state = await StateService.start(settings, store, runtime)  # before start: adoptions
         await runtime.start()
-        service = SandboxService(store, runtime, settings.default_limits, settings.network_default)
+        service = SandboxService(store, runtime, runtime.config.pool_limits, settings.network_default)
         service.secrets = secret_service
         await service.reconcile()
         service.scheduler = LocalScheduler(runtime, store, settings)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import Body
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from cloche.constants import DAY_S, MAX_TIMEOUT_S
 from cloche.node.spec import MAX_CPU, MAX_DISK_MB, MAX_MEMORY_MB, MIN_CPU, MIN_DISK_MB, MIN_MEMORY_MB
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -63,8 +64,8 @@ class KeyCreated(BaseModel):
 
 
 class IdleBody(Strict):
-    pause_after_s: float | None = Field(None, gt=0, le=30 * 86400, description="freeze after this long idle")
-    hibernate_after_s: float | None = Field(None, gt=0, le=30 * 86400, description="hibernate after this long idle")
+    pause_after_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, description="freeze after this long idle")
+    hibernate_after_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, description="hibernate after this long idle")
 
 
 class RuleBody(Strict):
@@ -147,7 +148,7 @@ class SandboxCreate(Strict):
     cpu: float | None = Field(None, ge=MIN_CPU, le=MAX_CPU)
     memory_mb: int | None = Field(None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
     disk_mb: int | None = Field(None, ge=MIN_DISK_MB, le=MAX_DISK_MB)
-    timeout_s: float | None = Field(None, gt=0, le=30 * 86400)
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
     name: str | None = Field(None, min_length=1, max_length=128, pattern=NAME_PATTERN)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
@@ -202,7 +203,7 @@ class SandboxResize(Strict):
 
 
 class TimeoutUpdate(Strict):
-    timeout_s: float | None = Field(..., gt=0, le=30 * 86400)
+    timeout_s: float | None = Field(..., gt=0, le=MAX_TIMEOUT_S)
 
 
 class ExecBody(Strict):
@@ -210,7 +211,7 @@ class ExecBody(Strict):
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     cwd: str = Field("/workspace", min_length=1, max_length=4096)
     stdin: str | None = Field(None, max_length=8 << 20)
-    timeout_s: float | None = Field(None, gt=0, le=86400)
+    timeout_s: float | None = Field(None, gt=0, le=DAY_S)
 
 
 class ExecOut(BaseModel):

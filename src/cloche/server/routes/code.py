@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from cloche.constants import DAY_S
 from cloche.e2b.interpreter import KernelRegistry, cell
 from cloche.e2b.users import ROOT
 from cloche.node.records import SandboxRecord
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/v1/sandboxes", tags=["code"])
 class CodeBody(Strict):
     code: str = Field(..., max_length=8 << 20, description="Python source; the last expression's value is returned")
     env: dict[str, str] = Field(default_factory=dict, max_length=256, description="environment during this cell")
-    timeout_s: float | None = Field(None, gt=0, le=86400, description="interrupt the cell after this long")
+    timeout_s: float | None = Field(None, gt=0, le=DAY_S, description="interrupt the cell after this long")
 
 
 class CodeError(BaseModel):

@@ -18,13 +18,13 @@ from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
 from cloche.config import Settings
+from cloche.constants import MAX_SIGNED_URL_S
 from cloche.control.errors import ApiError
 from cloche.server import ingress
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["ports"])
-MAX_EXPIRES_S = 7 * 86400
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -55,7 +55,7 @@ def _host_port(host: str) -> str:
 
 @router.get("/{sandbox_id}/urls/{port}", response_model=PortUrls)
 async def port_urls(sandbox_id: str, port: int, request: Request, tenant: CurrentTenant,
-                    expires_s: Annotated[int, Query(ge=1, le=MAX_EXPIRES_S)] = 3600) -> PortUrls:  # fmt: skip
+                    expires_s: Annotated[int, Query(ge=1, le=MAX_SIGNED_URL_S)] = 3600) -> PortUrls:  # fmt: skip
     """Where a port of the sandbox is reached, with the credentials to use. Any process
     in the sandbox listening on 0.0.0.0:PORT answers there; a sleeping sandbox wakes."""
     c = ctx(request)
