@@ -22,7 +22,6 @@ PENDING_CYCLES = {
     frozenset({"cloche.node.pool", "cloche.node.runtime"}): "the seam engineer (typed node interface)",
 }
 PENDING_CONTRACTS = {
-    "layers": "scheduler -> control (ApiError in scheduler/local.py): the sim engineer",
     "sdk": "client/state.py imports cli.state_app: the cli engineer",
 }
 CONTRACTS = [c["id"] for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]]
