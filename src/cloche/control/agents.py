@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from cloche.control.agent_transport import agent_transport
+from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, not_found
 from cloche.control.sandboxes import SandboxService
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
@@ -192,11 +193,11 @@ class AgentService:
     async def _create(self, tenant: Tenant, app: AppRow, key: str) -> str:
         spec = app.spec
         idle = spec.get("idle") or DEFAULT_IDLE
-        view, _ = await self.sandboxes.create(
-            tenant, template=spec.get("template"), cpu=spec.get("cpu"), memory_mb=spec.get("memory_mb"),
-            disk_mb=spec.get("disk_mb"), timeout_s=None, name=None,
-            metadata={"cloche.app": app.name, "cloche.agent": key[:200]}, env=self._env(app, key), idle=idle,
-        )  # fmt: skip
+        view, _ = await self.sandboxes.create(tenant, CreateRequest(
+            template=spec.get("template"), cpu=spec.get("cpu"), memory_mb=spec.get("memory_mb"),
+            disk_mb=spec.get("disk_mb"), metadata={"cloche.app": app.name, "cloche.agent": key[:200]},
+            env=self._env(app, key), idle=idle,
+        ))  # fmt: skip
         sandbox_id = view.row.id
         setup = spec.get("setup")
         if setup:

@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, not_found, scheduler_errors
 from cloche.control.locks import KeyedLocks
 from cloche.node.net.policy import NetworkPolicy
@@ -102,40 +103,34 @@ class SandboxService:
             views.append(view)
         return views
 
-    async def create(self, tenant: Tenant, *, template: str | None, cpu: float | None,
-                     memory_mb: int | None, disk_mb: int | None, timeout_s: float | None,
-                     name: str | None, metadata: dict[str, str], env: dict[str, str],
-                     idle: dict[str, float | None] | None = None, on_timeout: str = "kill",
-                     on_resume: str | None = None, snapshot: str | None = None,
-                     wait_s: float | None = None, region: str | None = None,
-                     network: str | dict[str, Any] | None = None, isolation: str | None = None,
-                     ) -> tuple[SandboxView, bool]:  # fmt: skip
+    async def create(self, tenant: Tenant, req: CreateRequest) -> tuple[SandboxView, bool]:
         """Create a sandbox (from a named snapshot if given), or return the tenant's
         existing one with this name. Returns (view, created)."""
+        name, template = req.name, req.template
         async with self.locks.hold(f"name:{tenant.id}/{name}" if name else None):
             if name:
                 existing = self.store.sandbox_by_name(tenant.id, name)
                 if existing is not None:
                     return self.get(tenant, existing.id), False
             manifest = None
-            if snapshot is not None:
-                snap = self.store.snapshot(snapshot)
+            if req.snapshot is not None:
+                snap = self.store.snapshot(req.snapshot)
                 if snap is None or snap.tenant_id != tenant.id:
-                    raise not_found("snapshot", snapshot)
+                    raise not_found("snapshot", req.snapshot)
                 manifest, template = snap.manifest, template or snap.template
             limits = Limits(
-                cpu=cpu if cpu is not None else self.defaults.cpu,
-                memory_mb=memory_mb if memory_mb is not None else self.defaults.memory_mb,
-                disk_mb=disk_mb if disk_mb is not None else self.defaults.disk_mb,
+                cpu=req.cpu if req.cpu is not None else self.defaults.cpu,
+                memory_mb=req.memory_mb if req.memory_mb is not None else self.defaults.memory_mb,
+                disk_mb=req.disk_mb if req.disk_mb is not None else self.defaults.disk_mb,
                 pids=self.defaults.pids,
             )
-            spec = SandboxSpec(template=template or "base", limits=limits, env=env, timeout_s=timeout_s,
-                               idle=IdlePolicy(**(idle or {}), on_timeout=on_timeout), on_resume=on_resume,
-                               network=self.network_policy(network, tenant=tenant),
-                               isolation=self.choose_isolation(tenant, isolation))  # fmt: skip
+            spec = SandboxSpec(template=template or "base", limits=limits, env=req.env, timeout_s=req.timeout_s,
+                               idle=IdlePolicy(**(req.idle or {}), on_timeout=req.on_timeout), on_resume=req.on_resume,
+                               network=self.network_policy(req.network, tenant=tenant),
+                               isolation=self.choose_isolation(tenant, req.isolation))  # fmt: skip
             spec.validate()
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
-            admission = self.scheduler.admit(tenant, spec, wait_s, region) if self.scheduler else unscheduled()
+            admission = self.scheduler.admit(tenant, spec, req.wait_s, req.region) if self.scheduler else unscheduled()
             with scheduler_errors():
                 async with admission as admitted:
                     if manifest:
@@ -143,7 +138,7 @@ class SandboxService:
                     else:
                         rec = await self.runtime.create(spec)
                     admitted.bind(rec.id)
-            return await self._own(tenant, rec, name, metadata), True
+            return await self._own(tenant, rec, name, req.metadata), True
 
     def choose_isolation(self, tenant: Tenant, isolation: str | None) -> str:
         """The tier a create asks for (the server's default when absent); 403 naming the

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from cloche.constants import MAX_TIMEOUT_S
+from cloche.control.create import CreateRequest
 from cloche.control.errors import KNOWN, ApiError, problem
 from cloche.e2b import network as e2b_network
 from cloche.e2b.errors import E2bError, answer
@@ -239,12 +240,11 @@ async def create(request: Request) -> Response:
                     return JSONResponse(created_json(existing, sandbox_domain(c)), 201)
                 st.forget(existing.sandbox_id)
         auto_pause = bool(body.get("autoPause"))
-        view, _ = await c.sandboxes.create(
-            tenant, template=template, cpu=None, memory_mb=None, disk_mb=None,
-            timeout_s=_timeout(body.get("timeout")), name=None,
+        view, _ = await c.sandboxes.create(tenant, CreateRequest(
+            template=template, timeout_s=_timeout(body.get("timeout")), snapshot=snapshot, network=network,
             metadata=_str_map(body.get("metadata"), "metadata"), env=_str_map(body.get("envVars"), "envVars"),
-            on_timeout="hibernate" if auto_pause else "kill", snapshot=snapshot, network=network,
-        )  # fmt: skip
+            on_timeout="hibernate" if auto_pause else "kill",
+        ))  # fmt: skip
         resume = body.get("autoResume")
         auto_resume = bool(resume.get("enabled") if isinstance(resume, dict) else resume)
         row = st.store.ensure(view.row.id, tenant.id, alias, st.traffic.token(view.row.id), auto_resume=auto_resume,

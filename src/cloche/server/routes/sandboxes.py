@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, scheduler_errors
 from cloche.server import links
 from cloche.server.auth import CurrentTenant
@@ -34,8 +35,7 @@ async def create_sandbox(body: Omittable[SandboxCreate], request: Request, tenan
     c = ctx(request)
     started = time.perf_counter()
     pool_claims = c.runtime.pool.claims
-    fields = body.model_dump()
-    view, created = await c.sandboxes.create(tenant, **fields)
+    view, created = await c.sandboxes.create(tenant, CreateRequest(**body.model_dump()))
     if created:
         source = "pool" if c.runtime.pool.claims > pool_claims else "cold"
         c.metrics.create_seconds.labels(source).observe(time.perf_counter() - started)
