@@ -6,7 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import zstandard
@@ -14,6 +18,8 @@ import zstandard
 from cloche.snapshots.blobstore import BlobNotFound, BlobStore
 
 ZSTD_LEVEL = 3
+# Blob store requests in flight per store: on S3 each is a round trip, so they overlap.
+PARALLEL = 8
 
 
 class SnapshotCorrupt(Exception):
@@ -37,6 +43,7 @@ class SnapshotStore:
         self.gc_lock = threading.Lock()
         self._writers = 0
         self._writers_done = threading.Condition(self._lock)
+        self._io = ThreadPoolExecutor(PARALLEL, thread_name_prefix="snapshot-io")
 
     # ---- writer registration (a simple readers-writer lock around GC) ----------------
 
@@ -56,18 +63,31 @@ class SnapshotStore:
 
     # ---- chunks -----------------------------------------------------------------------
 
-    def put_chunk(self, data: bytes, stats: WriteStats) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def writer(self, stats: WriteStats) -> ChunkWriter:
+        return ChunkWriter(self, stats)
+
+    def _put_chunk(self, digest: str, data: bytes, stats: WriteStats) -> None:
         if digest in self._known or self.blobs.has(f"chunks/{digest}"):
-            stats.chunks_reused += 1
+            with self._lock:
+                stats.chunks_reused += 1
         else:
             blob = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
             self.blobs.put(f"chunks/{digest}", blob)
-            stats.chunks_written += 1
-            stats.bytes_written += len(blob)
+            with self._lock:
+                stats.chunks_written += 1
+                stats.bytes_written += len(blob)
         with self._lock:
             self._known.add(digest)
-        return digest
+
+    def get_chunks(self, digests: Iterable[str]) -> Iterator[bytes]:
+        """get_chunk of each digest, in order, fetching up to 2 * PARALLEL ahead."""
+        ahead: deque[Future[bytes]] = deque()
+        for digest in digests:
+            ahead.append(self._io.submit(self.get_chunk, digest))
+            if len(ahead) >= 2 * PARALLEL:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
     def get_chunk(self, digest: str) -> bytes:
         try:
@@ -105,3 +125,48 @@ class SnapshotStore:
         if hashlib.sha256(raw).hexdigest() != digest:
             raise SnapshotCorrupt(f"manifest {digest} failed its hash check")
         return json.loads(raw)
+
+
+class ChunkWriter:
+    """The chunks of one capture on their way to the blob store, PARALLEL at a time.
+    Leaving the `with` block waits until every one is stored, and raises the first
+    failure: a manifest is written only once all the chunks it names are."""
+
+    def __init__(self, store: SnapshotStore, stats: WriteStats) -> None:
+        self.store = store
+        self.stats = stats
+        self._slots = threading.BoundedSemaphore(2 * PARALLEL)  # bounds the bytes held in memory
+        self._pending: list[Future[None]] = []
+        self._failed: BaseException | None = None
+
+    def put(self, data: bytes) -> str:
+        """Start storing `data`; returns its digest at once. Once a chunk has failed to
+        store, raises that failure instead of queueing more behind a broken store."""
+        if self._failed is not None:
+            raise self._failed
+        digest = hashlib.sha256(data).hexdigest()
+        self._slots.acquire()
+        future = self.store._io.submit(self.store._put_chunk, digest, data, self.stats)
+        future.add_done_callback(self._done)
+        self._pending.append(future)
+        return digest
+
+    def _done(self, future: Future[None]) -> None:
+        self._slots.release()
+        if self._failed is None:
+            self._failed = future.exception()
+
+    def reused(self, count: int) -> None:
+        """Count chunks a file keeps from the parent manifest, unread."""
+        with self.store._lock:
+            self.stats.chunks_reused += count
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        for future in self._pending:
+            error = future.exception()
+            if error is not None and exc is None:
+                raise error

@@ -18,7 +18,7 @@ from typing import Any
 
 from pyfastcdc.cy import FastCDC
 
-from cloche.snapshots.store import SnapshotStore, WriteStats
+from cloche.snapshots.store import ChunkWriter, SnapshotStore, WriteStats
 
 CDC = dict(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024)
 KEEP_XATTRS = ("user.", "trusted.overlay.opaque")
@@ -54,8 +54,16 @@ def capture(root: Path, uid_base: int, store: SnapshotStore, parent: dict[str, A
     """
     previous = {e["p"]: e for e in parent["entries"]} if parent else {}
     entries: list[dict[str, Any]] = []
-    seen_inodes: dict[tuple[int, int], str] = {}
     cdc = FastCDC(**CDC)
+    with store.writer(stats) as chunks:
+        total = _walk(root, uid_base, previous, entries, cdc, chunks)
+    return {"version": MANIFEST_VERSION, "entries": entries, "bytes": total}
+
+
+def _walk(root: Path, uid_base: int, previous: dict[str, Any], entries: list[dict[str, Any]], cdc: FastCDC,
+          chunks: ChunkWriter) -> int:  # fmt: skip
+    """Append an entry per file under `root` to `entries`; returns the bytes of regular files."""
+    seen_inodes: dict[tuple[int, int], str] = {}
     total = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -85,9 +93,9 @@ def capture(root: Path, uid_base: int, store: SnapshotStore, parent: dict[str, A
                     old = previous.get(rel)
                     if old and old.get("t") == "f" and old["s"] == st.st_size and old["mt"] == st.st_mtime_ns:
                         e["c"] = old["c"]
-                        stats.chunks_reused += len(old["c"])
+                        chunks.reused(len(old["c"]))
                     else:
-                        e["c"] = _chunk_file(full, st.st_size, cdc, store, stats)
+                        e["c"] = _chunk_file(full, st.st_size, cdc, chunks)
                     total += st.st_size
             else:
                 continue  # device nodes other than whiteouts and sockets are not kept
@@ -95,20 +103,20 @@ def capture(root: Path, uid_base: int, store: SnapshotStore, parent: dict[str, A
             if xattrs:
                 e["x"] = xattrs
             entries.append(e)
-    return {"version": MANIFEST_VERSION, "entries": entries, "bytes": total}
+    return total
 
 
-def _chunk_file(path: str, size: int, cdc: FastCDC, store: SnapshotStore, stats: WriteStats) -> list[list[Any]]:
+def _chunk_file(path: str, size: int, cdc: FastCDC, chunks: ChunkWriter) -> list[list[Any]]:
     if size == 0:
         return []
-    chunks = []
+    out = []
     for chunk in cdc.cut_file(path):
         data = bytes(chunk.data)
         if data.strip(b"\0"):
-            chunks.append([store.put_chunk(data, stats), len(data)])
+            out.append([chunks.put(data), len(data)])
         else:
-            chunks.append([None, len(data)])  # a hole: nothing stored
-    return chunks
+            out.append([None, len(data)])  # a hole: nothing stored
+    return out
 
 
 def chunk_digests(manifest: dict[str, Any]) -> set[str]:
@@ -118,6 +126,7 @@ def chunk_digests(manifest: dict[str, Any]) -> set[str]:
 def restore(manifest: dict[str, Any], root: Path, uid_base: int, store: SnapshotStore) -> None:
     """Recreate the captured tree under the empty directory `root`, then sync it."""
     dirs: list[tuple[str, dict[str, Any]]] = []
+    data = store.get_chunks(c[0] for e in manifest["entries"] if e["t"] == "f" for c in e["c"] if c[0])
     for e in manifest["entries"]:
         path = os.path.join(root, e["p"])
         kind = e["t"]
@@ -133,7 +142,7 @@ def restore(manifest: dict[str, Any], root: Path, uid_base: int, store: Snapshot
                     if digest is None:
                         os.lseek(fd, length, os.SEEK_CUR)
                     else:
-                        os.write(fd, store.get_chunk(digest))
+                        os.write(fd, next(data))
                 os.ftruncate(fd, e["s"])
             finally:
                 os.close(fd)
