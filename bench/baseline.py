@@ -120,8 +120,9 @@ def _make_bundle(name: str, uid_base: int, args: list[str]) -> Path:
         "cgroup_path": f"{CGROUP_PARENT}/{name}",
         "swap_control": cgroups.swap_control(),
     }
-    config = build_config(**{p: known[p] if p in known else _path_arg(bundle, p)
-                             for p in inspect.signature(build_config).parameters})  # fmt: skip
+    params = inspect.signature(build_config).parameters.values()  # those with defaults keep them
+    config = build_config(**{p.name: known[p.name] if p.name in known else _path_arg(bundle, p.name)
+                             for p in params if p.name in known or p.default is p.empty})  # fmt: skip
     config["process"]["args"] = args
     # Every bind target must exist: the sandbox's root cannot create it in a root-owned
     # rootfs (the runtime's templates carry these mount points too).
