@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <grp.h>
@@ -576,12 +577,26 @@ static void become_handler(void) {
     if (!have_pidfd) watch_children();
 }
 
+/* Waits up to HANDLER_IDLE_MS for a connection; 0 on timeout. With EPOLLEXCLUSIVE a
+ * connection wakes one idle handler, not all of them (plain poll where it is refused). */
+static int wait_for_connection(int ep) {
+    struct epoll_event ev;
+    if (ep >= 0) return epoll_wait(ep, &ev, 1, HANDLER_IDLE_MS);
+    struct pollfd p = {3, POLLIN, 0};
+    return poll(&p, 1, HANDLER_IDLE_MS);
+}
+
 /* A pooled handler: serves connections from the listening socket until it has been idle
  * for HANDLER_IDLE_MS. It tells pid 1 when it takes the last idle slot. */
 static void __attribute__((noreturn)) handler_loop(int slot) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+    if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, 3, &ev) < 0) {
+        close(ep);
+        ep = -1;
+    }
     for (;;) {
-        struct pollfd p = {3, POLLIN, 0};
-        if (poll(&p, 1, HANDLER_IDLE_MS) == 0) {
+        if (wait_for_connection(ep) == 0) {
             set_state(slot, SLOT_BUSY); /* never idle again; pid 1 frees the slot on reaping */
             _exit(0);
         }

@@ -3,6 +3,7 @@ kill. Every test runs on both isolation tiers (runc and gVisor's runsc: `tier_no
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import replace
@@ -10,7 +11,9 @@ from dataclasses import replace
 import pytest
 
 from cloche.node.errors import InvalidSpec, InvalidState, SandboxNotFound
+from cloche.node.protocol import ExecRequest
 from cloche.node.spec import SandboxSpec
+from cloche.node.supervisor import ExecResult
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,28 @@ def test_timeout_kills_process_group(node, sandbox):
 def test_output_cap_sets_truncated(node, sandbox):
     r = node.sh(sandbox.id, "head -c 100000 /dev/zero", output_cap=1000)
     assert r.truncated and len(r.stdout) == 1000 and r.exit_code == 0
+
+
+def test_concurrent_execs_each_get_their_own_result(node, sandbox):
+    """cloche-init reuses its handler processes: nothing of one exec reaches another."""
+
+    async def many() -> list[ExecResult]:
+        reqs = [ExecRequest(cmd=["/bin/sh", "-c", f"echo {i}; echo e{i} >&2; exit {i}"], output_cap=1 + i % 2)
+                for i in range(24)]  # fmt: skip
+        return await asyncio.gather(*(node.rt.exec(sandbox.id, r) for r in reqs))
+
+    for _ in range(2):
+        for i, r in enumerate(node.run(many())):
+            assert r.exit_code == i and r.stdout + r.stderr == f"{i}\ne{i}\n".encode()[: 1 + i % 2], (i, r)
+            assert r.truncated, (i, r)
+    r = node.sh(sandbox.id, "echo whole")
+    assert r.stdout == b"whole\n" and not r.truncated
+
+
+def test_a_command_inherits_only_its_stdio(node, sandbox):
+    """Not the supervisor's listening socket, nor any handler's pipe or connection."""
+    r = node.sh(sandbox.id, "ls /proc/$$/fd")
+    assert r.stdout.split() == [b"0", b"1", b"2"], r
 
 
 def test_python_runs_in_base_template(node, sandbox):
