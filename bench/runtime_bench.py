@@ -82,7 +82,7 @@ DESCRIPTIONS = {
     T_EXEC: (
         "Sequential `await rt.exec(id, ExecRequest(cmd=['true']))` on one idle sandbox "
         "after 50 warm-up execs; each is a fresh unix-socket connection to cloche-init, "
-        "which forks a handler that forks and execs `true`. `ping` is a supervisor round "
+        "served by a reused handler process that spawns `true`. `ping` is a supervisor round "
         "trip without any fork or exec (transport + asyncio cost only)."
     ),
     T_TPUT: (
