@@ -757,6 +757,7 @@ KNOBS = [
     ("BENCH_EXEC_N", "1000", "sequential exec samples"),
     ("BENCH_CALLERS", "16", "concurrent exec callers"),
     ("BENCH_THROUGHPUT_S", "5", "seconds per throughput run"),
+    ("BENCH_FLOOR_N", "2000", "spawns of true in the in-sandbox shell loop (the floor)"),
     ("BENCH_IDLE_SANDBOXES", "1000", "idle sandboxes for the memory figure"),
     ("BENCH_IDLE_CONCURRENCY", "8", "concurrent creates/kills for them"),
     ("BENCH_IDLE_MEMORY_MB", "64", "their memory limit"),
