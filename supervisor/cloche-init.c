@@ -8,8 +8,8 @@
  * served by a handler process: it spawns the command, relays stdin/stdout/stderr as
  * frames and reports the exit status. pid 1 also reaps orphans.
  *
- * Speed (an exec of `true` is ~0.4 ms of CPU; cloche-init's share was about as much
- * again): handlers are reused rather than forked per connection. They wait on the
+ * Speed (an exec of `true` costs ~0.5 ms of CPU in the sandbox; cloche-init's share
+ * was about as much again, now ~0.1 ms): handlers are reused rather than forked per connection. They wait on the
  * listening socket themselves and mark their state in a page shared with pid 1; pid 1
  * forks a new handler only when a connection waits and no handler is idle, and a
  * handler left idle for HANDLER_IDLE_MS exits, so an idle sandbox keeps at most a few.
@@ -261,8 +261,8 @@ static void set_winsize(int fd, unsigned rows, unsigned cols) {
     ioctl(fd, TIOCSWINSZ, &ws);
 }
 
-/* Every disposition is SIG_DFL from pid 1's start (reset_signals), except the ones
- * cloche-init sets: handled signals revert at exec, ignored ones would not. */
+/* pid 1 sets every disposition to SIG_DFL when it starts; of the ones cloche-init sets
+ * after that, handled signals revert at exec by themselves, ignored ones would not. */
 static void reset_signals(void) {
     sigset_t none;
     sigemptyset(&none);
