@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
@@ -34,10 +33,6 @@ REPO = Path(__file__).resolve().parent.parent
 INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
 
 
-SHARED_INTERNET = "CLOCHE_TEST_INET"  # set for pytest-xdist's workers: the controller's fake internet
-GUARD = pytest.StashKey[EgressGuard]()
-CLEANUP = pytest.StashKey[contextlib.ExitStack]()
-
 # Modules that need the host to themselves, so a parallel run (`make test`: pytest-xdist, then these
 # alone) runs them after the rest, one at a time; the reason is beside each.
 SERIAL = {
@@ -54,27 +49,6 @@ SERIAL = {
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "offline: the test starts no node, server or sandbox (see `internet`)")
     config.addinivalue_line("markers", "serial: the test needs the host to itself (see SERIAL)")
-    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
-        # pytest-xdist's controller: one fake internet (one per host can exist) for every worker
-        cleanup = config.stash[CLEANUP] = contextlib.ExitStack()
-        config.stash[GUARD] = cleanup.enter_context(EgressGuard(pool=NetConfig.pool))
-        inet = cleanup.enter_context(FakeInternet())
-        cleanup.enter_context(_pointed_at(inet))
-        os.environ[SHARED_INTERNET] = inet.shared()
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    if (guard := session.config.stash.get(GUARD, None)) is not None:
-        try:
-            guard.assert_clean()
-        except AssertionError as exc:
-            print(f"\nEgressGuard: {exc}", file=sys.stderr)
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if (cleanup := config.stash.get(CLEANUP, None)) is not None:
-        cleanup.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -113,18 +87,18 @@ def _pointed_at(inet: FakeInternet) -> Iterator[None]:
 def internet(request: pytest.FixtureRequest) -> Iterator[FakeInternet | None]:
     """The suite's own internet: sandboxes may leave the node only through its uplink
     (every server and node the tests start is pointed at it), and the guard proves at
-    the end that no packet of theirs went out of a real interface.  A session of
-    offline tests alone (unit tests, the engine conformance suite) goes without it: one
-    test session on a host holds it at a time, and they need no host to wait for.  A
-    pytest-xdist worker uses its controller's (see pytest_configure)."""
+    the end that no packet of theirs went out of a real interface.
+
+    One runs per host, shared by the test sessions (and pytest-xdist workers) that use it
+    at the same time; a session with serial tests waits to have it alone. A session of
+    offline tests alone (unit tests, the engine conformance suite) goes without it."""
     if all(item.get_closest_marker("offline") for item in request.session.items):
         yield None
-    elif shared := os.environ.get(SHARED_INTERNET):
-        yield FakeInternet.attach(shared)
-    else:
-        with EgressGuard(pool=NetConfig.pool) as guard, FakeInternet() as inet, _pointed_at(inet):
-            yield inet
-            guard.assert_clean()
+        return
+    alone = any(item.get_closest_marker("serial") for item in request.session.items)
+    with EgressGuard(pool=NetConfig.pool) as guard, FakeInternet(shared=not alone) as inet, _pointed_at(inet):
+        yield inet
+        guard.assert_clean()
 
 
 def suite_network() -> NetConfig:

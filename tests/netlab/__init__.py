@@ -45,11 +45,12 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -104,7 +105,13 @@ HOSTS_RANGE = "198.51.100.0/24"  # the "internet" hosts
 # answer on 203.0.113.80 and must stay reachable while a fake internet is up.
 LINK_RANGE = "203.0.113.0/30"
 DOC_RANGES: tuple[str, ...] = (HOSTS_RANGE, LINK_RANGE)
+# One fake internet per host (they share addresses and the host route), shared by the test
+# sessions that want it at the same time: each holds LOCK_PATH shared while it uses it (a
+# session that needs the host to itself holds it exclusively), BUILD_LOCK_PATH guards
+# building and tearing down, and STATE_PATH describes the one that runs.
 LOCK_PATH = "/run/clt-fake-internet.lock"
+BUILD_LOCK_PATH = "/run/clt-fake-internet.build.lock"
+STATE_PATH = Path("/run/clt-fake-internet.json")
 UPLINK_ADDRESS = "203.0.113.1"  # host side of the uplink
 UPLINK_PEER = "203.0.113.2"  # fake-internet side, the next hop for 198.51.100.0/24
 INTERNET_HOSTS: dict[str, str] = {
@@ -141,13 +148,12 @@ def _quiet(*argv: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: it only waits for its parent to reap it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state != "Z"
 
 
 def _links(netns: str | None = None) -> list[dict[str, Any]]:
@@ -170,10 +176,12 @@ def reap_stale() -> list[str]:
     """Remove harness objects (``clt-<kind>-<pid>`` namespaces, ``clt_<kind>_<pid>`` nft tables) whose creating
     process is dead — the remains of a run that was killed before it could clean up. Returns what it removed."""
     removed = []
+    running = _running_internet()
+    shared = running["netns"] if running and running["pid"] else None  # outlives its builder while in use
     if NETNS_DIR.is_dir():
         for entry in NETNS_DIR.iterdir():
             m = re.fullmatch(r"clt-[a-z]+-(\d+)(?:-\d+)?", entry.name)
-            if m and not _pid_alive(int(m.group(1))):
+            if m and entry.name != shared and not _pid_alive(int(m.group(1))):
                 with contextlib.suppress(Exception):
                     for link in _links(entry.name):  # deleting a veth end here removes its host peer too, now
                         if link.get("link_type") != "loopback":
@@ -220,6 +228,46 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float, what: str, log: Any
             return
         if (ready and not line) or left <= 0 or proc.poll() is not None:
             raise RuntimeError(f"{what} did not start: {log()}")
+
+
+@contextlib.contextmanager
+def _flocked(path: str) -> Iterator[None]:
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _running_internet() -> dict[str, Any] | None:
+    """What STATE_PATH describes, if anything (its servers may be gone: see ``_dispose``)."""
+    try:
+        running = json.loads(STATE_PATH.read_text())
+    except (OSError, ValueError):
+        return None
+    alive = _pid_alive(running["pid"]) and (NETNS_DIR / running["netns"]).exists()
+    return running if alive else {**running, "pid": None}
+
+
+def _stop_pid(pid: int, timeout: float = 3) -> None:
+    """SIGTERM, then SIGKILL, a process that need not be our child; wait until it is gone or a zombie."""
+    for signo in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signo)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.02)
+        if not _pid_alive(pid):
+            return
+
+
+def _dispose(internet: dict[str, Any]) -> None:
+    """Remove a fake internet's servers, uplink (and with it the route), namespace, TLS files and description."""
+    if internet.get("pid"):
+        _stop_pid(internet["pid"])
+    _quiet("ip", "link", "del", internet["uplink"])  # takes the route and the peer with it, synchronously
+    _quiet("ip", "netns", "del", internet["netns"])
+    if internet.get("tls_dir"):
+        shutil.rmtree(internet["tls_dir"], ignore_errors=True)
+    STATE_PATH.unlink(missing_ok=True)
 
 
 class SocksProxy:
@@ -356,7 +404,9 @@ class FakeInternet:
     https_port: int = 443
     control_port: int = 8080
 
-    def __init__(self, ready_timeout: float = 10) -> None:
+    def __init__(self, ready_timeout: float = 10, *, shared: bool = False) -> None:
+        self.shared = shared
+        self.server_pid: int | None = None
         pid = os.getpid()
         k = next(_inet_instances)  # later instances in one process get a suffix; run one at a time (same addresses)
         self.netns: str = f"clt-inet-{pid}" + (f"-{k}" if k else "")
@@ -364,27 +414,13 @@ class FakeInternet:
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
-        self._lock: IO[str] | None = None
+        self._use: IO[str] | None = None
         self._started = False
         self.tls_dir: Path | None = None
         self.pki: TestPki | None = None
         self.socks: SocksProxy | None = None
 
     # -- lifecycle --
-
-    def shared(self) -> str:
-        """What another process of the same test session needs to use this fake internet (see ``attach``)."""
-        return json.dumps({"netns": self.netns, "uplink": self.uplink, "tls_dir": str(self.tls_dir)})
-
-    @classmethod
-    def attach(cls, shared: str) -> FakeInternet:
-        """The fake internet another process started (pytest-xdist's controller, for its workers), from its
-        ``shared()``: usable, not owned (``close()`` leaves it up), and without a SOCKS proxy — tests that start
-        and stop the one proxy run on their own (the suite's ``serial`` mark)."""
-        info = json.loads(shared)
-        inet = cls()
-        inet.netns, inet.uplink, inet.tls_dir = info["netns"], info["uplink"], Path(info["tls_dir"])
-        return inet
 
     def __enter__(self) -> FakeInternet:
         self.start()
@@ -395,21 +431,32 @@ class FakeInternet:
         self.close()
 
     def start(self) -> FakeInternet:
-        """Build the namespace, the uplink and the host route, then start the servers and wait until ready."""
+        """Use the running fake internet (``shared``) or build one: the namespace, the uplink and the host route,
+        then the servers, ready. A session that is not ``shared`` waits until no other uses one and has its own."""
         if self._started:
             return self
-        # One fake internet per host at a time (they share addresses and the host route):
-        # a second test session waits here until the first one's is gone.
-        self._lock = open(LOCK_PATH, "w")  # held until close
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        reap_stale()
-        self._started = True
-        try:
-            self._build()
-            self._start_servers()
-        except BaseException:
-            self.close()
-            raise
+        self._use = open(LOCK_PATH, "w")  # held until close
+        fcntl.flock(self._use, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        with _flocked(BUILD_LOCK_PATH):
+            self._started = True
+            try:
+                running = _running_internet()
+                if running is not None and running["pid"] and self.shared:
+                    self.netns, self.uplink, self.server_pid = running["netns"], running["uplink"], running["pid"]
+                    self.tls_dir = Path(running["tls_dir"])
+                    return self
+                if running is not None:  # left by sessions that all died: nobody else holds LOCK_PATH
+                    _dispose(running)
+                reap_stale()
+                self._build()
+                self._start_servers()
+                STATE_PATH.write_text(json.dumps({"netns": self.netns, "uplink": self.uplink,
+                                                  "tls_dir": str(self.tls_dir), "pid": self.server_pid}))  # fmt: skip
+            except BaseException:
+                self._started = False
+                self._teardown()
+                self._use.close()
+                raise
         return self
 
     def _build(self) -> None:
@@ -438,12 +485,15 @@ class FakeInternet:
         self.pki.issue_untrusted("badcert.test")
         self.socks = SocksProxy(self.pki, netns=self.netns)
         self._stderr = tempfile.TemporaryFile("w+")
-        argv = ["ip", "netns", "exec", self.netns, sys.executable, str(SERVERS), "--http-port", str(self.http_port),
+        lifetime = ["--until-sigterm"] if self.shared else []  # outlives this session while another uses it
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, str(SERVERS), *lifetime,
+                "--http-port", str(self.http_port),
                 "--echo-port", str(self.echo_port), "--discard-port", str(self.discard_port), "--chargen-port",
                 str(self.chargen_port), "--dns", f"{self.dns}:{self.dns_port}", "--https-port", str(self.https_port),
                 "--tls-dir", str(self.tls_dir), "--control", f"{self.uplink_peer}:{self.control_port}"]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                      text=True)  # fmt: skip
+        self.server_pid = self.proc.pid
         _wait_ready(self.proc, self.ready_timeout, "fake internet servers", self.server_log)
 
     def server_log(self) -> str:
@@ -455,26 +505,36 @@ class FakeInternet:
         return self._stderr.read()
 
     def close(self) -> None:
-        """Stop the servers and remove the uplink, the route and the namespace. Idempotent."""
+        """Stop using the fake internet; the last session using it stops the servers and removes the uplink, the
+        route and the namespace. Idempotent."""
         if not self._started:
             return
         self._started = False
+        assert self._use is not None
+        with _flocked(BUILD_LOCK_PATH):
+            try:  # the last user? (no other session holds LOCK_PATH)
+                fcntl.flock(self._use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                last = True
+            except BlockingIOError:
+                last = False
+            if last:
+                self._teardown()
+            self._use.close()
+            self._use = None
+
+    def _teardown(self) -> None:
         if self.socks is not None:
             self.socks.stop()
+        if self.server_pid is not None:
+            _stop_pid(self.server_pid)
         if self.proc is not None:
             stop_servers(self.proc)
             self.proc = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        _quiet("ip", "link", "del", self.uplink)  # takes the route and the peer with it, synchronously
-        _quiet("ip", "netns", "del", self.netns)
-        if self.tls_dir is not None:
-            shutil.rmtree(self.tls_dir, ignore_errors=True)
-            self.tls_dir = None
-        if self._lock is not None:
-            self._lock.close()  # releases the flock: the next session's fake internet may start
-            self._lock = None
+        _dispose({"netns": self.netns, "uplink": self.uplink, "tls_dir": str(self.tls_dir or "")})
+        self.tls_dir = None
 
     # -- helpers for tests --
 

@@ -3,7 +3,8 @@
 Why a separate script: the servers must live in the namespace (so that the only way to reach them is through
 the uplink the harness builds), and `ip netns exec <ns> python servers.py` is the simplest way to get a process
 whose sockets belong to that namespace. It uses the standard library and dnspython only, binds everything before
-printing ``ready`` on stdout, and exits when stdin reaches EOF (the harness died) or on SIGTERM.
+printing ``ready`` on stdout, and exits when stdin reaches EOF (the harness died) or on SIGTERM
+(only on SIGTERM with ``--until-sigterm``: a fake internet that outlives the session that started it).
 
 Servers (all TCP servers bind 0.0.0.0, so every "internet host" address answers):
 
@@ -552,6 +553,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--https-port", type=int, default=443)
     p.add_argument("--tls-dir", help="directory with secure.test.pem and bad-badcert.test.pem (no HTTPS without)")
     p.add_argument("--control", help="address:port of the control server (GET /requests)")
+    p.add_argument("--until-sigterm", action="store_true",  # a fake internet shared by test sessions
+                   help="run until SIGTERM, not until stdin reaches EOF")  # fmt: skip
     args = p.parse_args(argv)
     dns_host, _, dns_port = args.dns.rpartition(":")
 
@@ -572,7 +575,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print("ready", flush=True)
     try:
-        sys.stdin.buffer.read()  # EOF: whoever started us is gone
+        if args.until_sigterm:
+            signal.pause()
+        else:
+            sys.stdin.buffer.read()  # EOF: whoever started us is gone
     except KeyboardInterrupt:
         pass
     os._exit(0)
