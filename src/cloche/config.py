@@ -75,6 +75,9 @@ class Settings:
     on_shutdown: str = "hibernate"  # hibernate or kill
     # One JSON line per request on the `cloche.access` logger (README "Operations: access log").
     access_log: int = 1
+    # Control-plane records: sqlite:///PATH or postgresql://... ("": SQLite in
+    # DATA/cloche.db, upgraded at start); `cloche db upgrade` upgrades PostgreSQL's schema.
+    database_url: str = ""
     # Durable state (KV + log, README "State"): PostgreSQL when a DSN is given, else
     # SQLite in DATA/state.db; the largest value a put may store (0: the engine's default).
     state_dsn: str = ""

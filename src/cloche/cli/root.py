@@ -16,6 +16,7 @@ from cloche import __version__
 from cloche.cli import (
     agents,
     apps,
+    db,
     demo,
     errors,
     files,
@@ -57,6 +58,7 @@ for name, group in (
     ("agent", agents.app),
     ("state", state.app),
     ("secret", secrets.app),
+    ("db", db.app),
 ):
     app.add_typer(group, name=name)
 

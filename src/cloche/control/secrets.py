@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from cloche.control.errors import ApiError
 from cloche.node.errors import InvalidSpec
 from cloche.node.net.egress.context import SecretDenied
 from cloche.node.net.policy import SECRET_NAME, NetworkPolicy, host_matches, parse_target
-from cloche.store.db import SecretRow, Store
+from cloche.store.db import IntegrityError, SecretRow, Store
 
 MAX_VALUE_BYTES = 8192
 MAX_HOSTS = 32
@@ -184,7 +183,7 @@ class SecretService:
             row = SecretRow(tenant_id, name, self._fernet.encrypt(data), allowed, now, now)
             try:
                 self.store.add_secret(row)
-            except sqlite3.IntegrityError:
+            except IntegrityError:
                 raise ApiError(409, "conflict", f"a secret named {name!r} already exists") from None
         self._invalidate((tenant_id, name))
         return row

@@ -4,12 +4,11 @@ new sandboxes. They pin their manifests against garbage collection."""
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
 
 from cloche.control.errors import ApiError, not_found
 from cloche.control.sandboxes import SandboxService
-from cloche.store.db import SnapshotRow, Tenant
+from cloche.store.db import IntegrityError, SnapshotRow, Tenant
 
 
 class SnapshotService:
@@ -28,7 +27,7 @@ class SnapshotService:
                           view.record.spec.template, size, time.time())  # fmt: skip
         try:
             self.store.add_snapshot(row)
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise ApiError(409, "conflict", f"a snapshot named {name!r} already exists") from None
         return row
 

@@ -76,7 +76,11 @@ class E2bStore:
             return existing
         row = E2bRow(sandbox_id, tenant_id, new_token(), traffic_token, template, auto_resume, idempotency_key,
                      time.time())  # fmt: skip
-        self._store.query("INSERT OR REPLACE INTO e2b_sandboxes VALUES (?,?,?,?,?,?,?,?)",
+        self._store.query("INSERT INTO e2b_sandboxes VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (sandbox_id) DO UPDATE SET"
+                          " tenant_id=excluded.tenant_id, access_token=excluded.access_token,"
+                          " traffic_token=excluded.traffic_token, template=excluded.template,"
+                          " auto_resume=excluded.auto_resume, idempotency_key=excluded.idempotency_key,"
+                          " created_at=excluded.created_at",
                           (row.sandbox_id, row.tenant_id, row.access_token, row.traffic_token, row.template,
                            int(row.auto_resume), row.idempotency_key, row.created_at))  # fmt: skip
         self._cache[sandbox_id] = row

@@ -62,7 +62,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.db_path)
+        store = Store(settings.database_url or settings.db_path)
         ensure_admin_key(store, settings)
         secret_service = SecretService(store, settings.secret_keys_path)  # resolve() is the egress proxy's lookup
         runtime = NodeRuntime(node_config(settings))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from fastapi import APIRouter, Request, Response
 
 from cloche.control.errors import ApiError, not_found
 from cloche.server.auth import Admin
 from cloche.server.context import ctx
 from cloche.server.models import KeyCreated, TenantCreate, TenantCreated, TenantOut
+from cloche.store.db import IntegrityError
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -27,7 +26,7 @@ async def create_tenant(body: TenantCreate, request: Request, _: Admin) -> Tenan
             priority=body.priority,
             isolation=tuple(body.isolation),
         )
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise ApiError(409, "conflict", f"tenant name {body.name!r} is taken") from None
     return TenantCreated(id=tenant.id, name=tenant.name, api_key=key, key_id=key_id)
 
