@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from cloche.store import migrations
-from cloche.store.engine import open_engine
+from cloche.store.connect import open_engine
 
 
 def cloche(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cloche.store import migrations
+from cloche.store.connect import open_engine
 from cloche.store.db import SandboxRow, Store
-from cloche.store.engine import open_engine
 
 # The schema exactly as `store/db.py` created it before migrations (commit 5cf051e):
 # a file made by that code is what an upgrading embedded server finds on disk.

@@ -21,8 +21,9 @@ from cloche.cli import ui
 from cloche.cli.options import JsonOpt
 from cloche.config import Settings
 from cloche.store import migrations
+from cloche.store.connect import open_engine
 from cloche.store.db import database_url
-from cloche.store.engine import Engine, open_engine, sqlite_path, where
+from cloche.store.engine import Engine, sqlite_path, where
 
 app = typer.Typer(help="The control-plane database: its schema version, and upgrading it.", no_args_is_help=True)
 

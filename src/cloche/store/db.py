@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cloche.store import migrations
-from cloche.store.engine import SQLITE, IntegrityError, open_engine, run_script
+from cloche.store.connect import open_engine
+from cloche.store.engine import SQLITE, IntegrityError, run_script
 from cloche.store.rows import (
     AgentRow,
     AppRow,

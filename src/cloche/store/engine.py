@@ -152,16 +152,3 @@ def where(url: str) -> str:
 
 def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
-
-
-def open_engine(url: str) -> Engine:
-    """`sqlite:///PATH` or `postgresql://...` -> a connected engine."""
-    if is_postgres(url):
-        from cloche.store.postgres import PostgresEngine
-
-        return PostgresEngine(url)
-    if url.startswith("sqlite:///"):
-        from cloche.store.sqlite import SqliteEngine
-
-        return SqliteEngine(url)
-    raise ValueError(f"database URL must be sqlite:///PATH or postgresql://..., got {url!r}")
