@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from cloche.e2b.api import body_of
 from cloche.e2b.errors import E2bError
 from cloche.e2b.interpreter import KernelRegistry, cell
 from cloche.e2b.state import JUPYTER_PORT, Target, target
@@ -31,19 +32,6 @@ def _error(exc: E2bError) -> Response:
     return Response(exc.message, exc.status, media_type="text/plain")
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise E2bError(400, "request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise E2bError(400, "request body must be a JSON object")
-    return body
-
-
 def _language(value: Any) -> str:
     if value not in LANGUAGES:
         raise E2bError(400, f"language {value!r} is not supported by cloche's code interpreter (only python)")
@@ -54,7 +42,7 @@ def _language(value: Any) -> str:
 async def execute(request: Request) -> Response:
     try:
         t = await _target(request)
-        body = await _json(request)
+        body = await body_of(request)
         code = body.get("code")
         if not isinstance(code, str):
             raise E2bError(400, "code is required")
@@ -85,7 +73,7 @@ async def execute(request: Request) -> Response:
 async def create_context(request: Request) -> Response:
     try:
         t = await _target(request)
-        body = await _json(request)
+        body = await body_of(request)
         _language(body.get("language"))
         cwd = body.get("cwd") or USER.home
         if not isinstance(cwd, str):
