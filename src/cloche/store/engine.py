@@ -6,7 +6,7 @@ placeholders, `INSERT ... ON CONFLICT ... DO UPDATE`, `RETURNING`, and SQLite's 
 names (INTEGER, REAL, TEXT, BLOB). :class:`Dialect` turns that text into each engine's
 own: PostgreSQL gets `%s` placeholders, BIGINT for INTEGER (a snapshot's size does not
 fit in 32 bits), DOUBLE PRECISION for REAL (PostgreSQL's REAL is 4 bytes: it would round
-timestamps to minutes) and BYTEA for BLOB, plus its catalogue queries and row locks.
+timestamps to two minutes) and BYTEA for BLOB, plus its catalogue queries and row locks.
 Both engines raise :class:`IntegrityError` for a broken constraint, so callers catch
 one exception whichever database is behind the store.
 """
@@ -63,7 +63,6 @@ class Tx(Protocol):
 
 class Engine(Protocol):
     dialect: Dialect
-    url: str
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> Result:
         """One statement, committed on its own."""

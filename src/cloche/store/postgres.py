@@ -44,7 +44,6 @@ class PostgresEngine:
     dialect: Dialect = POSTGRES
 
     def __init__(self, url: str) -> None:
-        self.url = url
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url,
             min_size=1,

@@ -38,7 +38,6 @@ class SqliteEngine:
     def __init__(self, url: str) -> None:
         path = Path(sqlite_path(url))
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.url = url
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
