@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -24,14 +23,14 @@ from cloche.control.agent_transport import agent_transport
 from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, not_found
 from cloche.control.sandboxes import SandboxService
+from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
 from cloche.node.protocol import ExecRequest
-from cloche.node.supervisor import ExecSession
-from cloche.node.unixsock import connect_nofollow
 from cloche.store.db import AgentRow, AppRow, Tenant
 
-AGENT_SOCKET = "/.cloche/host/agent.sock"
-AGENT_LOG = "/.cloche/host/agent.log"
+AGENT_SOCKET_NAME, AGENT_LOG_NAME = "agent.sock", "agent.log"  # in the sandbox's /.cloche/host
+AGENT_SOCKET = f"/.cloche/host/{AGENT_SOCKET_NAME}"
+AGENT_LOG = f"/.cloche/host/{AGENT_LOG_NAME}"
 LOG_TAIL_BYTES = 4000
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
               "authorization", "proxy-authorization", "content-length"}  # fmt: skip
@@ -52,7 +51,7 @@ class Gate:
 
 @dataclass
 class AgentProcess:
-    session: ExecSession
+    session: ExecStream
     reader: asyncio.Task[None]
     exit_code: int | None = None
 
@@ -148,8 +147,8 @@ class AgentService:
         try:
             async with gate.instance:
                 sandbox_id = await self._instance(tenant, app, key)
-                sock = await self._ensure_server(sandbox_id, app)
-            response = await self._forward(sandbox_id, sock, method, path, headers, body)
+                await self._ensure_server(sandbox_id, app)
+            response = await self._forward(sandbox_id, method, path, headers, body)
         except BaseException:
             gate.slots.release()
             raise
@@ -214,52 +213,40 @@ class AgentService:
     async def _upgrade(self, row: AgentRow, app: AppRow) -> None:
         """Apply a redeploy to an instance that is idle (we hold its instance lock and no
         invocation is in flight): new env and command; its files are kept."""
-        rec = self.runtime.get(row.sandbox_id)
-        rec.spec = replace(rec.spec, env=self._env(app, row.key))
-        self.runtime.records.save(rec)
+        await self.runtime.set_env(row.sandbox_id, self._env(app, row.key))
         await self._stop_server(row.sandbox_id)
         self.store.set_agent_version(row.tenant_id, row.app, row.key, app.version)
 
     # ---- the agent's own server ------------------------------------------------------
 
-    def _socket(self, sandbox_id: str) -> Path:
-        return self.runtime.host_dir(sandbox_id) / "agent.sock"
-
     def log_tail(self, sandbox_id: str) -> str:
-        try:
-            with open(self.runtime.host_dir(sandbox_id) / "agent.log", "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return self.runtime.host_file_tail(sandbox_id, AGENT_LOG_NAME, LOG_TAIL_BYTES).decode(errors="replace")
 
-    async def _listening(self, sock: Path) -> bool:
+    async def _listening(self, sandbox_id: str) -> bool:
         try:
-            _, writer = await asyncio.open_unix_connection(sock=connect_nofollow(str(sock)))
-        except OSError:
+            _, writer = await self.runtime.connect_host(sandbox_id, AGENT_SOCKET_NAME)
+        except (OSError, RuntimeFailure):
             return False
         writer.close()
         return True
 
-    async def _ensure_server(self, sandbox_id: str, app: AppRow) -> Path:
-        sock = self._socket(sandbox_id)
+    async def _ensure_server(self, sandbox_id: str, app: AppRow) -> None:
         proc = self._procs.get(sandbox_id)
         if proc is not None and proc.exit_code is None and sandbox_id in self._clients:
-            return sock  # started by us, alive, and answered before: skip the probe connection
-        if await self._listening(sock):
-            return sock
+            return  # started by us, alive, and answered before: skip the probe connection
+        if await self._listening(sandbox_id):
+            return
         await self._stop_server(sandbox_id)
-        sock.unlink(missing_ok=True)
+        self.runtime.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
         command = list(app.spec["command"])
         wrapped = ["/bin/sh", "-c", f'exec "$@" >>{AGENT_LOG} 2>&1', "cloche-agent", *command]
-        session = await self.runtime.exec_session(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
+        session = await self.runtime.open_exec(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
         proc = AgentProcess(session, asyncio.create_task(asyncio.sleep(0)))
         proc.reader = asyncio.create_task(self._watch(proc))
         self._procs[sandbox_id] = proc
         timeout = float(app.spec.get("startup_timeout_s") or 30)
         deadline = time.monotonic() + timeout
-        while not await self._listening(sock):
+        while not await self._listening(sandbox_id):
             if proc.exit_code is not None:
                 raise ApiError(502, "agent_exited", f"the agent exited with {proc.exit_code} before opening "
                                f"its socket; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
@@ -268,7 +255,6 @@ class AgentService:
                 raise ApiError(504, "agent_not_ready", f"the agent did not listen on $CLOCHE_AGENT_SOCKET "
                                f"within {timeout:g} s; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
             await asyncio.sleep(0.005)
-        return sock
 
     async def _watch(self, proc: AgentProcess) -> None:
         try:
@@ -288,7 +274,7 @@ class AgentService:
                 await self.runtime.signal(sandbox_id, proc.session.pid, 9)
         # A dying server may still accept for a moment: its socket goes now, so the next
         # readiness check waits for the new server's socket.
-        self._socket(sandbox_id).unlink(missing_ok=True)
+        self.runtime.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
         client = self._clients.pop(sandbox_id, None)
         if client:
             await client.aclose()
@@ -301,11 +287,12 @@ class AgentService:
         if client:
             await client.aclose()
 
-    async def _forward(self, sandbox_id: str, sock: Path, method: str, path: str, headers: dict[str, str],
+    async def _forward(self, sandbox_id: str, method: str, path: str, headers: dict[str, str],
                        body: AsyncIterator[bytes]) -> httpx.Response:  # fmt: skip
         client = self._clients.get(sandbox_id)
         if client is None:
-            client = httpx.AsyncClient(transport=agent_transport(sock), base_url="http://agent", timeout=None)
+            transport = agent_transport(lambda: self.runtime.connect_host(sandbox_id, AGENT_SOCKET_NAME))
+            client = httpx.AsyncClient(transport=transport, base_url="http://agent", timeout=None)
             self._clients[sandbox_id] = client
         # Content-Length is kept so the body streams through unchunked: simple servers
         # (Python's http.server among them) do not read chunked request bodies.

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, not_found, scheduler_errors
 from cloche.control.locks import KeyedLocks
+from cloche.node.api import Node
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.records import SandboxRecord
-from cloche.node.runtime import NodeRuntime
 from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
 from cloche.scheduler.local import unscheduled
 from cloche.scheduler.nodeview import request_of
@@ -59,15 +59,15 @@ class SandboxView:
 
 
 class SandboxService:
-    def __init__(self, store: Store, runtime: NodeRuntime, defaults: Limits, network_default: str = "none") -> None:
+    def __init__(self, store: Store, runtime: Node, defaults: Limits, network_default: str = "none") -> None:
         self.store = store
         self.runtime = runtime
         self.defaults = defaults
-        self.network_default = network_default if runtime.network else "none"
+        self.network_default = network_default if runtime.networking else "none"
         self.locks = KeyedLocks()  # creates by name (and E2B's by Idempotency-Key)
         self.scheduler: LocalScheduler | None = None  # admission and placement (set by the app)
         self.secrets: SecretService | None = None  # checks the secrets a policy's rules name (set by the app)
-        runtime.on_expire = store.delete_sandbox
+        runtime.on_expire(store.delete_sandbox)
 
     async def reconcile(self) -> None:
         """Make ownership records and the node agree after a restart."""
@@ -133,17 +133,14 @@ class SandboxService:
             admission = self.scheduler.admit(tenant, spec, req.wait_s, req.region) if self.scheduler else unscheduled()
             with scheduler_errors():
                 async with admission as admitted:
-                    if manifest:
-                        rec = await self.runtime.create_cold(spec, snapshot=manifest)
-                    else:
-                        rec = await self.runtime.create(spec)
+                    rec = await self.runtime.create(spec, snapshot=manifest)
                     admitted.bind(rec.id)
             return await self._own(tenant, rec, name, req.metadata), True
 
     def choose_isolation(self, tenant: Tenant, isolation: str | None) -> str:
         """The tier a create asks for (the server's default when absent); 403 naming the
         field when the tenant's allow-list does not include it."""
-        chosen = isolation or self.runtime.config.isolation
+        chosen = isolation or self.runtime.default_isolation
         if tenant.isolation and chosen not in tenant.isolation:
             raise ApiError(403, "isolation_not_allowed", f"isolation: this tenant may not use {chosen!r} "
                            f"(allowed: {', '.join(tenant.isolation)})")  # fmt: skip
@@ -156,7 +153,7 @@ class SandboxService:
         for the rules' hosts."""
         if network is None:
             network = self.network_default
-        if network != "none" and self.runtime.network is None:
+        if network != "none" and not self.runtime.networking:
             raise ApiError(400, "invalid_request", f"{field_name}: networking is off on this server (network=0)")
         policy = NetworkPolicy.from_json(network, field_name=field_name)
         if tenant is not None and self.secrets is not None:
@@ -171,12 +168,8 @@ class SandboxService:
     def network_status(self, view: SandboxView) -> dict[str, Any]:
         """The sandbox's policy, address and live counters (traffic and DNS)."""
         out: dict[str, Any] = dict(view.to_json()["network"])
-        net = self.runtime.network
-        if net is not None and net.link(view.row.id) is not None:
-            counters = net.counters_of(view.row.id).to_json()
-            dns = net.dns_stats(view.row.id)
-            counters.update({"dns_queries": dns["queries"], "dns_refused": dns["refused"],
-                             "dns_rate_limited": dns["rate_limited"]})  # fmt: skip
+        counters = self.runtime.network_stats(view.row.id)
+        if counters is not None:
             out["counters"] = counters
         return out
 

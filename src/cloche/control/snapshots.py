@@ -22,7 +22,7 @@ class SnapshotService:
         if self.store.snapshot_by_name(tenant.id, name):
             raise ApiError(409, "conflict", f"a snapshot named {name!r} already exists")
         manifest = await self.runtime.snapshot(sandbox_id)
-        size = self.runtime.snapshots.get_manifest(manifest).get("bytes", 0)
+        size = self.runtime.snapshot_bytes(manifest)
         row = SnapshotRow("snap_" + secrets.token_hex(8), tenant.id, name, manifest, sandbox_id,
                           view.record.spec.template, size, time.time())  # fmt: skip
         try:

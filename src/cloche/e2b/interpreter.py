@@ -60,7 +60,7 @@ class Kernel:
         req = ExecRequest(cmd=["python3", "-u", "-c", KERNEL_SOURCE], cwd=self.cwd, uid=user.uid, gid=user.gid,
                           env={"HOME": user.home, "USER": user.name, "PYTHONUNBUFFERED": "1"},
                           output_cap=1 << 50, interactive=True)  # fmt: skip
-        self.session = await runtime.exec_session(self.sandbox_id, req)
+        self.session = await runtime.open_exec(self.sandbox_id, req)
         self.queue = asyncio.Queue()
         self.reader = asyncio.create_task(self._read(self.session, self.queue))
         first = await asyncio.wait_for(self.queue.get(), 30)

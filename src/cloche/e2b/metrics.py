@@ -4,7 +4,6 @@ for one sandbox or many."""
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
@@ -15,7 +14,6 @@ from cloche.control.errors import ApiError
 from cloche.e2b.api import E2bRoute, authenticate, iso
 from cloche.e2b.errors import E2bError
 from cloche.node.errors import RuntimeFailure
-from cloche.scheduler.local import anon_memory_mb
 from cloche.server.context import Context
 
 router = APIRouter(route_class=E2bRoute, include_in_schema=False)
@@ -38,20 +36,14 @@ def _metric(c: Context, sandbox_id: str) -> dict[str, Any] | None:
         return None
     scheduler = c.sandboxes.scheduler
     cores = scheduler.view.usage.get(sandbox_id, (0.0, 0.0))[0] if scheduler else 0.0
-    anon = int(anon_memory_mb(f"{c.runtime.cgroup_parent}/{sandbox_id}") * 1024 * 1024)
+    anon = usage.anon_memory_bytes
     cpus = max(1, math.ceil(rec.spec.limits.cpu))
-    disk_total = disk_used = 0
-    try:
-        vfs = os.statvfs(c.runtime.run / sandbox_id / "disk")
-        disk_total = vfs.f_blocks * vfs.f_frsize
-        disk_used = (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize
-    except OSError:
-        pass
+    disk = c.runtime.disk_usage(sandbox_id)
     now = time.time()
     return {"timestamp": iso(now), "timestampUnix": int(now), "cpuCount": cpus,
             "cpuUsedPct": round(min(100.0, cores / cpus * 100), 2), "memUsed": anon,
             "memTotal": rec.spec.limits.memory_mb << 20, "memCache": max(0, usage.memory_bytes - anon),
-            "diskUsed": disk_used, "diskTotal": disk_total}  # fmt: skip
+            "diskUsed": disk.used_bytes, "diskTotal": disk.total_bytes}  # fmt: skip
 
 
 def _unix_param(request: Request, name: str) -> int | None:

@@ -100,7 +100,7 @@ async def _start(request: Request) -> Response:
                       pty=pty is not None, rows=int(size.get("rows") or 24), cols=int(size.get("cols") or 80),
                       interactive=stdin)  # fmt: skip
     try:
-        session = await t.c.runtime.exec_session(t.sandbox_id, req)
+        session = await t.c.runtime.open_exec(t.sandbox_id, req)
     except RuntimeFailure as exc:
         raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found ({exc})") from None
     first = await _first_event(session)

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import Request
 
@@ -45,9 +44,9 @@ class E2bState:
         self.watchers = WatcherRegistry()
         self.prepared: set[str] = set()
         self.last_sweep = 0.0  # when rows of sandboxes gone behind E2B's back were last dropped
-        c.runtime.listeners.append(self)
+        c.runtime.subscribe(self)
 
-    async def sandbox_started(self, record: SandboxRecord, host_dir: Path) -> None:
+    async def sandbox_started(self, record: SandboxRecord) -> None:
         pass
 
     async def sandbox_stopped(self, sandbox_id: str) -> None:

@@ -18,9 +18,14 @@ ROOT = Path("/sys/fs/cgroup")
 PARENT = "cloche"
 CPU_PERIOD_US = 100_000
 
+
 @dataclass(frozen=True)
 class Usage:
+    """A cgroup's reading. `anon_memory_bytes` is what the kernel cannot give back
+    without swap (anonymous pages); the rest of `memory_bytes` is page cache."""
+
     memory_bytes: int
+    anon_memory_bytes: int
     cpu_usec: int
     pids: int
 
@@ -40,6 +45,18 @@ def _read_int(path: Path) -> int:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _stat_value(path: Path, key: str) -> int:
+    """One counter of a memory.stat file (0 when it cannot be read)."""
+    try:
+        for line in path.read_text().splitlines():
+            name, value = line.split()
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _write(path: Path, value: str) -> None:
@@ -72,6 +89,7 @@ class CgroupV1:
     def usage(self) -> Usage:
         return Usage(
             memory_bytes=_read_int(self._dir("memory") / "memory.usage_in_bytes"),
+            anon_memory_bytes=_stat_value(self._dir("memory") / "memory.stat", "total_rss"),
             cpu_usec=_read_int(self._dir("cpuacct") / "cpuacct.usage") // 1000,
             pids=_read_int(self._dir("pids") / "pids.current"),
         )
@@ -101,6 +119,7 @@ class CgroupV2:
             pass
         return Usage(
             memory_bytes=_read_int(self.dir / "memory.current"),
+            anon_memory_bytes=_stat_value(self.dir / "memory.stat", "anon"),
             cpu_usec=cpu,
             pids=_read_int(self.dir / "pids.current"),
         )

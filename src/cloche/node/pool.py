@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from cloche.node.records import SandboxRecord
 from cloche.node.spec import Limits, SandboxSpec
-
-if TYPE_CHECKING:
-    from cloche.node.records import SandboxRecord
-    from cloche.node.runtime import NodeRuntime
 
 log = logging.getLogger("cloche.pool")
 
 
+class PoolHost(Protocol):
+    """What the pool needs from the node that runs it (the NodeRuntime)."""
+
+    async def create_cold(self, spec: SandboxSpec, pooled: bool = False,
+                          snapshot: str | None = None) -> SandboxRecord: ...  # fmt: skip
+
+    def adopt_from_pool(self, rec: SandboxRecord, spec: SandboxSpec) -> SandboxRecord: ...
+
+    async def announce_started(self, rec: SandboxRecord) -> None: ...
+
+    async def kill(self, sandbox_id: str) -> None: ...
+
+
 class WarmPool:
-    def __init__(self, runtime: NodeRuntime, template: str, limits: Limits, size: int, isolation: str) -> None:
+    def __init__(self, runtime: PoolHost, template: str, limits: Limits, size: int, isolation: str,
+                 pids_fixed_at_boot: bool) -> None:  # fmt: skip
         self.runtime = runtime
         self.template = template
         self.isolation = isolation
+        self.pids_fixed_at_boot = pids_fixed_at_boot  # the tier sets pids at boot: a claim cannot change them
         self.limits = limits
         self.size = size
         self.ready: list[SandboxRecord] = []
@@ -49,7 +61,7 @@ class WarmPool:
             and spec.isolation == self.isolation
             and spec.limits.disk_mb == self.limits.disk_mb
             and spec.limits.inode_count == self.limits.inode_count
-            and (not self.runtime.drivers[self.isolation].pids_fixed_at_boot or spec.limits.pids == self.limits.pids)
+            and (not self.pids_fixed_at_boot or spec.limits.pids == self.limits.pids)
         )
 
     async def claim(self, spec: SandboxSpec) -> SandboxRecord | None:

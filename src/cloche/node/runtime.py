@@ -19,16 +19,17 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from cloche.node import cgroups, disk, drivers, idmap, linux, orphans, supervisor
+from cloche.node.api import ExpireCallback, PoolStatus, SandboxEvents, TemplateInfo
 from cloche.node.bundle import UID_RANGE, HostBind, build_config
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
-from cloche.node.files import SandboxFS
 from cloche.node.net import links
 from cloche.node.net.firewall import Counters
 from cloche.node.net.node import NetConfig, NodeNetwork
@@ -36,6 +37,7 @@ from cloche.node.net.policy import NetworkPolicy
 from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.pool import WarmPool
 from cloche.node.protocol import ExecRequest
+from cloche.node.reach import SandboxReach
 from cloche.node.records import RecordStore, SandboxRecord
 from cloche.node.runc import OciDriver
 from cloche.node.spec import Limits, SandboxSpec
@@ -91,7 +93,7 @@ def node_key(data_dir: Path) -> str:
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
 
 
-class NodeRuntime:
+class NodeRuntime(SandboxReach):
     """Sandboxes on one host. All public methods are coroutines or cheap reads."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -130,15 +132,17 @@ class NodeRuntime:
         self._sandboxes: dict[str, SandboxRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Future[None]] = set()
-        self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size, config.isolation)
+        self.pool = WarmPool(self, config.pool_template, config.pool_limits, config.pool_size, config.isolation,
+                             self.driver.pids_fixed_at_boot)  # fmt: skip
         self.network = (NodeNetwork(self.key, config.network, config.run_root, self.data)
                         if config.network else None)  # fmt: skip
         self.base_env = {**BASE_ENV, **(TRUST_ENV if self.network else {})}
         if self.network:
             self._install_trust(self.network.ca.cert_pem)
         self._reaper: asyncio.Task[None] | None = None
-        self.on_expire: Callable[[str], None] | None = None
-        self.listeners: list[SandboxListener] = []
+        self._expired: list[ExpireCallback] = []
+        self.listeners: list[SandboxListener] = []  # node-local services (they get the host directory)
+        self._subscribers: list[SandboxEvents] = []
         self.snapshots = SnapshotStore(open_store(config.blob_url, config.data_dir / "blobs"))
         defaults = config.pool_limits
         self.disk_stock = disk.DiskStock(self.data / "disk-stock", defaults.disk_mb, defaults.inode_count)
@@ -272,16 +276,23 @@ class NodeRuntime:
         log.warning("sandbox %s lost its network link; restarting it", rec.id)
         return False
 
-    def host_dir(self, sandbox_id: str) -> Path:
-        return self.run / sandbox_id / "host"
-
     async def announce_started(self, rec: SandboxRecord) -> None:
         for listener in self.listeners:
             await listener.sandbox_started(rec, self.host_dir(rec.id))
+        for subscriber in self._subscribers:
+            await subscriber.sandbox_started(rec)
 
     async def announce_stopped(self, sandbox_id: str) -> None:
         for listener in self.listeners:
             await listener.sandbox_stopped(sandbox_id)
+        for subscriber in self._subscribers:
+            await subscriber.sandbox_stopped(sandbox_id)
+
+    def subscribe(self, listener: SandboxEvents) -> None:
+        self._subscribers.append(listener)
+
+    def on_expire(self, callback: ExpireCallback) -> None:
+        self._expired.append(callback)
 
     # ---- queries ---------------------------------------------------------------------
 
@@ -302,15 +313,45 @@ class NodeRuntime:
             total_kb = int(f.readline().split()[1])
         return {"cpu": float(os.cpu_count() or 1), "memory_mb": total_kb // 1024}
 
-    def usage(self, sandbox_id: str) -> cgroups.Usage:
-        return cgroups.manager(self._cgroup(sandbox_id)).usage()
+    @property
+    def default_isolation(self) -> str:
+        return self.config.isolation
 
-    def fs(self, sandbox_id: str) -> SandboxFS:
-        rec = self.get(sandbox_id)
-        if rec.state not in ("running", "paused"):
-            raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; start it to use its files")
-        rec.last_active_at = time.time()
-        return SandboxFS(str(self.run / sandbox_id / "rootfs"), UidAllocator.base(rec.uid_index))
+    @property
+    def networking(self) -> bool:
+        return self.network is not None
+
+    def pool_status(self) -> PoolStatus:
+        pool = self.pool
+        return PoolStatus(pool.template, pool.isolation, pool.size, len(pool.ready), pool.claims)
+
+    def set_pool_size(self, size: int) -> None:
+        self.pool.set_size(size)
+
+    def network_stats(self, sandbox_id: str) -> dict[str, int] | None:
+        net = self.network
+        if net is None or net.link(sandbox_id) is None:
+            return None
+        counters = net.counters_of(sandbox_id).to_json()
+        dns = net.dns_stats(sandbox_id)
+        counters.update({"dns_queries": dns["queries"], "dns_refused": dns["refused"],
+                         "dns_rate_limited": dns["rate_limited"]})  # fmt: skip
+        return counters
+
+    def template_names(self) -> list[str]:
+        return self.templates.names()
+
+    def template(self, name: str) -> TemplateInfo:
+        return TemplateInfo(name, bool(self.templates.get(name).binds))
+
+    async def import_template(self, name: str, tarball: AsyncIterable[bytes], on_base: bool = False) -> TemplateInfo:
+        """The tarball is spooled to a temporary file as it arrives (memory stays bounded)."""
+        with tempfile.TemporaryFile() as spool:
+            async for chunk in tarball:
+                await asyncio.to_thread(spool.write, chunk)
+            spool.seek(0)
+            await asyncio.to_thread(self.templates.import_tar, name, spool, on_base)
+        return self.template(name)
 
     def socket_path(self, sandbox_id: str) -> str:
         return self._socket_path(self.get(sandbox_id))
@@ -338,7 +379,10 @@ class NodeRuntime:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def create(self, spec: SandboxSpec, *, use_pool: bool = True) -> SandboxRecord:
+    async def create(self, spec: SandboxSpec, *, use_pool: bool = True,
+                     snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
+        if snapshot is not None:
+            return await self.create_cold(spec, snapshot=snapshot)
         spec.validate()
         if spec.isolation not in self.drivers:
             raise InvalidSpec(str(drivers.missing(spec.isolation)))
@@ -629,6 +673,9 @@ class NodeRuntime:
             if frozen:
                 self._driver(rec).resume(rec.id)
 
+    def snapshot_bytes(self, manifest: str) -> int:
+        return int(self.snapshots.get_manifest(manifest).get("bytes", 0))
+
     async def fork(self, sandbox_id: str, spec: SandboxSpec | None = None) -> SandboxRecord:
         """A new sandbox with the current files of this one (running or hibernated)."""
         source = self.get(sandbox_id)
@@ -687,6 +734,10 @@ class NodeRuntime:
                 cut.add_done_callback(self._background.discard)
             return rec
 
+    async def check_network(self, policy: NetworkPolicy) -> None:
+        if self.network:
+            await self.network.check_policy(policy)
+
     def network_counters(self) -> dict[str, Counters]:
         return self.network.counters() if self.network else {}
 
@@ -695,6 +746,12 @@ class NodeRuntime:
         rec.spec = replace(rec.spec, timeout_s=timeout_s)
         rec.spec.validate()
         rec.expires_at = time.time() + timeout_s if timeout_s else None
+        await asyncio.to_thread(self.records.save, rec)
+        return rec
+
+    async def set_env(self, sandbox_id: str, env: dict[str, str]) -> SandboxRecord:
+        rec = self.get(sandbox_id)
+        rec.spec = replace(rec.spec, env=env)
         await asyncio.to_thread(self.records.save, rec)
         return rec
 
@@ -716,7 +773,7 @@ class NodeRuntime:
             if rec.state in ("running", "paused") and limits != old:
                 if self._driver(rec).pids_fixed_at_boot and limits.pids != old.pids:
                     raise InvalidState("a running gVisor sandbox's pids limit cannot change (it is its processes' "
-                                       "RLIMIT_NPROC, set at boot): stop and start it to apply a new one")
+                                       "RLIMIT_NPROC, set at boot): stop and start it to apply a new one")  # fmt: skip
                 try:
                     await asyncio.to_thread(self._set_limits, rec, limits)
                 except OSError as exc:
@@ -748,8 +805,8 @@ class NodeRuntime:
                 await self.hibernate(rec.id)
             else:
                 await self.kill(rec.id)
-                if self.on_expire:
-                    self.on_expire(rec.id)
+                for callback in self._expired:
+                    callback(rec.id)
             return
         quiet = now - rec.last_active_at
         if idle.hibernate_after_s and quiet >= idle.hibernate_after_s and rec.state in ("running", "paused"):
@@ -766,28 +823,6 @@ class NodeRuntime:
         if name == "base":
             raise InvalidState("the built-in template 'base' cannot be deleted")
         self.templates.delete(name)
-
-    # ---- exec --------------------------------------------------------------------------
-
-    def prepare_exec(self, sandbox_id: str, request: ExecRequest) -> tuple[str, ExecRequest]:
-        rec = self.get(sandbox_id)
-        if rec.state != "running":
-            raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; it must be running to exec")
-        rec.last_active_at = time.time()
-        request.env = {**self.base_env, **rec.spec.env, **request.env}
-        return self._socket_path(rec), request
-
-    async def exec(self, sandbox_id: str, request: ExecRequest) -> supervisor.ExecResult:
-        sock, request = self.prepare_exec(sandbox_id, request)
-        return await supervisor.run(sock, request)
-
-    async def exec_session(self, sandbox_id: str, request: ExecRequest) -> supervisor.ExecSession:
-        sock, request = self.prepare_exec(sandbox_id, request)
-        return await supervisor.open_session(sock, request)
-
-    async def signal(self, sandbox_id: str, pid: int, signo: int) -> int:
-        sock, _ = self.prepare_exec(sandbox_id, ExecRequest(cmd=["-"]))
-        return await supervisor.kill_process(sock, pid, signo)
 
 
 def _make_upper(upper: Path, work: Path, uid_base: int) -> None:

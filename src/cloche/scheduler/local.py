@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloche.node.spec import SandboxSpec
@@ -35,7 +34,7 @@ from cloche.scheduler.errors import InsufficientCapacity, InUse, NoCapacity, Quo
 from cloche.scheduler.filters import ResourceFit
 from cloche.scheduler.loop import AdmissionLoop, LoopConfig, Waiter
 from cloche.scheduler.model import ZERO, Ask, Node, Resources
-from cloche.scheduler.nodeview import ACTIVE, NodeView, anon_memory_mb, request_of
+from cloche.scheduler.nodeview import ACTIVE, NodeView, request_of
 from cloche.scheduler.pipeline import Placement
 from cloche.scheduler.pools import PoolSizer
 from cloche.scheduler.preemption import Victim
@@ -43,8 +42,8 @@ from cloche.scheduler.scorers.latency import LatencyMatrix
 
 if TYPE_CHECKING:
     from cloche.config import Settings
+    from cloche.node.api import Node as NodeApi
     from cloche.node.records import SandboxRecord
-    from cloche.node.runtime import NodeRuntime
     from cloche.store.db import Store, Tenant
 
 # A sandbox still being made holds its quota too, or two racing creates would both pass.
@@ -78,7 +77,7 @@ async def unscheduled() -> AsyncIterator[Admitted]:
 
 
 class LocalScheduler:
-    def __init__(self, runtime: NodeRuntime, store: Store, settings: Settings) -> None:
+    def __init__(self, runtime: NodeApi, store: Store, settings: Settings) -> None:
         self.runtime = runtime
         self.store = store
         self.settings = settings
@@ -103,7 +102,7 @@ class LocalScheduler:
         self._departures = 0.0  # EWMA of sandboxes leaving per second (for Retry-After)
         self._last_departure = time.monotonic()
         self._busy: set[str] = set()  # sandboxes being hibernated by us
-        runtime.listeners.append(self)
+        runtime.subscribe(self)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -125,7 +124,7 @@ class LocalScheduler:
             if not item.future.done():
                 item.future.cancel()
 
-    async def sandbox_started(self, record: SandboxRecord, host_dir: Path) -> None:
+    async def sandbox_started(self, record: SandboxRecord) -> None:
         self._kick.set()
 
     async def sandbox_stopped(self, sandbox_id: str) -> None:
@@ -279,7 +278,7 @@ class LocalScheduler:
         """Feed the pool sizer the claims since the last look and the pooled sandboxes' size."""
         if not self.settings.pool_autosize:
             return
-        pool = self.runtime.pool
+        pool = self.runtime.pool_status()
         claims = pool.claims - self._pool_claims
         self._pool_claims = pool.claims
         if claims:
@@ -289,11 +288,11 @@ class LocalScheduler:
             self.pool_sizer.sandbox_mb = max(16.0, sum(pooled) / len(pooled))
 
     def pool_targets(self, node: Node, targets: dict[str, int]) -> None:
-        pool = self.runtime.pool
+        pool = self.runtime.pool_status()
         target = targets.get(pool.template, pool.size)
         if target != pool.size:
             log.info("warm pool %s: %d -> %d", pool.template, pool.size, target)
-            pool.set_size(target)
+            self.runtime.set_pool_size(target)
 
     async def _run(self) -> None:
         last_sample = 0.0
@@ -351,7 +350,8 @@ class LocalScheduler:
                         message += f"; allow_move: no other node fits (this control plane has {len(self.cluster)})"
                 raise InsufficientCapacity(message)
             if new.memory_mb < old.memory_mb:
-                used = await asyncio.to_thread(anon_memory_mb, f"{self.runtime.cgroup_parent}/{sandbox_id}")
+                usage = await asyncio.to_thread(self.runtime.usage, sandbox_id)
+                used = usage.anon_memory_bytes / 2**20
                 if used > new.memory_mb * 0.95:
                     raise InUse(
                         f"the sandbox uses {used:.0f} MB that cannot be reclaimed; a limit of "
@@ -372,7 +372,7 @@ class LocalScheduler:
 
     def nodes(self) -> list[dict[str, Any]]:
         node = self._refresh()
-        pool = self.runtime.pool
+        pool = self.runtime.pool_status()
         stats = self.pool_sizer.stats.get(pool.template)
         out = node.to_json()
         active = [r for r in self.runtime.list() if r.state in ACTIVE]
@@ -389,7 +389,7 @@ class LocalScheduler:
             "sandboxes": len(self.runtime.list()),
             "states": {s: sum(1 for r in self.runtime.list() if r.state == s)
                        for s in ("running", "paused", "stopped", "hibernated")},
-            "pools": [{"template": pool.template, "ready": len(pool.ready), "size": pool.size,
+            "pools": [{"template": pool.template, "ready": pool.ready, "size": pool.size,
                        "autosize": bool(self.settings.pool_autosize), "claims": pool.claims,
                        "claim_rate_per_s": round(stats.rate, 4) if stats else 0.0,
                        "budget_mb": self.pool_sizer.budget_mb}],

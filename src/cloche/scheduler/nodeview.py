@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloche.node import cgroups
 from cloche.node.spec import Limits
 from cloche.scheduler.model import INF, ZERO, Node, Overcommit, Resources
 
 if TYPE_CHECKING:
     from cloche.config import Settings
-    from cloche.node.runtime import NodeRuntime
+    from cloche.node.api import Node as NodeApi
 
 ACTIVE = ("running", "paused")
 
@@ -26,22 +24,6 @@ def _mem_total_mb() -> int:
         return int(f.readline().split()[1]) // 1024
 
 
-def anon_memory_mb(rel: str) -> float:
-    """Memory a cgroup cannot give back without swap (anonymous pages), in MB."""
-    if cgroups.is_v2():
-        path, keys = cgroups.ROOT / rel.strip("/") / "memory.stat", ("anon",)
-    else:
-        path, keys = cgroups.ROOT / "memory" / rel.strip("/") / "memory.stat", ("total_rss",)
-    try:
-        for line in Path(path).read_text().splitlines():
-            name, value = line.split()
-            if name in keys:
-                return int(value) / 1024 / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
-
-
 def request_of(limits: Limits) -> Resources:
     return Resources(limits.cpu, limits.memory_mb, limits.disk_mb)
 
@@ -49,7 +31,7 @@ def request_of(limits: Limits) -> Resources:
 class NodeView:
     """The embedded NodeRuntime as a scheduler Node."""
 
-    def __init__(self, runtime: NodeRuntime, settings: Settings) -> None:
+    def __init__(self, runtime: NodeApi, settings: Settings) -> None:
         self.runtime = runtime
         disk = settings.node_disk_mb or INF
         cpu = settings.node_cpu or float(os.cpu_count() or 1)
@@ -72,8 +54,8 @@ class NodeView:
         node = self.node
         node.allocated = alloc
         node.local = local
-        pool = self.runtime.pool
-        node.pools = {pool.template: len(pool.ready)}
+        pool = self.runtime.pool_status()
+        node.pools = {pool.template: pool.ready}
         node.heartbeat_at = time.time()
         return node
 
@@ -86,15 +68,14 @@ class NodeView:
             if rec.state not in ACTIVE:
                 continue
             try:
-                u = self.runtime.usage(rec.id) if not rec.pooled else cgroups.manager(
-                    f"{self.runtime.cgroup_parent}/{rec.id}").usage()  # fmt: skip
+                u = self.runtime.usage(rec.id)
             except Exception:
                 continue
             prev = self._cpu_seen.get(rec.id)
             cores = (u.cpu_usec - prev[1]) / 1e6 / (now - prev[0]) if prev and now > prev[0] else 0.0
             self._cpu_seen[rec.id] = (now, u.cpu_usec)
             # what the kernel cannot reclaim (no swap): page cache would come back under pressure
-            mem = anon_memory_mb(f"{self.runtime.cgroup_parent}/{rec.id}")
+            mem = u.anon_memory_bytes / 2**20
             usage[rec.id] = (max(0.0, cores), mem)
             cpu_total += max(0.0, cores)
             mem_total += mem

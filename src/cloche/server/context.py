@@ -13,7 +13,7 @@ from cloche.control.sandboxes import SandboxService
 from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.metrics import Metrics
-from cloche.node.runtime import NodeRuntime
+from cloche.node.api import Node
 from cloche.store.db import Store
 
 
@@ -21,7 +21,7 @@ from cloche.store.db import Store
 class Context:
     settings: Settings
     store: Store
-    runtime: NodeRuntime
+    runtime: Node
     sandboxes: SandboxService
     snapshots: SnapshotService
     agents: AgentService

@@ -43,6 +43,7 @@ from websockets.uri import parse_uri
 from cloche.config import Settings
 from cloche.control.errors import ApiError, not_found
 from cloche.control.traffic import TrafficTokens
+from cloche.node.api import Node
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
 from cloche.node.records import SandboxRecord
 from cloche.server.access import note
@@ -385,16 +386,16 @@ class Proxy:
                 await runtime.wake(sandbox_id)
                 woke = True
             runtime.touch(sandbox_id)
-            state = runtime.get(sandbox_id).state
+            rec = runtime.get(sandbox_id)
         except SandboxNotFound:
             raise not_found("sandbox", sandbox_id) from None
-        if runtime.network is None:
+        if not runtime.networking:
             raise ApiError(409, "network_off", "networking is off on this server (network=0): "
                                                "sandbox ports cannot be reached")  # fmt: skip
-        link = runtime.network.link(sandbox_id)
-        if link is None:
-            raise ApiError(409, "invalid_state", f"sandbox {sandbox_id} is {state} and has no network link")
-        return link.address, woke
+        address = (rec.net or {}).get("address")
+        if address is None:
+            raise ApiError(409, "invalid_state", f"sandbox {sandbox_id} is {rec.state} and has no network link")
+        return address, woke
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, target: Target, address: str, woke: bool,
                       path: bytes, headers: list[tuple[bytes, bytes]], cookie: bytes | None,
@@ -409,7 +410,7 @@ class Proxy:
         for attempt in (0, 1):
             try:
                 conn, reused = await self._connect(key, woke, fresh=attempt > 0)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, RuntimeFailure) as exc:  # RuntimeFailure: its link went meanwhile
                 await _reject(scope, send, _connect_error(target, exc))
                 return
             exchange = Exchange(conn, receive, body)
@@ -440,8 +441,8 @@ class Proxy:
         conn = None if fresh else self.pool.take(key)
         if conn is not None:
             return conn, True
-        _, address, port, tls = key
-        return await _retry_refused(woke, lambda: _open(address, port, tls)), False
+        sandbox_id, _, port, tls = key
+        return await _retry_refused(woke, lambda: _open(self.ctx.runtime, sandbox_id, port, tls)), False
 
 
 def _has_param(query: bytes, name: bytes) -> bool:
@@ -559,13 +560,15 @@ def _sandbox_tls() -> ssl.SSLContext:
 
 SANDBOX_TLS = _sandbox_tls()
 # (sandbox id, address, port, over TLS): the idle connections that may serve a request
+# (the address tells a sandbox's new link, after a wake, from its old one)
 PoolKey = tuple[str, str, int, bool]
 
 
-async def _open(address: str, port: int, tls: bool) -> Connection:
+async def _open(node: Node, sandbox_id: str, port: int, tls: bool) -> Connection:
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        reader, writer = await asyncio.open_connection(address, port, limit=HEAD_LIMIT,
-                                                       ssl=SANDBOX_TLS if tls else None)  # fmt: skip
+        reader, writer = await node.connect(sandbox_id, port, limit=HEAD_LIMIT)
+        if tls:
+            await writer.start_tls(SANDBOX_TLS)
     return Connection(reader, writer)
 
 

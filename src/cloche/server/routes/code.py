@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -57,9 +56,9 @@ class Kernels(KernelRegistry):
     def __init__(self, c: Context) -> None:
         super().__init__(ROOT, "/workspace")
         self.c = c
-        c.runtime.listeners.append(self)
+        c.runtime.subscribe(self)
 
-    async def sandbox_started(self, record: SandboxRecord, host_dir: Path) -> None:
+    async def sandbox_started(self, record: SandboxRecord) -> None:
         pass
 
     async def sandbox_stopped(self, sandbox_id: str) -> None:

@@ -65,7 +65,7 @@ async def exec_stream(sandbox_id: str, body: ExecBody, request: Request,
     """Stream a long command as server-sent events: start, stdout, stderr, exit."""
     c = ctx(request)
     await c.sandboxes.running(tenant, sandbox_id)
-    session = await c.runtime.exec_session(sandbox_id, _request(body, STREAM_OUTPUT_CAP))
+    session = await c.runtime.open_exec(sandbox_id, _request(body, STREAM_OUTPUT_CAP))
 
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -112,7 +112,7 @@ async def serve_pty(websocket: WebSocket, tenant: Tenant, sandbox_id: str) -> No
     rows, cols = int(q.get("rows", "24") or 24), int(q.get("cols", "80") or 80)
     request = ExecRequest(cmd=cmd, pty=True, rows=rows, cols=cols, interactive=True,
                           output_cap=STREAM_OUTPUT_CAP, cwd=q.get("cwd", "/workspace"))  # fmt: skip
-    session = await c.runtime.exec_session(sandbox_id, request)
+    session = await c.runtime.open_exec(sandbox_id, request)
     await websocket.accept()
 
     async def pump_input() -> None:

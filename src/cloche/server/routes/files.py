@@ -1,52 +1,32 @@
-"""File and archive routes. Bodies are spooled to a temporary file as they arrive, so
-memory stays bounded, and every path goes through the path-safe SandboxFS."""
+"""File and archive routes. Bodies stream through the node's file streams in chunks
+(never whole in memory), and every path goes through the node's path-safe file access."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import tempfile
 from collections.abc import AsyncIterator
-from typing import IO, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from cloche.node import archive
-from cloche.node.files import Entry, SandboxFS, normalize
+from cloche.node.api import SandboxFiles
+from cloche.node.files import Entry, normalize
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
 from cloche.server.models import DirListing, EntryOut, PathBody, RenameBody, UploadOut, WriteResult
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["files"])
 PathParam = Annotated[str, Query(min_length=1, max_length=8192, description="path inside the sandbox")]
-CHUNK = 1 << 20
 
 
-async def _fs(request: Request, tenant: CurrentTenant, sandbox_id: str) -> SandboxFS:
+async def _fs(request: Request, tenant: CurrentTenant, sandbox_id: str) -> SandboxFiles:
     c = ctx(request)
     await c.sandboxes.running(tenant, sandbox_id)
-    return c.runtime.fs(sandbox_id)
+    return c.runtime.files(sandbox_id)
 
 
 def _entry(e: Entry) -> EntryOut:
     return EntryOut(**e.__dict__)
-
-
-async def _spool(request: Request) -> IO[bytes]:
-    spool = tempfile.TemporaryFile()
-    async for chunk in request.stream():
-        await asyncio.to_thread(spool.write, chunk)
-    spool.seek(0)
-    return spool
-
-
-async def stream_file(f: IO[bytes]) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            yield chunk
-    finally:
-        f.close()
 
 
 @router.get("/{sandbox_id}/files", responses={200: {"content": {"application/octet-stream": {}},
@@ -56,12 +36,11 @@ async def read_file(sandbox_id: str, path: PathParam, request: Request,
     """A file's bytes, or for a directory its listing as JSON."""
     fs = await _fs(request, tenant, sandbox_id)
     path = normalize(path)
-    if await asyncio.to_thread(fs.is_dir, path):
-        entries = await asyncio.to_thread(fs.list, path)
+    if await fs.is_dir(path):
+        entries = await fs.list(path)
         return JSONResponse(DirListing(path=path, entries=[_entry(e) for e in entries]).model_dump())
-    fd = await asyncio.to_thread(fs.open_read, path)
-    size = os.fstat(fd).st_size
-    return StreamingResponse(stream_file(os.fdopen(fd, "rb")), media_type="application/octet-stream",
+    size = await fs.size(path)  # a missing or special file fails here, before the answer starts
+    return StreamingResponse(fs.read(path), media_type="application/octet-stream",
                              headers={"Content-Length": str(size)})  # fmt: skip
 
 
@@ -71,12 +50,8 @@ async def write_file(sandbox_id: str, path: PathParam, request: Request, tenant:
     """Atomically replace a file with the request body (parent directories are created)."""
     fs = await _fs(request, tenant, sandbox_id)
     path = normalize(path)
-    spool = await _spool(request)
-    with spool:
-        parent = path.rpartition("/")[0] or "/"
-        await asyncio.to_thread(fs.mkdir, parent)
-        size = await asyncio.to_thread(fs.write_chunks, path, iter(lambda: spool.read(CHUNK), b""),
-                                       int(mode, 8))  # fmt: skip
+    await fs.mkdir(path.rpartition("/")[0] or "/")
+    size = await fs.write(path, request.stream(), int(mode, 8))
     return WriteResult(path=path, size=size)
 
 
@@ -84,7 +59,7 @@ async def write_file(sandbox_id: str, path: PathParam, request: Request, tenant:
 async def remove_file(sandbox_id: str, path: PathParam, request: Request, tenant: CurrentTenant,
                       recursive: bool = False) -> Response:  # fmt: skip
     fs = await _fs(request, tenant, sandbox_id)
-    await asyncio.to_thread(fs.remove, normalize(path), recursive)
+    await fs.remove(normalize(path), recursive)
     return Response(status_code=204)
 
 
@@ -92,7 +67,7 @@ async def remove_file(sandbox_id: str, path: PathParam, request: Request, tenant
 async def stat_file(sandbox_id: str, path: PathParam, request: Request,
                     tenant: CurrentTenant) -> EntryOut:  # fmt: skip
     fs = await _fs(request, tenant, sandbox_id)
-    return _entry(await asyncio.to_thread(fs.stat, normalize(path)))
+    return _entry(await fs.stat(normalize(path)))
 
 
 @router.post("/{sandbox_id}/files/mkdir", response_model=EntryOut)
@@ -100,8 +75,8 @@ async def make_dir(sandbox_id: str, body: PathBody, request: Request,
                    tenant: CurrentTenant) -> EntryOut:  # fmt: skip
     fs = await _fs(request, tenant, sandbox_id)
     path = normalize(body.path)
-    await asyncio.to_thread(fs.mkdir, path)
-    return _entry(await asyncio.to_thread(fs.stat, path))
+    await fs.mkdir(path)
+    return _entry(await fs.stat(path))
 
 
 @router.post("/{sandbox_id}/files/rename", response_model=EntryOut)
@@ -109,8 +84,8 @@ async def rename(sandbox_id: str, body: RenameBody, request: Request,
                  tenant: CurrentTenant) -> EntryOut:  # fmt: skip
     fs = await _fs(request, tenant, sandbox_id)
     src, dst = normalize(body.src), normalize(body.dst)
-    await asyncio.to_thread(fs.rename, src, dst)
-    return _entry(await asyncio.to_thread(fs.stat, dst))
+    await fs.rename(src, dst)
+    return _entry(await fs.stat(dst))
 
 
 @router.put("/{sandbox_id}/archive", response_model=UploadOut)
@@ -118,9 +93,7 @@ async def upload_archive(sandbox_id: str, path: PathParam, request: Request,
                          tenant: CurrentTenant) -> UploadOut:  # fmt: skip
     """Extract a tar (optionally gzip-compressed) into the directory `path`."""
     fs = await _fs(request, tenant, sandbox_id)
-    spool = await _spool(request)
-    with spool:
-        report = await asyncio.to_thread(archive.upload, fs, path, spool)
+    report = await fs.extract(path, request.stream())
     return UploadOut(**report.__dict__)
 
 
@@ -129,5 +102,12 @@ async def upload_archive(sandbox_id: str, path: PathParam, request: Request,
 async def download_archive(sandbox_id: str, path: PathParam, request: Request,
                            tenant: CurrentTenant) -> StreamingResponse:  # fmt: skip
     fs = await _fs(request, tenant, sandbox_id)
-    out = await asyncio.to_thread(archive.download, fs, path)
-    return StreamingResponse(stream_file(out), media_type="application/x-tar")
+    tar = fs.archive(path)
+    first = await anext(tar, b"")  # the path is checked (and the tar begun) before the answer starts
+    return StreamingResponse(_prepend(first, tar), media_type="application/x-tar")
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk

@@ -29,8 +29,8 @@ async def metrics(request: Request) -> Response:
             mem += rec.spec.limits.memory_mb
     for state, n in counts.items():
         m.sandboxes.labels(state).set(n)
-    pool = c.runtime.pool
-    m.pool_ready.labels(pool.template).set(len(pool.ready))
+    pool = c.runtime.pool_status()
+    m.pool_ready.labels(pool.template).set(pool.ready)
     m.pool_size.labels(pool.template).set(pool.size)
     cap = c.runtime.capacity()
     m.capacity.labels("cpu").set(cap["cpu"])

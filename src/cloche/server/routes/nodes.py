@@ -21,7 +21,7 @@ async def list_nodes(request: Request, _: Admin) -> dict[str, list[dict[str, Any
         return {"items": c.sandboxes.scheduler.nodes()}
     rt = c.runtime
     active = [r for r in rt.list() if r.state in ("running", "paused")]
-    pool = rt.pool
+    pool = rt.pool_status()
     return {
         "items": [
             {
@@ -33,7 +33,7 @@ async def list_nodes(request: Request, _: Admin) -> dict[str, list[dict[str, Any
                     "memory_mb": sum(r.spec.limits.memory_mb for r in active),
                 },
                 "sandboxes": len(rt.list()),
-                "pools": [{"template": pool.template, "ready": len(pool.ready), "size": pool.size}],
+                "pools": [{"template": pool.template, "ready": pool.ready, "size": pool.size}],
             }
         ]
     }

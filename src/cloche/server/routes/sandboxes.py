@@ -34,10 +34,10 @@ EXISTING = {"model": SandboxOut, "links": links.SANDBOX, "description": "existin
 async def create_sandbox(body: Omittable[SandboxCreate], request: Request, tenant: CurrentTenant) -> Response:
     c = ctx(request)
     started = time.perf_counter()
-    pool_claims = c.runtime.pool.claims
+    pool_claims = c.runtime.pool_status().claims
     view, created = await c.sandboxes.create(tenant, CreateRequest(**body.model_dump()))
     if created:
-        source = "pool" if c.runtime.pool.claims > pool_claims else "cold"
+        source = "pool" if c.runtime.pool_status().claims > pool_claims else "cold"
         c.metrics.create_seconds.labels(source).observe(time.perf_counter() - started)
     out = view.to_json()
     if c.sandboxes.scheduler is not None:

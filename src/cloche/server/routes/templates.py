@@ -3,8 +3,6 @@ every tenant; importing and deleting need the admin key (templates are trusted i
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -27,13 +25,13 @@ class TemplateList(BaseModel):
 
 
 def _out(request: Request, name: str) -> TemplateOut:
-    template = ctx(request).runtime.templates.get(name)
-    return TemplateOut(name=name, on_base=bool(template.binds))
+    template = ctx(request).runtime.template(name)
+    return TemplateOut(name=template.name, on_base=template.on_base)
 
 
 @router.get("", response_model=TemplateList)
 async def list_templates(request: Request, _: CurrentTenant) -> TemplateList:
-    names = ctx(request).runtime.templates.names()
+    names = ctx(request).runtime.template_names()
     return TemplateList(items=[_out(request, n) for n in names])
 
 
@@ -43,12 +41,8 @@ async def import_template(name: TemplateName, request: Request, _: Admin,
                           ) -> TemplateOut:  # fmt: skip
     """Import a rootfs tarball (optionally gzip/xz) as a template, replacing one of the
     same name. Sandboxes created afterwards use it; running ones keep theirs."""
-    with tempfile.TemporaryFile() as spool:
-        async for chunk in request.stream():
-            await asyncio.to_thread(spool.write, chunk)
-        spool.seek(0)
-        await asyncio.to_thread(ctx(request).runtime.templates.import_tar, name, spool, on_base)
-    return _out(request, name)
+    template = await ctx(request).runtime.import_template(name, request.stream(), on_base)
+    return TemplateOut(name=template.name, on_base=template.on_base)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response)

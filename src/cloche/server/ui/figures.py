@@ -8,12 +8,11 @@ rate: it is the scheduler's own reading of each cgroup, taken every second
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from cloche.node.api import Node
 from cloche.node.net.firewall import Counters
 from cloche.node.records import SandboxRecord
-from cloche.node.runtime import NodeRuntime
 
 ACTIVE = ("running", "paused")
 
@@ -27,14 +26,11 @@ class Figures:
     bytes_out: int | None = None
 
 
-def figures(runtime: NodeRuntime, rec: SandboxRecord, counters: dict[str, Counters],
+def figures(runtime: Node, rec: SandboxRecord, counters: dict[str, Counters],
             cpu: dict[str, tuple[float, float]] | None) -> Figures:  # fmt: skip
     """`cpu` is the scheduler's sample (cores, memory) by sandbox id; None without a scheduler."""
     out = Figures()
-    try:
-        out.disk_bytes = os.stat(runtime.records.dir(rec.id) / "disk.img").st_blocks * 512
-    except OSError:
-        pass
+    out.disk_bytes = runtime.disk_usage(rec.id).image_bytes or None
     if net := counters.get(rec.id):
         out.bytes_in, out.bytes_out = net.bytes_in, net.bytes_out
     if rec.state not in ACTIVE:

@@ -1,6 +1,6 @@
 """A running sandbox's files (browse, download, upload) and its terminal.
 
-Files go through the node's path-safe `SandboxFS` after the sandbox service's ownership
+Files go through the node's path-safe file streams after the sandbox service's ownership
 check, as the API's file routes do. The terminal is the API's own PTY session
 (`routes.exec.serve_pty`), reached by a WebSocket that authenticates with the session
 cookie and the Origin header instead of a bearer key: a page of another site cannot open
@@ -9,8 +9,7 @@ it, since browsers send Origin on every WebSocket handshake and it must be this 
 
 from __future__ import annotations
 
-import asyncio
-import os
+from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -18,9 +17,9 @@ from fastapi import File, Form, Query, Request, Response, UploadFile, WebSocket
 from fastapi.responses import StreamingResponse
 
 from cloche.control.errors import ApiError
-from cloche.node.files import SandboxFS, normalize
+from cloche.node.api import CHUNK, SandboxFiles
+from cloche.node.files import normalize
 from cloche.server.routes.exec import serve_pty
-from cloche.server.routes.files import CHUNK, stream_file
 from cloche.server.ui.render import page, ui_router
 from cloche.server.ui.session import Action, LoginRequired, Page, Viewer, resolve, same_origin
 
@@ -28,18 +27,24 @@ router = ui_router()
 PathQuery = Annotated[str, Query(min_length=1, max_length=8192)]
 
 
-async def _fs(v: Viewer, sandbox_id: str) -> SandboxFS:
+async def _fs(v: Viewer, sandbox_id: str) -> SandboxFiles:
     await v.c.sandboxes.running(v.owner(sandbox_id), sandbox_id)
-    return v.c.runtime.fs(sandbox_id)
+    return v.c.runtime.files(sandbox_id)
 
 
 async def _listing(request: Request, v: Viewer, sandbox_id: str, path: str, note: str | None = None) -> Response:
     fs = await _fs(v, sandbox_id)
     path = normalize(path)
-    entries = sorted(await asyncio.to_thread(fs.list, path), key=lambda e: (e.type != "dir", e.name))
+    entries = sorted(await fs.list(path), key=lambda e: (e.type != "dir", e.name))
     crumbs = [(p.name or "/", str(p)) for p in reversed([PurePosixPath(path), *PurePosixPath(path).parents])]
     return page(request, "_files.html", v, sid=sandbox_id, path=path, entries=entries, crumbs=crumbs,
                 parent=str(PurePosixPath(path).parent), note=note)  # fmt: skip
+
+
+async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
+    """The upload as the form parser spooled it, in chunks."""
+    while data := await file.read(CHUNK):
+        yield data
 
 
 @router.get("/sandboxes/{sandbox_id}/files")
@@ -52,10 +57,10 @@ async def files(request: Request, sandbox_id: str, v: Page, path: PathQuery = "/
 async def download(sandbox_id: str, v: Page, path: PathQuery) -> Response:
     fs = await _fs(v, sandbox_id)
     path = normalize(path)
-    fd = await asyncio.to_thread(fs.open_read, path)
+    size = await fs.size(path)
     name = PurePosixPath(path).name.replace('"', "") or "file"
-    return StreamingResponse(stream_file(os.fdopen(fd, "rb")), media_type="application/octet-stream",
-                             headers={"Content-Length": str(os.fstat(fd).st_size),
+    return StreamingResponse(fs.read(path), media_type="application/octet-stream",
+                             headers={"Content-Length": str(size),
                                       "Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
 
@@ -66,7 +71,7 @@ async def upload(request: Request, sandbox_id: str, v: Action, path: Annotated[s
     fs = await _fs(v, sandbox_id)
     directory = normalize(path)
     target = normalize(f"{directory}/{PurePosixPath(file.filename or 'upload').name}")
-    size = await asyncio.to_thread(fs.write_chunks, target, iter(lambda: file.file.read(CHUNK), b""), 0o644)
+    size = await fs.write(target, _chunks(file), 0o644)
     return await _listing(request, v, sandbox_id, directory, note=f"uploaded {target} ({size} bytes)")
 
 
