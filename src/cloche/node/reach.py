@@ -26,6 +26,18 @@ from cloche.node.uids import UidAllocator
 from cloche.node.unixsock import connect_nofollow
 
 
+class _ReadToReset(asyncio.StreamReader):
+    """A peer that closes with our bytes unread resets the connection, often right after
+    its answer: the answer is still read (then EOF), as from a socket, where asyncio's
+    reader would raise at once and lose it."""
+
+    def set_exception(self, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionResetError):
+            self.feed_eof()
+        else:
+            super().set_exception(exc)
+
+
 class SandboxReach:
     """The ways into a sandbox; NodeRuntime provides the attributes declared here."""
 
@@ -99,7 +111,11 @@ class SandboxReach:
     async def connect_host(self, sandbox_id: str, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         # never by path: the sandbox's root owns the directory, a planted link must not lead elsewhere
         sock = connect_nofollow(str(self.host_dir(self.get(sandbox_id).id) / name))
-        return await asyncio.open_unix_connection(sock=sock)
+        loop = asyncio.get_running_loop()
+        reader = _ReadToReset()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.create_unix_connection(lambda: protocol, sock=sock)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     def host_file_tail(self, sandbox_id: str, name: str, nbytes: int) -> bytes:
         try:
