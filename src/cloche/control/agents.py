@@ -297,7 +297,11 @@ class AgentService:
         # Content-Length is kept so the body streams through unchunked: simple servers
         # (Python's http.server among them) do not read chunked request bodies.
         forwarded = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP or k.lower() == "content-length"}
-        request = client.build_request(method, "/" + path.lstrip("/"), headers=forwarded, content=body)
+        # A request without a body (no length, not chunked) goes without one: a chunked
+        # terminator the agent never reads makes it reset the connection after its answer.
+        has_body = any(k.lower() in ("content-length", "transfer-encoding") for k in headers)
+        request = client.build_request(method, "/" + path.lstrip("/"), headers=forwarded,
+                                       content=body if has_body else None)  # fmt: skip
         try:
             return await client.send(request, stream=True)
         except httpx.HTTPError as exc:

@@ -91,7 +91,7 @@ class LocalFiles:
         try:
             await self._run(self._fs.stat, path)
         except FileError as exc:
-            if exc.status == 404:
+            if exc.code == "not_found":
                 return False
             raise
         return True
