@@ -109,6 +109,64 @@ def test_a_failed_upload_stream_leaves_the_old_file(node, sandbox) -> None:
     assert node.sh(sandbox.id, "cat /tmp/keep; ls -a /tmp | grep -c cloche-tmp").stdout == b"old0\n"
 
 
+def test_files_as_a_user_with_owners_metadata_and_a_walk(node, sandbox) -> None:
+    files = node.rt.files(sandbox.id)
+    node.run(files.mkdir_as("/tmp/as/a/b", 1000, 1001, 0o750))
+    assert node.run(files.write_as("/tmp/as/a/f.txt", _chunks(b"hey"), 1000, 1001, 0o640)) == 3
+    shown = node.sh(sandbox.id, "stat -c '%u:%g %a' /tmp/as /tmp/as/a/b /tmp/as/a/f.txt").stdout.split(b"\n")
+    assert shown[:3] == [b"1000:1001 750", b"1000:1001 750", b"1000:1001 640"]
+    f = node.run(files.info("/tmp/as/a/f.txt"))
+    assert (f.name, f.path, f.kind, f.size, f.uid, f.gid, f.st_mode) == ("f.txt", "/tmp/as/a/f.txt", "file", 3, 1000,
+                                                                        1001, 0o100640)  # fmt: skip
+    assert f.metadata == {} and f.target is None and f.mtime > 0
+    node.run(files.set_metadata("/tmp/as/a/f.txt", {"Owner": "me"}))
+    assert node.run(files.info("/tmp/as/a/f.txt")).metadata == {"owner": "me"}
+    node.run(files.symlink("/tmp/as/link", "a/f.txt"))
+    node.run(files.symlink("/tmp/as/nowhere", "/missing"))
+    link, dangling = node.run(files.info("/tmp/as/link")), node.run(files.info("/tmp/as/nowhere"))
+    assert (link.kind, link.target, link.target_kind) == ("symlink", "a/f.txt", "file")
+    assert (dangling.target, dangling.target_kind) == ("/missing", None)
+    assert (node.run(files.info("/")).name, node.run(files.info("/")).kind) == ("/", "dir")
+    assert [e.path for e in node.run(files.walk("/tmp/as", 1))] == ["/tmp/as/a", "/tmp/as/link", "/tmp/as/nowhere"]
+    deep = [e.path for e in node.run(files.walk("/tmp/as", 3))]
+    assert deep == ["/tmp/as/a", "/tmp/as/link", "/tmp/as/nowhere", "/tmp/as/a/b", "/tmp/as/a/f.txt"]
+    with pytest.raises(FileError) as not_dir:
+        node.run(files.walk("/tmp/as/a/f.txt", 1))
+    assert not_dir.value.code == "not_a_directory"
+
+
+def test_a_watch_streams_changes_until_the_sandbox_stops(node) -> None:
+    n: api.Node = node.rt
+    rec = node.run(n.create(SandboxSpec(), use_pool=False))
+    files = n.files(rec.id)
+    node.run(files.mkdir("/tmp/w/sub"))
+
+    async def watch() -> tuple[list[tuple[str, str]], str]:
+        changes = await files.watch("/tmp/w", recursive=True)
+        seen: list[tuple[str, str]] = []
+        for script, want in [("echo 1 > /tmp/w/sub/f", ("sub/f", "create")),
+                             ("echo 22 >> /tmp/w/sub/f", ("sub/f", "write")),
+                             ("chmod 600 /tmp/w/sub/f", ("sub/f", "chmod")),
+                             ("rm /tmp/w/sub/f", ("sub/f", "remove"))]:  # fmt: skip
+            await n.exec(rec.id, ExecRequest(cmd=["sh", "-c", script]))
+            while want not in seen:
+                event = await asyncio.wait_for(anext(changes), 10)
+                seen.append((event.name, event.kind))
+        with pytest.raises(FileError):
+            await files.watch("/etc/passwd", recursive=False)  # not a directory
+        await n.kill(rec.id)
+        try:
+            async for event in changes:
+                seen.append((event.name, event.kind))
+        except FileError as exc:
+            return seen, exc.code
+        return seen, "ended without an error"
+
+    seen, code = node.run(watch())
+    assert seen == [("sub/f", "create"), ("sub/f", "write"), ("sub/f", "chmod"), ("sub/f", "remove")]
+    assert code == "not_running"
+
+
 def test_exec_streams_through_the_protocol(node, sandbox) -> None:
     n: api.Node = node.rt
 

@@ -4,7 +4,7 @@ services, all on cloche's own port and routed by the `E2b-Sandbox-Id` header."""
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import tempfile
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from cloche.e2b import filesystem, multipart, process
 from cloche.e2b.errors import E2bError, e2b_error, envd_answer
-from cloche.e2b.fsops import E2bFS
+from cloche.e2b.fsops import E2bFiles
 from cloche.e2b.state import Target, target
-from cloche.e2b.users import User, name_from, resolve
+from cloche.e2b.users import name_from
 
 router = APIRouter(include_in_schema=False)
 CHUNK = 1 << 20
@@ -48,34 +48,25 @@ async def health(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def _user_fs(request: Request, t: Target) -> E2bFS:
-    name = name_from(request)
-    fs = t.fs()
-    user: User | None = await asyncio.to_thread(resolve, name, fs)
-    if user is None:
-        raise E2bError(400, f"user {name!r} does not exist in the sandbox")
-    return E2bFS(fs, user)
+async def _user_fs(request: Request, t: Target) -> E2bFiles:
+    return E2bFiles(t.files(), await t.user(name_from(request)))
 
 
-async def _stream(f: IO[bytes], compress: bool) -> AsyncIterator[bytes]:
-    z = zlib.compressobj(6, zlib.DEFLATED, 31) if compress else None
-    try:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            yield z.compress(chunk) if z else chunk
-        if z:
-            yield z.flush()
-    finally:
-        f.close()
+async def _gzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            yield z.compress(chunk)
+    yield z.flush()
 
 
 async def download(request: Request) -> Response:
     t = await target(request, operation="read")
     fs = await _user_fs(request, t)
     path = fs.path(request.query_params.get("path", ""))
-    if await asyncio.to_thread(fs.is_dir, path):
+    if await fs.files.is_dir(path):
         raise E2bError(400, f"path '{path}' is a directory")
-    fd = await asyncio.to_thread(fs.open_read, path)
-    size = os.fstat(fd).st_size
+    size = await fs.files.size(path)  # FileError here, before the answer starts
     name = path.rpartition("/")[2].replace('"', "")
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     accept = request.headers.get("accept-encoding", "")
@@ -84,7 +75,8 @@ async def download(request: Request) -> Response:
         headers["Content-Encoding"] = "gzip"
     else:
         headers["Content-Length"] = str(size)
-    return StreamingResponse(_stream(os.fdopen(fd, "rb"), compress), media_type="application/octet-stream",
+    body = fs.files.read(path, CHUNK)
+    return StreamingResponse(_gzip(body) if compress else body, media_type="application/octet-stream",
                              headers=headers)  # fmt: skip
 
 
@@ -124,8 +116,21 @@ def _metadata(request: Request) -> dict[str, str]:
             if k.lower().startswith(METADATA_HEADER) and len(k) > len(METADATA_HEADER)}  # fmt: skip
 
 
-def _written(fs: E2bFS, path: str, metadata: dict[str, str]) -> dict[str, object]:
-    fs.set_metadata(path, metadata)
+async def _spooled(spool: IO[bytes], start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    """Bytes `start` to `end` (the end when None) of the spool, in chunks."""
+    await asyncio.to_thread(spool.seek, start)
+    left = None if end is None else end - start
+    while left is None or left > 0:
+        chunk = await asyncio.to_thread(spool.read, CHUNK if left is None else min(CHUNK, left))
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
+
+
+async def _written(fs: E2bFiles, path: str, metadata: dict[str, str]) -> dict[str, object]:
+    await fs.files.set_metadata(path, metadata)
     info: dict[str, object] = {"name": path.rpartition("/")[2], "type": "file", "path": path}
     if metadata:
         info["metadata"] = {k.lower(): v for k, v in metadata.items()}
@@ -145,34 +150,26 @@ async def upload(request: Request) -> Response:
     with spool:
         if content_type.lower().startswith("multipart/form-data"):
             try:
-                data, parts = await asyncio.to_thread(multipart.parse, spool, multipart.boundary_of(content_type))
+                parts = await asyncio.to_thread(multipart.parse, spool, multipart.boundary_of(content_type))
             except multipart.MultipartError as exc:
                 raise E2bError(400, str(exc)) from None
             files = [p for p in parts if p.filename is not None or p.name == "file"]
             if not files:
                 raise E2bError(400, "no file in the multipart body")
-            try:
-                results = []
-                for part in files:
-                    dest = param_path if (param_path and len(files) == 1) else (part.filename or param_path)
-                    if not dest:
-                        raise E2bError(400, "a file needs a path (the path parameter or its filename)")
-                    path = fs.path(dest)
-                    view = memoryview(data)[part.start : part.end] if data is not None else memoryview(b"")
-                    try:
-                        await asyncio.to_thread(fs.write_file, path, [view])
-                    finally:
-                        view.release()
-                    results.append(await asyncio.to_thread(_written, fs, path, metadata))
-            finally:
-                if data is not None:
-                    data.close()
+            results = []
+            for part in files:
+                dest = param_path if (param_path and len(files) == 1) else (part.filename or param_path)
+                if not dest:
+                    raise E2bError(400, "a file needs a path (the path parameter or its filename)")
+                path = fs.path(dest)
+                await fs.write_file(path, _spooled(spool, part.start, part.end))
+                results.append(await _written(fs, path, metadata))
             return JSONResponse(results)
         if not param_path:
             raise E2bError(400, "the path parameter is required")
         path = fs.path(param_path)
-        await asyncio.to_thread(fs.write_file, path, iter(lambda: spool.read(CHUNK), b""))
-        return JSONResponse([await asyncio.to_thread(_written, fs, path, metadata)])
+        await fs.write_file(path, _spooled(spool))
+        return JSONResponse([await _written(fs, path, metadata)])
 
 
 router.add_api_route("/files", _envd(download), methods=["GET"])

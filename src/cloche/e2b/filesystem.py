@@ -1,42 +1,38 @@
 """envd's `filesystem.Filesystem` service (Stat, ListDir, MakeDir, Move, Remove,
 WatchDir and the CreateWatcher / GetWatcherEvents / RemoveWatcher calls) over the
-path-safe file layer. Paths are relative to the acting user's home unless absolute;
+node's file streams (fsops.E2bFiles, watch.Watch). Paths are relative to the acting user's home unless absolute;
 new files and directories belong to that user."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 
 from cloche.e2b import connect
 from cloche.e2b.connect import ConnectError, Message
 from cloche.e2b.errors import E2bError, as_connect
-from cloche.e2b.fsops import E2bFS, connect_code
+from cloche.e2b.fsops import E2bFiles, connect_code
 from cloche.e2b.state import Target, target
-from cloche.e2b.users import name_from, resolve
+from cloche.e2b.users import name_from
 from cloche.e2b.watch import MAX_WATCHES, Watch
 from cloche.node.errors import FileError, RuntimeFailure
 
+T = TypeVar("T")
 
-async def _fs(request: Request) -> tuple[Target, E2bFS]:
+
+async def _fs(request: Request) -> tuple[Target, E2bFiles]:
     try:
         t = await target(request)
+        return t, E2bFiles(t.files(), await t.user(name_from(request)))
     except E2bError as exc:
         raise as_connect(exc) from None
-    name = name_from(request)
-    fs = t.fs()
-    user = await asyncio.to_thread(resolve, name, fs)
-    if user is None:
-        raise ConnectError("invalid_argument", f"user {name!r} does not exist in the sandbox")
-    return t, E2bFS(fs, user)
 
 
-async def _run(fn: Callable[..., Any], *args: Any) -> Any:
+async def _run(call: Awaitable[T]) -> T:
     try:
-        return await asyncio.to_thread(fn, *args)
+        return await call
     except FileError as exc:
         raise ConnectError(connect_code(exc), str(exc)) from None
     except RuntimeFailure as exc:
@@ -53,7 +49,7 @@ def _unary(handler: Callable[[Request, Message], Awaitable[Message]]) -> Callabl
     return endpoint
 
 
-def _path(fs: E2bFS, value: Any, what: str = "path") -> str:
+def _path(fs: E2bFiles, value: Any, what: str = "path") -> str:
     if not isinstance(value, str) or not value:
         raise ConnectError("invalid_argument", f"{what} is required")
     try:
@@ -64,40 +60,40 @@ def _path(fs: E2bFS, value: Any, what: str = "path") -> str:
 
 async def stat(request: Request, msg: Message) -> Message:
     _, fs = await _fs(request)
-    return {"entry": await _run(fs.entry, _path(fs, msg.get("path")))}
+    return {"entry": await _run(fs.entry(_path(fs, msg.get("path"))))}
 
 
 async def list_dir(request: Request, msg: Message) -> Message:
     _, fs = await _fs(request)
     path = _path(fs, msg.get("path"))
-    entry = await _run(fs.entry, path)
+    entry = await _run(fs.entry(path))
     if entry["type"] != "FILE_TYPE_DIRECTORY":
         raise ConnectError("invalid_argument", f"{path} is not a directory")
     if entry.get("isSymlink"):
         path = entry["symlinkTarget"]
     depth = int(msg.get("depth") or 1)
-    return {"entries": await _run(fs.list_dir, path, depth)}
+    return {"entries": await _run(fs.list_dir(path, depth))}
 
 
 async def make_dir(request: Request, msg: Message) -> Message:
     _, fs = await _fs(request)
     path = _path(fs, msg.get("path"))
-    if not await _run(fs.make_dir, path):
+    if not await _run(fs.make_dir(path)):
         raise ConnectError("already_exists", f"directory {path} already exists")
-    return {"entry": await _run(fs.entry, path)}
+    return {"entry": await _run(fs.entry(path))}
 
 
 async def move(request: Request, msg: Message) -> Message:
     _, fs = await _fs(request)
     src, dst = _path(fs, msg.get("source"), "source"), _path(fs, msg.get("destination"), "destination")
-    await _run(fs.entry, src)
-    await _run(fs.move, src, dst)
-    return {"entry": await _run(fs.entry, dst)}
+    await _run(fs.entry(src))
+    await _run(fs.move(src, dst))
+    return {"entry": await _run(fs.entry(dst))}
 
 
 async def remove(request: Request, msg: Message) -> Message:
     _, fs = await _fs(request)
-    await _run(fs.remove_all, _path(fs, msg.get("path")))
+    await _run(fs.remove_all(_path(fs, msg.get("path"))))
     return {}
 
 
@@ -106,14 +102,14 @@ async def _watch(request: Request, msg: Message) -> tuple[Target, Watch]:
     if t.st.watchers.count(t.sandbox_id) >= MAX_WATCHES:
         raise ConnectError("resource_exhausted", f"at most {MAX_WATCHES} watches per sandbox")
     path = _path(fs, msg.get("path"))
-    entry = await _run(fs.entry, path)
+    entry = await _run(fs.entry(path))
     if entry["type"] != "FILE_TYPE_DIRECTORY":
         raise ConnectError("invalid_argument", f"path {path} not a directory")
     if entry.get("isSymlink"):
         path = entry["symlinkTarget"]
     watch = Watch(t.sandbox_id, fs, path, bool(msg.get("recursive")),
                   bool(msg.get("includeEntry") or msg.get("include_entry")))  # fmt: skip
-    await watch.start()
+    await _run(watch.start())
     return t, watch
 
 
@@ -142,16 +138,11 @@ async def _watch_stream(request: Request) -> Response:
 
 
 async def _while_running(t: Target, watch: Watch) -> AsyncIterator[dict[str, Any]]:
-    while True:
-        await asyncio.sleep(0.2)
-        try:
-            running = t.c.runtime.get(t.sandbox_id).state == "running"
-        except RuntimeFailure:
-            running = False
-        if not running:
-            raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found (it stopped)")
-        for event in await watch.poll():
+    try:
+        async for event in watch.events():
             yield event
+    except (FileError, RuntimeFailure):
+        raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found (it stopped)") from None
 
 
 async def create_watcher(request: Request, msg: Message) -> Message:

@@ -22,10 +22,9 @@ from typing import Any
 
 from cloche.e2b.errors import E2bError
 from cloche.e2b.users import USER, User
+from cloche.node.api import ExecStream, Node
 from cloche.node.errors import RuntimeFailure
 from cloche.node.protocol import ExecRequest
-from cloche.node.runtime import NodeRuntime
-from cloche.node.supervisor import ExecSession
 
 KERNEL_SOURCE = (Path(__file__).parent / "kernel.py").read_text()
 MAX_LINE = 64 << 20
@@ -42,7 +41,7 @@ class Kernel:
         self.language = "python"
         self.cwd = cwd
         self.user = user
-        self.session: ExecSession | None = None
+        self.session: ExecStream | None = None
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.reader: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
@@ -54,7 +53,7 @@ class Kernel:
     def alive(self) -> bool:
         return self.reader is not None and not self.reader.done()
 
-    async def start(self, runtime: NodeRuntime) -> None:
+    async def start(self, runtime: Node) -> None:
         await self.stop()
         user = self.user
         req = ExecRequest(cmd=["python3", "-u", "-c", KERNEL_SOURCE], cwd=self.cwd, uid=user.uid, gid=user.gid,
@@ -70,7 +69,7 @@ class Kernel:
             raise E2bError(500, f"the Python kernel did not start (is python3 in the sandbox?) {detail}".strip())
 
     @staticmethod
-    async def _read(session: ExecSession, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    async def _read(session: ExecStream, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         buf = b""
         err = b""
         try:
@@ -112,7 +111,7 @@ class Kernel:
             with contextlib.suppress(BaseException):
                 await self.session.signal(signal.SIGINT)
 
-    async def execute(self, runtime: NodeRuntime, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+    async def execute(self, runtime: Node, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
         """The cell's events; the caller holds self.lock."""
         if not self.alive:
             await self.start(runtime)
@@ -174,7 +173,7 @@ class KernelRegistry:
         self.defaults.pop(sandbox_id, None)
 
 
-async def cell(kernel: Kernel, runtime: NodeRuntime, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+async def cell(kernel: Kernel, runtime: Node, code: str, env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
     """Run a cell: its events, a dead kernel or one that would not start as a last
     `error` event. The caller holds `kernel.lock`; it is released when the cell ends, or
     once the cell is interrupted should the caller stop iterating first (it went away,

@@ -51,17 +51,18 @@ def _disposition(headers: bytes) -> tuple[str | None, str | None]:
     return name, filename
 
 
-def parse(spool: IO[bytes], boundary: str) -> tuple[mmap.mmap | None, list[Part]]:
-    """The parts of the body in `spool`; read their bytes from the returned map."""
+def parse(spool: IO[bytes], boundary: str) -> list[Part]:
+    """The parts of the body in `spool`, as offsets into it."""
     spool.seek(0, 2)
-    size = spool.tell()
-    if size == 0:
-        return None, []
-    data = mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)
-    delimiter = b"--" + boundary.encode()
+    if spool.tell() == 0:
+        return []
+    with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _parts(data, b"--" + boundary.encode())
+
+
+def _parts(data: mmap.mmap, delimiter: bytes) -> list[Part]:
     pos = data.find(delimiter)
     if pos < 0:
-        data.close()
         raise MultipartError("no multipart boundary in the body")
     parts: list[Part] = []
     pos += len(delimiter)
@@ -69,18 +70,15 @@ def parse(spool: IO[bytes], boundary: str) -> tuple[mmap.mmap | None, list[Part]
         if data[pos : pos + 2] == b"--":
             break
         if data[pos : pos + 2] != b"\r\n":
-            data.close()
             raise MultipartError("malformed multipart boundary line")
         head_end = data.find(b"\r\n\r\n", pos + 2)
         if head_end < 0:
-            data.close()
             raise MultipartError("multipart part without a header end")
         name, filename = _disposition(data[pos + 2 : head_end])
         body_start = head_end + 4
         nxt = data.find(b"\r\n" + delimiter, body_start)
         if nxt < 0:
-            data.close()
             raise MultipartError("multipart body is truncated")
         parts.append(Part(name, filename, body_start, nxt))
         pos = nxt + 2 + len(delimiter)
-    return data, parts
+    return parts

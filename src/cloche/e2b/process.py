@@ -1,6 +1,6 @@
 """envd's `process.Process` service over cloche's supervisor sessions.
 
-Every started command is one ExecSession kept by the registry (not by the request), so
+Every started command is one ExecStream kept by the registry (not by the request), so
 it outlives the Start stream like an envd process does: Connect re-attaches to its
 output, SendInput/StreamInput/CloseStdin feed it, SendSignal signals its process group,
 Update resizes its PTY, List shows it. A pump task per process reads the session and
@@ -9,7 +9,6 @@ sandbox's pid namespace, as the supervisor reports them."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import errno
@@ -24,10 +23,10 @@ from cloche.e2b.connect import ConnectError, Message
 from cloche.e2b.errors import E2bError, as_connect
 from cloche.e2b.procs import OUTPUT_CAP, SIGNALS, Proc, Subscriber
 from cloche.e2b.state import Target, target
-from cloche.e2b.users import User, name_from, resolve
+from cloche.e2b.users import User, name_from
+from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure
 from cloche.node.protocol import ExecRequest
-from cloche.node.supervisor import ExecSession
 
 
 def _events(sub: Subscriber) -> AsyncIterator[Message]:
@@ -48,11 +47,10 @@ def _events(sub: Subscriber) -> AsyncIterator[Message]:
 
 
 async def _user(request: Request, t: Target) -> User:
-    name = name_from(request)
-    user = await asyncio.to_thread(resolve, name, t.fs())
-    if user is None:
-        raise ConnectError("invalid_argument", f"user {name!r} does not exist in the sandbox")
-    return user
+    try:
+        return await t.user(name_from(request))
+    except E2bError as exc:
+        raise as_connect(exc) from None
 
 
 async def _target(request: Request) -> Target:
@@ -63,7 +61,7 @@ async def _target(request: Request) -> Target:
 
 
 def _env_for(user: User, t: Target) -> dict[str, str]:
-    spec_env = t.c.runtime.get(t.sandbox_id).spec.env
+    spec_env = t.node.get(t.sandbox_id).spec.env
     env = {}
     for key, value in (("HOME", user.home), ("USER", user.name), ("LOGNAME", user.name)):
         if key not in spec_env:
@@ -100,7 +98,7 @@ async def _start(request: Request) -> Response:
                       pty=pty is not None, rows=int(size.get("rows") or 24), cols=int(size.get("cols") or 80),
                       interactive=stdin)  # fmt: skip
     try:
-        session = await t.c.runtime.open_exec(t.sandbox_id, req)
+        session = await t.node.open_exec(t.sandbox_id, req)
     except RuntimeFailure as exc:
         raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found ({exc})") from None
     first = await _first_event(session)
@@ -133,7 +131,7 @@ class _First:
     data: bytes = b""
 
 
-async def _first_event(session: ExecSession) -> _First:
+async def _first_event(session: ExecStream) -> _First:
     """Read up to the start event; a command that fails to start (missing cwd or
     binary) sends stderr and an exit instead. The events() generator is left at the
     start event, so the pump's own events() carries on from there."""
@@ -200,7 +198,7 @@ async def send_signal(request: Request) -> Response:
         if "pid" not in selector:
             raise ConnectError("not_found", "process not found")
         try:
-            err = await t.c.runtime.signal(t.sandbox_id, int(selector["pid"]), signo)
+            err = await t.node.signal(t.sandbox_id, int(selector["pid"]), signo)
         except (RuntimeFailure, ValueError) as exc:
             raise ConnectError("not_found", f"process not found ({exc})") from None
         if err == errno.ESRCH or err == errno.EINVAL:

@@ -1,5 +1,5 @@
 """envd's processes as they live beyond a request: every started command is one
-ExecSession kept by the registry (so it outlives the Start stream like an envd process
+ExecStream kept by the registry (so it outlives the Start stream like an envd process
 does), and a pump task per process reads the session and fans its events out to every
 attached stream (`Subscriber`). The RPC service over it is `process.py`."""
 
@@ -13,8 +13,8 @@ import signal as signals
 from dataclasses import dataclass, field
 
 from cloche.e2b.connect import ConnectError, Message
+from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure
-from cloche.node.supervisor import ExecSession
 
 log = logging.getLogger("cloche.e2b")
 OUTPUT_CAP = 1 << 40
@@ -63,7 +63,7 @@ class Proc:
     tag: str | None
     pty: bool
     stdin: bool
-    session: ExecSession
+    session: ExecStream
     subscribers: set[Subscriber] = field(default_factory=set)
     end: Message | None = None
     task: asyncio.Task[None] | None = None

@@ -6,7 +6,6 @@ file URLs may carry a signature instead)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -21,10 +20,10 @@ from cloche.e2b.errors import E2bError, gone
 from cloche.e2b.interpreter import KernelRegistry
 from cloche.e2b.procs import ProcessRegistry
 from cloche.e2b.store import E2bRow, E2bStore
-from cloche.e2b.users import USER
+from cloche.e2b.users import USER, User, resolve
 from cloche.e2b.watch import WatcherRegistry
+from cloche.node.api import Node, SandboxFiles
 from cloche.node.errors import FileError, RuntimeFailure
-from cloche.node.files import SandboxFS
 from cloche.node.records import SandboxRecord
 from cloche.server.context import Context, ctx
 
@@ -79,12 +78,24 @@ class Target:
     st: E2bState
     row: E2bRow
     sandbox_id: str
-    fs_cache: list[SandboxFS] = field(default_factory=list)
+    files_cache: list[SandboxFiles] = field(default_factory=list)
 
-    def fs(self) -> SandboxFS:
-        if not self.fs_cache:
-            self.fs_cache.append(self.c.runtime.fs(self.sandbox_id))
-        return self.fs_cache[0]
+    @property
+    def node(self) -> Node:
+        """The node the sandbox runs on, as control holds it (the only way E2B reaches it)."""
+        return self.c.runtime
+
+    def files(self) -> SandboxFiles:
+        if not self.files_cache:
+            self.files_cache.append(self.node.files(self.sandbox_id))
+        return self.files_cache[0]
+
+    async def user(self, name: str) -> User:
+        """The sandbox's user `name` (E2bError 400 when it has no such user)."""
+        user = await resolve(name, self.files())
+        if user is None:
+            raise E2bError(400, f"user {name!r} does not exist in the sandbox")
+        return user
 
 
 def _signature_ok(request: Request, row: E2bRow, operation: str) -> bool:
@@ -148,17 +159,17 @@ async def target(request: Request, port: int = ENVD_PORT, operation: str | None 
         raise gone(sandbox_id, str(exc)) from None
     t = Target(c, st, row, sandbox_id)
     if sandbox_id not in st.prepared:
-        await asyncio.to_thread(prepare_home, t.fs())
+        await prepare_home(t.files())
         st.prepared.add(sandbox_id)
     return t
 
 
-def prepare_home(fs: SandboxFS) -> None:
+async def prepare_home(files: SandboxFiles) -> None:
     """E2B's default user works in /home/user, which it owns."""
     try:
-        if fs.is_dir(USER.home):
+        if await files.is_dir(USER.home):
             return
     except FileError:
         pass
-    fs.mkdir("/home")
-    SandboxFS(fs.root, fs.owner + USER.uid).mkdir(USER.home)
+    await files.mkdir("/home")
+    await files.mkdir_as(USER.home, USER.uid, USER.gid)

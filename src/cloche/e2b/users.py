@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from cloche.node.api import SandboxFiles
 from cloche.node.errors import FileError
-from cloche.node.files import SandboxFS
 
 DEFAULT_USER = "user"
 
@@ -44,13 +44,11 @@ def name_from(request: Request) -> str:
     return DEFAULT_USER
 
 
-def resolve(name: str, fs: SandboxFS | None = None) -> User | None:
+async def resolve(name: str, files: SandboxFiles) -> User | None:
     if name in KNOWN:
         return KNOWN[name]
-    if fs is None:
-        return None
     try:
-        passwd = fs.read("/etc/passwd", 1 << 20).decode(errors="replace")
+        passwd = (await files.read_all("/etc/passwd", 1 << 20)).decode(errors="replace")
     except FileError:
         return None
     for line in passwd.splitlines():

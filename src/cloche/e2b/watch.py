@@ -1,73 +1,51 @@
-"""Directory watching for envd's WatchDir stream and its poll-based watcher calls.
-
-The host polls the directory (and, recursively, below it) through the path-safe
-file layer and diffs snapshots: new names are CREATE, vanished ones REMOVE, a
-changed size or mtime WRITE, a changed mode CHMOD. Polling works for every template
-and survives the sandbox's own mounts; events arrive within POLL_S."""
+"""envd's directory watches (the WatchDir stream and the CreateWatcher /
+GetWatcherEvents / RemoveWatcher calls) over the node's `SandboxFiles.watch` stream:
+the node reports changes as plain events, this module gives them envd's names and
+entries, and keeps the watchers that are drained by polling."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloche.e2b.fsops import E2bFS
+from cloche.e2b.fsops import E2bFiles
+from cloche.node.errors import FileError, RuntimeFailure
+from cloche.node.watch import FsEvent
 
-POLL_S = 0.2
 MAX_PENDING = 10_000
 MAX_WATCHES = 32  # watchers plus WatchDir streams, per sandbox (each polls from the host)
-Snapshot = dict[str, tuple[str, int, int, int]]
-
-
-def diff(before: Snapshot, after: Snapshot) -> list[tuple[str, str]]:
-    events = []
-    for name, info in after.items():
-        old = before.get(name)
-        if old is None:
-            events.append((name, "EVENT_TYPE_CREATE"))
-        elif old[0] != info[0]:
-            events += [(name, "EVENT_TYPE_REMOVE"), (name, "EVENT_TYPE_CREATE")]
-        elif old[1:3] != info[1:3] and info[0] != "FILE_TYPE_DIRECTORY":
-            events.append((name, "EVENT_TYPE_WRITE"))
-        elif old[3] != info[3]:
-            events.append((name, "EVENT_TYPE_CHMOD"))
-    events += [(name, "EVENT_TYPE_REMOVE") for name in before if name not in after]
-    return events
+EVENT_TYPES = {"create": "EVENT_TYPE_CREATE", "remove": "EVENT_TYPE_REMOVE", "write": "EVENT_TYPE_WRITE",
+               "chmod": "EVENT_TYPE_CHMOD"}  # fmt: skip
 
 
 @dataclass
 class Watch:
     sandbox_id: str
-    fs: E2bFS
+    fs: E2bFiles
     path: str
     recursive: bool
     include_entry: bool
-    snapshot: Snapshot = field(default_factory=dict)
+    changes: AsyncIterator[FsEvent] | None = None
 
     async def start(self) -> None:
-        self.snapshot = await asyncio.to_thread(self.fs.scan, self.path, self.recursive)
-
-    async def poll(self) -> list[dict[str, Any]]:
-        now = await asyncio.to_thread(self.fs.scan, self.path, self.recursive)
-        changes = diff(self.snapshot, now)
-        self.snapshot = now
-        out = []
-        for name, kind in changes:
-            event: dict[str, Any] = {"name": name, "type": kind}
-            if self.include_entry and kind != "EVENT_TYPE_REMOVE":
-                with contextlib.suppress(Exception):
-                    event["entry"] = await asyncio.to_thread(self.fs.entry, f"{self.path.rstrip('/')}/{name}")
-            out.append(event)
-        return out
+        """Arm the watch: every change from now on is reported."""
+        self.changes = await self.fs.files.watch(self.path, self.recursive)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
-        while True:
-            await asyncio.sleep(POLL_S)
-            for event in await self.poll():
-                yield event
+        """envd's FilesystemEvents; FileError `not_running` once the sandbox stops."""
+        if self.changes is None:
+            raise RuntimeError("start() the watch first")
+        async for change in self.changes:
+            event: dict[str, Any] = {"name": change.name, "type": EVENT_TYPES[change.kind]}
+            if self.include_entry and change.kind != "remove":
+                try:
+                    event["entry"] = await self.fs.entry(f"{self.path.rstrip('/')}/{change.name}")
+                except (FileError, RuntimeFailure):
+                    pass  # gone again already
+            yield event
 
 
 @dataclass
@@ -93,9 +71,12 @@ class WatcherRegistry:
         w = Watcher(watch)
 
         async def run() -> None:
-            async for event in watch.events():
-                if len(w.pending) < MAX_PENDING:
-                    w.pending.append(event)
+            try:
+                async for event in watch.events():
+                    if len(w.pending) < MAX_PENDING:
+                        w.pending.append(event)
+            except FileError:
+                pass  # the sandbox stopped: its watchers are dropped with it
 
         w.task = asyncio.create_task(run())
         self.watchers[watcher_id] = w

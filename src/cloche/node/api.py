@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from cloche.node.archive import UploadReport
 from cloche.node.cgroups import Usage as SandboxUsage
+from cloche.node.file_meta import FileInfo
 from cloche.node.files import Entry
 from cloche.node.net.firewall import Counters
 from cloche.node.net.policy import NetworkPolicy
@@ -24,6 +25,7 @@ from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.supervisor import ExecEvent, ExecResult
+from cloche.node.watch import FsEvent
 from cloche.snapshots.gc import GcReport
 
 CHUNK = 1 << 20  # file streams move at most this much per chunk
@@ -109,6 +111,33 @@ class SandboxFiles(Protocol):
 
     def archive(self, path: str, chunk: int = CHUNK) -> AsyncIterator[bytes]:
         """`path` (a directory or a file) as a tar stream."""
+        ...
+
+    # ---- as a user of the sandbox, with owners and metadata -----------------------------
+
+    async def write_as(self, path: str, chunks: AsyncIterable[bytes], uid: int, gid: int, mode: int = 0o644) -> int:
+        """`write`, the new file owned by `uid`:`gid` (ids inside the sandbox)."""
+        ...
+
+    async def mkdir_as(self, path: str, uid: int, gid: int, mode: int = 0o755) -> None:
+        """`mkdir`, the new directories owned by `uid`:`gid` (ids inside the sandbox)."""
+        ...
+
+    async def info(self, path: str) -> FileInfo:
+        """`path` with its owner, mode, symlink target and metadata (a symlink is not followed)."""
+        ...
+
+    async def walk(self, path: str, depth: int) -> list[FileInfo]:
+        """A directory's entries and theirs, `depth` levels down (symlinks are not entered)."""
+        ...
+
+    async def set_metadata(self, path: str, metadata: dict[str, str]) -> None:
+        """Keep key/value metadata on a file or directory (keys lower-cased); `info` shows it."""
+        ...
+
+    async def watch(self, path: str, recursive: bool) -> AsyncIterator[FsEvent]:
+        """Changes below a directory, once awaited (from then on). The stream ends with
+        FileError `not_running` when the sandbox stops running."""
         ...
 
 

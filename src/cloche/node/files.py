@@ -56,7 +56,7 @@ def normalize(path: str, cwd: str = "/workspace") -> str:
     return "/" + "/".join(parts)
 
 
-def _errno_to_error(exc: OSError, path: str) -> FileError:
+def errno_to_error(exc: OSError, path: str) -> FileError:
     mapping = {
         errno.ENOENT: ("not_found", "no such file or directory"),
         errno.ENOTDIR: ("not_a_directory", "a path component is not a directory"),
@@ -76,11 +76,13 @@ def _errno_to_error(exc: OSError, path: str) -> FileError:
 
 
 class SandboxFS:
-    """File operations confined to one sandbox root."""
+    """File operations confined to one sandbox root; what it creates belongs to
+    `owner_uid` and `owner_gid` (host ids; the group defaults to the owner's id)."""
 
-    def __init__(self, root: str, owner_uid: int) -> None:
+    def __init__(self, root: str, owner_uid: int, owner_gid: int | None = None) -> None:
         self.root = root
         self.owner = owner_uid
+        self.group = owner_uid if owner_gid is None else owner_gid
 
     def _root_fd(self) -> int:
         try:
@@ -88,24 +90,25 @@ class SandboxFS:
         except OSError as exc:
             raise FileError("sandbox root is not mounted", "not_running") from exc
 
-    def _open(self, path: str, flags: int, mode: int = 0) -> int:
+    def open_path(self, path: str, flags: int, mode: int = 0) -> int:
+        """An fd of `path` resolved inside the root (symlinks clamped to it)."""
         root = self._root_fd()
         try:
             return linux.openat2(root, path.lstrip("/") or ".", flags, mode, RESOLVE)
         except OSError as exc:
-            raise _errno_to_error(exc, path) from exc
+            raise errno_to_error(exc, path) from exc
         finally:
             os.close(root)
 
-    def _parent(self, path: str) -> tuple[int, str]:
+    def open_parent(self, path: str) -> tuple[int, str]:
         """An os.O_PATH fd of the parent directory and the final name."""
         parent, _, name = path.rstrip("/").rpartition("/")
         if not name:
             raise FileError("the sandbox root itself cannot be replaced", "invalid_path")
-        return self._open(parent or "/", os.O_PATH | os.O_DIRECTORY), name
+        return self.open_path(parent or "/", os.O_PATH | os.O_DIRECTORY), name
 
     def read(self, path: str, limit: int) -> bytes:
-        fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = self.open_path(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
@@ -123,7 +126,7 @@ class SandboxFS:
 
     def open_read(self, path: str) -> int:
         """An fd for streaming a regular file out."""
-        fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = self.open_path(path, os.O_RDONLY | os.O_NONBLOCK)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise FileError(f"{path}: not a regular file", "not_a_file")
@@ -134,17 +137,17 @@ class SandboxFS:
         return self.write_chunks(path, [data], mode)
 
     def write_chunks(self, path: str, chunks: Iterable[bytes], mode: int = 0o644) -> int:
-        parent, name = self._parent(path)
+        parent, name = self.open_parent(path)
         tmp = f".cloche-tmp-{secrets.token_hex(6)}"
         try:
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                              mode & 0o777, dir_fd=parent)  # fmt: skip
             except OSError as exc:
-                raise _errno_to_error(exc, path) from exc
+                raise errno_to_error(exc, path) from exc
             written = 0
             try:
-                os.fchown(fd, self.owner, self.owner)
+                os.fchown(fd, self.owner, self.group)
                 os.fchmod(fd, mode & 0o777)
                 for chunk in chunks:
                     view = memoryview(chunk)
@@ -155,14 +158,14 @@ class SandboxFS:
                 os.fsync(fd)
             except OSError as exc:
                 os.unlink(tmp, dir_fd=parent)
-                raise _errno_to_error(exc, path) from exc
+                raise errno_to_error(exc, path) from exc
             finally:
                 os.close(fd)
             try:
                 os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
             except OSError as exc:
                 os.unlink(tmp, dir_fd=parent)
-                raise _errno_to_error(exc, path) from exc
+                raise errno_to_error(exc, path) from exc
             return written
         finally:
             os.close(parent)
@@ -172,34 +175,34 @@ class SandboxFS:
         current = "/"
         for part in [p for p in path.split("/") if p]:
             current = current.rstrip("/") + "/" + part
-            parent, name = self._parent(current)
+            parent, name = self.open_parent(current)
             try:
                 os.mkdir(name, mode & 0o777, dir_fd=parent)
-                os.chown(name, self.owner, self.owner, dir_fd=parent, follow_symlinks=False)
+                os.chown(name, self.owner, self.group, dir_fd=parent, follow_symlinks=False)
             except FileExistsError:
-                fd = self._open(current, os.O_PATH)
+                fd = self.open_path(current, os.O_PATH)
                 is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
                 os.close(fd)
                 if not is_dir:
                     raise FileError(f"{current}: exists and is not a directory", "exists") from None
             except OSError as exc:
-                raise _errno_to_error(exc, current) from exc
+                raise errno_to_error(exc, current) from exc
             finally:
                 os.close(parent)
 
     def stat(self, path: str) -> Entry:
-        parent, name = self._parent(path) if path != "/" else (self._open("/", os.O_PATH), ".")
+        parent, name = self.open_parent(path) if path != "/" else (self.open_path("/", os.O_PATH), ".")
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             target = os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else None
         except OSError as exc:
-            raise _errno_to_error(exc, path) from exc
+            raise errno_to_error(exc, path) from exc
         finally:
             os.close(parent)
         return _entry(name if name != "." else "/", path, st, target)
 
     def list(self, path: str) -> list[Entry]:
-        fd = self._open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = self.open_path(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             entries = []
             for name in sorted(os.listdir(fd)):
@@ -214,14 +217,14 @@ class SandboxFS:
             os.close(fd)
 
     def is_dir(self, path: str) -> bool:
-        fd = self._open(path, os.O_PATH)
+        fd = self.open_path(path, os.O_PATH)
         try:
             return stat.S_ISDIR(os.fstat(fd).st_mode)
         finally:
             os.close(fd)
 
     def remove(self, path: str, recursive: bool = False) -> None:
-        parent, name = self._parent(path)
+        parent, name = self.open_parent(path)
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
@@ -232,42 +235,42 @@ class SandboxFS:
             else:
                 os.unlink(name, dir_fd=parent)
         except OSError as exc:
-            raise _errno_to_error(exc, path) from exc
+            raise errno_to_error(exc, path) from exc
         finally:
             os.close(parent)
 
     def rename(self, src: str, dst: str) -> None:
-        sp, sname = self._parent(src)
+        sp, sname = self.open_parent(src)
         try:
-            dp, dname = self._parent(dst)
+            dp, dname = self.open_parent(dst)
             try:
                 os.rename(sname, dname, src_dir_fd=sp, dst_dir_fd=dp)
             except OSError as exc:
-                raise _errno_to_error(exc, f"{src} -> {dst}") from exc
+                raise errno_to_error(exc, f"{src} -> {dst}") from exc
             finally:
                 os.close(dp)
         finally:
             os.close(sp)
 
     def symlink(self, path: str, target: str) -> None:
-        parent, name = self._parent(path)
+        parent, name = self.open_parent(path)
         try:
             os.symlink(target, name, dir_fd=parent)
-            os.chown(name, self.owner, self.owner, dir_fd=parent, follow_symlinks=False)
+            os.chown(name, self.owner, self.group, dir_fd=parent, follow_symlinks=False)
         except OSError as exc:
-            raise _errno_to_error(exc, path) from exc
+            raise errno_to_error(exc, path) from exc
         finally:
             os.close(parent)
 
     def hardlink(self, path: str, existing: str) -> None:
-        src = self._open(existing, os.O_PATH | os.O_NOFOLLOW)
-        parent, name = self._parent(path)
+        src = self.open_path(existing, os.O_PATH | os.O_NOFOLLOW)
+        parent, name = self.open_parent(path)
         try:
             if stat.S_ISDIR(os.fstat(src).st_mode):
                 raise FileError(f"{existing}: cannot hard-link a directory", "invalid_link")
             os.link(f"/proc/self/fd/{src}", name, dst_dir_fd=parent, follow_symlinks=True)
         except OSError as exc:
-            raise _errno_to_error(exc, path) from exc
+            raise errno_to_error(exc, path) from exc
         finally:
             os.close(src)
             os.close(parent)

@@ -15,20 +15,28 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
-from cloche.node import archive
+from cloche.node import archive, file_meta, watch
 from cloche.node.api import CHUNK
 from cloche.node.archive import UploadReport
 from cloche.node.errors import FileError
+from cloche.node.file_meta import FileInfo
 from cloche.node.files import Entry, SandboxFS
+from cloche.node.watch import FsEvent
 
 T = TypeVar("T")
 
 
 class LocalFiles:
-    """A running sandbox's files, on this host."""
+    """A running sandbox's files, on this host; `running()` tells a watch whether the
+    sandbox still runs."""
 
-    def __init__(self, fs: SandboxFS) -> None:
+    def __init__(self, fs: SandboxFS, running: Callable[[], bool]) -> None:
         self._fs = fs
+        self._running = running
+
+    def _as(self, uid: int, gid: int) -> SandboxFS:
+        """The same root, creating files as `uid`:`gid` inside the sandbox."""
+        return SandboxFS(self._fs.root, self._fs.owner + uid, self._fs.owner + gid)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -52,31 +60,25 @@ class LocalFiles:
             os.close(fd)
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
-        """The writer thread takes chunks from a small queue as the caller's stream yields
-        them: a few chunks at most are in memory, and the rename happens once all came.
-        A stream that fails leaves the old file (the thread removes its temp file)."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+        return await _write(self._fs, path, chunks, mode)
 
-        def pull() -> Iterator[bytes]:
-            while (item := asyncio.run_coroutine_threadsafe(queue.get(), loop).result()) is not None:
-                if not item:
-                    raise OSError(errno.ECANCELED, "the upload stream failed")
-                yield item
+    async def write_as(self, path: str, chunks: AsyncIterable[bytes], uid: int, gid: int, mode: int = 0o644) -> int:
+        return await _write(self._as(uid, gid), path, chunks, mode)
 
-        writer = asyncio.ensure_future(asyncio.to_thread(self._fs.write_chunks, path, pull(), mode))
-        try:
-            async for data in chunks:
-                if writer.done():
-                    break
-                if data:
-                    await _put(queue, data, writer)
-        except BaseException:
-            await _put(queue, b"", writer)
-            await asyncio.gather(writer, return_exceptions=True)
-            raise
-        await _put(queue, None, writer)
-        return await writer
+    async def mkdir_as(self, path: str, uid: int, gid: int, mode: int = 0o755) -> None:
+        await self._run(self._as(uid, gid).mkdir, path, mode)
+
+    async def info(self, path: str) -> FileInfo:
+        return await self._run(file_meta.info, self._fs, path)
+
+    async def walk(self, path: str, depth: int) -> list[FileInfo]:
+        return await self._run(file_meta.walk, self._fs, path, depth)
+
+    async def set_metadata(self, path: str, metadata: dict[str, str]) -> None:
+        await self._run(file_meta.set_metadata, self._fs, path, metadata)
+
+    async def watch(self, path: str, recursive: bool) -> AsyncIterator[FsEvent]:
+        return await watch.watch(self._fs, path, recursive, self._running)
 
     async def list(self, path: str) -> list[Entry]:
         return await self._run(self._fs.list, path)
@@ -127,6 +129,34 @@ class LocalFiles:
                 yield data
         finally:
             out.close()
+
+
+async def _write(fs: SandboxFS, path: str, chunks: AsyncIterable[bytes], mode: int) -> int:
+    """The writer thread takes chunks from a small queue as the caller's stream yields
+    them: a few chunks at most are in memory, and the rename happens once all came.
+    A stream that fails leaves the old file (the thread removes its temp file)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+
+    def pull() -> Iterator[bytes]:
+        while (item := asyncio.run_coroutine_threadsafe(queue.get(), loop).result()) is not None:
+            if not item:
+                raise OSError(errno.ECANCELED, "the upload stream failed")
+            yield item
+
+    writer = asyncio.ensure_future(asyncio.to_thread(fs.write_chunks, path, pull(), mode))
+    try:
+        async for data in chunks:
+            if writer.done():
+                break
+            if data:
+                await _put(queue, data, writer)
+    except BaseException:
+        await _put(queue, b"", writer)
+        await asyncio.gather(writer, return_exceptions=True)
+        raise
+    await _put(queue, None, writer)
+    return await writer
 
 
 async def _put(queue: asyncio.Queue[bytes | None], item: bytes | None, writer: asyncio.Future[int]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cloche.node import cgroups, supervisor
 from cloche.node.api import DiskUsage, ExecStream, SandboxFiles
-from cloche.node.errors import InvalidState
+from cloche.node.errors import InvalidState, SandboxNotFound
 from cloche.node.files import SandboxFS
 from cloche.node.local_files import LocalFiles
 from cloche.node.net.node import NodeNetwork
@@ -70,7 +70,13 @@ class SandboxReach:
         return SandboxFS(str(self.run / sandbox_id / "rootfs"), UidAllocator.base(rec.uid_index))
 
     def files(self, sandbox_id: str) -> SandboxFiles:
-        return LocalFiles(self.fs(sandbox_id))
+        return LocalFiles(self.fs(sandbox_id), lambda: self._running(sandbox_id))
+
+    def _running(self, sandbox_id: str) -> bool:
+        try:
+            return self.get(sandbox_id).state == "running"
+        except SandboxNotFound:
+            return False
 
     # ---- exec -------------------------------------------------------------------------
 
