@@ -21,6 +21,7 @@ from cloche.cli import (
     errors,
     files,
     network,
+    node_agent,
     nodes,
     ports,
     run,
@@ -46,6 +47,7 @@ app = typer.Typer(
 )
 for commands in (server.app, ports.app, demo.app, run.app, sim.app):
     app.add_typer(commands)
+nodes.app.add_typer(node_agent.app)  # `cloche node run|rotate` beside ls and gc
 for name, group in (
     ("sandbox", sandboxes.app),
     ("files", files.app),
