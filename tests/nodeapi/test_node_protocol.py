@@ -83,7 +83,10 @@ def test_multi_megabyte_file_streams_both_ways(impl: Impl, sandbox: SandboxRecor
     chunks = impl.run(collect(files.read("/workspace/big.bin", chunk=MB)))
     assert max(len(c) for c in chunks) <= MB and len(chunks) >= 8
     assert hashlib.sha256(b"".join(chunks)).digest() == hashlib.sha256(data).digest()
-    assert impl.sh(sandbox.id, "sha256sum /workspace/big.bin").stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    assert (
+        impl.sh(sandbox.id, "sha256sum /workspace/big.bin").stdout.split()[0].decode()
+        == hashlib.sha256(data).hexdigest()
+    )
 
 
 def test_list_stat_mkdir_rename_remove(impl: Impl, sandbox: SandboxRecord) -> None:
@@ -174,9 +177,10 @@ def test_events_and_kill(impl: Impl) -> None:
 
 
 def test_ingress_to_a_sandbox_port(impl: Impl, sandbox: SandboxRecord) -> None:
-    server = "import socket; s=socket.create_server(('0.0.0.0', 7000)); c=s.accept()[0]; d=b''\n"
-    server += "while (b := c.recv(65536)): d += b\nc.sendall(d.upper()); c.close()"
-    impl.run(impl.node.exec(sandbox.id, ExecRequest(cmd=["python3", "-c", server], detach=True)))
+    server = "import socket\ns = socket.create_server(('0.0.0.0', 7000))\nc = s.accept()[0]\nd = b''\n"
+    server += "while b := c.recv(65536):\n    d += b\nc.sendall(d.upper())\nc.close()\n"
+    impl.run(impl.node.files(sandbox.id).write("/workspace/upper.py", blocks(server.encode())))
+    impl.sh(sandbox.id, "setsid python3 /workspace/upper.py >/workspace/upper.log 2>&1 </dev/null &")
     payload = os.urandom(3 * CHUNK).hex().encode()[: 3 * CHUNK]
 
     async def talk() -> bytes:
@@ -189,7 +193,7 @@ def test_ingress_to_a_sandbox_port(impl: Impl, sandbox: SandboxRecord) -> None:
         writer.write(payload)
         await writer.drain()
         writer.write_eof()
-        answer = await reader.read()
+        answer = await asyncio.wait_for(reader.read(), 30)
         writer.close()
         return answer
 

@@ -23,19 +23,35 @@ from cloche.snapshots.gc import GcReport
 
 pytestmark = pytest.mark.offline
 
-SPEC = SandboxSpec(template="py", limits=Limits(cpu=0.5, memory_mb=256), env={"A": "b"}, timeout_s=60.0,
-                   idle=IdlePolicy(pause_after_s=5.0), on_resume="echo hi",
-                   network=NetworkPolicy.from_json({"egress": True, "max_connections": 9}), isolation="runc")  # fmt: skip
+SPEC = SandboxSpec(
+    template="py",
+    limits=Limits(cpu=0.5, memory_mb=256),
+    env={"A": "b"},
+    timeout_s=60.0,
+    idle=IdlePolicy(pause_after_s=5.0),
+    on_resume="echo hi",
+    network=NetworkPolicy.from_json({"egress": True, "max_connections": 9}),
+    isolation="runc",
+)
 VALUES = [
     SPEC,
     SPEC.limits,
     SPEC.network,
-    SandboxRecord(id="sb_1", state="running", spec=SPEC, uid_index=3, expires_at=99.5, snapshot="m",
-                  last_hibernate={"bytes": 1}, net={"index": 1, "address": "100.64.0.3"}),  # fmt: skip
+    SandboxRecord(
+        id="sb_1",
+        state="running",
+        spec=SPEC,
+        uid_index=3,
+        expires_at=99.5,
+        snapshot="m",
+        last_hibernate={"bytes": 1},
+        net={"index": 1, "address": "100.64.0.3"},
+    ),  # fmt: skip
     ExecRequest(cmd=["sh", "-c", "cat"], env={"K": "v"}, stdin=b"\x00\xffin", timeout_s=2.5, pty=True, detach=True),
     ExecRequest(cmd=["true"]),
-    ExecResult(exit_code=3, signal=0, stdout=b"\x00out", stderr=b"err\xff", truncated=True, timed_out=False,
-               duration_ms=1.5),  # fmt: skip
+    ExecResult(
+        exit_code=3, signal=0, stdout=b"\x00out", stderr=b"err\xff", truncated=True, timed_out=False, duration_ms=1.5
+    ),  # fmt: skip
     ExecEvent("stdout", b"\x01\x02"),
     ExecEvent("exit", exit_code=1, signal=9, truncated=True, timed_out=True),
     Entry(name="f", path="/w/f", type="symlink", size=3, mode=0o777, mtime=1.25, target="/etc"),
