@@ -3,7 +3,7 @@
 Why: network policy (egress allowlists, DNS filtering, masquerading, rate limits, cutting live connections) can
 only be tested against something to connect to, and the test hosts have no internet — and even where they do,
 tests must never send packets to it. So this module builds a stand-in internet inside a network namespace
-named ``clt-inet-<pid>``, reachable from the host only through a veth "uplink" (``clt-up<N>``), and serves
+named ``clt-inet``, reachable from the host only through a veth "uplink" (``clt-uplink``), and serves
 HTTP, TCP echo/discard/chargen and an authoritative DNS zone (``test.``) on documentation addresses
 (RFC 5737: 198.51.100.0/24 for the hosts, 203.0.113.0/30 for the uplink link). Code under test routes sandbox
 traffic to ``FakeInternet.uplink`` and masquerades it to ``FakeInternet.uplink_address``.
@@ -111,7 +111,12 @@ DOC_RANGES: tuple[str, ...] = (HOSTS_RANGE, LINK_RANGE)
 # building and tearing down, and STATE_PATH describes the one that runs.
 LOCK_PATH = "/run/clt-fake-internet.lock"
 BUILD_LOCK_PATH = "/run/clt-fake-internet.build.lock"
-STATE_PATH = Path("/run/clt-fake-internet.json")
+STATE_PATH = Path("/run/clt-fake-internet.json")  # {"pid": the servers' pid}
+# Fixed names, so a session's environment (uplink, CA file) stays right for as long as
+# one runs, and no reaper of dead sessions' objects takes it for one of theirs.
+INTERNET_NETNS = "clt-inet"
+INTERNET_UPLINK = "clt-uplink"
+INTERNET_TLS_DIR = Path("/run/clt-fake-internet-tls")
 UPLINK_ADDRESS = "203.0.113.1"  # host side of the uplink
 UPLINK_PEER = "203.0.113.2"  # fake-internet side, the next hop for 198.51.100.0/24
 INTERNET_HOSTS: dict[str, str] = {
@@ -132,7 +137,6 @@ _SOCKS_PASSWORD_HASH = (  # openssl passwd -6 -salt clochetestsalt "$SOCKS_PASSW
     "$6$clochetestsalt$mUb0Hjp8CBN0ylKYrDSVFTsA8xID3fY58qwpFYsOthjjqgn0fR8TlxuiQDJjULAH.ZIrpLViUReLFZ15doTs9."
 )
 
-_inet_instances = itertools.count()
 _guard_instances = itertools.count()
 
 
@@ -176,12 +180,10 @@ def reap_stale() -> list[str]:
     """Remove harness objects (``clt-<kind>-<pid>`` namespaces, ``clt_<kind>_<pid>`` nft tables) whose creating
     process is dead — the remains of a run that was killed before it could clean up. Returns what it removed."""
     removed = []
-    running = _running_internet()
-    shared = running["netns"] if running and running["pid"] else None  # outlives its builder while in use
     if NETNS_DIR.is_dir():
         for entry in NETNS_DIR.iterdir():
             m = re.fullmatch(r"clt-[a-z]+-(\d+)(?:-\d+)?", entry.name)
-            if m and entry.name != shared and not _pid_alive(int(m.group(1))):
+            if m and not _pid_alive(int(m.group(1))):
                 with contextlib.suppress(Exception):
                     for link in _links(entry.name):  # deleting a veth end here removes its host peer too, now
                         if link.get("link_type") != "loopback":
@@ -237,14 +239,13 @@ def _flocked(path: str) -> Iterator[None]:
         yield
 
 
-def _running_internet() -> dict[str, Any] | None:
-    """What STATE_PATH describes, if anything (its servers may be gone: see ``_dispose``)."""
+def _running_servers() -> int | None:
+    """The pid of the fake internet's servers, if one runs."""
     try:
-        running = json.loads(STATE_PATH.read_text())
-    except (OSError, ValueError):
+        pid = int(json.loads(STATE_PATH.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    alive = _pid_alive(running["pid"]) and (NETNS_DIR / running["netns"]).exists()
-    return running if alive else {**running, "pid": None}
+    return pid if _pid_alive(pid) and (NETNS_DIR / INTERNET_NETNS).exists() else None
 
 
 def _stop_pid(pid: int, timeout: float = 3) -> None:
@@ -259,14 +260,13 @@ def _stop_pid(pid: int, timeout: float = 3) -> None:
             return
 
 
-def _dispose(internet: dict[str, Any]) -> None:
-    """Remove a fake internet's servers, uplink (and with it the route), namespace, TLS files and description."""
-    if internet.get("pid"):
-        _stop_pid(internet["pid"])
-    _quiet("ip", "link", "del", internet["uplink"])  # takes the route and the peer with it, synchronously
-    _quiet("ip", "netns", "del", internet["netns"])
-    if internet.get("tls_dir"):
-        shutil.rmtree(internet["tls_dir"], ignore_errors=True)
+def _dispose(server_pid: int | None) -> None:
+    """Remove the fake internet: its servers, uplink (and with it the route), namespace, TLS files and state."""
+    if server_pid is not None:
+        _stop_pid(server_pid)
+    _quiet("ip", "link", "del", INTERNET_UPLINK)  # takes the route and the peer with it, synchronously
+    _quiet("ip", "netns", "del", INTERNET_NETNS)
+    shutil.rmtree(INTERNET_TLS_DIR, ignore_errors=True)
     STATE_PATH.unlink(missing_ok=True)
 
 
@@ -374,8 +374,8 @@ class FakeInternet:
 
     Layout::
 
-        host                                        netns clt-inet-<pid>
-        clt-up<N> 203.0.113.1/30  <── veth ──>  eth0 203.0.113.2/30
+        host                                        netns clt-inet
+        clt-uplink 203.0.113.1/30  <── veth ──>  eth0 203.0.113.2/30
         route 198.51.100.0/24 via 203.0.113.2       lo: 198.51.100.{10,11,12,13,20,53}/32
 
     The namespace has no default route: it replies only to 203.0.113.0/30, so sandbox traffic must be
@@ -407,10 +407,8 @@ class FakeInternet:
     def __init__(self, ready_timeout: float = 10, *, shared: bool = False) -> None:
         self.shared = shared
         self.server_pid: int | None = None
-        pid = os.getpid()
-        k = next(_inet_instances)  # later instances in one process get a suffix; run one at a time (same addresses)
-        self.netns: str = f"clt-inet-{pid}" + (f"-{k}" if k else "")
-        self.uplink: str = f"clt-up{pid % 100000}" + (f"-{k}" if k else "")
+        self.netns: str = INTERNET_NETNS
+        self.uplink: str = INTERNET_UPLINK
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
@@ -440,18 +438,15 @@ class FakeInternet:
         with _flocked(BUILD_LOCK_PATH):
             self._started = True
             try:
-                running = _running_internet()
-                if running is not None and running["pid"] and self.shared:
-                    self.netns, self.uplink, self.server_pid = running["netns"], running["uplink"], running["pid"]
-                    self.tls_dir = Path(running["tls_dir"])
+                running = _running_servers()
+                if running is not None and self.shared:
+                    self.server_pid, self.tls_dir = running, INTERNET_TLS_DIR
                     return self
-                if running is not None:  # left by sessions that all died: nobody else holds LOCK_PATH
-                    _dispose(running)
+                _dispose(running)  # what sessions that all died left, if anything: nobody else holds LOCK_PATH
                 reap_stale()
                 self._build()
                 self._start_servers()
-                STATE_PATH.write_text(json.dumps({"netns": self.netns, "uplink": self.uplink,
-                                                  "tls_dir": str(self.tls_dir), "pid": self.server_pid}))  # fmt: skip
+                STATE_PATH.write_text(json.dumps({"pid": self.server_pid}))
             except BaseException:
                 self._started = False
                 self._teardown()
@@ -479,7 +474,8 @@ class FakeInternet:
         _run("ip", "route", "replace", self.hosts_range, "via", self.uplink_peer, "dev", up)
 
     def _start_servers(self) -> None:
-        self.tls_dir = Path(tempfile.mkdtemp(prefix="clt-inet-tls-"))
+        self.tls_dir = INTERNET_TLS_DIR
+        self.tls_dir.mkdir(mode=0o700)
         self.pki = TestPki(self.tls_dir)
         self.pki.issue("secure.test")
         self.pki.issue_untrusted("badcert.test")
@@ -527,13 +523,14 @@ class FakeInternet:
             self.socks.stop()
         if self.server_pid is not None:
             _stop_pid(self.server_pid)
+            self.server_pid = None
         if self.proc is not None:
             stop_servers(self.proc)
             self.proc = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        _dispose({"netns": self.netns, "uplink": self.uplink, "tls_dir": str(self.tls_dir or "")})
+        _dispose(None)
         self.tls_dir = None
 
     # -- helpers for tests --
