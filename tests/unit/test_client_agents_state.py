@@ -142,10 +142,10 @@ def test_async_state_list_pages():
 
 
 def test_long_waits_are_split_into_server_sized_polls(monkeypatch):
-    from cloche.client import sync
+    from cloche.client import _flows
 
     clock = [0.0]
-    monkeypatch.setattr(sync.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_flows.time, "monotonic", lambda: clock[0])
     polls: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

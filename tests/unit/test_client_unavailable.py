@@ -16,6 +16,7 @@ import pytest
 
 from cloche import AsyncClient, Client, ServerError, Unavailable
 from cloche.client import _api
+from cloche.client._spec import SandboxSpec
 from cloche.client.errors import error_from_response
 
 FULL = b'{"error": {"code": "unavailable", "message": "no room on node n1 within 2s"}}'
@@ -68,8 +69,8 @@ def test_async_create_raises_unavailable_with_retry_after():
 
 
 def test_create_waits_longer_when_asked_to_queue():
-    assert _api.create_sandbox(wait_s=600).read_timeout == _api.CREATE_TIMEOUT + 600
-    assert _api.create_sandbox().read_timeout == _api.CREATE_TIMEOUT
+    assert _api.create_sandbox(SandboxSpec(wait_s=600)).read_timeout == _api.CREATE_TIMEOUT + 600
+    assert _api.create_sandbox(SandboxSpec()).read_timeout == _api.CREATE_TIMEOUT
 
 
 def test_resize_sends_only_the_given_limits_and_reads_placement():

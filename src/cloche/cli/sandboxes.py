@@ -14,6 +14,7 @@ from cloche.cli import netpolicy, ui
 from cloche.cli.netpolicy import AllowOutOpt, DenyOutOpt, PublicOpt
 from cloche.cli.options import JsonOpt, KeyOpt, SandboxId, UrlOpt, connect, handle, idle_policy, pairs
 from cloche.cli.run import sandbox_exec
+from cloche.client._spec import SandboxSpec
 from cloche.client.models import SandboxInfo
 
 app = typer.Typer(help="Create, inspect, run commands in and control sandboxes.", no_args_is_help=True)
@@ -73,7 +74,7 @@ def sandbox_create(
     cpu: Annotated[float | None, typer.Option(help="CPU cores (fractions allowed).")] = None,
     memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Memory limit in MiB.")] = None,
     disk_mb: Annotated[int | None, typer.Option("--disk-mb", help="Disk quota in MiB.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds until the sandbox expires.")] = None,
+    timeout_s: Annotated[float | None, typer.Option("--timeout", help="Seconds until the sandbox expires.")] = None,
     name: Annotated[
         str | None, typer.Option(help="Unique name; if one with this name exists, it is returned instead.")
     ] = None,
@@ -96,7 +97,7 @@ def sandbox_create(
     on_resume: Annotated[
         str | None, typer.Option("--on-resume", help="Shell command run after each wake from hibernation.")
     ] = None,
-    wait: Annotated[
+    wait_s: Annotated[
         float | None,
         typer.Option("--wait", help="Seconds to wait for room when the node is full (default: the server's)."),
     ] = None,
@@ -127,28 +128,18 @@ def sandbox_create(
     --allow-out, --deny-out and --public build a policy over the open internet, or add
     to the one --network gives.
     """
-    env_vars, labels = pairs(env, "--env"), pairs(metadata, "--metadata")
-    base = netpolicy.parse_network(network, "--network")
-    network_spec = netpolicy.network_spec(base, allow_out, deny_out, public, "--network")
+    spec = SandboxSpec.of(
+        locals(),
+        env=pairs(env, "--env") or None,
+        metadata=pairs(metadata, "--metadata") or None,
+        network=netpolicy.network_spec(
+            netpolicy.parse_network(network, "--network"), allow_out, deny_out, public, "--network"
+        ),
+        idle=idle_policy(idle_pause, idle_hibernate),
+        on_timeout=on_timeout.value if on_timeout else None,
+    )
     with connect(url, api_key) as client, ui.spinner("Creating sandbox…"):
-        sbx = client.sandboxes.create(
-            template=template,
-            cpu=cpu,
-            memory_mb=memory_mb,
-            disk_mb=disk_mb,
-            timeout_s=timeout,
-            name=name,
-            metadata=labels or None,
-            env=env_vars or None,
-            idle=idle_policy(idle_pause, idle_hibernate),
-            on_timeout=on_timeout.value if on_timeout else None,
-            on_resume=on_resume,
-            snapshot=snapshot,
-            wait_s=wait,
-            region=region,
-            network=network_spec,
-            isolation=isolation,
-        )
+        sbx = client.sandboxes.create(**spec.kwargs())
     ui.created(sbx.info, sbx.id, as_json)
 
 

@@ -16,8 +16,10 @@ from typing import IO, Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
+from ._spec import SandboxSpec
+from ._wire import compact, idle_body, network_body
 from .errors import InvalidRequest
 from .models import (
     AgentInfo,
@@ -34,7 +36,6 @@ from .models import (
     KeyPage,
     LogEntry,
     LogPage,
-    NetworkPolicy,
     NetworkSpec,
     NetworkStatus,
     NewTenant,
@@ -138,43 +139,6 @@ def _is_json(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip() == "application/json"
 
 
-def _compact(**fields: Any) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def _idle(idle: IdlePolicy | Mapping[str, float | None] | None) -> dict[str, Any] | None:
-    if idle is None:
-        return None
-    if isinstance(idle, IdlePolicy):
-        return idle.model_dump(exclude_none=True)
-    return {k: v for k, v in idle.items() if v is not None}
-
-
-def _rule(rule: Any) -> Any:
-    return rule.model_dump(mode="json", exclude_none=True) if isinstance(rule, BaseModel) else rule
-
-
-def network_body(network: NetworkSpec) -> str | dict[str, Any]:
-    """The JSON of a ``network`` value: ``"none"``, ``"internet"`` or a policy object.
-
-    A :class:`NetworkPolicy` leaves out its unset optional limits; a mapping is sent as
-    given (rule models in it are converted), so the server judges it and names the field
-    at fault in an :class:`InvalidRequest`.
-    """
-    if isinstance(network, str):
-        return network
-    if isinstance(network, NetworkPolicy):
-        return network.to_json()
-    if isinstance(network, Mapping):
-        body = dict(network)
-        for key in ("allow_out", "deny_out"):
-            rules = body.get(key)
-            if isinstance(rules, list | tuple):
-                body[key] = [_rule(rule) for rule in rules]
-        return body
-    raise TypeError(f'network must be "none", "internet", a NetworkPolicy or a dict, not {type(network).__name__}')
-
-
 def _seg(value: str) -> str:
     """One percent-encoded path segment."""
     return quote(value, safe="")
@@ -196,25 +160,7 @@ def health() -> Call[Health]:
 # --- sandboxes -----------------------------------------------------------------------------
 
 
-def create_sandbox(
-    *,
-    template: str | None = None,
-    cpu: float | None = None,
-    memory_mb: int | None = None,
-    disk_mb: int | None = None,
-    timeout_s: float | None = None,
-    name: str | None = None,
-    metadata: Mapping[str, str] | None = None,
-    env: Mapping[str, str] | None = None,
-    idle: IdlePolicy | Mapping[str, float | None] | None = None,
-    on_timeout: str | None = None,
-    on_resume: str | None = None,
-    snapshot: str | None = None,
-    wait_s: float | None = None,
-    region: str | None = None,
-    network: NetworkSpec | None = None,
-    isolation: str | None = None,
-) -> Call[SandboxInfo]:
+def create_sandbox(spec: SandboxSpec) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes``; only the fields given are sent, the rest default server-side.
 
     ``wait_s`` is how long the create may wait in the admission queue for room (the server
@@ -222,26 +168,8 @@ def create_sandbox(
     is ``"none"``, ``"internet"`` or a policy (see :func:`network_body`); ``isolation``
     is ``"runc"`` or ``"gvisor"``.
     """
-    body = _compact(
-        template=template,
-        cpu=cpu,
-        memory_mb=memory_mb,
-        disk_mb=disk_mb,
-        timeout_s=timeout_s,
-        name=name,
-        metadata=dict(metadata) if metadata is not None else None,
-        env=dict(env) if env is not None else None,
-        idle=_idle(idle),
-        on_timeout=on_timeout,
-        on_resume=on_resume,
-        snapshot=snapshot,
-        wait_s=wait_s,
-        region=region,
-        network=None if network is None else network_body(network),
-        isolation=isolation,
-    )
-    read_timeout = CREATE_TIMEOUT + (wait_s or 0.0)
-    return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=body, read_timeout=read_timeout)
+    read_timeout = CREATE_TIMEOUT + (spec.wait_s or 0.0)
+    return Call("POST", "/v1/sandboxes", _json(SandboxInfo), json=spec.body(), read_timeout=read_timeout)
 
 
 def get_sandbox(sandbox_id: str) -> Call[SandboxInfo]:
@@ -251,7 +179,7 @@ def get_sandbox(sandbox_id: str) -> Call[SandboxInfo]:
 
 def list_sandboxes(state: str | None = None, metadata: Mapping[str, str] | None = None) -> Call[list[SandboxInfo]]:
     """``GET /v1/sandboxes`` filtered by state and exact metadata matches."""
-    params: dict[str, str] = _compact(state=state)
+    params: dict[str, str] = compact(state=state)
     for key, value in (metadata or {}).items():
         params[f"metadata.{key}"] = value
     return Call("GET", "/v1/sandboxes", _items(SandboxInfo), params=params)
@@ -275,7 +203,7 @@ def resize_sandbox(
     Only the limits given are sent; ``allow_move`` only when true.  Moving goes through
     hibernate and resume, so the read timeout is that of a transfer then.
     """
-    body = _compact(cpu=cpu, memory_mb=memory_mb, pids=pids, allow_move=True if allow_move else None)
+    body = compact(cpu=cpu, memory_mb=memory_mb, pids=pids, allow_move=True if allow_move else None)
     return Call(
         "PATCH",
         sbx(sandbox_id),
@@ -313,7 +241,7 @@ def hibernate(sandbox_id: str, keep_local: bool = True) -> Call[SandboxInfo]:
 
 def fork(sandbox_id: str, name: str | None = None, metadata: Mapping[str, str] | None = None) -> Call[SandboxInfo]:
     """``POST /v1/sandboxes/{id}/fork``: a new sandbox with this one's current files."""
-    body = _compact(name=name, metadata=dict(metadata) if metadata is not None else None)
+    body = compact(name=name, metadata=dict(metadata) if metadata is not None else None)
     return Call("POST", sbx(sandbox_id, "fork"), _json(SandboxInfo), json=body, read_timeout=TRANSFER_TIMEOUT)
 
 
@@ -393,7 +321,7 @@ def update_secret(name: str, value: str | None = None, hosts: Sequence[str] | No
     """``PUT /v1/secrets/{name}``: replace the value and/or the hosts (both: create if missing)."""
     if isinstance(hosts, str):
         raise TypeError("hosts must be a list of host names, not a string")
-    body = _compact(value=value, hosts=None if hosts is None else list(hosts))
+    body = compact(value=value, hosts=None if hosts is None else list(hosts))
     return Call("PUT", f"/v1/secrets/{_seg(name)}", _json(SecretInfo), json=body)
 
 
@@ -424,7 +352,7 @@ def exec_body(
         cmd = list(cmd)
         if not all(isinstance(arg, str) for arg in cmd):
             raise TypeError("cmd must be a string or a sequence of strings")
-    return _compact(
+    return compact(
         cmd=cmd,
         env=dict(env) if env is not None else None,
         cwd=cwd,
@@ -657,7 +585,7 @@ def deploy_app(
     """``PUT /v1/apps/{app}``: deploy or redeploy; only the fields given are sent."""
     if isinstance(command, str):
         raise TypeError("command must be an argv list, e.g. ['python3', 'agent.py']")
-    body = _compact(
+    body = compact(
         command=list(command),
         template=template,
         cpu=cpu,
@@ -665,7 +593,7 @@ def deploy_app(
         disk_mb=disk_mb,
         env=dict(env) if env is not None else None,
         setup=setup if setup is None or isinstance(setup, str) else list(setup),
-        idle=_idle(idle),
+        idle=idle_body(idle),
         max_concurrency=max_concurrency,
         startup_timeout_s=startup_timeout_s,
     )
@@ -860,7 +788,7 @@ def kv_delete(namespace: str, key: str, *, if_match: int | None = None) -> Call[
 
 def kv_list(namespace: str, prefix: str = "", cursor: str | None = None, limit: int = 100) -> Call[KeyPage]:
     """``GET /v1/state/{ns}/kv?prefix=&cursor=&limit=``: one page of live keys."""
-    params = _compact(prefix=prefix, cursor=cursor, limit=str(limit))
+    params = compact(prefix=prefix, cursor=cursor, limit=str(limit))
     return Call("GET", _ns(namespace, "kv"), _json(KeyPage), params=params)
 
 
@@ -952,7 +880,7 @@ def create_tenant(
     max_memory_mb: int | None = None,
 ) -> Call[NewTenant]:
     """``POST /v1/tenants`` (admin)."""
-    body = _compact(name=name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb)
+    body = compact(name=name, max_sandboxes=max_sandboxes, max_cpu=max_cpu, max_memory_mb=max_memory_mb)
     return Call("POST", "/v1/tenants", _json(NewTenant), json=body)
 
 

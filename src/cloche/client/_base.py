@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
 from ..constants import VERSION
-from ._api import DEFAULT, Call, is_server_error, may_be_server_error
+from ._api import DEFAULT, Call, is_server_error, may_be_server_error, pty_url
 from .errors import ClocheError, from_transport_error, raise_for_response
-from .models import SandboxInfo
+from .models import NetworkStatus, SandboxInfo
 
 T = TypeVar("T")
 
@@ -62,6 +62,13 @@ def body_length(body: bytes | IO[bytes]) -> int | None:
         return end - pos
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def memory_chunks(body: bytes | bytearray | memoryview) -> Iterator[bytes]:
+    """An in-memory body in :data:`CHUNK_SIZE` pieces (so progress can be reported)."""
+    view = memoryview(body)
+    for i in range(0, len(view), CHUNK_SIZE):
+        yield bytes(view[i : i + CHUNK_SIZE])
 
 
 def read_chunk(body: IO[bytes]) -> bytes:
@@ -134,6 +141,17 @@ class BaseClient:
             args["content"] = content
         return args
 
+    def _pty_args(self, sandbox_id: str, cmd: str | None, rows: int, cols: int, cwd: str | None) -> dict[str, Any]:
+        """Keyword arguments for websockets' ``connect`` (sync or asyncio) to a PTY."""
+        return {
+            "uri": pty_url(self.url, sandbox_id, cmd=cmd, rows=rows, cols=cols, cwd=cwd),
+            "additional_headers": self.auth_headers(),
+            "open_timeout": self.timeout,
+            "max_size": None,
+            "compression": None,
+            "proxy": None,
+        }
+
     # -- response handling -------------------------------------------------------------
 
     def _transport_error(self, exc: httpx.TransportError) -> ClocheError:
@@ -197,6 +215,11 @@ class SandboxBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, state={self.state!r})"
+
+    def _noted(self, status: NetworkStatus) -> NetworkStatus:
+        """Keep a fresh network status in :attr:`info` too, and return it."""
+        self._info = self._info.model_copy(update={"network": status})
+        return status
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SandboxBase) and other.id == self.id

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from .errors import ClocheError, error_from_response, status_for_code
 from .models import ExecEvent, ExecExit, ExecOutput, ExecStart
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "to_exec_event"]
+__all__ = ["ExecEventDecoder", "SSEDecoder", "ServerSentEvent", "to_exec_event"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,20 @@ def to_exec_event(sse: ServerSentEvent) -> ExecEvent | None:
 
 def _raise(exc: ClocheError) -> None:
     raise exc
+
+
+class ExecEventDecoder:
+    """Lines of an ``exec/stream`` response in, typed :data:`ExecEvent` values out."""
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+
+    def feed(self, line: str) -> ExecEvent | None:
+        """Consume one line; return the event it completed, if any."""
+        sse = self._sse.feed(line)
+        return None if sse is None else to_exec_event(sse)
+
+    def flush(self) -> ExecEvent | None:
+        """The event pending at the end of the stream, if any."""
+        sse = self._sse.flush()
+        return None if sse is None else to_exec_event(sse)
