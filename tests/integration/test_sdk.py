@@ -25,12 +25,14 @@ from cloche import (
 )
 from cloche.client import ExecExit, ExecOutput, ExecStart, Sandbox
 from tests.integration.conftest import Server
+from tests.sdk_faces import both_faces, face_client
 
 
 @pytest.fixture(scope="module")
-def client(server: Server):
+def client(server: Server, request: pytest.FixtureRequest):
+    """A client of the sync face, or of the face a ``@both_faces`` test gives."""
     _, key = server.tenant()
-    with Client(server.url, key) as c:
+    with face_client(getattr(request, "param", "sync"), server.url, key) as c:
         yield c
 
 
@@ -74,6 +76,7 @@ def test_url_and_key_come_from_the_environment(server: Server, monkeypatch):
         assert c.sandboxes.list() == []
 
 
+@both_faces
 def test_create_runs_python(sbx):
     assert sbx.state == "running" and sbx.id.startswith("sb")
     r = sbx.exec(["python3", "-c", "print(1+1)"])
@@ -98,6 +101,7 @@ def test_exec_timeout_is_reported(sbx):
     assert time.monotonic() - started < 10
 
 
+@both_faces
 def test_create_applies_limits_env_and_metadata(client: Client):
     tag = uuid.uuid4().hex[:8]
     with client.sandboxes.create(
@@ -120,6 +124,7 @@ def test_create_with_existing_name_returns_that_sandbox(client: Client):
         assert again.id == first.id and again.name == name
 
 
+@both_faces
 def test_get_list_and_refresh(client: Client, sbx):
     assert client.sandboxes.get(sbx.id).info.id == sbx.id
     assert sbx.id in [s.id for s in client.sandboxes.list(state="running")]
@@ -127,6 +132,7 @@ def test_get_list_and_refresh(client: Client, sbx):
     assert sbx.refresh() is sbx and sbx.state == "running"
 
 
+@both_faces
 def test_pause_resume_and_connect(client: Client):
     with client.sandboxes.create() as s:
         s.exec("echo kept > /workspace/f")
@@ -147,6 +153,7 @@ def test_set_timeout_moves_expiry(client: Client):
         assert (s.info.expires_at - before).total_seconds() > 3000
 
 
+@both_faces
 def test_context_manager_kills_sandbox(client: Client):
     with client.sandboxes.create() as s:
         sid = s.id
@@ -163,6 +170,7 @@ def test_context_manager_kills_sandbox_on_error(client: Client):
         client.sandboxes.get(sid)
 
 
+@both_faces
 def test_kill_twice(client: Client):
     s = client.sandboxes.create()
     s.kill()
@@ -174,6 +182,7 @@ def test_kill_twice(client: Client):
 # --- exec streaming and PTY ----------------------------------------------------------------
 
 
+@both_faces
 def test_exec_stream_yields_start_output_then_exit(sbx):
     events = list(sbx.exec_stream("echo one; echo two >&2; echo three; exit 4"))
     assert isinstance(events[0], ExecStart) and events[0].pid
@@ -195,6 +204,7 @@ def test_exec_stream_delivers_output_before_the_command_ends(sbx):
     assert seen[-1][1] - seen[0][1] > 1.0  # "first" arrived while the command still ran
 
 
+@both_faces
 def test_exec_stream_can_be_abandoned(sbx):
     stream = sbx.exec_stream("yes | head -c 10000000")
     first = next(e for e in stream if isinstance(e, ExecOutput))
@@ -230,6 +240,7 @@ def test_write_read_roundtrip(sbx):
     assert sbx.exec(["cat", "/workspace/hello.txt"]).stdout == "héllo\n"
 
 
+@both_faces
 def test_write_streams_a_file_object(sbx):
     data = b"0123456789abcdef" * 70000  # > 1 MiB, several chunks
     sent: list[int] = []
@@ -245,6 +256,7 @@ def test_relative_paths_are_under_workspace(sbx):
     assert sbx.files.read("/workspace/rel.txt") == b"x"
 
 
+@both_faces
 def test_list_stat_mkdir_rename_remove(sbx):
     sbx.files.mkdir("/workspace/d")
     sbx.files.write("/workspace/d/a.txt", "aaa")
@@ -264,6 +276,7 @@ def test_list_stat_mkdir_rename_remove(sbx):
     assert not sbx.files.exists("/workspace/d")
 
 
+@both_faces
 def test_read_and_list_reject_the_wrong_kind(sbx):
     sbx.files.write("/workspace/plain.txt", "p")
     with pytest.raises(InvalidRequest):
@@ -274,6 +287,7 @@ def test_read_and_list_reject_the_wrong_kind(sbx):
         sbx.files.read("/workspace/missing.txt")
 
 
+@both_faces
 def test_tar_upload_download_roundtrip(sbx):
     files = {"proj/main.py": b"print('hi')\n", "proj/pkg/data.bin": bytes(range(256))}
     report = sbx.upload_tar("/workspace/up", _tar(files, dirs=("proj", "proj/pkg")))
@@ -296,6 +310,7 @@ def test_tar_upload_from_file_object_gz_and_unsafe_members(sbx):
 # --- errors, tenancy, admin ----------------------------------------------------------------
 
 
+@both_faces
 def test_bogus_id_is_not_found(client: Client):
     with pytest.raises(NotFound) as info:
         client.sandboxes.get("sb_doesnotexist")
@@ -324,6 +339,7 @@ def test_other_tenants_sandbox_is_not_found(server: Server, sbx):
     assert sbx.exec("true").ok
 
 
+@both_faces
 def test_invalid_parameters_raise_invalid_request(client: Client):
     with pytest.raises(InvalidRequest) as info:
         client.sandboxes.create(cpu=-1)

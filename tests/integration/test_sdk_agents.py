@@ -24,6 +24,7 @@ from cloche.client import (
 )
 from cloche.examples import memo_app
 from tests.integration.conftest import Server
+from tests.sdk_faces import both_faces, face_client
 
 # An agent that answers GET /<status> with that status and a JSON body shaped like the
 # server's own errors plus one field, and streams POST bodies back in three chunks.
@@ -67,8 +68,9 @@ def tenant_key(server: Server) -> str:
 
 
 @pytest.fixture()
-def client(server: Server, tenant_key: str) -> Iterator[Client]:
-    with Client(server.url, tenant_key) as c:
+def client(server: Server, tenant_key: str, request: pytest.FixtureRequest) -> Iterator[Client]:
+    """A client of the sync face, or of the face a ``@both_faces`` test gives."""
+    with face_client(getattr(request, "param", "sync"), server.url, tenant_key) as c:
         yield c
 
 
@@ -76,6 +78,7 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
+@both_faces
 def test_deploy_memo_and_invoke_through_the_agent_handle(client: Client):
     app = client.apps.deploy("memo", **memo_app())
     assert isinstance(app, App) and app.version == 1 and app.spec.command == ["python3", "/workspace/agent.py"]
@@ -118,6 +121,7 @@ def test_deploy_memo_and_invoke_through_the_agent_handle(client: Client):
         client.apps.get("memo")
 
 
+@both_faces
 def test_server_errors_raise_agent_answers_pass_through(client: Client):
     with pytest.raises(NotFound):
         client.agents("no-such-app")["k"].invoke(json={})
@@ -192,6 +196,7 @@ def test_hibernate_fork_and_snapshots(client: Client):
             s.kill(missing_ok=True)
 
 
+@both_faces
 def test_state_kv_and_log(client: Client):
     ns = client.state(_name("ns"))
     assert ns.get("profile") is None
