@@ -20,6 +20,7 @@ from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.supervisor import ExecEvent
+from cloche.node.watch import FsEvent
 from tests.nodeapi.conftest import Impl
 
 MB = 1 << 20
@@ -101,6 +102,29 @@ def test_list_stat_mkdir_rename_remove(impl: Impl, sandbox: SandboxRecord) -> No
     assert impl.run(files.read_all("/workspace/d/g.txt", 100)) == b"abc"
     impl.run(files.remove("/workspace/d", recursive=True))
     assert not impl.run(files.exists("/workspace/d"))
+
+
+def test_owners_metadata_and_watch(impl: Impl, sandbox: SandboxRecord) -> None:
+    files = impl.node.files(sandbox.id)
+    impl.run(files.mkdir_as("/workspace/u", 1000, 1000))
+    assert impl.run(files.write_as("/workspace/u/f", blocks(b"xy"), 1000, 1000, 0o640)) == 2
+    impl.run(files.set_metadata("/workspace/u/f", {"Owner": "me"}))
+    info = impl.run(files.info("/workspace/u/f"))
+    assert (info.uid, info.gid, info.st_mode & 0o777, info.size, info.metadata) == (
+        1000,
+        1000,
+        0o640,
+        2,
+        {"owner": "me"},
+    )
+    assert [i.path for i in impl.run(files.walk("/workspace/u", 1))] == ["/workspace/u/f"]
+
+    async def first_change() -> FsEvent:
+        changes = await files.watch("/workspace/u", False)
+        await files.write("/workspace/u/new", blocks(b"1"))
+        return await asyncio.wait_for(anext(changes), 20)
+
+    assert impl.run(first_change()) == FsEvent(name="new", kind="create")
 
 
 def test_errors_are_the_same_exceptions(impl: Impl, sandbox: SandboxRecord) -> None:

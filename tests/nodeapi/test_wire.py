@@ -11,6 +11,7 @@ from cloche.node import errors
 from cloche.node.api import DiskUsage, PoolStatus, TemplateInfo
 from cloche.node.archive import UploadReport
 from cloche.node.cgroups import Usage
+from cloche.node.file_meta import FileInfo
 from cloche.node.files import Entry
 from cloche.node.net.firewall import Counters
 from cloche.node.net.policy import NetworkPolicy
@@ -18,6 +19,7 @@ from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecEvent, ExecResult
+from cloche.node.watch import FsEvent
 from cloche.nodeapi import wire
 from cloche.snapshots.gc import GcReport
 
@@ -62,6 +64,20 @@ VALUES = [
     TemplateInfo(name="py", on_base=True),
     Counters(bytes_out=1, packets_out=2, bytes_in=3, packets_in=4, denied=5),
     GcReport(chunks_deleted=1, manifests_deleted=2, chunks_kept=3),
+    FileInfo(
+        name="l",
+        path="/w/l",
+        kind="symlink",
+        size=3,
+        st_mode=0o120777,
+        uid=1000,
+        gid=1000,
+        mtime=2.5,
+        target="/etc",
+        target_kind="dir",
+        metadata={"k": "v"},
+    ),  # fmt: skip
+    FsEvent(name="a/b", kind="create"),
 ]
 
 

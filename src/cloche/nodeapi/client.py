@@ -300,7 +300,7 @@ class RemoteNode:
         rec = self.get(sandbox_id)
         if rec.state not in ("running", "paused"):
             raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; start it to use its files")
-        return RemoteFiles(self._http, sandbox_id)
+        return RemoteFiles(self._http, sandbox_id, self._open)
 
     async def exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
         data = await self._call("POST", f"/v1/sandboxes/{sandbox_id}/exec", {"request": wire.dump(request)})

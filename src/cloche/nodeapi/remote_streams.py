@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from websockets.asyncio.client import ClientConnection
@@ -20,10 +21,14 @@ from websockets.exceptions import ConnectionClosed
 from cloche.node.api import CHUNK
 from cloche.node.archive import UploadReport
 from cloche.node.errors import FileError, RuntimeFailure
+from cloche.node.file_meta import FileInfo
 from cloche.node.files import Entry
 from cloche.node.supervisor import ExecEvent
+from cloche.node.watch import FsEvent
 from cloche.nodeapi import wire
 from cloche.nodeapi.tasks import EOF_MESSAGE, HalfClose, race
+
+OpenWs = Callable[[str], Awaitable[ClientConnection]]  # a node WebSocket, opened and accepted
 
 
 def answer(response: httpx.Response) -> Any:
@@ -49,9 +54,10 @@ async def opened(ws: ClientConnection) -> None:
 class RemoteFiles:
     """`SandboxFiles` of one sandbox on a remote node."""
 
-    def __init__(self, http: httpx.AsyncClient, sandbox_id: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, sandbox_id: str, open_ws: OpenWs) -> None:
         self._http = http
         self._base = f"/v1/sandboxes/{sandbox_id}/files"
+        self._open_ws = open_ws
 
     async def _stream(self, op: str, path: str, chunk: int) -> AsyncIterator[bytes]:
         params: dict[str, Any] = {"path": path, "chunk": chunk}
@@ -74,8 +80,8 @@ class RemoteFiles:
     async def read_all(self, path: str, limit: int) -> bytes:
         return bytes(answer(await self._http.get(f"{self._base}/read_all", params={"path": path, "limit": limit})))
 
-    async def _query(self, op: str, path: str) -> Any:
-        return answer(await self._http.get(f"{self._base}/query/{op}", params={"path": path}))
+    async def _query(self, op: str, path: str, **params: Any) -> Any:
+        return answer(await self._http.get(f"{self._base}/query/{op}", params={"path": path, **params}))
 
     async def size(self, path: str) -> int:
         return int(await self._query("size", path))
@@ -95,6 +101,37 @@ class RemoteFiles:
     async def write(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
         url = f"{self._base}/upload/write"
         return int(answer(await self._http.put(url, params={"path": path, "mode": mode}, content=chunks)))
+
+    async def write_as(self, path: str, chunks: AsyncIterable[bytes], uid: int, gid: int, mode: int = 0o644) -> int:
+        params = {"path": path, "uid": uid, "gid": gid, "mode": mode}
+        return int(answer(await self._http.put(f"{self._base}/upload/write_as", params=params, content=chunks)))
+
+    async def mkdir_as(self, path: str, uid: int, gid: int, mode: int = 0o755) -> None:
+        await self._change("mkdir_as", path, uid=uid, gid=gid, mode=mode)
+
+    async def info(self, path: str) -> FileInfo:
+        return wire.load(FileInfo, await self._query("info", path))
+
+    async def walk(self, path: str, depth: int) -> list[FileInfo]:
+        return [wire.load(FileInfo, i) for i in await self._query("walk", path, depth=depth)]
+
+    async def set_metadata(self, path: str, metadata: dict[str, str]) -> None:
+        answer(await self._http.post(f"{self._base}/change/set_metadata", params={"path": path}, json=metadata))
+
+    async def watch(self, path: str, recursive: bool) -> AsyncIterator[FsEvent]:
+        ws = await self._open_ws(f"{self._base}/watch?{urlencode({'path': path, 'recursive': int(recursive)})}")
+        return self._changes(ws)
+
+    @staticmethod
+    async def _changes(ws: ClientConnection) -> AsyncIterator[FsEvent]:
+        try:
+            async for msg in ws:
+                data = json.loads(msg)
+                if "error" in data:
+                    raise wire.error_from(data["error"])
+                yield wire.load(FsEvent, data["event"])
+        finally:
+            await ws.close()
 
     async def extract(self, path: str, tarball: AsyncIterable[bytes]) -> UploadReport:
         url = f"{self._base}/upload/extract"

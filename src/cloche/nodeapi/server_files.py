@@ -8,6 +8,7 @@ surface before the first byte (then it is a JSON error), after it the connection
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -66,21 +67,33 @@ def routes(rt: NodeRuntime) -> list[BaseRoute]:
             result = await f.is_dir(path)
         elif op == "exists":
             result = await f.exists(path)
+        elif op == "info":
+            result = wire.dump(await f.info(path))
+        elif op == "walk":
+            result = [wire.dump(i) for i in await f.walk(path, int(request.query_params["depth"]))]
         else:
             return JSONResponse({"message": "no such file query"}, 404)
         return JSONResponse(result)
 
     async def upload(request: Request) -> Response:
         f, path = files(request)
-        if request.path_params["op"] == "extract":
+        q, op = request.query_params, request.path_params["op"]
+        if op == "extract":
             return JSONResponse(wire.dump(await f.extract(path, request.stream())))
-        return JSONResponse(await f.write(path, request.stream(), int(request.query_params.get("mode", 0o644))))
+        mode = int(q.get("mode", 0o644))
+        if op == "write_as":
+            return JSONResponse(await f.write_as(path, request.stream(), int(q["uid"]), int(q["gid"]), mode))
+        return JSONResponse(await f.write(path, request.stream(), mode))
 
     async def change(request: Request) -> Response:
         f, path = files(request)
         q, op = request.query_params, request.path_params["op"]
         if op == "mkdir":
             await f.mkdir(path, int(q.get("mode", 0o755)))
+        elif op == "mkdir_as":
+            await f.mkdir_as(path, int(q["uid"]), int(q["gid"]), int(q.get("mode", 0o755)))
+        elif op == "set_metadata":
+            await f.set_metadata(path, json.loads(await request.body()))
         elif op == "remove":
             await f.remove(path, q.get("recursive") == "1")
         elif op == "rename":

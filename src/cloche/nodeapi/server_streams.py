@@ -207,8 +207,29 @@ def routes(rt: NodeRuntime, hub: EventHub) -> list[BaseRoute]:
             with contextlib.suppress(Exception):
                 await ws.close()
 
+    async def watch(ws: WebSocket) -> None:
+        await ws.accept()
+        q = ws.query_params
+        try:
+            changes = await rt.files(ws.path_params["id"]).watch(q["path"], q.get("recursive") == "1")
+        except RuntimeFailure as exc:
+            await refuse(ws, exc)
+            return
+        await ws.send_json({"ok": True})  # armed: every change from now on is reported
+
+        async def forward() -> None:
+            try:
+                async for change in changes:
+                    await ws.send_json({"event": wire.dump(change)})
+            except RuntimeFailure as exc:
+                await ws.send_json({"error": wire.error_body(exc)})
+            await ws.close()
+
+        await race(forward(), disconnected(ws))
+
     return [
         WebSocketRoute("/v1/events", events),
+        WebSocketRoute("/v1/sandboxes/{id}/files/watch", watch),
         WebSocketRoute("/v1/sandboxes/{id}/exec/stream", exec_),
         WebSocketRoute("/v1/sandboxes/{id}/connect", connect),
     ]
