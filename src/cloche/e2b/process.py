@@ -1,4 +1,4 @@
-"""envd's `process.Process` service over cloche's supervisor sessions.
+"""envd's `process.Process` service over the node's exec streams (`Node.open_exec`).
 
 Every started command is one ExecStream kept by the registry (not by the request), so
 it outlives the Start stream like an envd process does: Connect re-attaches to its
@@ -24,9 +24,9 @@ from cloche.e2b.errors import E2bError, as_connect
 from cloche.e2b.procs import OUTPUT_CAP, SIGNALS, Proc, Subscriber
 from cloche.e2b.state import Target, target
 from cloche.e2b.users import User, name_from
-from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure
 from cloche.node.protocol import ExecRequest
+from cloche.node.supervisor import ExecEvent
 
 
 def _events(sub: Subscriber) -> AsyncIterator[Message]:
@@ -101,13 +101,14 @@ async def _start(request: Request) -> Response:
         session = await t.node.open_exec(t.sandbox_id, req)
     except RuntimeFailure as exc:
         raise ConnectError("unavailable", f"The sandbox {t.sandbox_id} was not found ({exc})") from None
-    first = await _first_event(session)
+    events = session.events()  # one stream of events: the pump carries on after the start
+    first = await _first_event(events)
     if first.kind != "start":
         await session.close()
         detail = first.data.decode(errors="replace").strip()
         raise ConnectError("invalid_argument", f"failed to start the process: {detail}")
     proc = Proc(t.sandbox_id, first.pid, {"cmd": cmd, "args": args, "envs": envs, "cwd": cwd},
-                msg.get("tag"), pty is not None, stdin, session)  # fmt: skip
+                msg.get("tag"), pty is not None, stdin, session, events)  # fmt: skip
     t.st.processes.add(proc)
     return _attach(request, proc)  # subscribed before the pump task first runs
 
@@ -131,20 +132,19 @@ class _First:
     data: bytes = b""
 
 
-async def _first_event(session: ExecStream) -> _First:
+async def _first_event(events: AsyncIterator[ExecEvent]) -> _First:
     """Read up to the start event; a command that fails to start (missing cwd or
-    binary) sends stderr and an exit instead. The events() generator is left at the
-    start event, so the pump's own events() carries on from there."""
+    binary) sends stderr and an exit instead. The stream is left open after the start
+    event: the process's pump reads the rest of it."""
     err = b""
     try:
-        async with contextlib.aclosing(session.events()) as events:
-            async for ev in events:
-                if ev.kind == "start":
-                    return _First("start", pid=ev.pid)
-                if ev.kind == "stderr":
-                    err += ev.data
-                if ev.kind == "exit":
-                    return _First("exit", data=err or f"exit code {ev.exit_code}".encode())
+        async for ev in events:
+            if ev.kind == "start":
+                return _First("start", pid=ev.pid)
+            if ev.kind == "stderr":
+                err += ev.data
+            if ev.kind == "exit":
+                return _First("exit", data=err or f"exit code {ev.exit_code}".encode())
     except RuntimeFailure as exc:
         return _First("exit", data=str(exc).encode())
     return _First("exit", data=err)

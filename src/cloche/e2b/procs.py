@@ -10,11 +10,13 @@ import base64
 import contextlib
 import logging
 import signal as signals
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from cloche.e2b.connect import ConnectError, Message
 from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure
+from cloche.node.supervisor import ExecEvent
 
 log = logging.getLogger("cloche.e2b")
 OUTPUT_CAP = 1 << 40
@@ -64,6 +66,7 @@ class Proc:
     pty: bool
     stdin: bool
     session: ExecStream
+    events: AsyncIterator[ExecEvent]  # the session's one event stream, read by the pump
     subscribers: set[Subscriber] = field(default_factory=set)
     end: Message | None = None
     task: asyncio.Task[None] | None = None
@@ -120,7 +123,7 @@ class ProcessRegistry:
     async def _pump(self, proc: Proc) -> None:
         end: Message | None = None
         try:
-            async for ev in proc.session.events():
+            async for ev in proc.events:
                 if ev.kind in ("stdout", "stderr"):
                     kind = "pty" if proc.pty else ev.kind
                     data = base64.b64encode(ev.data).decode()
