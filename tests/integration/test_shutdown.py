@@ -15,8 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from cloche.config import Settings
 from cloche.node import orphans
 from cloche.node.runtime import node_key
+from cloche.server.kvfast import KvFastPath
 from cloche.server.shutdown import Drain, DrainGate
 from tests.integration.conftest import Server
 
@@ -161,3 +163,21 @@ def test_draining_answers_503_with_retry_after():
     assert before.status_code == 200
     assert during.status_code == 503 and during.headers["retry-after"] == "5"
     assert during.json()["error"]["code"] == "shutting_down"
+
+
+def test_draining_refuses_the_kv_fast_path_too():
+    """The KV fast path answers before the drain gate, so it must hand draining requests
+    to it (as it is installed in create_app: outermost)."""
+
+    async def app(scope, receive, send):
+        raise AssertionError("a drained request reached the app")
+
+    drain = Drain(draining=True)
+
+    async def put() -> httpx.Response:
+        gate = KvFastPath(DrainGate(app, drain), Settings(), drain)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://cloche") as c:
+            return await c.put("/v1/state/ns/kv/k", content=b"v", headers={"Authorization": "Bearer x"})
+
+    r = asyncio.run(put())
+    assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"

@@ -272,3 +272,20 @@ def test_lost_update_and_idempotency_over_http(srv):
     finally:
         for c in clients:
             c.close()
+
+
+def test_a_revoked_key_is_refused_on_the_next_request(srv):
+    """Keys are remembered between requests (the lookup is a query), but a revocation ends
+    that at once: the very next KV request with the key is a 401."""
+    tenant_id, _ = srv.tenant()
+    n = ns()
+    with srv.client() as admin:
+        r = admin.post(f"/v1/tenants/{tenant_id}/keys")
+        key_id, key = r.json()["id"], r.json()["api_key"]
+        with srv.client(key) as c:
+            assert c.put(f"/v1/state/{n}/kv/k", content=b"x").status_code == 200
+            assert c.get(f"/v1/state/{n}/kv/k").status_code == 200
+            assert admin.delete(f"/v1/tenants/{tenant_id}/keys/{key_id}").status_code == 204
+            for r in (c.put(f"/v1/state/{n}/kv/k", content=b"y"), c.get(f"/v1/state/{n}/kv/k")):
+                assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+                assert r.headers["x-cloche-error"] == "unauthorized" and r.headers["x-request-id"]

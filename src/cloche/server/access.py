@@ -13,14 +13,18 @@ authenticated, `sandbox_id` when the path names one. `request_id` is the client'
 it ends; a WebSocket's status is 101 once accepted, 403 when closed before that, and a
 request whose client left before any answer has status null.
 
-On by default; `CLOCHE_ACCESS_LOG=0` turns it off (`Settings.access_log`).
+On by default; `CLOCHE_ACCESS_LOG=0` turns it off (`Settings.access_log`). `cloche up`
+writes the lines of one event-loop turn to stderr in one write (`BatchedHandler`), not
+one syscall per request, and writes what is pending when the process exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import random
 import re
 import sys
 import time
@@ -32,6 +36,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("cloche.access")
 NOTES = "cloche.access"  # scope key: what the request's handlers tell the log (note())
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_ids = random.Random(os.urandom(16))  # request ids need to be unique, not secret: no syscall per request
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def note(scope: Scope, **fields: str) -> None:
@@ -47,21 +53,70 @@ def request_id(scope: Scope) -> str | None:
     return scope.get(NOTES, {}).get("request_id")
 
 
+class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines emitted during one event-loop turn in one
+    write at the end of that turn (a thread without a running loop writes at once).
+    `flush()` writes whatever is pending: `logging.shutdown` calls it at exit."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop in this thread
+                self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self._pending:
+                return
+            lines = "\n".join(self._pending) + "\n"
+            self._pending.clear()
+            self.stream.write(lines)
+            self.stream.flush()
+
+
 def to_stderr() -> None:
     """Write the access log to stderr as bare JSON lines (no logging prefix)."""
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = BatchedHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
 
 
+def new_request_id(sent: bytes | None = None) -> bytes:
+    """The client's X-Request-Id when it is a plain token, else a new one."""
+    if sent is not None and REQUEST_ID.fullmatch(sent):
+        return sent
+    return b"%024x" % _ids.getrandbits(96)
+
+
 def _request_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
-        if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
-            return value
-    return os.urandom(12).hex().encode()
+        if name == b"x-request-id":
+            return new_request_id(value)
+    return new_request_id()
+
+
+def write(arrived: float, method: str, path: str | None, status: int | None, duration_s: float,
+          tenant_id: str | None, sandbox_id: str | None, request_id: str) -> None:  # fmt: skip
+    """Log one request's line (the logger's record is made directly: no caller lookup)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    line = _encode({"time": datetime.fromtimestamp(arrived, UTC).isoformat(timespec="milliseconds"),
+                    "method": method, "path": path, "status": status, "duration_ms": round(duration_s * 1000, 3),
+                    "tenant_id": tenant_id, "sandbox_id": sandbox_id, "request_id": request_id})  # fmt: skip
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
 
 
 def _template(scope: Scope, root_path: str) -> str | None:
@@ -92,7 +147,8 @@ class AccessLog:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id)]}
+                # A message is sent once: change it in place rather than copy it.
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             elif kind == "websocket.accept":
                 status = 101
             elif kind == "websocket.close" and status is None:
@@ -105,15 +161,6 @@ class AccessLog:
             status = status or 500  # answered by Starlette's ServerErrorMiddleware, outside this one
             raise
         finally:
-            if log.isEnabledFor(logging.INFO):
-                entry: dict[str, Any] = {
-                    "time": datetime.fromtimestamp(arrived, UTC).isoformat(timespec="milliseconds"),
-                    "method": scope.get("method", "WEBSOCKET"),
-                    "path": notes.get("path") or _template(scope, root_path),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "tenant_id": notes.get("tenant_id"),
-                    "sandbox_id": notes.get("sandbox_id") or scope.get("path_params", {}).get("sandbox_id"),
-                    "request_id": notes["request_id"],
-                }
-                log.info(json.dumps(entry, separators=(",", ":")))
+            sandbox_id = notes.get("sandbox_id") or scope.get("path_params", {}).get("sandbox_id")
+            write(arrived, scope.get("method", "WEBSOCKET"), notes.get("path") or _template(scope, root_path), status,
+                  time.perf_counter() - started, notes.get("tenant_id"), sandbox_id, notes["request_id"])  # fmt: skip

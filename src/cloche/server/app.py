@@ -23,6 +23,7 @@ from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors, ui
 from cloche.server.access import AccessLog
 from cloche.server.context import Context
+from cloche.server.kvfast import KvFastPath
 from cloche.server.limits import BodyLimit
 from cloche.server.node_settings import node_config
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
@@ -102,11 +103,11 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(mcp_http.router())  # /mcp: MCP over streamable HTTP (cloche.mcp)
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
-    app.add_middleware(state_routes.StateFastPath)
     app.add_middleware(BodyLimit, settings=settings)
     ui.install(app)  # the web dashboard at /ui (cloche.server.ui)
     ports.install(app, settings)  # exposed ports: routes, and the ingress middleware
     app.add_middleware(DrainGate, drain=drain)  # while stopping, nothing new gets in
     if settings.access_log:
-        app.add_middleware(AccessLog)  # outermost: one line per request, whoever answered it
+        app.add_middleware(AccessLog)  # one line per request, whoever answered it
+    app.add_middleware(KvFastPath, settings=settings, drain=drain)  # outermost: answers GET/PUT of a KV key itself
     return app

@@ -18,6 +18,12 @@ def _key_from(request: Request) -> str:
         token = request.query_params.get("token")
         if token and request.scope["type"] == "websocket":
             return token
+    return bearer_key(header)
+
+
+def bearer_key(header: str | None) -> str:
+    """The key of an `Authorization: Bearer KEY` header (401 when missing or malformed)."""
+    if header is None:
         raise ApiError(401, "unauthorized", "missing Authorization header (expected 'Bearer KEY')")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():

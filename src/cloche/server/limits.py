@@ -12,23 +12,25 @@ from cloche.config import Settings
 from cloche.server.errors import error_body
 
 
+def body_limit(settings: Settings, path: str) -> int:
+    """The most bytes a request to `path` may send."""
+    if path.endswith("/archive") or path.startswith("/v1/templates/"):
+        return settings.max_archive_bytes
+    if path.endswith("/files") or "/invoke" in path or path.startswith("/process.Process/"):
+        return settings.max_file_bytes
+    return settings.max_json_bytes
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
 
-    def _limit(self, path: str) -> int:
-        if path.endswith("/archive") or path.startswith("/v1/templates/"):
-            return self.settings.max_archive_bytes
-        if path.endswith("/files") or "/invoke" in path or path.startswith("/process.Process/"):
-            return self.settings.max_file_bytes
-        return self.settings.max_json_bytes
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit(scope["path"])
+        limit = body_limit(self.settings, scope["path"])
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _reject(send, limit)

@@ -32,6 +32,9 @@ from cloche.store.rows import (
     tenant_of,
 )
 
+AUTH_CACHE_S = 5.0  # how long a key's tenant is remembered; a change made through this Store ends it at once
+AUTH_CACHE_SIZE = 4096
+
 __all__ = ["AgentRow", "AppRow", "IntegrityError", "SandboxRow", "SecretRow", "SnapshotRow", "Store", "Tenant"]
 
 
@@ -62,6 +65,15 @@ class Store:
         except BaseException:
             self._engine.close()
             raise
+        # key hash -> (tenant, when looked up): every request authenticates, and the lookup
+        # is a query. Cleared by every key or tenant change made here (`_keys_changed`); a
+        # change made by another process (a PostgreSQL store shared) shows after AUTH_CACHE_S.
+        self._auth_cache: dict[str, tuple[Tenant, float]] = {}
+        self._auth_generation = 0
+
+    def _keys_changed(self) -> None:
+        self._auth_generation += 1
+        self._auth_cache.clear()
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         return self._engine.run(sql, args).rows
@@ -125,7 +137,10 @@ class Store:
         return [tenant_of(r) for r in self._q("SELECT * FROM tenants ORDER BY created_at")]
 
     def set_priority(self, tenant_id: str, priority: int) -> bool:
-        return self._changed("UPDATE tenants SET priority=? WHERE id=?", (priority, tenant_id))
+        try:
+            return self._changed("UPDATE tenants SET priority=? WHERE id=?", (priority, tenant_id))
+        finally:
+            self._keys_changed()
 
     def add_key(self, tenant_id: str) -> tuple[str, str]:
         key_id, key = "key_" + secrets.token_hex(8), new_key()
@@ -134,16 +149,34 @@ class Store:
         return key_id, key
 
     def revoke_key(self, tenant_id: str, key_id: str) -> bool:
-        return self._changed("UPDATE api_keys SET revoked_at=? WHERE id=? AND tenant_id=? AND revoked_at IS NULL",
-                             (time.time(), key_id, tenant_id))  # fmt: skip
+        try:
+            return self._changed("UPDATE api_keys SET revoked_at=? WHERE id=? AND tenant_id=? AND revoked_at IS NULL",
+                                 (time.time(), key_id, tenant_id))  # fmt: skip
+        finally:
+            self._keys_changed()  # after the write: a lookup that read the old row is not kept
 
     def authenticate(self, key: str) -> Tenant | None:
+        """The key's tenant (None: unknown or revoked). The Tenant may be shared between
+        calls: treat it as read-only."""
+        h = hash_key(key)
+        now = time.monotonic()
+        cached = self._auth_cache.get(h)
+        if cached is not None and now - cached[1] < AUTH_CACHE_S:
+            return cached[0]
+        generation = self._auth_generation
         rows = self._q(
             "SELECT t.* FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
             "WHERE k.key_hash=? AND k.revoked_at IS NULL",
-            (hash_key(key),),
+            (h,),
         )
-        return tenant_of(rows[0]) if rows else None
+        if not rows:
+            return None
+        tenant = tenant_of(rows[0])
+        if generation == self._auth_generation:  # no change raced the lookup (another thread)
+            if len(self._auth_cache) >= AUTH_CACHE_SIZE:
+                self._auth_cache.clear()
+            self._auth_cache[h] = (tenant, now)
+        return tenant
 
     # ---- sandboxes ------------------------------------------------------------
 

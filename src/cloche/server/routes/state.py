@@ -33,10 +33,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloche.control.errors import ApiError, not_found
-from cloche.server.access import note
-from cloche.server.auth import CurrentTenant, authenticate_now
+from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
-from cloche.state.engine import Conflict, Op, StateEngine, StateError
+from cloche.state.engine import Conflict, Item, Op, StateEngine, StateError
 from cloche.store.db import Tenant
 
 router = APIRouter(prefix="/v1/state", tags=["state"])
@@ -48,7 +47,8 @@ def _engine(request: Request) -> StateEngine:
     return request.app.state.state.engine
 
 
-def _fail(e: StateError) -> JSONResponse:
+def fail(e: StateError) -> JSONResponse:
+    """A state error's answer: `{"error": {"code", "message"}}` (plus the conflict's fields)."""
     body: dict[str, Any] = {"code": e.code, "message": e.message}
     if isinstance(e, Conflict):
         body.update(key=e.key, current_version=e.current_version)
@@ -110,8 +110,11 @@ class Condition:
 
 
 def _condition(request: Request) -> Condition:
-    if_match = request.headers.get("if-match")
-    if_none_match = request.headers.get("if-none-match")
+    return condition_of(request.headers.get("if-match"), request.headers.get("if-none-match"))
+
+
+def condition_of(if_match: str | None, if_none_match: str | None) -> Condition:
+    """A write's condition from its If-Match and If-None-Match headers (None: absent)."""
     if if_match is not None and if_none_match is not None:
         raise ApiError(400, "invalid_request", "If-Match and If-None-Match cannot be combined")
     if if_match is not None:
@@ -153,19 +156,24 @@ async def put_key(ns: str, key: str, request: Request, tenant: CurrentTenant, tt
 
 
 async def _put(request: Request, tenant: Tenant, ns: str, key: str, ttl_s: float | None) -> Response:
-    engine = _engine(request)
     condition = _condition(request)
     body = await request.body()
+    try:
+        version = await put_value(_engine(request), tenant, ns, key, body, condition, ttl_s)
+    except StateError as e:
+        return fail(e)
+    return JSONResponse({"version": version}, headers=_etag(version))
+
+
+async def put_value(engine: StateEngine, tenant: Tenant, ns: str, key: str, body: bytes, condition: Condition,
+                    ttl_s: float | None) -> int:  # fmt: skip
+    """Store `body` under `key` if `condition` holds: the new version (StateError if not)."""
 
     async def write(if_match: int | None, if_none_match: bool) -> int:
         return await engine.kv_put(tenant.id, ns, key, body, if_match=if_match, if_none_match=if_none_match,
                                    ttl_s=ttl_s)  # fmt: skip
 
-    try:
-        version = await _conditional(engine, tenant, ns, key, condition, write)
-    except StateError as e:
-        return _fail(e)
-    return JSONResponse({"version": version}, headers=_etag(version))
+    return await _conditional(engine, tenant, ns, key, condition, write)
 
 
 @router.get("/{ns}/kv/{key:path}", responses={200: {"content": {"application/octet-stream": {}}}, 304: {}, 404: {}})
@@ -176,18 +184,28 @@ async def get_key(ns: str, key: str, request: Request, tenant: CurrentTenant) ->
 
 async def _get(request: Request, tenant: Tenant, ns: str, key: str) -> Response:
     try:
-        item = await _engine(request).kv_get(tenant.id, ns, key)
+        item = await get_value(_engine(request), tenant, ns, key)
     except StateError as e:
-        return _fail(e)
-    if item is None:
-        raise ApiError(404, "not_found", f"key {key!r} not found in namespace {ns!r}")
+        return fail(e)
     headers = _etag(item.version)
     if item.expires_at is not None:
         headers["X-Cloche-Expires-At"] = f"{item.expires_at:.3f}"
-    inm = request.headers.get("if-none-match")
-    if inm is not None and (tags := _tags(inm)) != "*" and item.version in tags:
+    if not_modified(request.headers.get("if-none-match"), item.version):
         return Response(status_code=304, headers=headers)
     return Response(item.value, media_type="application/octet-stream", headers=headers)
+
+
+async def get_value(engine: StateEngine, tenant: Tenant, ns: str, key: str) -> Item:
+    """The key's live value (404 when there is none)."""
+    item = await engine.kv_get(tenant.id, ns, key)
+    if item is None:
+        raise ApiError(404, "not_found", f"key {key!r} not found in namespace {ns!r}")
+    return item
+
+
+def not_modified(if_none_match: str | None, version: int) -> bool:
+    """Whether a GET with this If-None-Match is answered 304 (the key is still at one of its tags)."""
+    return if_none_match is not None and (tags := _tags(if_none_match)) != "*" and version in tags
 
 
 @router.delete("/{ns}/kv/{key:path}", status_code=204, responses={412: {}})
@@ -205,7 +223,7 @@ async def delete_key(ns: str, key: str, request: Request, tenant: CurrentTenant)
     try:
         await _conditional(engine, tenant, ns, key, condition, delete)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     return Response(status_code=204)
 
 
@@ -230,7 +248,7 @@ async def list_keys(ns: str, request: Request, tenant: CurrentTenant,
     try:
         page = await _engine(request).kv_list(tenant.id, ns, prefix=prefix, cursor=cursor, limit=limit)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     return JSONResponse({"items": [{"key": k.key, "version": k.version, "size": k.size} for k in page.items],
                          "next_cursor": page.next_cursor})  # fmt: skip
 
@@ -273,7 +291,7 @@ async def batch(ns: str, body: BatchIn, request: Request, tenant: CurrentTenant)
     try:
         results = await _engine(request).batch(tenant.id, ns, ops)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     return JSONResponse({"results": [{"op": r.op, "key": r.key, "version": r.version, "existed": r.existed}
                                      for r in results]})  # fmt: skip
 
@@ -285,7 +303,7 @@ async def append(ns: str, request: Request, tenant: CurrentTenant) -> Response:
     try:
         r = await _engine(request).log_append(tenant.id, ns, data, request.headers.get("idempotency-key"))
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     if r.replayed:
         return JSONResponse({"seq": r.seq, "replayed": True}, 200, headers={"Idempotent-Replayed": "true"})
     return JSONResponse({"seq": r.seq}, 201)
@@ -307,7 +325,7 @@ async def read_log(ns: str, request: Request, tenant: CurrentTenant,
         else:
             page = await engine.log_read(tenant.id, ns, after, limit)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     items = []
     for entry in page.items:
         if encoding == "auto":
@@ -331,7 +349,7 @@ async def trim_log(ns: str, body: TrimIn, request: Request, tenant: CurrentTenan
     try:
         first = await _engine(request).log_trim(tenant.id, ns, body.upto)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     return JSONResponse({"first_seq": first})
 
 
@@ -349,7 +367,7 @@ async def grant(ns: str, sandbox_id: str, request: Request, tenant: CurrentTenan
     try:
         await _engine(request).grant(tenant.id, ns, sandbox_id)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     return Response(status_code=204)
 
 
@@ -359,7 +377,7 @@ async def revoke(ns: str, sandbox_id: str, request: Request, tenant: CurrentTena
     try:
         await _engine(request).revoke(tenant.id, ns, sandbox_id)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     return Response(status_code=204)
 
 
@@ -369,40 +387,5 @@ async def list_grants(ns: str, request: Request, tenant: CurrentTenant) -> Respo
     try:
         ids = await _engine(request).grants(tenant.id, ns)
     except StateError as e:
-        return _fail(e)
+        return fail(e)
     return JSONResponse({"sandboxes": ids})
-
-
-class StateFastPath:
-    """ASGI middleware for the hot path: `GET` and `PUT /v1/state/{ns}/kv/{key}` without a
-    query string are answered here, by the same code as the routes above and with the
-    same authentication (`cloche.server.auth.authenticate`, rate limit included), but
-    without FastAPI's routing, dependency and validation machinery, which costs several
-    times the state operation itself. Everything else falls through to the app. Install
-    it inside BodyLimit (add it to the app before BodyLimit), so body caps still apply."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        path: str = scope.get("path", "")
-        method = scope.get("method")
-        if (scope["type"] != "http" or method not in ("GET", "PUT") or not path.startswith("/v1/state/")
-                or scope.get("query_string")):  # fmt: skip
-            await self.app(scope, receive, send)
-            return
-        ns, sep, key = path[10:].partition("/kv/")
-        if not sep or not ns or "/" in ns or not key:
-            await self.app(scope, receive, send)
-            return
-        note(scope, path=KV_TEMPLATE)
-        request = Request(scope, receive)
-        try:
-            tenant = authenticate_now(request)
-            if method == "PUT":
-                response = await _put(request, tenant, ns, key, None)
-            else:
-                response = await _get(request, tenant, ns, key)
-        except ApiError as e:
-            response = JSONResponse({"error": {"code": e.code, "message": e.message}}, e.status, headers=e.headers)
-        await response(scope, receive, send)
