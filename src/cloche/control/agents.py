@@ -69,7 +69,7 @@ class AgentService:
     def __init__(self, sandboxes: SandboxService) -> None:
         self.sandboxes = sandboxes
         self.store = sandboxes.store
-        self.runtime = sandboxes.runtime
+        self.node = sandboxes.node
         self._gates: dict[tuple[str, str, str], Gate] = {}
         self._procs: dict[str, AgentProcess] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
@@ -107,7 +107,7 @@ class AgentService:
 
     def _view(self, row: AgentRow) -> dict[str, Any]:
         try:
-            rec = self.runtime.get(row.sandbox_id)
+            rec = self.node.get(row.sandbox_id)
             state, active = rec.state, rec.last_active_at
         except SandboxNotFound:
             state, active = "deleted", None
@@ -201,7 +201,7 @@ class AgentService:
         setup = spec.get("setup")
         if setup:
             cmd = ["/bin/sh", "-c", setup] if isinstance(setup, str) else list(setup)
-            result = await self.runtime.exec(sandbox_id, ExecRequest(cmd=cmd, timeout_s=600))
+            result = await self.node.exec(sandbox_id, ExecRequest(cmd=cmd, timeout_s=600))
             if result.exit_code != 0:
                 await self.sandboxes.kill(tenant, sandbox_id)
                 output = (result.stdout + result.stderr)[-LOG_TAIL_BYTES:].decode(errors="replace")
@@ -213,18 +213,18 @@ class AgentService:
     async def _upgrade(self, row: AgentRow, app: AppRow) -> None:
         """Apply a redeploy to an instance that is idle (we hold its instance lock and no
         invocation is in flight): new env and command; its files are kept."""
-        await self.runtime.set_env(row.sandbox_id, self._env(app, row.key))
+        await self.node.set_env(row.sandbox_id, self._env(app, row.key))
         await self._stop_server(row.sandbox_id)
         self.store.set_agent_version(row.tenant_id, row.app, row.key, app.version)
 
     # ---- the agent's own server ------------------------------------------------------
 
     def log_tail(self, sandbox_id: str) -> str:
-        return self.runtime.host_file_tail(sandbox_id, AGENT_LOG_NAME, LOG_TAIL_BYTES).decode(errors="replace")
+        return self.node.host_file_tail(sandbox_id, AGENT_LOG_NAME, LOG_TAIL_BYTES).decode(errors="replace")
 
     async def _listening(self, sandbox_id: str) -> bool:
         try:
-            _, writer = await self.runtime.connect_host(sandbox_id, AGENT_SOCKET_NAME)
+            _, writer = await self.node.connect_host(sandbox_id, AGENT_SOCKET_NAME)
         except (OSError, RuntimeFailure):
             return False
         writer.close()
@@ -237,10 +237,10 @@ class AgentService:
         if await self._listening(sandbox_id):
             return
         await self._stop_server(sandbox_id)
-        self.runtime.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
+        self.node.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
         command = list(app.spec["command"])
         wrapped = ["/bin/sh", "-c", f'exec "$@" >>{AGENT_LOG} 2>&1', "cloche-agent", *command]
-        session = await self.runtime.open_exec(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
+        session = await self.node.open_exec(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
         proc = AgentProcess(session, asyncio.create_task(asyncio.sleep(0)))
         proc.reader = asyncio.create_task(self._watch(proc))
         self._procs[sandbox_id] = proc
@@ -271,10 +271,10 @@ class AgentService:
         proc = self._procs.pop(sandbox_id, None)
         if proc and proc.exit_code is None and proc.session.pid:
             with contextlib.suppress(RuntimeFailure, OSError):
-                await self.runtime.signal(sandbox_id, proc.session.pid, 9)
+                await self.node.signal(sandbox_id, proc.session.pid, 9)
         # A dying server may still accept for a moment: its socket goes now, so the next
         # readiness check waits for the new server's socket.
-        self.runtime.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
+        self.node.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
         client = self._clients.pop(sandbox_id, None)
         if client:
             await client.aclose()
@@ -291,7 +291,7 @@ class AgentService:
                        body: AsyncIterator[bytes]) -> httpx.Response:  # fmt: skip
         client = self._clients.get(sandbox_id)
         if client is None:
-            transport = agent_transport(lambda: self.runtime.connect_host(sandbox_id, AGENT_SOCKET_NAME))
+            transport = agent_transport(lambda: self.node.connect_host(sandbox_id, AGENT_SOCKET_NAME))
             client = httpx.AsyncClient(transport=transport, base_url="http://agent", timeout=None)
             self._clients[sandbox_id] = client
         # Content-Length is kept so the body streams through unchunked: simple servers

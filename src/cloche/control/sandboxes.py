@@ -1,6 +1,7 @@
-"""Sandbox service: the tenant-facing lifecycle on top of the node runtime.
+"""Sandbox service: the tenant-facing lifecycle on top of the node.
 
-It owns what the runtime does not know about: which tenant a sandbox belongs to, its
+Control is the only caller of the node (`api.Node`): routes, the dashboard and E2B go
+through this service. It owns what the node does not know about: which tenant a sandbox belongs to, its
 name (idempotent create) and metadata, and per-tenant quotas. Another tenant's sandbox
 is answered exactly like a missing one.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, not_found, scheduler_errors
 from cloche.control.locks import KeyedLocks
-from cloche.node.api import Node
+from cloche.node.api import Node, SandboxEvents
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.records import SandboxRecord
 from cloche.node.spec import IdlePolicy, Limits, SandboxSpec
@@ -59,23 +60,23 @@ class SandboxView:
 
 
 class SandboxService:
-    def __init__(self, store: Store, runtime: Node, defaults: Limits, network_default: str = "none") -> None:
+    def __init__(self, store: Store, node: Node, defaults: Limits, network_default: str = "none") -> None:
         self.store = store
-        self.runtime = runtime
+        self.node = node
         self.defaults = defaults
-        self.network_default = network_default if runtime.networking else "none"
+        self.network_default = network_default if node.networking else "none"
         self.locks = KeyedLocks()  # creates by name (and E2B's by Idempotency-Key)
         self.scheduler: LocalScheduler | None = None  # admission and placement (set by the app)
         self.secrets: SecretService | None = None  # checks the secrets a policy's rules name (set by the app)
-        runtime.on_expire(store.delete_sandbox)
+        node.on_expire(store.delete_sandbox)
 
     async def reconcile(self) -> None:
         """Make ownership records and the node agree after a restart."""
         owned = {row.id for row in self.store.sandboxes()}
-        for rec in self.runtime.list():
+        for rec in self.node.list():
             if rec.id not in owned:
-                await self.runtime.kill(rec.id)
-        live = {rec.id for rec in self.runtime.list()}
+                await self.node.kill(rec.id)
+        live = {rec.id for rec in self.node.list()}
         for sid in owned - live:
             self.store.delete_sandbox(sid)
 
@@ -84,7 +85,7 @@ class SandboxService:
         if row is None or row.tenant_id != tenant.id:
             raise not_found("sandbox", sandbox_id)
         try:
-            return SandboxView(row, self.runtime.get(sandbox_id))
+            return SandboxView(row, self.node.get(sandbox_id))
         except Exception:
             raise not_found("sandbox", sandbox_id) from None
 
@@ -93,7 +94,7 @@ class SandboxService:
         views = []
         for row in self.store.sandboxes(tenant.id):
             try:
-                view = SandboxView(row, self.runtime.get(row.id))
+                view = SandboxView(row, self.node.get(row.id))
             except Exception:
                 continue
             if state and view.record.state != state:
@@ -133,14 +134,14 @@ class SandboxService:
             admission = self.scheduler.admit(tenant, spec, req.wait_s, req.region) if self.scheduler else unscheduled()
             with scheduler_errors():
                 async with admission as admitted:
-                    rec = await self.runtime.create(spec, snapshot=manifest)
+                    rec = await self.node.create(spec, snapshot=manifest)
                     admitted.bind(rec.id)
             return await self._own(tenant, rec, name, req.metadata), True
 
     def choose_isolation(self, tenant: Tenant, isolation: str | None) -> str:
         """The tier a create asks for (the server's default when absent); 403 naming the
         field when the tenant's allow-list does not include it."""
-        chosen = isolation or self.runtime.default_isolation
+        chosen = isolation or self.node.default_isolation
         if tenant.isolation and chosen not in tenant.isolation:
             raise ApiError(403, "isolation_not_allowed", f"isolation: this tenant may not use {chosen!r} "
                            f"(allowed: {', '.join(tenant.isolation)})")  # fmt: skip
@@ -153,7 +154,7 @@ class SandboxService:
         for the rules' hosts."""
         if network is None:
             network = self.network_default
-        if network != "none" and not self.runtime.networking:
+        if network != "none" and not self.node.networking:
             raise ApiError(400, "invalid_request", f"{field_name}: networking is off on this server (network=0)")
         policy = NetworkPolicy.from_json(network, field_name=field_name)
         if tenant is not None and self.secrets is not None:
@@ -162,13 +163,13 @@ class SandboxService:
 
     async def set_network(self, tenant: Tenant, sandbox_id: str, network: str | dict[str, Any]) -> SandboxView:
         self.get(tenant, sandbox_id)
-        await self.runtime.set_network(sandbox_id, self.network_policy(network, tenant=tenant))
+        await self.node.set_network(sandbox_id, self.network_policy(network, tenant=tenant))
         return self.get(tenant, sandbox_id)
 
     def network_status(self, view: SandboxView) -> dict[str, Any]:
         """The sandbox's policy, address and live counters (traffic and DNS)."""
         out: dict[str, Any] = dict(view.to_json()["network"])
-        counters = self.runtime.network_stats(view.row.id)
+        counters = self.node.network_stats(view.row.id)
         if counters is not None:
             out["counters"] = counters
         return out
@@ -181,7 +182,7 @@ class SandboxService:
         try:
             self.store.add_sandbox(row)
         except BaseException:
-            await self.runtime.kill(rec.id)
+            await self.node.kill(rec.id)
             raise
         return SandboxView(row, rec)
 
@@ -193,17 +194,42 @@ class SandboxService:
         res = request_of(source.record.spec.limits)
         # the scheduler's one quota check, held until the fork is owned
         with scheduler_errors(), self.scheduler.reserve(tenant, res) if self.scheduler else nullcontext():
-            rec = await self.runtime.fork(sandbox_id)
+            rec = await self.node.fork(sandbox_id)
             return await self._own(tenant, rec, name, dict(source.row.metadata if metadata is None else metadata))
 
     async def kill(self, tenant: Tenant, sandbox_id: str) -> None:
         self.get(tenant, sandbox_id)
         self.store.delete_sandbox(sandbox_id)
-        await self.runtime.kill(sandbox_id)
+        await self.node.kill(sandbox_id)
 
     async def running(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
         """The sandbox, woken if it was paused, stopped or hibernated: waking is transparent."""
         self.get(tenant, sandbox_id)
-        await self.runtime.wake(sandbox_id)
-        self.runtime.touch(sandbox_id)
+        await self.node.wake(sandbox_id)
+        self.node.touch(sandbox_id)
         return self.get(tenant, sandbox_id)
+
+    async def pause(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
+        self.get(tenant, sandbox_id)
+        await self.node.pause(sandbox_id)
+        return self.get(tenant, sandbox_id)
+
+    async def hibernate(self, tenant: Tenant, sandbox_id: str, keep_local: bool = True) -> SandboxView:
+        self.get(tenant, sandbox_id)
+        await self.node.hibernate(sandbox_id, keep_local=keep_local)
+        return self.get(tenant, sandbox_id)
+
+    async def set_timeout(self, tenant: Tenant, sandbox_id: str, timeout_s: float | None) -> SandboxView:
+        """Kill the sandbox `timeout_s` from now (never with None)."""
+        self.get(tenant, sandbox_id)
+        await self.node.set_timeout(sandbox_id, timeout_s)
+        return self.get(tenant, sandbox_id)
+
+    def subscribe(self, listener: SandboxEvents) -> None:
+        """`listener` is told when a sandbox starts serving and when it stops."""
+        self.node.subscribe(listener)
+
+    def touch(self, tenant: Tenant, sandbox_id: str) -> None:
+        """Record activity now (postpones the idle policy)."""
+        self.get(tenant, sandbox_id)
+        self.node.touch(sandbox_id)

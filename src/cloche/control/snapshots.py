@@ -15,14 +15,14 @@ class SnapshotService:
     def __init__(self, sandboxes: SandboxService) -> None:
         self.sandboxes = sandboxes
         self.store = sandboxes.store
-        self.runtime = sandboxes.runtime
+        self.node = sandboxes.node
 
     async def create(self, tenant: Tenant, sandbox_id: str, name: str) -> SnapshotRow:
         view = self.sandboxes.get(tenant, sandbox_id)
         if self.store.snapshot_by_name(tenant.id, name):
             raise ApiError(409, "conflict", f"a snapshot named {name!r} already exists")
-        manifest = await self.runtime.snapshot(sandbox_id)
-        size = self.runtime.snapshot_bytes(manifest)
+        manifest = await self.node.snapshot(sandbox_id)
+        size = self.node.snapshot_bytes(manifest)
         row = SnapshotRow("snap_" + secrets.token_hex(8), tenant.id, name, manifest, sandbox_id,
                           view.record.spec.template, size, time.time())  # fmt: skip
         try:

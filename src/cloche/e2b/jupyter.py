@@ -62,7 +62,7 @@ async def execute(request: Request) -> Response:
         return _error(exc)
 
     async def lines() -> AsyncIterator[bytes]:
-        async with contextlib.aclosing(cell(kernel, t.c.runtime, code, env)) as events:
+        async with contextlib.aclosing(cell(kernel, t.c.inside, code, env)) as events:
             async for event in events:
                 yield json.dumps(event).encode() + b"\n"
 
@@ -83,7 +83,7 @@ async def create_context(request: Request) -> Response:
         kernel = t.st.kernels.add(t.sandbox_id, cwd)
         try:
             async with kernel.lock:
-                await kernel.start(t.c.runtime)
+                await kernel.start(t.c.inside)
         except BaseException:
             await t.st.kernels.remove(t.sandbox_id, kernel.id)
             raise
@@ -129,7 +129,7 @@ async def restart_context(context_id: str, request: Request) -> Response:
             await kernel.stop()
             await kernel.lock.acquire()
         try:
-            await kernel.start(t.c.runtime)
+            await kernel.start(t.c.inside)
         finally:
             kernel.lock.release()
     except E2bError as exc:

@@ -58,7 +58,7 @@ async def set_timeout(sandbox_id: str, request: Request) -> Response:
     if "timeout" not in body:
         raise E2bError(400, "timeout is required")
     c.sandboxes.get(tenant, sandbox_id)
-    await c.runtime.set_timeout(sandbox_id, timeout_of(body["timeout"], default=1))
+    await c.sandboxes.set_timeout(tenant, sandbox_id, timeout_of(body["timeout"], default=1))
     return Response(status_code=204)
 
 
@@ -69,7 +69,7 @@ async def refresh(sandbox_id: str, request: Request) -> Response:
     duration = timeout_of(body.get("duration"), default=60) or 60
     current = view.record.expires_at
     if current is not None and current < time.time() + duration:
-        await c.runtime.set_timeout(sandbox_id, duration)
+        await c.sandboxes.set_timeout(tenant, sandbox_id, duration)
     return Response(status_code=204)
 
 
@@ -78,15 +78,15 @@ async def pause(sandbox_id: str, request: Request) -> Response:
     view = c.sandboxes.get(tenant, sandbox_id)
     if view.record.state in ("hibernated", "stopped"):
         raise E2bError(409, f"sandbox {sandbox_id} is already paused")
-    await c.runtime.hibernate(sandbox_id)
-    await c.runtime.set_timeout(sandbox_id, None)  # like E2B, a paused sandbox does not time out
+    await c.sandboxes.hibernate(tenant, sandbox_id)
+    await c.sandboxes.set_timeout(tenant, sandbox_id, None)  # like E2B, a paused sandbox does not time out
     return Response(status_code=204)
 
 
 async def _wake(st: E2bState, c: Context, tenant: Tenant, sandbox_id: str, timeout: Any) -> E2bRow:
     _, row = row_of(st, c, tenant, sandbox_id)
     await c.sandboxes.running(tenant, sandbox_id)
-    await c.runtime.set_timeout(sandbox_id, timeout_of(timeout))
+    await c.sandboxes.set_timeout(tenant, sandbox_id, timeout_of(timeout))
     return row
 
 
@@ -100,8 +100,8 @@ async def connect_sandbox(sandbox_id: str, request: Request) -> Response:
         wanted = timeout_of(body.get("timeout"), default=None)
         current = view.record.expires_at
         if wanted is not None and current is not None and current < time.time() + wanted:
-            await c.runtime.set_timeout(sandbox_id, wanted)
-        c.runtime.touch(sandbox_id)
+            await c.sandboxes.set_timeout(tenant, sandbox_id, wanted)
+        c.sandboxes.touch(tenant, sandbox_id)
         return JSONResponse(created_json(row, sandbox_domain(c)), 200)
     row = await _wake(st, c, tenant, sandbox_id, body.get("timeout"))
     return JSONResponse(created_json(row, sandbox_domain(c)), 201)
@@ -129,7 +129,7 @@ async def fork(sandbox_id: str, request: Request) -> Response:
     for _ in range(count):
         try:
             view = await c.sandboxes.fork(tenant, sandbox_id, None, None)
-            await c.runtime.set_timeout(view.row.id, timeout)
+            await c.sandboxes.set_timeout(tenant, view.row.id, timeout)
             row = st.store.ensure(view.row.id, tenant.id, source.template, st.traffic.token(view.row.id),
                                   auto_resume=source.auto_resume)  # fmt: skip
             results.append({"sandbox": created_json(row, sandbox_domain(c))})

@@ -27,18 +27,18 @@ def _metric(c: Context, sandbox_id: str) -> dict[str, Any] | None:
     cpu from the scheduler's reading of the cgroup each second (0 before the first),
     memory as E2B counts it (`memUsed` without the page cache, which is `memCache`),
     disk from the sandbox's own filesystem image."""
-    rec = c.runtime.get(sandbox_id)
+    rec = c.nodes.record(sandbox_id)
     if rec.state != "running":
         return None
     try:
-        usage = c.runtime.usage(sandbox_id)
+        usage = c.nodes.usage(sandbox_id)
     except (OSError, RuntimeFailure):
         return None
     scheduler = c.sandboxes.scheduler
     cores = scheduler.view.usage.get(sandbox_id, (0.0, 0.0))[0] if scheduler else 0.0
     anon = usage.anon_memory_bytes
     cpus = max(1, math.ceil(rec.spec.limits.cpu))
-    disk = c.runtime.disk_usage(sandbox_id)
+    disk = c.nodes.disk_usage(sandbox_id)
     now = time.time()
     return {"timestamp": iso(now), "timestampUnix": int(now), "cpuCount": cpus,
             "cpuUsedPct": round(min(100.0, cores / cpus * 100), 2), "memUsed": anon,

@@ -59,13 +59,13 @@ def _template(c: Context, tenant: Tenant, name: Any) -> tuple[str, str | None, s
     alias = name.split(":", 1)[0] if name.endswith(":default") or name.endswith(":latest") else name
     if alias in BASE_ALIASES or alias in CODE_INTERPRETER_ALIASES:
         return "base", None, alias
-    if alias in c.runtime.template_names():
+    if alias in c.templates.names():
         return alias, None, alias
     snap = c.store.snapshot(alias) or c.store.snapshot_by_name(tenant.id, alias)
     if snap is not None and snap.tenant_id == tenant.id:
         return snap.template, snap.id, alias
     raise E2bError(404, f"template '{name}' not found (cloche serves 'base', 'code-interpreter-v1', its own "
-                        f"templates {c.runtime.template_names()} and your snapshots)")  # fmt: skip
+                        f"templates {c.templates.names()} and your snapshots)")  # fmt: skip
 
 
 def _sweep(st: E2bState, c: Context) -> None:

@@ -43,7 +43,7 @@ class E2bState:
         self.watchers = WatcherRegistry()
         self.prepared: set[str] = set()
         self.last_sweep = 0.0  # when rows of sandboxes gone behind E2B's back were last dropped
-        c.runtime.subscribe(self)
+        c.sandboxes.subscribe(self)
 
     async def sandbox_started(self, record: SandboxRecord) -> None:
         pass
@@ -83,7 +83,7 @@ class Target:
     @property
     def node(self) -> Node:
         """The node the sandbox runs on, as control holds it (the only way E2B reaches it)."""
-        return self.c.runtime
+        return self.c.sandboxes.node
 
     def files(self) -> SandboxFiles:
         if not self.files_cache:

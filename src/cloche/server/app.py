@@ -1,4 +1,4 @@
-"""The FastAPI application factory: wires settings, store, node runtime and routes."""
+"""The FastAPI application factory: wires settings, store, the node into control, and routes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from fastapi import FastAPI
 from cloche import __version__
 from cloche.config import Settings
 from cloche.control.agents import AgentService
+from cloche.control.inside import Inside
+from cloche.control.nodes import NodeStatus
+from cloche.control.ports import Ports
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
 from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
+from cloche.control.templates import TemplateService
 from cloche.e2b import router as e2b_router
 from cloche.mcp import http as mcp_http
 from cloche.metrics import Metrics
@@ -77,10 +81,20 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         await service.reconcile()
         service.scheduler = LocalScheduler(runtime, store, settings)
         await service.scheduler.start()
-        app.state.ctx = Context(settings, store, runtime, service, SnapshotService(service), AgentService(service),
-                                RateLimiter(settings.rate_per_s, settings.rate_burst),
-                                Metrics(runtime.network_counters, runtime.network and runtime.network.proxy_metrics),
-                                secret_service)  # fmt: skip
+        app.state.ctx = Context(
+            settings=settings,
+            store=store,
+            sandboxes=service,
+            inside=Inside(service),
+            templates=TemplateService(runtime),
+            nodes=NodeStatus(runtime),
+            ports=Ports(runtime),
+            snapshots=SnapshotService(service),
+            agents=AgentService(service),
+            limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
+            metrics=Metrics(runtime.network_counters, runtime.network and runtime.network.proxy_metrics),
+            secrets=secret_service,
+        )
         try:
             yield
         finally:

@@ -1,4 +1,7 @@
-"""Everything a request handler needs, built once per server (no globals)."""
+"""Everything a request handler needs, built once per server (no globals).
+
+The node is not here: handlers reach sandboxes through control's services, which hold
+it (`SandboxService.node`)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,15 @@ from fastapi import Request
 
 from cloche.config import Settings
 from cloche.control.agents import AgentService
+from cloche.control.inside import Inside
+from cloche.control.nodes import NodeStatus
+from cloche.control.ports import Ports
 from cloche.control.ratelimit import RateLimiter
 from cloche.control.sandboxes import SandboxService
 from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
+from cloche.control.templates import TemplateService
 from cloche.metrics import Metrics
-from cloche.node.api import Node
 from cloche.store.db import Store
 
 
@@ -21,8 +27,11 @@ from cloche.store.db import Store
 class Context:
     settings: Settings
     store: Store
-    runtime: Node
     sandboxes: SandboxService
+    inside: Inside  # a sandbox's files and commands
+    templates: TemplateService
+    nodes: NodeStatus  # node-wide readings: metrics, the nodes list, the dashboard
+    ports: Ports  # the ingress proxy's way in
     snapshots: SnapshotService
     agents: AgentService
     limiter: RateLimiter

@@ -42,10 +42,9 @@ from websockets.uri import parse_uri
 
 from cloche.config import Settings
 from cloche.control.errors import ApiError, not_found
+from cloche.control.ports import Ports
 from cloche.control.traffic import TrafficTokens
-from cloche.node.api import Node
-from cloche.node.errors import RuntimeFailure, SandboxNotFound
-from cloche.node.records import SandboxRecord
+from cloche.node.errors import RuntimeFailure
 from cloche.server.access import note
 from cloche.server.auth import authenticate_now
 from cloche.server.context import Context
@@ -290,7 +289,7 @@ class Activity:
         if now - self.last >= TOUCH_EVERY_S:
             self.last = now
             with contextlib.suppress(RuntimeFailure):
-                self.ctx.runtime.touch(self.sandbox_id)
+                self.ctx.ports.touch(self.sandbox_id)
 
 
 class Proxy:
@@ -309,9 +308,9 @@ class Proxy:
         try:
             if not target.port:
                 raise ApiError(400, "invalid_request", "the port must be a number from 1 to 65535")
-            policy = self._record(target.sandbox_id).spec.network
+            policy = self.ctx.ports.record(target.sandbox_id).spec.network
             access = self.authorize(scope, target, policy.public, signed)
-            address, woke = await self.reach(target.sandbox_id)
+            address, woke = await self.ctx.ports.reach(target.sandbox_id)
         except (ApiError, RuntimeFailure, SnapshotCorrupt) as exc:
             await _reject(scope, send, exc)
             return
@@ -328,12 +327,6 @@ class Proxy:
         else:
             await self.forward(scope, receive, send, target, address, woke, path, headers, access.cookie, activity,
                                policy.https_ports)
-
-    def _record(self, sandbox_id: str) -> SandboxRecord:
-        try:
-            return self.ctx.runtime.get(sandbox_id)
-        except SandboxNotFound:
-            raise not_found("sandbox", sandbox_id) from None
 
     def authorize(self, scope: Scope, target: Target, public: bool, signed: dict[bytes, bytes]) -> Access:
         """Raises 401 without valid credentials, 404 for another tenant's key (path form)."""
@@ -376,26 +369,6 @@ class Proxy:
         access.strip_authorization = in_header
         access.strip_key_param = not in_header
         return True
-
-    async def reach(self, sandbox_id: str) -> tuple[str, bool]:
-        """Wake the sandbox if it sleeps, record the activity; its address and whether it woke."""
-        runtime = self.ctx.runtime
-        woke = False
-        try:
-            if runtime.get(sandbox_id).state in ("paused", "stopped", "hibernated"):
-                await runtime.wake(sandbox_id)
-                woke = True
-            runtime.touch(sandbox_id)
-            rec = runtime.get(sandbox_id)
-        except SandboxNotFound:
-            raise not_found("sandbox", sandbox_id) from None
-        if not runtime.networking:
-            raise ApiError(409, "network_off", "networking is off on this server (network=0): "
-                                               "sandbox ports cannot be reached")  # fmt: skip
-        address = (rec.net or {}).get("address")
-        if address is None:
-            raise ApiError(409, "invalid_state", f"sandbox {sandbox_id} is {rec.state} and has no network link")
-        return address, woke
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, target: Target, address: str, woke: bool,
                       path: bytes, headers: list[tuple[bytes, bytes]], cookie: bytes | None,
@@ -442,7 +415,7 @@ class Proxy:
         if conn is not None:
             return conn, True
         sandbox_id, _, port, tls = key
-        return await _retry_refused(woke, lambda: _open(self.ctx.runtime, sandbox_id, port, tls)), False
+        return await _retry_refused(woke, lambda: _open(self.ctx.ports, sandbox_id, port, tls)), False
 
 
 def _has_param(query: bytes, name: bytes) -> bool:
@@ -564,9 +537,9 @@ SANDBOX_TLS = _sandbox_tls()
 PoolKey = tuple[str, str, int, bool]
 
 
-async def _open(node: Node, sandbox_id: str, port: int, tls: bool) -> Connection:
+async def _open(ports: Ports, sandbox_id: str, port: int, tls: bool) -> Connection:
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        reader, writer = await node.connect(sandbox_id, port, limit=HEAD_LIMIT)
+        reader, writer = await ports.connect(sandbox_id, port, HEAD_LIMIT)
         if tls:
             await writer.start_tls(SANDBOX_TLS)
     return Connection(reader, writer)

@@ -29,7 +29,7 @@ async def deploy(app: AppName, body: AppDeploy, request: Request, tenant: Curren
     """Deploy or redeploy an app. A redeploy applies to new and woken instances; running
     instances switch to it at their next invoke, between requests."""
     c = ctx(request)
-    if body.template and body.template not in c.runtime.template_names():
+    if body.template and body.template not in c.templates.names():
         raise ApiError(400, "template_not_found", f"template {body.template!r} does not exist")
     return _out(c.agents.deploy(tenant, app, body.model_dump(exclude_none=True)))
 

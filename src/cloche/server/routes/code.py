@@ -56,7 +56,7 @@ class Kernels(KernelRegistry):
     def __init__(self, c: Context) -> None:
         super().__init__(ROOT, "/workspace")
         self.c = c
-        c.runtime.subscribe(self)
+        c.sandboxes.subscribe(self)
 
     async def sandbox_started(self, record: SandboxRecord) -> None:
         pass
@@ -84,7 +84,7 @@ async def run_code(sandbox_id: str, body: CodeBody, request: Request, tenant: Cu
     try:
         async with asyncio.timeout(body.timeout_s):
             await kernel.lock.acquire()
-            async with contextlib.aclosing(cell(kernel, c.runtime, body.code, body.env)) as events:
+            async with contextlib.aclosing(cell(kernel, c.inside, body.code, body.env)) as events:
                 async for event in events:
                     kind = event.get("type")
                     if kind in ("stdout", "stderr"):

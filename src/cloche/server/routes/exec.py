@@ -40,8 +40,7 @@ def _request(body: ExecBody, output_cap: int | None = None) -> ExecRequest:
 async def exec_command(sandbox_id: str, body: ExecBody, request: Request,
                        tenant: CurrentTenant) -> ExecOut:  # fmt: skip
     c = ctx(request)
-    await c.sandboxes.running(tenant, sandbox_id)
-    result = await c.runtime.exec(sandbox_id, _request(body))
+    result = await c.inside.run(tenant, sandbox_id, _request(body))
     c.metrics.exec_seconds.observe(result.duration_ms / 1000)
     return ExecOut(
         exit_code=result.exit_code,
@@ -63,9 +62,7 @@ def _sse(event: str, data: dict[str, object]) -> bytes:
 async def exec_stream(sandbox_id: str, body: ExecBody, request: Request,
                       tenant: CurrentTenant) -> StreamingResponse:  # fmt: skip
     """Stream a long command as server-sent events: start, stdout, stderr, exit."""
-    c = ctx(request)
-    await c.sandboxes.running(tenant, sandbox_id)
-    session = await c.runtime.open_exec(sandbox_id, _request(body, STREAM_OUTPUT_CAP))
+    session = await ctx(request).inside.start(tenant, sandbox_id, _request(body, STREAM_OUTPUT_CAP))
 
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -112,7 +109,7 @@ async def serve_pty(websocket: WebSocket, tenant: Tenant, sandbox_id: str) -> No
     rows, cols = int(q.get("rows", "24") or 24), int(q.get("cols", "80") or 80)
     request = ExecRequest(cmd=cmd, pty=True, rows=rows, cols=cols, interactive=True,
                           output_cap=STREAM_OUTPUT_CAP, cwd=q.get("cwd", "/workspace"))  # fmt: skip
-    session = await c.runtime.open_exec(sandbox_id, request)
+    session = await c.inside.open_exec(sandbox_id, request)
     await websocket.accept()
 
     async def pump_input() -> None:

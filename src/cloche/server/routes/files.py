@@ -20,9 +20,7 @@ PathParam = Annotated[str, Query(min_length=1, max_length=8192, description="pat
 
 
 async def _fs(request: Request, tenant: CurrentTenant, sandbox_id: str) -> SandboxFiles:
-    c = ctx(request)
-    await c.sandboxes.running(tenant, sandbox_id)
-    return c.runtime.files(sandbox_id)
+    return await ctx(request).inside.files(tenant, sandbox_id)
 
 
 def _entry(e: Entry) -> EntryOut:

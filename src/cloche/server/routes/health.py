@@ -22,17 +22,17 @@ async def metrics(request: Request) -> Response:
     m = c.metrics
     counts: dict[str, int] = {s: 0 for s in ("creating", "running", "paused", "stopped")}
     cpu = mem = 0.0
-    for rec in c.runtime.list():
+    for rec in c.nodes.records():
         counts[rec.state] = counts.get(rec.state, 0) + 1
         if rec.state in ("running", "paused"):
             cpu += rec.spec.limits.cpu
             mem += rec.spec.limits.memory_mb
     for state, n in counts.items():
         m.sandboxes.labels(state).set(n)
-    pool = c.runtime.pool_status()
+    pool = c.nodes.pool()
     m.pool_ready.labels(pool.template).set(pool.ready)
     m.pool_size.labels(pool.template).set(pool.size)
-    cap = c.runtime.capacity()
+    cap = c.nodes.capacity()
     m.capacity.labels("cpu").set(cap["cpu"])
     m.capacity.labels("memory_mb").set(cap["memory_mb"])
     m.allocated.labels("cpu").set(cpu)

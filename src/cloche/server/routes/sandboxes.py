@@ -34,10 +34,10 @@ EXISTING = {"model": SandboxOut, "links": links.SANDBOX, "description": "existin
 async def create_sandbox(body: Omittable[SandboxCreate], request: Request, tenant: CurrentTenant) -> Response:
     c = ctx(request)
     started = time.perf_counter()
-    pool_claims = c.runtime.pool_status().claims
+    pool_claims = c.nodes.pool().claims
     view, created = await c.sandboxes.create(tenant, CreateRequest(**body.model_dump()))
     if created:
-        source = "pool" if c.runtime.pool_status().claims > pool_claims else "cold"
+        source = "pool" if c.nodes.pool().claims > pool_claims else "cold"
         c.metrics.create_seconds.labels(source).observe(time.perf_counter() - started)
     out = view.to_json()
     if c.sandboxes.scheduler is not None:
@@ -109,18 +109,14 @@ async def kill_sandbox(sandbox_id: str, request: Request, tenant: CurrentTenant)
 @router.post("/{sandbox_id}/timeout", response_model=SandboxOut)
 async def set_timeout(sandbox_id: str, body: Omittable[TimeoutUpdate], request: Request,
                       tenant: CurrentTenant) -> SandboxOut:  # fmt: skip
-    c = ctx(request)
-    c.sandboxes.get(tenant, sandbox_id)
-    await c.runtime.set_timeout(sandbox_id, body.timeout_s)
-    return SandboxOut(**c.sandboxes.get(tenant, sandbox_id).to_json())
+    view = await ctx(request).sandboxes.set_timeout(tenant, sandbox_id, body.timeout_s)
+    return SandboxOut(**view.to_json())
 
 
 @router.post("/{sandbox_id}/pause", response_model=SandboxOut)
 async def pause(sandbox_id: str, request: Request, tenant: CurrentTenant) -> SandboxOut:
-    c = ctx(request)
-    c.sandboxes.get(tenant, sandbox_id)
-    await c.runtime.pause(sandbox_id)
-    return SandboxOut(**c.sandboxes.get(tenant, sandbox_id).to_json())
+    view = await ctx(request).sandboxes.pause(tenant, sandbox_id)
+    return SandboxOut(**view.to_json())
 
 
 @router.post("/{sandbox_id}/resume", response_model=SandboxOut)
@@ -134,10 +130,8 @@ async def hibernate(sandbox_id: str, request: Request, tenant: CurrentTenant,
                     keep_local: bool = True) -> SandboxOut:  # fmt: skip
     """Snapshot the sandbox's files and release its CPU, memory and processes. Any later
     call that needs it running (exec, files, resume) wakes it with every file intact."""
-    c = ctx(request)
-    c.sandboxes.get(tenant, sandbox_id)
-    await c.runtime.hibernate(sandbox_id, keep_local=keep_local)
-    return SandboxOut(**c.sandboxes.get(tenant, sandbox_id).to_json())
+    view = await ctx(request).sandboxes.hibernate(tenant, sandbox_id, keep_local=keep_local)
+    return SandboxOut(**view.to_json())
 
 
 @router.post("/{sandbox_id}/fork", status_code=201, response_model=SandboxOut,

@@ -25,13 +25,13 @@ class TemplateList(BaseModel):
 
 
 def _out(request: Request, name: str) -> TemplateOut:
-    template = ctx(request).runtime.template(name)
+    template = ctx(request).templates.get(name)
     return TemplateOut(name=template.name, on_base=template.on_base)
 
 
 @router.get("", response_model=TemplateList)
 async def list_templates(request: Request, _: CurrentTenant) -> TemplateList:
-    names = ctx(request).runtime.template_names()
+    names = ctx(request).templates.names()
     return TemplateList(items=[_out(request, n) for n in names])
 
 
@@ -41,11 +41,11 @@ async def import_template(name: TemplateName, request: Request, _: Admin,
                           ) -> TemplateOut:  # fmt: skip
     """Import a rootfs tarball (optionally gzip/xz) as a template, replacing one of the
     same name. Sandboxes created afterwards use it; running ones keep theirs."""
-    template = await ctx(request).runtime.import_template(name, request.stream(), on_base)
+    template = await ctx(request).templates.import_tar(name, request.stream(), on_base)
     return TemplateOut(name=template.name, on_base=template.on_base)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response)
 async def delete_template(name: TemplateName, request: Request, _: Admin) -> Response:
-    ctx(request).runtime.delete_template(name)
+    ctx(request).templates.delete(name)
     return Response(status_code=204)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloche.node.api import Node
+from cloche.control.nodes import ACTIVE, NodeStatus
 from cloche.node.net.firewall import Counters
 from cloche.node.records import SandboxRecord
-
-ACTIVE = ("running", "paused")
 
 
 @dataclass
@@ -26,16 +24,16 @@ class Figures:
     bytes_out: int | None = None
 
 
-def figures(runtime: Node, rec: SandboxRecord, counters: dict[str, Counters],
+def figures(nodes: NodeStatus, rec: SandboxRecord, counters: dict[str, Counters],
             cpu: dict[str, tuple[float, float]] | None) -> Figures:  # fmt: skip
     """`cpu` is the scheduler's sample (cores, memory) by sandbox id; None without a scheduler."""
     out = Figures()
-    out.disk_bytes = runtime.disk_usage(rec.id).image_bytes or None
+    out.disk_bytes = nodes.disk_usage(rec.id).image_bytes or None
     if net := counters.get(rec.id):
         out.bytes_in, out.bytes_out = net.bytes_in, net.bytes_out
     if rec.state not in ACTIVE:
         return out
-    out.memory_bytes = runtime.usage(rec.id).memory_bytes
+    out.memory_bytes = nodes.usage(rec.id).memory_bytes
     if cpu is not None:
         out.cpu_pct = cpu.get(rec.id, (0.0, 0.0))[0] * 100
     return out

@@ -28,8 +28,7 @@ PathQuery = Annotated[str, Query(min_length=1, max_length=8192)]
 
 
 async def _fs(v: Viewer, sandbox_id: str) -> SandboxFiles:
-    await v.c.sandboxes.running(v.owner(sandbox_id), sandbox_id)
-    return v.c.runtime.files(sandbox_id)
+    return await v.c.inside.files(v.owner(sandbox_id), sandbox_id)
 
 
 async def _listing(request: Request, v: Viewer, sandbox_id: str, path: str, note: str | None = None) -> Response:

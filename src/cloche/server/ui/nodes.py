@@ -58,7 +58,7 @@ class TenantUsage:
 
 
 def _usage(v: Viewer) -> list[TenantUsage]:
-    rt = v.c.runtime
+    nodes = v.c.nodes
     out = []
     for t in v.tenants():
         views = v.c.sandboxes.list(t)
@@ -66,7 +66,7 @@ def _usage(v: Viewer) -> list[TenantUsage]:
         counts: dict[str, int] = {}
         for s in views:
             counts[s.record.state] = counts.get(s.record.state, 0) + 1
-        live_mb = sum(rt.usage(r.id).memory_bytes for r in active) / 2**20
+        live_mb = sum(nodes.usage(r.id).memory_bytes for r in active) / 2**20
         out.append(TenantUsage(t.name, counts, [
             Bar("sandboxes", len(views), t.max_sandboxes, ""),
             Bar("cpu", sum(r.spec.limits.cpu for r in active), t.max_cpu, " cpu"),

@@ -26,12 +26,12 @@ EXEC_CAP = 256 * 1024
 def _rows(v: Viewer) -> list[dict[str, object]]:
     c = v.c
     cpu = c.sandboxes.scheduler.view.usage if c.sandboxes.scheduler is not None else None
-    counters = c.runtime.network_counters()
+    counters = c.nodes.network_counters()
     rows = []
     for tenant in v.tenants():
         for view in c.sandboxes.list(tenant):
             rows.append({"s": view.to_json(), "tenant": tenant.name,
-                         "f": figures(c.runtime, view.record, counters, cpu)})  # fmt: skip
+                         "f": figures(c.nodes, view.record, counters, cpu)})  # fmt: skip
     rows.sort(key=lambda r: -r["s"]["created_at"])  # type: ignore[index, operator]
     return rows
 
@@ -72,14 +72,13 @@ async def act(request: Request, sandbox_id: str, action: Lifecycle, v: Action) -
         await c.sandboxes.kill(owner, sandbox_id)
         return go(request, "/ui/sandboxes")
     else:
-        c.sandboxes.get(owner, sandbox_id)
-        await (c.runtime.pause(sandbox_id) if action == "pause" else c.runtime.hibernate(sandbox_id))
+        await (c.sandboxes.pause(owner, sandbox_id) if action == "pause" else c.sandboxes.hibernate(owner, sandbox_id))
     return go(request, f"/ui/sandboxes/{sandbox_id}")
 
 
 async def _exec(v: Viewer, sandbox_id: str, argv: list[str], timeout_s: float = 30) -> dict[str, object]:
-    await v.c.sandboxes.running(v.owner(sandbox_id), sandbox_id)
-    result = await v.c.runtime.exec(sandbox_id, ExecRequest(cmd=argv, timeout_s=timeout_s, output_cap=EXEC_CAP))
+    request = ExecRequest(cmd=argv, timeout_s=timeout_s, output_cap=EXEC_CAP)
+    result = await v.c.inside.run(v.owner(sandbox_id), sandbox_id, request)
     return {"argv": argv, "exit_code": result.exit_code, "stdout": result.stdout.decode(errors="replace"),
             "stderr": result.stderr.decode(errors="replace"), "timed_out": result.timed_out,
             "truncated": result.truncated, "ms": round(result.duration_ms)}  # fmt: skip
