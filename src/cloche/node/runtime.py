@@ -13,7 +13,6 @@ still run, marks dead ones stopped (files kept) and removes everything half-made
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -22,17 +21,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from cloche.node import cgroups, disk, drivers, idmap, linux, orphans, supervisor
 from cloche.node.api import ExpireCallback, PoolStatus, SandboxEvents, TemplateInfo
 from cloche.node.bundle import UID_RANGE, HostBind, build_config
+from cloche.node.config import NodeConfig, node_key
 from cloche.node.errors import InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.net import links
 from cloche.node.net.firewall import Counters
-from cloche.node.net.node import NetConfig, NodeNetwork
+from cloche.node.net.node import NodeNetwork
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.pool import WarmPool
@@ -72,25 +72,8 @@ class SandboxListener(Protocol):
     async def sandbox_stopped(self, sandbox_id: str) -> None: ...
 
 
-@dataclass
-class NodeConfig:
-    data_dir: Path
-    init_binary: Path
-    isolation: str = "runc"  # the warm pool's tier (sandboxes choose theirs in their spec)
-    pool_size: int = 0
-    pool_template: str = "base"
-    pool_limits: Limits = Limits()
-    run_root: Path = Path("/run/cloche")
-    blob_url: str = "local"  # local (DATA/blobs), file:///dir or s3://bucket/prefix?endpoint=...
-    network: NetConfig | None = field(default_factory=NetConfig)  # None: loopback-only sandboxes, no veth
-
-
 def new_id() -> str:
     return "sb_" + secrets.token_hex(8)
-
-
-def node_key(data_dir: Path) -> str:
-    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
 
 
 class NodeRuntime(SandboxReach):

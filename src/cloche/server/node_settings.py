@@ -5,8 +5,8 @@ become the node's own types (NodeConfig, NetConfig, Limits), checked on the way.
 from __future__ import annotations
 
 from cloche.config import INIT_BINARY, Settings
+from cloche.node.config import NodeConfig
 from cloche.node.net.node import NetConfig
-from cloche.node.runtime import NodeConfig
 from cloche.node.spec import ISOLATIONS, Limits
 
 
