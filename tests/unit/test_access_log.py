@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 
+from cloche.server import access
 from cloche.server.access import BatchedHandler
 
 
@@ -67,3 +69,26 @@ def test_without_a_loop_a_line_is_written_at_once() -> None:
     log, _ = _logger(stream)
     log.info("from a thread")
     assert stream.getvalue() == "from a thread\n"
+
+
+def test_a_line_is_the_json_of_its_fields() -> None:
+    """The line is formatted by hand (it is on every request's path): it must stay exactly
+    what json.dumps makes of the same fields, quotes and non-ASCII included."""
+    got: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: got.append(record.getMessage())  # type: ignore[method-assign]
+    access.log.addHandler(handler)
+    level = access.log.level
+    access.log.setLevel(logging.INFO)
+    try:
+        access.write(1700000000.1234, "PUT", "/v1/state/{ns}/kv/{key}", 200, 0.0123456, "tn_1", None, 'r"\u00e9\n')
+        access.write(1700000000.0, "WEBSOCKET", None, None, 2.0, None, "sb_1", "id")
+    finally:
+        access.log.removeHandler(handler)
+        access.log.setLevel(level)
+    fields = ["time", "method", "path", "status", "duration_ms", "tenant_id", "sandbox_id", "request_id"]
+    expected = [
+        ["2023-11-14T22:13:20.123+00:00", "PUT", "/v1/state/{ns}/kv/{key}", 200, 12.346, "tn_1", None, 'r"\u00e9\n'],
+        ["2023-11-14T22:13:20.000+00:00", "WEBSOCKET", None, None, 2000.0, None, "sb_1", "id"],
+    ]
+    assert got == [json.dumps(dict(zip(fields, values, strict=True)), separators=(",", ":")) for values in expected]
