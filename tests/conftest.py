@@ -33,8 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
 
 
-# Modules that need the host to themselves, so a parallel run (`make test`: pytest-xdist, then these
-# alone) runs them after the rest, one at a time; the reason is beside each.
+# Tests (by node id prefix: a directory, a module or a test) that need the host to themselves, so a
+# parallel run (`make test`: pytest-xdist, then these alone) runs them after the rest, one at a
+# time; the reason is beside each.
 SERIAL = {
     "tests/network/": "the one SOCKS proxy, the shared DNS and request logs, host-wide network inventories",
     "tests/e2b/test_network.py": "the SOCKS proxy and the shared request log",
@@ -42,6 +43,9 @@ SERIAL = {
     "tests/netlab/test_netlab.py": "host-wide before/after inventories of the harness's network objects",
     "tests/integration/test_node_gc.py": "collects sandboxes of unknown owners",
     "tests/integration/test_shutdown.py": "counts the host's loop devices on sandbox disks",
+    "tests/adversarial/test_resources.py": "CPU hogs and bombs; a neighbour's speed is measured against the host's",
+    "tests/unit/test_egress_proxy.py::test_https_injected": "times a relayed request (no 40 ms delayed-ACK stall)",
+    "tests/unit/test_socks_tunnel.py": "counts connections to loopback ports another worker may pick",
     "tests/zz_leakcheck/": "after everything else: nothing of cloche's may remain on the host",
 }
 
@@ -53,7 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if any(item.path.relative_to(REPO).as_posix().startswith(prefix) for prefix in SERIAL):
+        if any(item.nodeid.startswith(prefix) for prefix in SERIAL):
             item.add_marker(pytest.mark.serial)
 
 

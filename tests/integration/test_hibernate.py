@@ -30,8 +30,9 @@ echo changed > /etc/hosts
 """
 
 FINGERPRINT = r"""
+# /etc/resolv.conf is written at every start (it names the sandbox's resolver address, which a wake may change)
 cd /workspace
-find . /etc -xdev \( -path ./proc -prune \) -o -printf '%p %y %m %U %G %s %l\n' | sort
+find . /etc -xdev \( -path ./proc -o -path /etc/resolv.conf \) -prune -o -printf '%p %y %m %U %G %s %l\n' | sort
 md5sum big sparse d/f
 stat -c '%h %i' d/f hard | awk '{print $1}'
 du -k sparse | cut -f1
