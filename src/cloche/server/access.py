@@ -24,9 +24,11 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import random
 import re
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -54,13 +56,18 @@ def request_id(scope: Scope) -> str | None:
 
 
 class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes the lines emitted during one event-loop turn in one
-    write at the end of that turn (a thread without a running loop writes at once).
-    `flush()` writes whatever is pending: `logging.shutdown` calls it at exit."""
+    """A stream handler that never writes on the event loop: the lines emitted during one
+    loop turn are handed, as one batch at the end of that turn, to a writer thread that
+    writes each batch in one write. A write can wait for the disk (a file on the disk the
+    state engine fsyncs): it must not stall every request. A thread without a running loop
+    has its line written before `log.info` returns. `flush()` returns once everything
+    emitted is written: `logging.shutdown` calls it at exit, so no line is lost."""
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
+        self._batches: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._write_batches, name="cloche-access-log", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -70,18 +77,30 @@ class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         if len(self._pending) == 1:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop in this thread
+                asyncio.get_running_loop().call_soon(self._hand_over)
+            except RuntimeError:  # no loop in this thread: written before the call returns
                 self.flush()
 
-    def flush(self) -> None:
+    def _hand_over(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            if not self._pending:
-                return
-            lines = "\n".join(self._pending) + "\n"
-            self._pending.clear()
-            self.stream.write(lines)
-            self.stream.flush()
+            if self._pending:
+                self._batches.put("\n".join(self._pending) + "\n")
+                self._pending.clear()
+
+    def _write_batches(self) -> None:
+        while True:
+            batch = self._batches.get()
+            try:
+                self.stream.write(batch)
+                self.stream.flush()
+            except Exception:  # a closed or broken stream: the lines are lost, the server goes on
+                pass
+            finally:
+                self._batches.task_done()
+
+    def flush(self) -> None:
+        self._hand_over()
+        self._batches.join()
 
 
 def to_stderr() -> None:
