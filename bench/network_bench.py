@@ -654,8 +654,8 @@ ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
 
 def ingress_available() -> str | None:
     """None if the ingress can be measured, else why not."""
-    if not (REPO / "src" / "cloche" / "server" / "ingress.py").exists():
-        return "src/cloche/server/ingress.py does not exist"
+    if not (REPO / "src" / "cloche" / "server" / "ingress").is_dir():
+        return "src/cloche/server/ingress/ does not exist"
     routes = REPO / "src" / "cloche" / "server" / "routes"
     if not any("/ports/{port}" in p.read_text() for p in routes.glob("*.py")):
         return "no /v1/sandboxes/{id}/ports/{port}/ route"

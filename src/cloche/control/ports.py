@@ -1,6 +1,6 @@
 """Reaching a sandbox's ports from outside, through control.
 
-Why it exists: the ingress proxy (server/ingress.py) authorizes by token, signed URL or
+Why it exists: the ingress proxy (server/ingress/) authorizes by token, signed URL or
 the owner's key, then asks control for the rest: the sandbox's record (its policy), a
 wake when it sleeps, the activity touch, and the TCP stream to the port. The node is
 never held by the server, so the same calls work for a node across a network.
