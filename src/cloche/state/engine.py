@@ -202,6 +202,20 @@ class Op:
     ttl_s: float | None = None
 
 
+def conflict_of(op: Op, current: int | None, index: int | None) -> Conflict:
+    """The 412 for `op`, whose condition failed on a key now at version `current` (None:
+    absent); `index` is its place in a batch."""
+    if op.if_none_match:
+        msg = f"key {op.key!r} exists (version {current})"
+    elif current is None:
+        msg = f"key {op.key!r} does not exist (If-Match {op.if_match})"
+    else:
+        msg = f"key {op.key!r} is at version {current}, not {op.if_match}"
+    if index is not None:
+        msg = f"ops[{index}]: {msg}"
+    return Conflict(msg, key=op.key, current_version=current, index=index)
+
+
 @dataclass(frozen=True)
 class OpResult:
     op: str

@@ -49,6 +49,7 @@ from cloche.state.engine import (
     check_ttl,
     check_value,
     clamp_limit,
+    conflict_of,
     prefix_bounds,
     validate_batch,
 )
@@ -484,16 +485,7 @@ def _current(db: sqlite3.Connection, nid: int, key: str, now: float) -> int | No
 
 
 def _conflict(db: sqlite3.Connection, nid: int | None, op: Op, now: float, index: int | None) -> Conflict:
-    current = _current(db, nid, op.key, now) if nid is not None else None
-    if op.if_none_match:
-        msg = f"key {op.key!r} exists (version {current})"
-    elif current is None:
-        msg = f"key {op.key!r} does not exist (If-Match {op.if_match})"
-    else:
-        msg = f"key {op.key!r} is at version {current}, not {op.if_match}"
-    if index is not None:
-        msg = f"ops[{index}]: {msg}"
-    return Conflict(msg, key=op.key, current_version=current, index=index)
+    return conflict_of(op, _current(db, nid, op.key, now) if nid is not None else None, index)
 
 
 def _put(eng: SqliteEngine, db: sqlite3.Connection, tenant: str, ns: str, op: Op, index: int | None) -> int:

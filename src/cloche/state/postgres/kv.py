@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cloche.state.engine import Conflict, Item, KeyInfo, Op, OpResult, Page
+from cloche.state.engine import Conflict, Item, KeyInfo, Op, OpResult, Page, conflict_of
 from cloche.state.postgres.namespaces import Namespaces
 
 LIVE = "value IS NOT NULL AND (expires_at IS NULL OR expires_at > %(now)s)"
@@ -158,13 +158,4 @@ async def _current(conn: Any, nid: int | None, key: str, now: float) -> int | No
 
 
 async def _conflict(conn: Any, nid: int | None, op: Op, now: float, index: int | None) -> Conflict:
-    current = await _current(conn, nid, op.key, now)
-    if op.if_none_match:
-        msg = f"key {op.key!r} exists (version {current})"
-    elif current is None:
-        msg = f"key {op.key!r} does not exist (If-Match {op.if_match})"
-    else:
-        msg = f"key {op.key!r} is at version {current}, not {op.if_match}"
-    if index is not None:
-        msg = f"ops[{index}]: {msg}"
-    return Conflict(msg, key=op.key, current_version=current, index=index)
+    return conflict_of(op, await _current(conn, nid, op.key, now), index)
