@@ -34,7 +34,7 @@ PREFIX = "/v1/state/"
 JSON = (b"content-type", b"application/json")
 OCTETS = (b"content-type", b"application/octet-stream")
 WANTED = frozenset((b"authorization", b"content-length", b"transfer-encoding", b"if-match", b"if-none-match",
-                    b"x-request-id"))  # fmt: skip
+                    b"x-request-id", b"host"))  # fmt: skip
 
 
 class KvFastPath:
@@ -63,7 +63,8 @@ class KvFastPath:
         length = headers.get(b"content-length", b"0" if method == "GET" else b"")
         if (not sep or not ns or "/" in ns or not key or b"transfer-encoding" in headers or not length.isdigit()
                 or int(length) > body_limit(self.settings, path) or (method == "GET" and length != b"0")
-                or (self.ingress_suffix and match_host(scope, self.ingress_suffix))):  # fmt: skip
+                or (self.ingress_suffix and self.ingress_suffix in headers.get(b"host", b"").lower()
+                    and match_host(scope, self.ingress_suffix))):  # fmt: skip
             await self.app(scope, receive, send)
             return
         await self._answer(scope, receive, send, method, ns, key, headers)
