@@ -359,7 +359,7 @@ class SocksProxy:
                      password: str | None = SOCKS_PASSWORD, ca_cert: str | None = None) -> Any:  # fmt: skip
         """A ``cloche.node.net.policy.EgressProxy`` for this proxy (TLS: ``ca_cert`` defaults to the test CA,
         ``server_name`` to ``server_name`` when host is the address)."""
-        from cloche.node.net.policy import EgressProxy
+        from cloche.node.net.rules import EgressProxy
 
         host = host or self.address
         if not tls:

@@ -34,7 +34,7 @@ from cloche.node.net.egress.ca import NodeCA
 from cloche.node.net.egress.context import ConnectionContext, SecretDenied
 from cloche.node.net.egress.peek import Incomplete, host_of, peek_sni, sni_of
 from cloche.node.net.egress.proxy import EgressProxyServer
-from cloche.node.net.policy import EgressProxy, Transform
+from cloche.node.net.rules import EgressProxy, Transform
 
 LOCAL = "127.0.0.1"
 SECRET = "s3cr3t-value"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from cloche.node.net.egress.socks import TunnelError, open_tunnel
-from cloche.node.net.policy import EgressProxy
+from cloche.node.net.rules import EgressProxy
 from tests.netlab import SOCKS_PASSWORD, SOCKS_USER, SocksProxy, TestPki
 
 pytestmark = [

@@ -32,7 +32,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cloche.control.errors import ApiError
 from cloche.node.errors import InvalidSpec
 from cloche.node.net.egress.context import SecretDenied
-from cloche.node.net.policy import SECRET_NAME, NetworkPolicy, host_matches, parse_target
+from cloche.node.net.policy import NetworkPolicy
+from cloche.node.net.policy_parsing import parse_target
+from cloche.node.net.rules import SECRET_NAME, host_matches
 from cloche.store.db import IntegrityError, SecretRow, Store
 
 MAX_VALUE_BYTES = 8192

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloche.node.net.nft import Nft, NftError
-from cloche.node.net.policy import NetworkPolicy, Rule
+from cloche.node.net.policy import NetworkPolicy
+from cloche.node.net.rules import Rule
 
 # Never reachable from a sandbox, whatever its policy says.
 ALWAYS_DENIED = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32"]

@@ -31,7 +31,8 @@ from cloche.node.net.egress.proxy import EgressProxyServer
 from cloche.node.net.egress.socks import open_tunnel
 from cloche.node.net.firewall import ALWAYS_DENIED, PRIVATE, Counters, Firewall, FirewallConfig
 from cloche.node.net.nft import Nft
-from cloche.node.net.policy import EgressProxy, NetworkPolicy
+from cloche.node.net.policy import NetworkPolicy
+from cloche.node.net.rules import EgressProxy
 from cloche.node.uids import HostClaims
 
 log = logging.getLogger("cloche.net")

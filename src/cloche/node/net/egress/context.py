@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloche.node.net.policy import EgressProxy, Transform
+from cloche.node.net.rules import EgressProxy, Transform
 
 
 class SecretDenied(Exception):

@@ -33,7 +33,7 @@ from typing import Any
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
 from python_socks.async_.asyncio.v2 import Proxy
 
-from cloche.node.net.policy import EgressProxy
+from cloche.node.net.rules import EgressProxy
 
 __all__ = ["TunnelError", "open_tunnel", "proxy_tls_context"]
 

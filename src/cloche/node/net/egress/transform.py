@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from cloche.node.net.egress.context import SecretDenied
-from cloche.node.net.policy import PLACEHOLDER, Transform
+from cloche.node.net.rules import PLACEHOLDER, Transform
 
 Header = tuple[bytes, bytes]
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from cloche.node.net.egress.streams import HANDSHAKE_TIMEOUT_S, Streams, abort, finish, no_delay
-from cloche.node.net.policy import EgressProxy
+from cloche.node.net.rules import EgressProxy
 
 CONNECT_TIMEOUT_S = 10.0
 
