@@ -49,19 +49,15 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from cloche.node.net import dns_messages as msg
+from cloche.node.net.dns_sources import Source, Sources
+
 log = logging.getLogger("cloche.dns")
 
-HEADER_BYTES = 12
-# EDNS payload we offer and accept over UDP: the DNS flag day 2020 value, which avoids IP fragmentation.
-UDP_PAYLOAD = 1232
-TCP_MAX_MESSAGE = 65535
-MAX_CNAME_CHAIN = 16
-# Bounds on the resolver's own state, whatever the sandboxes send.
-MAX_SOURCES = 65536
+# Bounds on the resolver's own state, whatever the sandboxes send (and dns_sources.MAX_SOURCES).
 MAX_INFLIGHT = 4096
 MAX_TCP_CONNECTIONS = 1024
 MAX_TCP_PER_SOURCE = 16
-_OPCODE_MASK = 0x7800
 _REFUSED_TYPES = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
 
 
@@ -81,35 +77,6 @@ Decide = Callable[[str, str], Decision | None]
 # (source ip, rule ids, [(ipv4 address, ttl seconds)]): the firewall allows these addresses for that long.
 # (source ip, query name lowercased without trailing dot, matched rule ids, [(address, ttl)])
 Learned = Callable[[str, str, tuple[int, ...], list[tuple[str, int]]], Awaitable[None]]
-
-
-@dataclass
-class _Bucket:
-    """A token bucket: `burst` queries at once, then `rate` per second."""
-
-    rate: float
-    burst: float
-    tokens: float
-    stamp: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
-
-
-@dataclass
-class _Source:
-    """Per source ip: its rate limit and its counters."""
-
-    bucket: _Bucket
-    queries: int = 0
-    refused: int = 0
-    rate_limited: int = 0
-    tcp_connections: int = 0
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -151,14 +118,12 @@ class Resolver:
         self._upstreams = tuple(upstreams)
         self._decide = decide
         self._learned = learned
-        self._rate = rate_per_s
-        self._burst = burst
         self._max_message = max_message_bytes
         self._max_name = max_name_bytes
         self._timeout = upstream_timeout_s
         self._min_ttl = min_ttl_s
         self._max_ttl = max_ttl_s
-        self._sources: dict[str, _Source] = {}
+        self._sources = Sources(rate_per_s, burst)
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_total = 0
         self._udp: asyncio.DatagramTransport | None = None
@@ -208,24 +173,11 @@ class Resolver:
 
     def stats(self, source: str) -> dict[str, int]:
         """Counters for one source ip: every message, REFUSED answers (other than rate limiting), rate limited."""
-        state = self._sources.get(source)
-        if state is None:
-            return {"queries": 0, "refused": 0, "rate_limited": 0}
-        return {"queries": state.queries, "refused": state.refused, "rate_limited": state.rate_limited}
+        return self._sources.stats(source)
 
     def forget(self, source: str) -> None:
         """Drop a source's state (its sandbox went away; the ip may be reused with a fresh budget)."""
-        self._sources.pop(source, None)
-
-    def _source(self, source: str) -> _Source:
-        state = self._sources.pop(source, None)
-        if state is None:
-            if len(self._sources) >= MAX_SOURCES:
-                self._sources.pop(next(iter(self._sources)))
-            bucket = _Bucket(self._rate, float(self._burst), float(self._burst), time.monotonic())
-            state = _Source(bucket)
-        self._sources[source] = state  # most recently used last, so eviction drops the stalest
-        return state
+        self._sources.forget(source)
 
     # -- transports --------------------------------------------------------------------------------------------
 
@@ -239,13 +191,13 @@ class Resolver:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = await self._answer(data, _source_ip(addr), udp=True)
+        reply = await self._answer(data, msg.source_ip(addr), udp=True)
         if reply is not None and self._udp is not None and not self._udp.is_closing():
             self._udp.sendto(reply, addr)
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        source = _source_ip(writer.get_extra_info("peername"))
-        state = self._source(source)
+        source = msg.source_ip(writer.get_extra_info("peername"))
+        state = self._sources.get(source)
         task = asyncio.current_task()
         if self._tcp_total >= MAX_TCP_CONNECTIONS or state.tcp_connections >= MAX_TCP_PER_SOURCE or task is None:
             writer.close()
@@ -284,54 +236,54 @@ class Resolver:
 
     async def _answer(self, wire: bytes, source: str, *, udp: bool) -> bytes | None:
         """The reply to one message from `source`, or None to send nothing."""
-        if len(wire) >= HEADER_BYTES and wire[2] & 0x80:
+        if len(wire) >= msg.HEADER_BYTES and wire[2] & 0x80:
             return None  # a response (QR set): never answer those, it could loop
-        state = self._source(source)
+        state = self._sources.get(source)
         state.queries += 1
         try:
             return await self._answer_checked(wire, source, state, udp=udp)
         except Exception:
             log.exception("dns: query from %s failed", source)
-            return _header_reply(wire, dns.rcode.SERVFAIL)
+            return msg.header_reply(wire, dns.rcode.SERVFAIL)
 
-    async def _answer_checked(self, wire: bytes, source: str, state: _Source, *, udp: bool) -> bytes | None:
+    async def _answer_checked(self, wire: bytes, source: str, state: Source, *, udp: bool) -> bytes | None:
         if not state.bucket.take(time.monotonic()):
             state.rate_limited += 1
             return self._refusal(wire)
         if len(wire) > self._max_message:
             state.refused += 1
-            return _header_reply(wire, dns.rcode.REFUSED)
-        query = _parse(wire)
+            return msg.header_reply(wire, dns.rcode.REFUSED)
+        query = msg.parse(wire)
         if query is None:
-            return _header_reply(wire, dns.rcode.FORMERR)
+            return msg.header_reply(wire, dns.rcode.FORMERR)
         reply = await self._resolve(query, source, state)
-        return _encode(query, reply, udp=udp)
+        return msg.encode(query, reply, udp=udp)
 
     def _refusal(self, wire: bytes) -> bytes | None:
         """REFUSED, echoing the question when the message is small enough to parse (stub resolvers want it)."""
-        query = _parse(wire) if len(wire) <= self._max_message else None
+        query = msg.parse(wire) if len(wire) <= self._max_message else None
         if query is None:
-            return _header_reply(wire, dns.rcode.REFUSED)
-        return _encode(query, _reply(query, dns.rcode.REFUSED), udp=True)
+            return msg.header_reply(wire, dns.rcode.REFUSED)
+        return msg.encode(query, msg.reply(query, dns.rcode.REFUSED), udp=True)
 
-    async def _resolve(self, query: dns.message.Message, source: str, state: _Source) -> dns.message.Message:
+    async def _resolve(self, query: dns.message.Message, source: str, state: Source) -> dns.message.Message:
         if query.opcode() != dns.opcode.QUERY:
-            return _reply(query, dns.rcode.NOTIMP)
+            return msg.reply(query, dns.rcode.NOTIMP)
         if len(query.question) != 1:
-            return _reply(query, dns.rcode.FORMERR)
+            return msg.reply(query, dns.rcode.FORMERR)
         question = query.question[0]
         name = question.name.to_text(omit_final_dot=True).lower()
         decision = self._decide(source, name) if self._acceptable(question, name) else None
         if decision is None or not decision.allowed:
             state.refused += 1
-            return _reply(query, dns.rcode.REFUSED)
+            return msg.reply(query, dns.rcode.REFUSED)
         if question.rdtype == dns.rdatatype.AAAA:
-            return _reply(query, dns.rcode.NOERROR)
+            return msg.reply(query, dns.rcode.NOERROR)
         upstream = await self._forward(question, decision.upstreams or self._upstreams)
         if upstream is None:
-            return _reply(query, dns.rcode.SERVFAIL)
+            return msg.reply(query, dns.rcode.SERVFAIL)
         if question.rdtype == dns.rdatatype.A and not await self._learn(source, decision, question.name, upstream):
-            return _reply(query, dns.rcode.SERVFAIL)
+            return msg.reply(query, dns.rcode.SERVFAIL)
         return self._relay(query, upstream)
 
     def _acceptable(self, question: dns.rrset.RRset, name: str) -> bool:
@@ -347,7 +299,7 @@ class Resolver:
     ) -> dns.message.Message | None:
         """Ask each upstream in turn (UDP, then TCP if truncated); None if they all fail."""
         request = dns.message.make_query(
-            question.name, question.rdtype, question.rdclass, use_edns=0, payload=UDP_PAYLOAD
+            question.name, question.rdtype, question.rdclass, use_edns=0, payload=msg.UDP_PAYLOAD
         )
         for host, port in upstreams:
             try:
@@ -366,7 +318,7 @@ class Resolver:
         """Tell the firewall about the answer's addresses; False if that failed (the caller answers SERVFAIL)."""
         if upstream.rcode() != dns.rcode.NOERROR:
             return True
-        addrs = [(addr, self._clamp(ttl)) for addr, ttl in _chain_addresses(upstream.answer, qname)]
+        addrs = [(addr, self._clamp(ttl)) for addr, ttl in msg.chain_addresses(upstream.answer, qname)]
         if not addrs:
             return True
         try:
@@ -382,7 +334,7 @@ class Resolver:
     def _relay(self, query: dns.message.Message, upstream: dns.message.Message) -> dns.message.Message:
         """Our reply to the client, carrying the upstream's rcode and records with TTLs capped."""
         rcode = upstream.rcode()
-        reply = _reply(query, rcode if rcode < 16 else dns.rcode.SERVFAIL)
+        reply = msg.reply(query, rcode if rcode < 16 else dns.rcode.SERVFAIL)
         reply.answer = self._capped(upstream.answer)
         reply.authority = self._capped(upstream.authority)
         reply.additional = self._capped(upstream.additional)
@@ -392,54 +344,3 @@ class Resolver:
         for rrset in section:
             rrset.ttl = min(rrset.ttl, self._max_ttl)
         return section
-
-
-def _chain_addresses(answer: list[dns.rrset.RRset], qname: dns.name.Name) -> list[tuple[str, int]]:
-    """The A addresses for `qname` in an answer section, following its CNAME chain, with their TTLs."""
-    cnames = {r.name: r[0].target for r in answer if r.rdtype == dns.rdatatype.CNAME and len(r) > 0}
-    chain = [qname]
-    while chain[-1] in cnames and cnames[chain[-1]] not in chain and len(chain) <= MAX_CNAME_CHAIN:
-        chain.append(cnames[chain[-1]])
-    found: dict[str, int] = {}
-    for rrset in answer:
-        if rrset.rdtype != dns.rdatatype.A or rrset.rdclass != dns.rdataclass.IN or rrset.name not in chain:
-            continue
-        for rdata in rrset:
-            found[rdata.address] = max(found.get(rdata.address, 0), rrset.ttl)
-    return list(found.items())
-
-
-def _parse(wire: bytes) -> dns.message.Message | None:
-    try:
-        return dns.message.from_wire(wire)
-    except Exception:  # anything a hostile packet can provoke in the parser
-        return None
-
-
-def _reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
-    reply = dns.message.make_response(query, recursion_available=True, our_payload=UDP_PAYLOAD)
-    reply.set_rcode(rcode)
-    return reply
-
-
-def _encode(query: dns.message.Message, reply: dns.message.Message, *, udp: bool) -> bytes:
-    """Wire form within what the client can take; over UDP a reply too big for it is truncated with TC set."""
-    limit = TCP_MAX_MESSAGE
-    if udp:
-        limit = max(512, min(query.payload, UDP_PAYLOAD)) if query.edns >= 0 else 512
-    return reply.to_wire(max_size=limit, prefer_truncation=True)
-
-
-def _header_reply(wire: bytes, rcode: dns.rcode.Rcode) -> bytes | None:
-    """A bare header answering `wire` (its id, opcode and RD) with `rcode`; None if there is no header."""
-    if len(wire) < HEADER_BYTES:
-        return None
-    qid, flags = struct.unpack("!HH", wire[:4])
-    flags = dns.flags.QR | dns.flags.RA | (flags & (_OPCODE_MASK | dns.flags.RD)) | int(rcode)
-    return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
-
-
-def _source_ip(addr: tuple[str, int] | tuple[str, int, int, int]) -> str:
-    """The client's ip, with IPv4-mapped IPv6 (from a dual-stack socket) shown as plain IPv4."""
-    host = addr[0]
-    return host[7:] if host.startswith("::ffff:") and "." in host else host
