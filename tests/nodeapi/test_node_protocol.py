@@ -175,7 +175,9 @@ def test_set_network_resize_env_timeout(impl: Impl, sandbox: SandboxRecord) -> N
     assert impl.node.usage(sandbox.id).pids >= 1 and impl.node.disk_usage(sandbox.id).total_bytes > 0
     impl.run(impl.node.set_env(sandbox.id, {"GREETING": "hi"}))
     assert impl.sh(sandbox.id, 'echo "$GREETING"').stdout == b"hi\n"
-    assert impl.run(impl.node.set_timeout(sandbox.id, 3600)).expires_at is not None
+    before = time.time()
+    expires = impl.run(impl.node.set_timeout(sandbox.id, 3600)).expires_at
+    assert expires is not None and before + 3600 <= expires <= time.time() + 3600
 
 
 def test_events_and_kill(impl: Impl) -> None:
