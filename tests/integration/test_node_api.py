@@ -9,6 +9,7 @@ import inspect
 import io
 import signal
 import tarfile
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -244,7 +245,9 @@ def test_lifecycle_usage_and_events_through_the_protocol(node) -> None:
     node.sh(rec.id, "echo kept > /workspace/f")
     assert node.run(n.set_env(rec.id, {"E": "1"})).spec.env == {"E": "1"}
     assert node.sh(rec.id, "echo $E").stdout == b"1\n"
-    assert node.run(n.set_timeout(rec.id, 3600)).expires_at is not None
+    before = time.time()
+    expires = node.run(n.set_timeout(rec.id, 3600)).expires_at
+    assert expires is not None and before + 3600 <= expires <= time.time() + 3600
     assert node.run(n.resize(rec.id, Limits(memory_mb=300))).spec.limits.memory_mb == 300
     node.run(n.check_network(NetworkPolicy.from_json("none")))
     assert node.run(n.set_network(rec.id, NetworkPolicy.from_json("none"))).spec.network.public_json()
