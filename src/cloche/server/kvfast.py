@@ -101,13 +101,12 @@ class KvFastPath:
                     return
                 status = 200
                 await _send(send, 200, [OCTETS, *extra], item.value, rid)
-            except StateError as e:
-                response = fail(e)
-                status = response.status_code
-                await _send(send, status, response.raw_headers, response.body, rid, sized=True)
-            except ApiError as e:
-                p = problem(e)
-                response = error_response(p.status, p.code, p.message, p.headers)
+            except (StateError, ApiError) as e:
+                if isinstance(e, StateError):
+                    response = fail(e)
+                else:
+                    p = problem(e)
+                    response = error_response(p.status, p.code, p.message, p.headers)
                 status = response.status_code
                 await _send(send, status, response.raw_headers, response.body, rid, sized=True)
         except Exception:
