@@ -175,7 +175,7 @@ class AgentService:
             try:
                 if self.sandboxes.get(tenant, row.sandbox_id).record.state in ("stopped", "hibernated"):
                     await self._forget_process(row.sandbox_id)  # its server is gone with its processes
-                await self.sandboxes.running(tenant, row.sandbox_id)
+                await self.sandboxes.woken(tenant, row.sandbox_id)
             except ApiError:
                 self.store.delete_agent(tenant.id, app.name, key)
                 row = None

@@ -23,17 +23,17 @@ class Inside:
 
     async def files(self, tenant: Tenant, sandbox_id: str) -> SandboxFiles:
         """The files of the tenant's sandbox, woken first if it sleeps."""
-        await self.sandboxes.running(tenant, sandbox_id)
+        await self.sandboxes.woken(tenant, sandbox_id)
         return self.node.files(sandbox_id)
 
     async def run(self, tenant: Tenant, sandbox_id: str, request: ExecRequest) -> ExecResult:
         """Run a command to its end in the tenant's sandbox (woken first if it sleeps)."""
-        await self.sandboxes.running(tenant, sandbox_id)
+        await self.sandboxes.woken(tenant, sandbox_id)
         return await self.node.exec(sandbox_id, request)
 
     async def start(self, tenant: Tenant, sandbox_id: str, request: ExecRequest) -> ExecStream:
         """Start a command in the tenant's sandbox (woken first if it sleeps), as a stream."""
-        await self.sandboxes.running(tenant, sandbox_id)
+        await self.sandboxes.woken(tenant, sandbox_id)
         return await self.node.open_exec(sandbox_id, request)
 
     async def open_exec(self, sandbox_id: str, request: ExecRequest) -> ExecStream:

@@ -202,11 +202,16 @@ class SandboxService:
         self.store.delete_sandbox(sandbox_id)
         await self.node.kill(sandbox_id)
 
-    async def running(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
-        """The sandbox, woken if it was paused, stopped or hibernated: waking is transparent."""
+    async def woken(self, tenant: Tenant, sandbox_id: str) -> None:
+        """Wake the tenant's sandbox if it was paused, stopped or hibernated (waking is
+        transparent) and mark it active; for callers that go on to use it, not show it."""
         self.get(tenant, sandbox_id)
         await self.node.wake(sandbox_id)
         self.node.touch(sandbox_id)
+
+    async def running(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
+        """The sandbox, woken if it was paused, stopped or hibernated."""
+        await self.woken(tenant, sandbox_id)
         return self.get(tenant, sandbox_id)
 
     async def pause(self, tenant: Tenant, sandbox_id: str) -> SandboxView:

@@ -85,7 +85,7 @@ async def pause(sandbox_id: str, request: Request) -> Response:
 
 async def _wake(st: E2bState, c: Context, tenant: Tenant, sandbox_id: str, timeout: Any) -> E2bRow:
     _, row = row_of(st, c, tenant, sandbox_id)
-    await c.sandboxes.running(tenant, sandbox_id)
+    await c.sandboxes.woken(tenant, sandbox_id)
     await c.sandboxes.set_timeout(tenant, sandbox_id, timeout_of(timeout))
     return row
 

@@ -150,7 +150,7 @@ async def target(request: Request, port: int = ENVD_PORT, operation: str | None 
     try:
         c.limiter.check(tenant.id)
         if wake:
-            await c.sandboxes.running(tenant, sandbox_id)
+            await c.sandboxes.woken(tenant, sandbox_id)
         elif (state := c.sandboxes.get(tenant, sandbox_id).record.state) != "running":
             raise gone(sandbox_id, f"it is {state}")
     except ApiError as exc:  # rate limited, or the sandbox went away meanwhile (404)

@@ -78,7 +78,7 @@ async def run_code(sandbox_id: str, body: CodeBody, request: Request, tenant: Cu
     /workspace) and return its output. An exception in the code is `error`, not an HTTP
     error. One cell runs at a time per sandbox; others wait their turn."""
     c = ctx(request)
-    await c.sandboxes.running(tenant, sandbox_id)
+    await c.sandboxes.woken(tenant, sandbox_id)
     kernel = _kernels(request).default(sandbox_id)
     out = CodeOut(stdout="", stderr="", results=[], error=None, execution_count=None)
     try:

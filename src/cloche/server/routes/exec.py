@@ -100,7 +100,7 @@ async def serve_pty(websocket: WebSocket, tenant: Tenant, sandbox_id: str) -> No
     the dashboard by its session cookie)."""
     c = ctx(websocket)  # type: ignore[arg-type]
     try:
-        await c.sandboxes.running(tenant, sandbox_id)
+        await c.sandboxes.woken(tenant, sandbox_id)
     except ApiError as exc:
         await websocket.close(code=4000 + exc.status, reason=exc.message[:120])
         return

@@ -64,7 +64,7 @@ async def act(request: Request, sandbox_id: str, action: Lifecycle, v: Action) -
     DELETE routes; then the sandbox's page again (or the fork's, or the list)."""
     c, owner = v.c, v.owner(sandbox_id)
     if action == "wake":
-        await c.sandboxes.running(owner, sandbox_id)
+        await c.sandboxes.woken(owner, sandbox_id)
     elif action == "fork":
         view = await c.sandboxes.fork(owner, sandbox_id, None, {})
         return go(request, f"/ui/sandboxes/{view.row.id}")
