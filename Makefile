@@ -11,7 +11,7 @@ APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv u
 STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
-# The suite runs in parallel (pytest-xdist; idle workers steal queued tests), then the tests that need
+# The suite runs in parallel (pytest-xdist, a module per worker: some modules' tests build on the ones before), then the tests that need
 # the host to themselves (tests/conftest.py's SERIAL) one at a time, the leak check last.
 TEST_WORKERS ?= 4
 
@@ -68,7 +68,7 @@ up: setup
 test: setup
 	$(VENV)/bin/ruff check src tests bench
 	dsn=$$(scripts/postgres-test.sh) && export CLOCHE_TEST_PG_DSN=$$dsn && \
-	$(PYTEST) -n $(TEST_WORKERS) --dist worksteal -m "not serial" tests; parallel=$$?; \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests; parallel=$$?; \
 	$(PYTEST) -m serial tests; serial=$$?; \
 	test $$parallel -eq 0 && test $$serial -eq 0
 
