@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from cloche.cluster.local.weed import WeedS3
 from cloche.node.net.node import NetConfig
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
@@ -26,7 +27,6 @@ from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.node.spec import ISOLATIONS, IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
 from tests.netlab import EgressGuard, FakeInternet
-from tests.s3server import WeedS3
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.etcd_server import EtcdServer
+from cloche.cluster.local.etcd import EtcdServer
 from tests.conftest import mark_offline
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from cloche.cluster.claims import Claim, InstanceHeld, claim, holder, release
 from cloche.cluster.etcd import Etcd
+from cloche.cluster.local.etcd import EtcdServer
 from cloche.cluster.session import Fenced, Session
-from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.timing import MARGIN, TTL
 
 

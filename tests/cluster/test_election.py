@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from cloche.cluster.election import Election, Term
 from cloche.cluster.etcd import Etcd
-from tests.cluster.etcd_server import EtcdServer
+from cloche.cluster.local.etcd import EtcdServer
 from tests.cluster.history import History
 from tests.cluster.procs import Member
 from tests.cluster.relay import Relay

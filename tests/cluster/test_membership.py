@@ -8,8 +8,8 @@ import asyncio
 import time
 
 from cloche.cluster.etcd import Etcd
+from cloche.cluster.local.etcd import EtcdServer
 from cloche.cluster.membership import NodeEvent, NodeInfo, NodeRegistration, NodeWatcher
-from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.procs import Member
 from tests.cluster.timing import MARGIN, TTL
 

@@ -10,8 +10,8 @@ import contextlib
 from cloche.cluster.claims import claim
 from cloche.cluster.election import Election
 from cloche.cluster.etcd import Etcd
+from cloche.cluster.local.etcd import EtcdServer
 from cloche.cluster.membership import NodeInfo, NodeRegistration, NodeWatcher
-from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.timing import MARGIN, TTL
 
 INFO = NodeInfo(address="https://n.test:7070", capacity=10)

@@ -14,9 +14,9 @@ import pytest
 
 from cloche.cluster.claims import InstanceHeld, claim
 from cloche.cluster.etcd import Etcd, EtcdUnavailable
+from cloche.cluster.local.etcd import EtcdServer
 from cloche.cluster.membership import NodeInfo, NodeRegistration
 from cloche.cluster.session import Session
-from tests.cluster.etcd_server import EtcdServer
 from tests.cluster.history import History
 from tests.cluster.relay import Relay
 from tests.cluster.timing import MARGIN, TTL

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cloche.cluster.local.weed import WeedS3
 from cloche.snapshots import tree
 from cloche.snapshots.blobstore import CachedBlobStore, S3BlobStore, open_store
 from cloche.snapshots.store import SnapshotStore, WriteStats
-from tests.s3server import WeedS3
 
 pytestmark = pytest.mark.offline  # a weed server on loopback; no node, no sandbox
 

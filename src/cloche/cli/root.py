@@ -16,6 +16,7 @@ from cloche import __version__
 from cloche.cli import (
     agents,
     apps,
+    cluster,
     db,
     demo,
     errors,
@@ -61,6 +62,7 @@ for name, group in (
     ("state", state.app),
     ("secret", secrets.app),
     ("db", db.app),
+    ("cluster", cluster.app),
 ):
     app.add_typer(group, name=name)
 

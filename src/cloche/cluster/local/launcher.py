@@ -1,0 +1,179 @@
+"""`cloche cluster local`'s launcher: it brings up etcd, PostgreSQL, SeaweedFS, two
+server replicas and N nodes as children with their data under one directory, serves the
+replicas on one address through the front, reports what happens while it runs, and on
+Ctrl-C or SIGTERM stops everything in dependency order (servers, nodes, then S3,
+PostgreSQL and etcd) so nothing of it is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from cloche.cluster.local.etcd import EtcdServer, etcd_binary
+from cloche.cluster.local.front import Front
+from cloche.cluster.local.node import NodeAgent
+from cloche.cluster.local.postgres import PostgresServer, postgres_bin
+from cloche.cluster.local.process import MissingService, free_ports
+from cloche.cluster.local.replica import ServerReplica
+from cloche.cluster.local.table import Display
+from cloche.cluster.local.weed import WeedS3, weed_binary
+
+BUCKET = "cloche"
+REPLICAS = 2
+
+
+class Cancelled(Exception):
+    """A stop was asked for while the cluster was still starting."""
+
+
+def missing_services() -> list[MissingService]:
+    """The programs the cluster needs that are not installed."""
+    missing = []
+    for find in (etcd_binary, postgres_bin, weed_binary):
+        try:
+            find()
+        except MissingService as e:
+            missing.append(e)
+    return missing
+
+
+@dataclass
+class Options:
+    nodes: int
+    port: int
+    data_dir: Path
+    regions: list[str] = field(default_factory=lambda: ["local"])
+    on_shutdown: str = "kill"
+    pool_size: int = 1
+
+
+class LocalCluster:
+    """The cluster's processes; `start` and `stop` block, `event` hears what happened."""
+
+    def __init__(self, options: Options, event: Callable[[str], None]) -> None:
+        self.options = options
+        self.root = options.data_dir.resolve()
+        self.event = event
+        self.cancelled = threading.Event()
+        self.etcd: EtcdServer | None = None
+        self.postgres: PostgresServer | None = None
+        self.weed: WeedS3 | None = None
+        ports = free_ports(REPLICAS + options.nodes)
+        self.replicas = [ServerReplica(f"server-{i + 1}", self.root / f"server-{i + 1}", ports[i])
+                         for i in range(REPLICAS)]  # fmt: skip
+        regions = options.regions
+        self.nodes = [NodeAgent(f"node-{i + 1}", regions[i % len(regions)], self.root / f"node-{i + 1}",
+                                ports[REPLICAS + i]) for i in range(options.nodes)]  # fmt: skip
+        self._reported: set[str] = set()
+
+    @property
+    def admin_key(self) -> Path:
+        return self.root / "admin-key"
+
+    def _step(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled
+
+    def start(self) -> None:
+        """Start every process in dependency order; raises Cancelled when a stop was asked for."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.etcd = EtcdServer(self.root / "etcd")
+        self.etcd.start()
+        self.event(f"etcd ready on {self.etcd.endpoint}")
+        self._step()
+        self.postgres = PostgresServer(self.root / "pg")
+        self.postgres.start()
+        self.event(f"PostgreSQL ready on 127.0.0.1:{self.postgres.port}")
+        self._step()
+        self.weed = WeedS3(self.root / "weed")
+        blob_url = self.weed.bucket(BUCKET, exist_ok=True)
+        self.event(f"SeaweedFS S3 ready on {self.weed.url}")
+        env = {**os.environ, "CLOCHE_DATABASE_URL": self.postgres.dsn, "CLOCHE_STATE_DSN": self.postgres.dsn,
+               "CLOCHE_BLOB_URL": blob_url, **self.weed.credentials()}  # fmt: skip
+        cluster_dir = self.root / "cluster"
+        for replica in self.replicas:
+            self._step()
+            replica.spawn(cluster_dir, self.etcd.endpoint, env)
+            replica.wait_ready()
+            self.event(f"{replica.name} ready on 127.0.0.1:{replica.port}")
+        shutil.copyfile(self.replicas[0].admin_key, self.admin_key)
+        self.admin_key.chmod(0o600)
+        # the first node alone, then the rest together: the first makes what they share
+        for batch in (self.nodes[:1], self.nodes[1:]):
+            self._step()
+            for node in batch:
+                node.spawn(cluster_dir, self.etcd.endpoint, env, self.options.on_shutdown, self.options.pool_size)
+            for node in batch:
+                node.wait_ready()
+                self.event(f"{node.name} ({node.region}) ready on 127.0.0.1:{node.port}")
+
+    def exits(self) -> list[str]:
+        """Processes that exited since the last call, once each."""
+        out = []
+        for proc in [*self.replicas, *self.nodes]:
+            if proc.child is not None and not proc.child.alive() and proc.name not in self._reported:
+                self._reported.add(proc.name)
+                out.append(f"{proc.name} exited with {proc.child.proc.returncode} (log: {proc.child.log})")
+        return out
+
+    def stop(self) -> None:
+        """Stop whatever runs: servers, then nodes (their sandboxes per --on-shutdown), then S3, PostgreSQL, etcd."""
+        steps: list[tuple[str, Callable[[], None]]] = [(r.name, r.stop) for r in self.replicas]
+        steps += [(n.name, n.stop) for n in self.nodes]
+        if self.weed is not None:
+            steps.append(("SeaweedFS", self.weed.kill))  # what it acknowledged is on disk; its SIGTERM takes 15 s
+        if self.postgres is not None:
+            steps.append(("PostgreSQL", self.postgres.stop))
+        if self.etcd is not None:
+            steps.append(("etcd", self.etcd.shutdown))
+        for name, stop in steps:
+            try:
+                stop()
+            except Exception as e:  # one that fails to stop must not keep the rest running
+                self.event(f"{name} did not stop cleanly: {e}")
+        self.event("stopped")
+
+
+async def supervise(cluster: LocalCluster, display: Display) -> None:
+    """Serve the front on --port, start the cluster, report until SIGINT/SIGTERM, then stop it all."""
+    front = Front([("127.0.0.1", r.port) for r in cluster.replicas])
+    await front.start("127.0.0.1", cluster.options.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: (stopping.set(), cluster.cancelled.set()))
+    try:
+        await asyncio.to_thread(cluster.start)
+        display.event(f"cluster ready: API on http://127.0.0.1:{front.port}, admin key in {cluster.admin_key}")
+        await _report(cluster, display, front.port, stopping)
+    except Cancelled:
+        pass
+    finally:
+        display.event("stopping")
+        await front.close()
+        await asyncio.to_thread(cluster.stop)
+
+
+async def _report(cluster: LocalCluster, display: Display, port: int, stopping: asyncio.Event) -> None:
+    """Every second: processes that exited, and the nodes the API lists."""
+    headers = {"Authorization": f"Bearer {cluster.admin_key.read_text().strip()}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=2) as http:
+        while not stopping.is_set():
+            for message in cluster.exits():
+                display.event(message)
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                response = await http.get("/v1/nodes")
+                if response.status_code == 200:
+                    display.nodes(response.json()["items"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1.0)

@@ -1,0 +1,49 @@
+"""One `cloche node run` agent of the local cluster: a node with its own id, region,
+loopback port and data directory under the cluster's, registering in the cluster's etcd.
+It runs sandboxes, so it needs root; on stop it hibernates or kills them (--on-shutdown)
+before it exits, which can take a while.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+from cloche.cluster.local.process import Child
+
+
+class NodeAgent:
+    """`cloche node run` as node `node_id` in `region`, its data in `root`, its node API on 127.0.0.1:`port`."""
+
+    def __init__(self, node_id: str, region: str, root: Path, port: int) -> None:
+        self.name = node_id
+        self.region = region
+        self.root = root
+        self.port = port
+        self.child: Child | None = None
+
+    def spawn(self, cluster_dir: Path, etcd: str, env: dict[str, str], on_shutdown: str, pool_size: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "cloche.cli", "node", "run", "--listen", f"127.0.0.1:{self.port}",
+                "--data-dir", str(self.root), "--cluster-dir", str(cluster_dir), "--etcd", etcd,
+                "--node-id", self.name, "--region", self.region, "--on-shutdown", on_shutdown,
+                "--pool-size", str(pool_size)]  # fmt: skip
+        self.child = Child(self.name, argv, self.root / "node.log", env=env)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Return once the node API accepts connections."""
+        assert self.child is not None
+        self.child.wait_ready(self.listening, timeout)
+
+    def listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM: the node hibernates or kills its sandboxes, then exits (SIGKILL after 2 minutes)."""
+        if self.child is not None:
+            self.child.stop(timeout=120)

@@ -1,0 +1,96 @@
+"""What every process of a local cluster shares: finding its binary (or saying how to
+install it), picking free loopback ports, starting it in a session of its own with its
+output in a log file, waiting until it answers, and stopping it (a polite signal, then
+SIGKILL to its whole process group) so nothing of it is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class MissingService(RuntimeError):
+    """A program the cluster needs is not installed; the message says how to install it."""
+
+    def __init__(self, name: str, install: str) -> None:
+        super().__init__(f"{name} not found: install it with `{install}` (`make setup` installs them all)")
+        self.name = name
+        self.install = install
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free right now (held open together so none repeats)."""
+    held = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def tail(path: Path, n: int = 2000) -> str:
+    """The last n characters of a log, for an error message."""
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+class Child:
+    """One child process in its own session (so a stop reaches its children too), its
+    stdout and stderr appended to `log`."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path, **popen: Any) -> None:
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, **popen
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Return once `ready()` holds; raise (and kill the process) if it exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not self.alive() or time.monotonic() > deadline:
+                why = f"exited with {self.proc.returncode}" if not self.alive() else f"not ready after {timeout:g} s"
+                self.kill()
+                raise RuntimeError(f"{self.name} {why}; its log ({self.log}) ends:\n{tail(self.log)}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Send `sig`, wait up to `timeout` for the exit, then SIGKILL the whole group."""
+        if self.alive():
+            try:
+                os.kill(self.proc.pid, sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process group (whatever the process left running) and reap."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()

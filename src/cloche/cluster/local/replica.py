@@ -1,0 +1,48 @@
+"""One `cloche server` replica of the local cluster: a stateless API and control plane
+on a loopback port of its own (the front spreads the cluster's one address over the
+replicas), with its data directory under the cluster's, ready once `GET /health` answers.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from pathlib import Path
+
+from cloche.cluster.local.process import Child
+
+
+class ServerReplica:
+    """`cloche server` as `name`, its data in `root`, listening on 127.0.0.1:`port`."""
+
+    def __init__(self, name: str, root: Path, port: int) -> None:
+        self.name = name
+        self.root = root
+        self.port = port
+        self.child: Child | None = None
+
+    @property
+    def admin_key(self) -> Path:
+        return self.root / "admin-key"
+
+    def spawn(self, cluster_dir: Path, etcd: str, env: dict[str, str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "cloche.cli", "server", "--listen", f"127.0.0.1:{self.port}",
+                "--data-dir", str(self.root), "--cluster-dir", str(cluster_dir), "--etcd", etcd]  # fmt: skip
+        self.child = Child(self.name, argv, self.root / "server.log", env=env)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Return once the replica answers `GET /health`."""
+        assert self.child is not None
+        self.child.wait_ready(self.healthy, timeout)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop(timeout=30)

@@ -1,0 +1,97 @@
+"""Each service `cloche cluster local` runs starts its real process, answers as its
+clients expect, and stops with nothing of it left running; a missing one is named with
+how to install it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cloche.cluster.local.etcd import EtcdServer
+from cloche.cluster.local.postgres import PostgresServer
+from cloche.cluster.local.process import Child
+from cloche.cluster.local.weed import WeedS3
+
+
+@pytest.fixture()
+def root() -> Iterator[Path]:
+    """A directory PostgreSQL's unprivileged user can reach (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="cloche-clusterlocal-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def gone(child: Child) -> bool:
+    """Whether the process and every process of its group are gone."""
+    try:
+        os.killpg(child.pid, 0)
+    except ProcessLookupError:
+        return not child.alive()
+    return False
+
+
+def test_etcd_answers_and_stops(root: Path) -> None:
+    etcd = EtcdServer(root / "etcd")
+    etcd.start()
+    child = etcd.child
+    assert child is not None and etcd.healthy()
+    etcd.shutdown()
+    assert gone(child) and not etcd.healthy()
+    assert child.proc.returncode == -signal.SIGTERM  # it shut down on SIGTERM (it re-raises it), no SIGKILL needed
+    assert "received signal; shutting down" in child.log.read_text()
+
+
+def test_postgres_accepts_a_connection_and_keeps_data_across_restarts(root: Path) -> None:
+    pg = PostgresServer(root / "pg")
+    pg.start()
+    child = pg.child
+    try:
+        with psycopg.connect(pg.dsn, autocommit=True) as c:
+            c.execute("CREATE TABLE kept (v text)")
+            c.execute("INSERT INTO kept VALUES ('still here')")
+    finally:
+        pg.stop()
+    assert child is not None and gone(child) and child.proc.returncode == 0
+    pg.start()
+    try:
+        with psycopg.connect(pg.dsn) as c:
+            assert c.execute("SELECT v FROM kept").fetchall() == [("still here",)]
+    finally:
+        pg.stop()
+
+
+def test_weed_creates_a_bucket_and_stops(root: Path) -> None:
+    weed = WeedS3(root / "weed")
+    child = weed.child
+    try:
+        name = f"b-{uuid.uuid4().hex[:8]}"
+        assert weed.bucket(name) == weed.blob_url(name)
+        assert weed.bucket(name, exist_ok=True) == weed.blob_url(name)
+        assert name in [b["Name"] for b in weed.client().list_buckets()["Buckets"]]
+    finally:
+        weed.kill()
+    assert child is not None and gone(child)
+    assert not list(Path("/tmp").glob(f"seaweedfs-*-grpc-{weed.s3_grpc}.sock"))
+
+
+def test_missing_etcd_is_named_with_its_package(root: Path) -> None:
+    env = {**os.environ, "PATH": str(root)}  # a PATH with no etcd on it
+    done = subprocess.run([sys.executable, "-m", "cloche.cli", "cluster", "local", "--nodes", "1",
+                           "--data-dir", str(root / "d")], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "etcd not found" in done.stderr
+    assert "apt-get install etcd-server" in done.stderr
+    assert "make setup" in done.stderr
+    assert not (root / "d").exists()  # nothing was started
