@@ -57,7 +57,7 @@ def local(
     try:
         asyncio.run(supervise(cluster, view))
     except (OSError, RuntimeError) as e:
-        view.event(f"error: {e}")
-        raise typer.Exit(1) from None
-    finally:
         view.close()
+        ui.err.print(f"error: {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    view.close()
