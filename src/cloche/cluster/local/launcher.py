@@ -12,6 +12,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,15 +102,10 @@ class LocalCluster:
         self.event(f"SeaweedFS S3 ready on {self.weed.url}")
         env = {**os.environ, "CLOCHE_DATABASE_URL": self.postgres.dsn, "CLOCHE_STATE_DSN": self.postgres.dsn,
                "CLOCHE_BLOB_URL": blob_url, **self.weed.credentials()}  # fmt: skip
+        self._upgrade_schema(env)
         cluster_dir = self.root / "cluster"
-        for replica in self.replicas:
-            self._step()
-            replica.spawn(cluster_dir, self.etcd.endpoint, env)
-            replica.wait_ready()
-            self.event(f"{replica.name} ready on 127.0.0.1:{replica.port}")
-        shutil.copyfile(self.replicas[0].admin_key, self.admin_key)
-        self.admin_key.chmod(0o600)
-        # the first node alone, then the rest together: the first makes what they share
+        # the first node alone (it makes the cluster CA the others share), then the rest
+        # together, then the servers, which find them all registered
         for batch in (self.nodes[:1], self.nodes[1:]):
             self._step()
             for node in batch:
@@ -116,6 +113,21 @@ class LocalCluster:
             for node in batch:
                 node.wait_ready()
                 self.event(f"{node.name} ({node.region}) ready on 127.0.0.1:{node.port}")
+        for replica in self.replicas:
+            self._step()
+            replica.spawn(cluster_dir, self.etcd.endpoint, env)
+            replica.wait_ready()
+            self.event(f"{replica.name} ready on 127.0.0.1:{replica.port}")
+        shutil.copyfile(self.replicas[0].admin_key, self.admin_key)
+        self.admin_key.chmod(0o600)
+
+    def _upgrade_schema(self, env: dict[str, str]) -> None:
+        """`cloche db upgrade`, as an operator runs it before starting servers on a database."""
+        done = subprocess.run([sys.executable, "-m", "cloche.cli", "db", "upgrade"], env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"cloche db upgrade failed:\n{done.stderr[-2000:]}")
+        self.event("database schema up to date")
 
     def exits(self) -> list[str]:
         """Processes that exited since the last call, once each."""
