@@ -9,6 +9,7 @@ from cloche.state.engine import (
     Appended,
     Conflict,
     Entry,
+    Fence,
     InvalidArgument,
     InvalidName,
     Item,
@@ -18,6 +19,7 @@ from cloche.state.engine import (
     Op,
     OpResult,
     Page,
+    StaleFence,
     StateEngine,
     StateError,
     StateLimits,
@@ -26,7 +28,7 @@ from cloche.state.engine import (
 )
 
 __all__ = [
-    "Appended", "Conflict", "Entry", "InvalidArgument", "InvalidName", "Item", "KeyInfo", "LogPage",
-    "NotFound", "Op", "OpResult", "Page", "StateEngine", "StateError", "StateLimits", "TooLarge",
+    "Appended", "Conflict", "Entry", "Fence", "InvalidArgument", "InvalidName", "Item", "KeyInfo", "LogPage",
+    "NotFound", "Op", "OpResult", "Page", "StateEngine", "StaleFence", "StateError", "StateLimits", "TooLarge",
     "Unavailable",
 ]  # fmt: skip

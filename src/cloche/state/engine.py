@@ -80,6 +80,15 @@ class Unavailable(StateError):
     code = "unavailable"
 
 
+class StaleFence(StateError):
+    """A write carried the fencing token of an instance that has since been claimed again
+    (a newer token for the same instance reached the database first): nothing was
+    written, and the writer must stop."""
+
+    status = 409
+    code = "stale_fence"
+
+
 class Conflict(StateError):
     """A condition did not hold. `index` is the failing op of a batch (else None)."""
 
@@ -167,6 +176,18 @@ def prefix_bounds(prefix: str) -> tuple[str, str | None]:
 
 
 # ---- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who is writing, in cluster mode: the instance `(app, key)` (a sandbox is
+    `("sandbox", <sandbox id>)`) and the fencing token of its current claim (docs/cluster.md,
+    "Fencing tokens"). A write carrying it is rejected with `StaleFence` once a newer
+    token for the same instance has been seen."""
+
+    app: str
+    key: str
+    token: int
 
 
 @dataclass(frozen=True)
@@ -287,25 +308,29 @@ class StateEngine(Protocol):
 
     async def kv_get(self, tenant: str, ns: str, key: str) -> Item | None: ...
 
+    # Every write takes an optional `fence` (cluster mode): with it, the write is rejected
+    # with `StaleFence`, and nothing written, if the fence's instance has a newer token.
     async def kv_put(self, tenant: str, ns: str, key: str, value: bytes, *, if_match: int | None = None,
-                     if_none_match: bool = False, ttl_s: float | None = None) -> int: ...  # fmt: skip
+                     if_none_match: bool = False, ttl_s: float | None = None,
+                     fence: Fence | None = None) -> int: ...  # fmt: skip
 
-    async def kv_delete(self, tenant: str, ns: str, key: str, *, if_match: int | None = None) -> bool: ...
+    async def kv_delete(self, tenant: str, ns: str, key: str, *, if_match: int | None = None,
+                        fence: Fence | None = None) -> bool: ...  # fmt: skip
 
     async def kv_list(self, tenant: str, ns: str, prefix: str = "", cursor: str | None = None,
                       limit: int = 100) -> Page: ...  # fmt: skip
 
-    async def batch(self, tenant: str, ns: str, ops: list[Op]) -> list[OpResult]: ...
+    async def batch(self, tenant: str, ns: str, ops: list[Op], *, fence: Fence | None = None) -> list[OpResult]: ...
 
-    async def log_append(self, tenant: str, ns: str, data: bytes,
-                         idempotency_key: str | None = None) -> Appended: ...  # fmt: skip
+    async def log_append(self, tenant: str, ns: str, data: bytes, idempotency_key: str | None = None, *,
+                         fence: Fence | None = None) -> Appended: ...  # fmt: skip
 
     async def log_read(self, tenant: str, ns: str, after: int = 0, limit: int = 100) -> LogPage: ...
 
     async def log_wait(self, tenant: str, ns: str, after: int, timeout_s: float,
                        limit: int = 100) -> LogPage: ...  # fmt: skip
 
-    async def log_trim(self, tenant: str, ns: str, upto: int) -> int: ...
+    async def log_trim(self, tenant: str, ns: str, upto: int, *, fence: Fence | None = None) -> int: ...
 
     # Grants: which of the tenant's sandboxes may use a named namespace from inside.
     async def grant(self, tenant: str, ns: str, sandbox_id: str) -> None: ...

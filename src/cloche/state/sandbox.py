@@ -26,6 +26,10 @@ the payload is a list of fields, each a u32 big-endian length and its bytes.
     read   AFTER LIMIT WAIT_S                    -> ok LAST_SEQ (SEQ DATA)...
     trim   UPTO                                  -> ok FIRST_SEQ
 
+In cluster mode every write (put, del, append, trim) carries the sandbox's fencing token
+(`fence_of`); a write from a sandbox that has since been claimed again on another node is
+answered ["error", "stale_fence", message] and writes nothing.
+
 A connection may carry many requests, one at a time. supervisor/cloche-state.c and
 cloche/state/incontainer.py are the clients.
 """
@@ -41,12 +45,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cloche.state.engine import Conflict, StateEngine, StateError
+from cloche.state.engine import Conflict, Fence, StateEngine, StateError
 
 log = logging.getLogger("cloche.state")
 SOCKET_NAME = "state.sock"
 MAX_CONNECTIONS = 32  # per sandbox
 U32 = struct.Struct(">I")
+WRITES = frozenset({"put", "del", "append", "trim"})  # the ops that carry the sandbox's fence
 
 
 def encode(fields: list[bytes]) -> bytes:
@@ -69,11 +74,14 @@ def decode(payload: bytes) -> list[bytes]:
 
 
 class SandboxStateSockets:
-    """A SandboxListener: one unix server per serving sandbox."""
+    """A SandboxListener: one unix server per serving sandbox. `fence_of` (cluster mode)
+    gives a sandbox's fence at the moment of a write; without it writes are unfenced."""
 
-    def __init__(self, engine: StateEngine, owner: Callable[[str], str | None]) -> None:
+    def __init__(self, engine: StateEngine, owner: Callable[[str], str | None],
+                 fence_of: Callable[[str], Fence | None] | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.owner = owner  # sandbox id -> tenant id (None while the control plane has none)
+        self.fence_of = fence_of
         self.servers: dict[str, tuple[asyncio.AbstractServer, Path]] = {}
         self.conns: dict[str, int] = {}
         self.max_frame = engine.limits.max_value_bytes + engine.limits.max_key_bytes + 4096
@@ -90,7 +98,7 @@ class SandboxStateSockets:
             staging.unlink()
         try:
             server = await asyncio.start_unix_server(
-                lambda r, w: self._serve(sandbox_id, r, w), path=str(staging), limit=self.max_frame + 16)
+                lambda r, w: self._serve(sandbox_id, r, w), path=str(staging), limit=self.max_frame + 16)  # fmt: skip
         except OSError as e:
             log.warning("state socket for %s: %s", sandbox_id, e)
             return
@@ -175,7 +183,7 @@ class SandboxStateSockets:
                 ns = sandbox_id
             elif not await self.engine.granted(tenant, ns, sandbox_id):
                 return [b"error", b"forbidden", f"namespace {ns[:80]!r} is not granted to this sandbox".encode()]
-            return await self._op(tenant, ns, op, args)
+            return await self._op(tenant, ns, op, args, sandbox_id)
         except Conflict as e:
             cur = b"" if e.current_version is None else str(e.current_version).encode()
             return [b"conflict", e.message.encode(), cur]
@@ -184,8 +192,9 @@ class SandboxStateSockets:
         except (ValueError, UnicodeDecodeError, IndexError) as e:
             return [b"error", b"bad_request", str(e).encode()]
 
-    async def _op(self, tenant: str, ns: str, op: str, a: list[bytes]) -> list[bytes]:
+    async def _op(self, tenant: str, ns: str, op: str, a: list[bytes], sandbox_id: str) -> list[bytes]:
         e = self.engine
+        fence = self.fence_of(sandbox_id) if self.fence_of is not None and op in WRITES else None
 
         def s(i: int) -> str:
             return a[i].decode() if i < len(a) else ""
@@ -201,10 +210,10 @@ class SandboxStateSockets:
         if op == "put":
             ttl = float(s(4)) if s(4) else None
             v = await e.kv_put(tenant, ns, s(0), a[1] if len(a) > 1 else b"", if_match=opt_int(2),
-                               if_none_match=s(3) == "1", ttl_s=ttl)  # fmt: skip
+                               if_none_match=s(3) == "1", ttl_s=ttl, fence=fence)  # fmt: skip
             return [b"ok", str(v).encode()]
         if op == "del":
-            existed = await e.kv_delete(tenant, ns, s(0), if_match=opt_int(1))
+            existed = await e.kv_delete(tenant, ns, s(0), if_match=opt_int(1), fence=fence)
             return [b"ok", b"1" if existed else b"0"]
         if op == "ls":
             page = await e.kv_list(tenant, ns, prefix=s(0), cursor=s(1) or None, limit=opt_int(2) or 1000)
@@ -213,7 +222,7 @@ class SandboxStateSockets:
                 out += [k.key.encode(), str(k.version).encode(), str(k.size).encode()]
             return out
         if op == "append":
-            r = await e.log_append(tenant, ns, a[0] if a else b"", idempotency_key=s(1) or None)
+            r = await e.log_append(tenant, ns, a[0] if a else b"", idempotency_key=s(1) or None, fence=fence)
             return [b"ok", str(r.seq).encode(), b"1" if r.replayed else b"0"]
         if op == "read":
             after, limit = opt_int(0) or 0, opt_int(1) or 100
@@ -225,6 +234,6 @@ class SandboxStateSockets:
                 out += [str(entry.seq).encode(), entry.data]
             return out
         if op == "trim":
-            first = await e.log_trim(tenant, ns, opt_int(0) or 0)
+            first = await e.log_trim(tenant, ns, opt_int(0) or 0, fence=fence)
             return [b"ok", str(first).encode()]
         return [b"error", b"bad_request", f"unknown op {op[:40]!r}".encode()]

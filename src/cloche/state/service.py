@@ -9,11 +9,12 @@ which must be at least as large.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cloche.config import Settings
-from cloche.state.engine import StateEngine, StateLimits
+from cloche.state.engine import Fence, StateEngine, StateLimits
 from cloche.state.sandbox import SandboxStateSockets
 
 
@@ -36,9 +37,12 @@ class StateService:
     sockets: SandboxStateSockets
 
     @classmethod
-    async def start(cls, settings: Settings, store: Any, runtime: Any) -> StateService:
+    async def start(cls, settings: Settings, store: Any, runtime: Any,
+                    fence_of: Callable[[str], Fence | None] | None = None) -> StateService:  # fmt: skip
         """Open the engine and register the socket listener on the runtime. Call before
-        `runtime.start()`, so sandboxes adopted on start get their sockets too."""
+        `runtime.start()`, so sandboxes adopted on start get their sockets too. In cluster
+        mode `fence_of` gives a sandbox's fence (its claim's token), which every write from
+        its socket carries."""
         engine = build_engine(settings)
         await engine.open()
 
@@ -46,7 +50,7 @@ class StateService:
             row = store.sandbox(sandbox_id)
             return row.tenant_id if row is not None else None
 
-        sockets = SandboxStateSockets(engine, owner)
+        sockets = SandboxStateSockets(engine, owner, fence_of)
         runtime.listeners.append(sockets)
         return cls(engine, sockets)
 

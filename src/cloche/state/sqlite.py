@@ -30,6 +30,7 @@ from cloche.state.engine import (
     Appended,
     Conflict,
     Entry,
+    Fence,
     InvalidArgument,
     Item,
     KeyInfo,
@@ -157,7 +158,10 @@ def _resolve(reqs: list[_Request]) -> None:
 
 class SqliteEngine:
     """StateEngine on DATA/state.db. `max_group=1` turns group commit off (one
-    transaction and one fsync per write: the naive baseline of the benchmarks)."""
+    transaction and one fsync per write: the naive baseline of the benchmarks).
+
+    The writes accept a `fence` and ignore it: SQLite serves one machine (`cloche up`),
+    where no other node can claim an instance again, so there is nothing to fence."""
 
     def __init__(self, path: Path, limits: StateLimits | None = None, *, max_group: int = 1024,
                  synchronous: str = "FULL") -> None:  # fmt: skip
@@ -361,7 +365,8 @@ class SqliteEngine:
         return Item(key, bytes(row[0]), row[1], row[2]) if row else None
 
     async def kv_put(self, tenant: str, ns: str, key: str, value: bytes, *, if_match: int | None = None,
-                     if_none_match: bool = False, ttl_s: float | None = None) -> int:  # fmt: skip
+                     if_none_match: bool = False, ttl_s: float | None = None,
+                     fence: Fence | None = None) -> int:  # fmt: skip
         check_ns(ns, self.limits)
         check_key(key, self.limits)
         check_value(value, self.limits)
@@ -371,7 +376,8 @@ class SqliteEngine:
             return await self._write(_put_any, tenant, ns, key, value)
         return await self._write(_put, tenant, ns, Op("put", key, value, if_match, if_none_match, ttl_s), None)
 
-    async def kv_delete(self, tenant: str, ns: str, key: str, *, if_match: int | None = None) -> bool:
+    async def kv_delete(self, tenant: str, ns: str, key: str, *, if_match: int | None = None,
+                        fence: Fence | None = None) -> bool:  # fmt: skip
         check_ns(ns, self.limits)
         check_key(key, self.limits)
         check_conditions(if_match, False)
@@ -403,14 +409,15 @@ class SqliteEngine:
         items = [KeyInfo(r[0], r[1], r[2]) for r in rows[:limit]]
         return Page(items, items[-1].key if len(rows) > limit else None)
 
-    async def batch(self, tenant: str, ns: str, ops: list[Op]) -> list[OpResult]:
+    async def batch(self, tenant: str, ns: str, ops: list[Op], *, fence: Fence | None = None) -> list[OpResult]:
         check_ns(ns, self.limits)
         validate_batch(ops, self.limits)
         return await self._write(_batch, tenant, ns, ops, multi=True)
 
     # ---- log -----------------------------------------------------------------------------
 
-    async def log_append(self, tenant: str, ns: str, data: bytes, idempotency_key: str | None = None) -> Appended:
+    async def log_append(self, tenant: str, ns: str, data: bytes, idempotency_key: str | None = None, *,
+                         fence: Fence | None = None) -> Appended:  # fmt: skip
         check_ns(ns, self.limits)
         check_log(data, idempotency_key, self.limits)
         return await self._write(_append, tenant, ns, bytes(data), idempotency_key, multi=True, notify=(tenant, ns))
@@ -444,7 +451,7 @@ class SqliteEngine:
     async def log_wait(self, tenant: str, ns: str, after: int, timeout_s: float, limit: int = 100) -> LogPage:
         return await wait_for_entries(self, self._waiters, self._waiters_lock, tenant, ns, after, timeout_s, limit)
 
-    async def log_trim(self, tenant: str, ns: str, upto: int) -> int:
+    async def log_trim(self, tenant: str, ns: str, upto: int, *, fence: Fence | None = None) -> int:
         check_ns(ns, self.limits)
         check_seq(upto, "upto")
         return await self._write(_trim, tenant, ns, upto, multi=True)

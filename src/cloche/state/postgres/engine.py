@@ -6,6 +6,11 @@ each operation a pooled connection (turning driver errors into `Unavailable`), r
 batches that deadlock, sweeps expired keys, and wakes long polls on appends. The SQL
 lives in `kv.py`, `log.py` and `grants.py`.
 
+Fencing (cluster mode): a write given a `Fence` runs in a transaction whose first
+statement is `pgfence.check_token`, so a write by an instance that has since been claimed
+again is rejected with `StaleFence` and leaves nothing behind. A write without one is
+the plain autocommit statement it always was: no BEGIN, no extra round trip.
+
 Group commit: PostgreSQL already shares one WAL flush between the transactions that
 commit together, and the pool keeps many of them in flight.
 """
@@ -23,9 +28,11 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
+from cloche.cluster.pgfence import StaleFencingToken, check_token
 from cloche.state._wait import Waiters, notify_waiters, wait_for_entries
 from cloche.state.engine import (
     Appended,
+    Fence,
     InvalidArgument,
     Item,
     LogPage,
@@ -33,6 +40,7 @@ from cloche.state.engine import (
     OpResult,
     OpsCounter,
     Page,
+    StaleFence,
     StateLimits,
     Unavailable,
     check_conditions,
@@ -108,6 +116,18 @@ class PostgresEngine:
         except psycopg.Error as e:
             raise Unavailable(f"state store unavailable: {type(e).__name__}: {e}") from e
 
+    @contextlib.asynccontextmanager
+    async def _writing(self, fence: Fence | None) -> AsyncIterator[Any]:
+        """A pooled connection for one write; with a fence, inside a transaction that
+        checks the fencing token first (and commits when the block ends)."""
+        async with self._conn() as conn:
+            if fence is None:
+                yield conn
+                return
+            async with conn.transaction():
+                await _check_fence(conn, fence)
+                yield conn
+
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_S)
@@ -129,22 +149,24 @@ class PostgresEngine:
             return await self._kv.get(conn, tenant, ns, key)
 
     async def kv_put(self, tenant: str, ns: str, key: str, value: bytes, *, if_match: int | None = None,
-                     if_none_match: bool = False, ttl_s: float | None = None) -> int:  # fmt: skip
+                     if_none_match: bool = False, ttl_s: float | None = None,
+                     fence: Fence | None = None) -> int:  # fmt: skip
         check_ns(ns, self.limits)
         check_key(key, self.limits)
         check_value(value, self.limits)
         check_conditions(if_match, if_none_match)
         check_ttl(ttl_s, self.limits)
-        async with self._conn() as conn:
+        async with self._writing(fence) as conn:
             v = await self._kv.put(conn, tenant, ns, Op("put", key, bytes(value), if_match, if_none_match, ttl_s), None)
         self.stats.requests += 1
         return v
 
-    async def kv_delete(self, tenant: str, ns: str, key: str, *, if_match: int | None = None) -> bool:
+    async def kv_delete(self, tenant: str, ns: str, key: str, *, if_match: int | None = None,
+                        fence: Fence | None = None) -> bool:  # fmt: skip
         check_ns(ns, self.limits)
         check_key(key, self.limits)
         check_conditions(if_match, False)
-        async with self._conn() as conn:
+        async with self._writing(fence) as conn:
             return await self._kv.delete(conn, tenant, ns, Op("delete", key, if_match=if_match), None) is not None
 
     async def kv_list(self, tenant: str, ns: str, prefix: str = "", cursor: str | None = None,
@@ -158,7 +180,7 @@ class PostgresEngine:
         async with self._conn() as conn:
             return await self._kv.list(conn, tenant, ns, lo, hi, cursor, limit)
 
-    async def batch(self, tenant: str, ns: str, ops: list[Op]) -> list[OpResult]:
+    async def batch(self, tenant: str, ns: str, ops: list[Op], *, fence: Fence | None = None) -> list[OpResult]:
         check_ns(ns, self.limits)
         validate_batch(ops, self.limits)
         for attempt in range(20):
@@ -166,6 +188,8 @@ class PostgresEngine:
                 async with self._conn() as conn:
                     await self._names.id(conn, tenant, ns, create=any(op.op == "put" for op in ops))
                     async with conn.transaction():
+                        if fence is not None:
+                            await _check_fence(conn, fence)
                         return await self._kv.batch(conn, tenant, ns, ops)
             except RETRYABLE:
                 await asyncio.sleep(0.001 * (attempt + 1))
@@ -173,10 +197,11 @@ class PostgresEngine:
 
     # ---- log -----------------------------------------------------------------------------
 
-    async def log_append(self, tenant: str, ns: str, data: bytes, idempotency_key: str | None = None) -> Appended:
+    async def log_append(self, tenant: str, ns: str, data: bytes, idempotency_key: str | None = None, *,
+                         fence: Fence | None = None) -> Appended:  # fmt: skip
         check_ns(ns, self.limits)
         check_log(data, idempotency_key, self.limits)
-        async with self._conn() as conn:
+        async with self._writing(fence) as conn:
             appended = await self._log.append(conn, tenant, ns, data, idempotency_key)
         if not appended.replayed:
             notify_waiters(self._waiters, self._waiters_lock, {(tenant, ns)})
@@ -193,10 +218,10 @@ class PostgresEngine:
         return await wait_for_entries(self, self._waiters, self._waiters_lock, tenant, ns, after, timeout_s, limit,
                                       poll_s=self.poll_s)  # fmt: skip
 
-    async def log_trim(self, tenant: str, ns: str, upto: int) -> int:
+    async def log_trim(self, tenant: str, ns: str, upto: int, *, fence: Fence | None = None) -> int:
         check_ns(ns, self.limits)
         check_seq(upto, "upto")
-        async with self._conn() as conn:
+        async with self._writing(fence) as conn:
             return await self._log.trim(conn, tenant, ns, upto)
 
     # ---- grants ----------------------------------------------------------------------------
@@ -220,3 +245,12 @@ class PostgresEngine:
     async def granted(self, tenant: str, ns: str, sandbox_id: str) -> bool:
         async with self._conn() as conn:
             return await grant_rows.granted(conn, tenant, ns, sandbox_id)
+
+
+async def _check_fence(conn: Any, fence: Fence) -> None:
+    """The fencing check, as the first statement of a write's transaction."""
+    try:
+        await check_token(conn, fence.app, fence.key, fence.token)
+    except StaleFencingToken as e:
+        raise StaleFence(f"instance {fence.app}/{fence.key} was claimed again: this write carries fencing token "
+                         f"{e.token}, and the newest seen is {e.newest}; nothing was written") from e  # fmt: skip

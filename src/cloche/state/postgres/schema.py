@@ -1,12 +1,15 @@
 """The PostgreSQL state engine's tables (all prefixed `state_`), created on open.
 
 Several servers may open the same database at once, so the schema is created under an
-advisory lock, idempotently.
+advisory lock, idempotently. The fencing table (`instance_fences`, owned by
+cloche.cluster.pgfence) is created with them: fenced writes check it in their transaction.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from cloche.cluster import pgfence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS state_namespaces (
@@ -57,3 +60,4 @@ async def create_schema(conn: Any) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         await conn.execute(SCHEMA)
+        await pgfence.create_table(conn)
