@@ -21,9 +21,10 @@ import warnings
 # `node drain --data-dir` (drain the node whose data dir this is) is the manifests' own
 # assumption; the contract names the command but not its options.
 CONTRACT: dict[tuple[str, ...], frozenset[str]] = {
-    ("server",): frozenset({"--listen", "--data-dir", "--cluster-dir", "--etcd"}),
-    ("node", "run"): frozenset({"--listen", "--data-dir", "--cluster-dir", "--etcd", "--node-id", "--region",
-                                "--zone", "--pool-size", "--name", "--on-shutdown"}),  # fmt: skip
+    ("server",): frozenset("--listen --data-dir --cluster-dir --etcd".split()),
+    ("node", "run"): frozenset(
+        "--listen --data-dir --cluster-dir --etcd --node-id --region --zone --pool-size --name --on-shutdown".split()
+    ),
     ("node", "drain"): frozenset({"--data-dir"}),
 }
 _OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
