@@ -113,6 +113,21 @@ def test_a_write_without_a_fence_always_succeeds(tenant: str) -> None:
     run(body)
 
 
+def test_a_claim_fences_the_old_holder_before_the_new_one_writes(tenant: str) -> None:
+    async def body(e: PostgresEngine) -> None:
+        sb = instance()
+        await e.kv_put(tenant, "ns", "k", b"old claim", fence=fence(sb, 5))
+        await e.advance_fence(fence(sb, 7))
+        with pytest.raises(StaleFence):
+            await e.kv_put(tenant, "ns", "k", b"stale", fence=fence(sb, 5))
+        with pytest.raises(StaleFence):  # a claim older than the newest one is refused too
+            await e.advance_fence(fence(sb, 6))
+        assert (await e.kv_get(tenant, "ns", "k")).value == b"old claim"
+        assert await e.kv_put(tenant, "ns", "k", b"new claim", fence=fence(sb, 7)) == 2
+
+    run(body)
+
+
 def test_a_stale_write_racing_the_new_claims_waits_and_is_rejected(tenant: str) -> None:
     async def body(e: PostgresEngine) -> None:
         sb = instance()
@@ -206,6 +221,7 @@ def test_sqlite_accepts_fences_and_ignores_them(tenant: str, tmp_path: Path) -> 
             assert await e.log_trim(tenant, "ns", 1, fence=fence(sb, 5)) == 2
             assert await e.kv_delete(tenant, "ns", "k", fence=fence(sb, 5)) is True
             assert (await e.batch(tenant, "ns", [Op("put", "k", b"b")], fence=fence(sb, 5)))[0].version == 4
+            await e.advance_fence(fence(sb, 3))
         finally:
             await e.close()
 

@@ -341,6 +341,10 @@ class StateEngine(Protocol):
 
     async def granted(self, tenant: str, ns: str, sandbox_id: str) -> bool: ...
 
+    # Record a new claim's token before its instance starts, so that a write still in
+    # flight from the previous holder is rejected even while the new one has written nothing.
+    async def advance_fence(self, fence: Fence) -> None: ...
+
 
 SANDBOX_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 

@@ -478,6 +478,9 @@ class SqliteEngine:
                                      (tenant, ns, sandbox_id)).fetchone()  # fmt: skip
         return row is not None
 
+    async def advance_fence(self, fence: Fence) -> None:
+        """Nothing to record: one machine never fences (see the class docstring)."""
+
     def _notify(self, keys: set[tuple[str, str]]) -> None:
         notify_waiters(self._waiters, self._waiters_lock, keys)
 

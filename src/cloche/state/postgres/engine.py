@@ -246,6 +246,14 @@ class PostgresEngine:
         async with self._conn() as conn:
             return await grant_rows.granted(conn, tenant, ns, sandbox_id)
 
+    # ---- fencing ---------------------------------------------------------------------------
+
+    async def advance_fence(self, fence: Fence) -> None:
+        """Make `fence` the newest token of its instance now (StaleFence if a newer one
+        is already known): call on claiming an instance, before it starts."""
+        async with self._writing(fence):
+            pass
+
 
 async def _check_fence(conn: Any, fence: Fence) -> None:
     """The fencing check, as the first statement of a write's transaction."""
