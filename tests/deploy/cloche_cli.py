@@ -17,7 +17,8 @@ import subprocess
 import sys
 import warnings
 
-# The cluster process contract (issue #15): subcommand -> the options it takes.
+# The commands the deployment files run, with the options the cluster process contract
+# (issue #15) promises them.
 # `node drain --data-dir` (drain the node whose data dir this is) is the manifests' own
 # assumption; the contract names the command but not its options.
 CONTRACT: dict[tuple[str, ...], frozenset[str]] = {
@@ -26,6 +27,7 @@ CONTRACT: dict[tuple[str, ...], frozenset[str]] = {
         "--listen --data-dir --cluster-dir --etcd --node-id --region --zone --pool-size --name --on-shutdown".split()
     ),
     ("node", "drain"): frozenset({"--data-dir"}),
+    ("db", "upgrade"): frozenset(),  # exists already: checked against the real CLI
 }
 _OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 

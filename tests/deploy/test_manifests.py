@@ -56,6 +56,10 @@ def _pod_labels(kind: str, name: str) -> dict[str, str]:
     return _one(kind, name)["spec"]["template"]["metadata"]["labels"]
 
 
+def _containers(pod: Resource) -> list[Resource]:
+    return pod.get("initContainers", []) + pod["containers"]
+
+
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -124,7 +128,7 @@ def test_each_disruption_budget_covers_its_workload_alone(pdb: str, kind: str, b
 def _pod_references(pod: Resource) -> set[tuple[str, str, str | None]]:
     """(kind, name, key or None) of every ConfigMap and Secret a pod spec uses."""
     refs: set[tuple[str, str, str | None]] = set()
-    for c in pod["containers"]:
+    for c in _containers(pod):
         for source in c.get("envFrom", []):
             for field, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
                 if field in source:
@@ -162,7 +166,7 @@ def test_every_volume_is_declared_and_used() -> None:
     for w in _workloads():
         pod = w["spec"]["template"]["spec"]
         declared = {v["name"] for v in pod["volumes"]}
-        mounted = {m["name"] for c in pod["containers"] for m in c["volumeMounts"]}
+        mounted = {m["name"] for c in _containers(pod) for m in c["volumeMounts"]}
         assert mounted == declared, w["metadata"]["name"]
 
 
@@ -178,7 +182,7 @@ def _environment(pod: Resource, container: Resource) -> set[str]:
 def test_every_variable_in_a_command_line_is_defined() -> None:
     for w in _workloads():
         pod = w["spec"]["template"]["spec"]
-        for c in pod["containers"]:
+        for c in _containers(pod):
             used = set(re.findall(r"\$\((\w+)\)", " ".join(c["command"] + c["args"])))
             assert used <= _environment(pod, c), f"{w['metadata']['name']}: {used - _environment(pod, c)}"
 
@@ -190,7 +194,7 @@ def test_settings_name_real_cloche_settings() -> None:
         keys = {k for k in _keys(_one(kind, name)) if k.startswith("CLOCHE_")}
         assert keys and keys <= fields, f"{kind}/{name}: {sorted(keys - fields)}"
     for w in _workloads():
-        for c in w["spec"]["template"]["spec"]["containers"]:
+        for c in _containers(w["spec"]["template"]["spec"]):
             env = {v["name"] for v in c.get("env", []) if v["name"].startswith("CLOCHE_")}
             assert env <= fields, f"{w['metadata']['name']}: {sorted(env - fields)}"
 
@@ -198,7 +202,7 @@ def test_settings_name_real_cloche_settings() -> None:
 def test_command_lines_name_real_cloche_commands() -> None:
     seen = set()
     for w in _workloads():
-        for c in w["spec"]["template"]["spec"]["containers"]:
+        for c in _containers(w["spec"]["template"]["spec"]):
             assert c["command"][-1] == CLOCHE
             cloche_cli.check(c["args"], w["metadata"]["name"])
             seen.add(cloche_cli.split(c["args"])[0])
@@ -233,9 +237,9 @@ def test_the_node_gets_the_host_it_manages() -> None:
 def test_the_server_runs_without_privilege() -> None:
     pod = _one("Deployment", "cloche-server")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
-    context = pod["containers"][0]["securityContext"]
-    assert context == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                       "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    for c in _containers(pod):
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}}, c["name"]  # fmt: skip
     assert not any(key in pod for key in ("hostNetwork", "hostPID", "hostIPC"))
     assert not any("hostPath" in v for v in pod["volumes"])
     assert _one("Deployment", "cloche-server")["spec"]["replicas"] == 2
