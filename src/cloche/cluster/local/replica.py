@@ -1,6 +1,6 @@
 """One `cloche server` replica of the local cluster: a stateless API and control plane
 on a loopback port of its own (the front spreads the cluster's one address over the
-replicas), with its data directory under the cluster's, ready once `GET /health` answers.
+replicas), with its data directory under the cluster's, ready once `GET /healthz` answers.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ class ServerReplica:
         self.child = Child(self.name, argv, self.root / "server.log", env=env)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        """Return once the replica answers `GET /health`."""
+        """Return once the replica answers `GET /healthz`."""
         assert self.child is not None
         self.child.wait_ready(self.healthy, timeout)
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
