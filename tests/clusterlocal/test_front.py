@@ -100,3 +100,22 @@ def test_with_every_replica_dead_the_connection_is_closed(replicas: list[Threadi
             await answers(port, 1)
 
     asyncio.run(with_front(replicas, scenario))
+
+
+def test_closing_with_a_connection_open_ends_it_quietly(replicas: list[ThreadingHTTPServer]) -> None:
+    errors: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        front = Front([("127.0.0.1", s.server_address[1]) for s in replicas])
+        await front.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        writer.write(b"GET / HTTP/1.1\r\n")  # a request the replica still waits the end of
+        await asyncio.sleep(0.2)
+        await front.close()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the front ended the connection
+        writer.close()
+        await asyncio.sleep(0.1)
+
+    asyncio.run(scenario())
+    assert errors == []

@@ -61,6 +61,8 @@ class Front:
                 await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
             finally:
                 up_writer.close()
+        except asyncio.CancelledError:
+            pass  # close() ends open connections; the stream protocol must not see a cancelled task
         finally:
             writer.close()
             self._relays.discard(task)
