@@ -141,7 +141,10 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop whatever runs: servers, then nodes (their sandboxes per --on-shutdown), then S3, PostgreSQL, etcd."""
         steps: list[tuple[str, Callable[[], None]]] = [(r.name, r.stop) for r in self.replicas]
-        steps += [(n.name, n.stop) for n in self.nodes]
+        crashed = [n for n in self.nodes if n.crashed()]
+        steps += [(n.name, n.stop) for n in self.nodes if n not in crashed]
+        # a node that died left its sandboxes behind: only the node itself, on its data dir, reconciles them
+        steps += [(f"{n.name} (restarted to clean up after its crash)", n.sweep) for n in crashed]
         if self.weed is not None:
             steps.append(("SeaweedFS", self.weed.kill))  # what it acknowledged is on disk; its SIGTERM takes 15 s
         if self.postgres is not None:
@@ -151,6 +154,7 @@ class LocalCluster:
         for name, stop in steps:
             try:
                 stop()
+                self.event(f"{name} stopped")
             except Exception as e:  # one that fails to stop must not keep the rest running
                 self.event(f"{name} did not stop cleanly: {e}")
         self.event("stopped")

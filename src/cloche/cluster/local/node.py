@@ -22,8 +22,10 @@ class NodeAgent:
         self.root = root
         self.port = port
         self.child: Child | None = None
+        self._spawned_with: tuple[Path, str, dict[str, str], str, int] | None = None
 
     def spawn(self, cluster_dir: Path, etcd: str, env: dict[str, str], on_shutdown: str, pool_size: int) -> None:
+        self._spawned_with = (cluster_dir, etcd, env, on_shutdown, pool_size)
         self.root.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "cloche.cli", "node", "run", "--listen", f"127.0.0.1:{self.port}",
                 "--data-dir", str(self.root), "--cluster-dir", str(cluster_dir), "--etcd", etcd,
@@ -42,6 +44,18 @@ class NodeAgent:
                 return True
         except OSError:
             return False
+
+    def crashed(self) -> bool:
+        """Whether it exited on its own (a crash, or a kill -9 from a test) rather than by stop()."""
+        return self.child is not None and not self.child.alive()
+
+    def sweep(self) -> None:
+        """After a crash: start it again on its data dir just so it reconciles what the dead
+        process left (containers, mounts, cgroups), then stop it as usual."""
+        assert self._spawned_with is not None
+        self.spawn(*self._spawned_with)
+        self.wait_ready()
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM: the node hibernates or kills its sandboxes, then exits (SIGKILL after 2 minutes)."""
