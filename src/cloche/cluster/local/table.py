@@ -67,14 +67,14 @@ class LiveTable:
         self.live.start()
 
     def _render(self) -> Group:
-        table = Table(title=self.title, title_justify="left", expand=False)
+        table = Table(expand=False)
         for column in ("NODE", "REGION", "STATE"):
             table.add_column(column)
         table.add_column("SANDBOXES", justify="right")
         for n in sorted(self.listing, key=lambda n: str(n["id"])):
             table.add_row(str(n["id"]), str(n.get("region", "-")), str(n.get("state", "-")),
                           str(n.get("sandboxes", 0)))  # fmt: skip
-        return Group(table, *(Text(line, style="dim") for line in self.recent))
+        return Group(Text(self.title, style="bold"), table, *(Text(line, style="dim") for line in self.recent))
 
     def event(self, message: str) -> None:
         self.recent.append(f"{time.strftime('%H:%M:%S')} {message}")
