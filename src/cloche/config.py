@@ -82,6 +82,16 @@ class Settings:
     # SQLite in DATA/state.db; the largest value a put may store (0: the engine's default).
     state_dsn: str = ""
     state_max_value_bytes: int = 0
+    # Cluster mode (docs/cluster.md): etcd's host:port ("": one machine, the embedded node),
+    # the key prefix there, the cluster dir (the CA, and each node's credential under
+    # node-credentials/), the lease of every node and server replica, and how often the
+    # leader checkpoints each running sandbox to the snapshot store.
+    etcd: str = ""
+    etcd_prefix: str = "/cloche/"
+    cluster_dir: str = ""
+    lease_ttl_s: int = 10
+    lease_margin_s: float = 3.0
+    checkpoint_interval_s: float = 30.0
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20

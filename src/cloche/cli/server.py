@@ -32,6 +32,36 @@ def up(
     serve(data_dir, host, port, pool_size)
 
 
+@app.command(
+    epilog="Example: CLOCHE_DATABASE_URL=postgresql://... CLOCHE_STATE_DSN=postgresql://... "
+    "CLOCHE_BLOB_URL=s3://... cloche server --etcd 10.0.0.2:2379 --cluster-dir /etc/cloche/cluster"
+)
+def server(
+    etcd: Annotated[str, typer.Option("--etcd", envvar="CLOCHE_ETCD", help="The cluster's etcd, HOST:PORT.")],
+    cluster_dir: Annotated[
+        Path, typer.Option("--cluster-dir", envvar="CLOCHE_CLUSTER_DIR", help="The cluster CA and node credentials.")
+    ],
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="CLOCHE_DATA_DIR", help="Where the admin key is written.")
+    ] = Path(".cloche-server"),
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT the API listens on.")] = "127.0.0.1:8787",
+) -> None:
+    """Run one API replica of a cluster (stateless: run as many as you like behind one address).
+
+    Records and state live in PostgreSQL (CLOCHE_DATABASE_URL, CLOCHE_STATE_DSN; upgrade the
+    schema first with `cloche db upgrade`), snapshots in S3 (CLOCHE_BLOB_URL); the nodes are
+    the `cloche node run --etcd` processes registered in etcd. One replica at a time leads:
+    it checkpoints running sandboxes and carries out drains.
+    """
+    from cloche.server.runner import serve
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        ui.err.print("[red]error:[/] --listen is HOST:PORT")
+        raise typer.Exit(2)
+    serve(data_dir, host, int(port), 0, etcd=etcd, cluster_dir=str(cluster_dir.resolve()))
+
+
 @app.command()
 def health(url: UrlOpt = None) -> None:
     """Check that the server is up."""

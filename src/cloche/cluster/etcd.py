@@ -107,6 +107,10 @@ class Etcd:
         )
         return bool(ok)
 
+    async def delete(self, key: str) -> bool:
+        """Delete `key`; whether it existed."""
+        return bool(await self.client.delete(self._key(key)))
+
     async def grant(self, ttl: int) -> tuple[int, int]:
         """A new lease; returns (id, granted TTL), which etcd may raise to its minimum."""
         lease = await self.client.lease(ttl)

@@ -9,8 +9,9 @@ is answered exactly like a missing one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloche.control.create import CreateRequest
@@ -29,10 +30,16 @@ if TYPE_CHECKING:
     from cloche.scheduler.local import LocalScheduler
 
 
+def embedded_location(sandbox_id: str) -> dict[str, Any]:
+    """Where a sandbox is on the embedded node: there, and it never lost its node."""
+    return {"node": "local", "recovery": None}
+
+
 @dataclass
 class SandboxView:
     row: SandboxRow
     record: SandboxRecord
+    where: dict[str, Any] = field(default_factory=lambda: embedded_location(""))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,7 +59,8 @@ class SandboxView:
                      "hibernate_after_s": self.record.spec.idle.hibernate_after_s},
             "on_timeout": self.record.spec.idle.on_timeout,
             "on_resume": self.record.spec.on_resume,
-            "node": "local",
+            "node": self.where["node"],
+            "recovery": self.where["recovery"],
             "isolation": self.record.spec.isolation,
             "network": {"policy": self.record.spec.network.public_json(),
                         "address": (self.record.net or {}).get("address")},
@@ -68,6 +76,8 @@ class SandboxService:
         self.locks = KeyedLocks()  # creates by name (and E2B's by Idempotency-Key)
         self.scheduler: LocalScheduler | None = None  # admission and placement (set by the app)
         self.secrets: SecretService | None = None  # checks the secrets a policy's rules name (set by the app)
+        # sandbox id -> {"node", "recovery"} for its view (a cluster's fleet sets its own)
+        self.locate: Callable[[str], dict[str, Any]] = embedded_location
         node.on_expire(store.delete_sandbox)
 
     async def reconcile(self) -> None:
@@ -85,7 +95,7 @@ class SandboxService:
         if row is None or row.tenant_id != tenant.id:
             raise not_found("sandbox", sandbox_id)
         try:
-            return SandboxView(row, self.node.get(sandbox_id))
+            return SandboxView(row, self.node.get(sandbox_id), self.locate(sandbox_id))
         except Exception:
             raise not_found("sandbox", sandbox_id) from None
 
@@ -94,7 +104,7 @@ class SandboxService:
         views = []
         for row in self.store.sandboxes(tenant.id):
             try:
-                view = SandboxView(row, self.node.get(row.id))
+                view = SandboxView(row, self.node.get(row.id), self.locate(row.id))
             except Exception:
                 continue
             if state and view.record.state != state:
@@ -184,7 +194,7 @@ class SandboxService:
         except BaseException:
             await self.node.kill(rec.id)
             raise
-        return SandboxView(row, rec)
+        return SandboxView(row, rec, self.locate(rec.id))
 
     async def fork(self, tenant: Tenant, sandbox_id: str, name: str | None,
                    metadata: dict[str, str] | None) -> SandboxView:  # fmt: skip

@@ -252,6 +252,26 @@ class NodeRuntime(SandboxReach):
             await self.announcer.started(rec)
         return rec
 
+    async def adopt(self, lost: SandboxRecord, snapshot: str | None) -> SandboxRecord:
+        """Take in a sandbox another node lost (cluster failover, drain): the same id, spec
+        and times, its files from `snapshot` (its last checkpoint; None: none was taken, it starts
+        afresh from its template); it starts running here."""
+        if lost.id in self.table.records:
+            raise InvalidState(f"sandbox {lost.id} is already on this node")
+        if lost.spec.isolation not in self.drivers:
+            raise InvalidSpec(str(drivers.missing(lost.spec.isolation)))
+        rec = SandboxRecord(id=lost.id, state="hibernated", spec=lost.spec, snapshot=snapshot,
+                            uid_index=self.uids.allocate(self.key), created_at=lost.created_at,
+                            expires_at=lost.expires_at)  # fmt: skip
+        self.table.records[rec.id] = rec
+        await asyncio.to_thread(self.records.save, rec)
+        try:
+            return await self.start_sandbox(rec.id)
+        except BaseException:
+            self.table.records.pop(rec.id, None)
+            await asyncio.shield(asyncio.to_thread(self.builder.destroy, rec))
+            raise
+
     def adopt_from_pool(self, rec: SandboxRecord, spec: SandboxSpec) -> SandboxRecord:
         """Turn a pooled sandbox into the caller's: its limits and env become `spec`'s."""
         try:

@@ -175,6 +175,10 @@ class RemoteNode:
         except KeyError:
             raise SandboxNotFound(f"sandbox {sandbox_id} not found") from None
 
+    def has(self, sandbox_id: str) -> bool:
+        """Whether the node holds the sandbox, as its events last said."""
+        return sandbox_id in self._records
+
     def list(self) -> list[SandboxRecord]:
         return [r for r in self._records.values() if not r.pooled]
 
@@ -193,6 +197,10 @@ class RemoteNode:
                      snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
         body = {"spec": wire.dump(spec), "use_pool": use_pool, "snapshot": snapshot}
         return self._keep(wire.load(SandboxRecord, await self._call("POST", "/v1/sandboxes", body)))
+
+    async def adopt(self, lost: SandboxRecord, snapshot: str | None) -> SandboxRecord:
+        self._gone.discard(lost.id)
+        return await self._record("/v1/adopt", {"record": wire.dump(lost), "snapshot": snapshot})
 
     async def kill(self, sandbox_id: str) -> None:
         await self._call("DELETE", f"/v1/sandboxes/{sandbox_id}")

@@ -21,12 +21,15 @@ from starlette.routing import BaseRoute, Route
 from cloche.node.errors import RuntimeFailure, SandboxNotFound, TemplateNotFound
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.protocol import ExecRequest
+from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.nodeapi import server_files, server_streams, wire
 from cloche.nodeapi.auth import BearerAuth, Credentials
+from cloche.nodeapi.instances import InstanceGuard
 
 Handler = Callable[[Request], Awaitable[Response]]
+SERVING = ("start", "wake", "resume")  # actions after which the sandbox serves: claimed first
 
 
 def ok(data: Any = None) -> JSONResponse:
@@ -48,12 +51,22 @@ async def body(request: Request) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-def _routes(rt: NodeRuntime) -> list[BaseRoute]:
-    """Closures over the runtime: one per method (the id comes from the path)."""
+def _routes(rt: NodeRuntime, guard: InstanceGuard | None) -> list[BaseRoute]:
+    """Closures over the runtime: one per method (the id comes from the path). In a
+    cluster, `guard` claims a sandbox before the node starts serving it."""
+
+    async def claim(sandbox_id: str) -> None:
+        if guard is not None:
+            await guard.hold(sandbox_id)
+
+    async def claimed(rec: SandboxRecord) -> SandboxRecord:
+        """A sandbox this node just made (a new id): claim it before anyone is told of it."""
+        await claim(rec.id)
+        return rec
 
     async def info(request: Request) -> Response:
         return ok({"key": rt.key, "default_isolation": rt.default_isolation, "networking": rt.networking,
-                   "capacity": rt.capacity()})  # fmt: skip
+                   "capacity": rt.capacity(), "fences": guard.fences if guard else 0})  # fmt: skip
 
     async def records(request: Request) -> Response:
         found = rt.all_records() if request.query_params.get("all") else rt.list()
@@ -66,7 +79,13 @@ def _routes(rt: NodeRuntime) -> list[BaseRoute]:
         b = await body(request)
         rec = await rt.create(wire.load(SandboxSpec, b["spec"]), use_pool=b.get("use_pool", True),
                               snapshot=b.get("snapshot"))  # fmt: skip
-        return ok(wire.dump(rec))
+        return ok(wire.dump(await claimed(rec)))
+
+    async def adopt(request: Request) -> Response:
+        b = await body(request)
+        lost = wire.load(SandboxRecord, b["record"])
+        await claim(lost.id)
+        return ok(wire.dump(await rt.adopt(lost, b["snapshot"])))
 
     async def kill(request: Request) -> Response:
         await rt.kill(request.path_params["id"])
@@ -88,10 +107,14 @@ def _routes(rt: NodeRuntime) -> list[BaseRoute]:
             "env": lambda: rt.set_env(sid, b["env"]),
             "resize": lambda: rt.resize(sid, wire.load(Limits, b["limits"])),
         }
-        call = calls.get(request.path_params["action"])
+        name = request.path_params["action"]
+        call = calls.get(name)
         if call is None:
             return JSONResponse({"message": "no such action"}, 404)
-        return ok(wire.dump(await call()))
+        if name in SERVING:
+            await claim(sid)
+        rec = await call()
+        return ok(wire.dump(await claimed(rec) if name == "fork" else rec))
 
     async def touch(request: Request) -> Response:
         rt.touch(request.path_params["id"])
@@ -162,6 +185,7 @@ def _routes(rt: NodeRuntime) -> list[BaseRoute]:
         Route("/v1/info", info),
         Route("/v1/sandboxes", records),
         Route("/v1/sandboxes", create, methods=["POST"]),
+        Route("/v1/adopt", adopt, methods=["POST"]),
         Route(sb, record),
         Route(sb, kill, methods=["DELETE"]),
         Route(sb + "/touch", touch, methods=["POST"]),
@@ -184,7 +208,8 @@ def _routes(rt: NodeRuntime) -> list[BaseRoute]:
     ]
 
 
-def create_app(rt: NodeRuntime, credentials: Credentials, on_shutdown: str = "hibernate") -> BearerAuth:
+def create_app(rt: NodeRuntime, credentials: Credentials, on_shutdown: str = "hibernate",
+               guard: InstanceGuard | None = None) -> BearerAuth:  # fmt: skip
     """The node API over `rt`, behind the credential check. The app owns the runtime's
     life: started with the server; at shutdown the live sandboxes are hibernated (their
     files kept for the next start) or, with on_shutdown="kill", every user sandbox is
@@ -205,6 +230,6 @@ def create_app(rt: NodeRuntime, credentials: Credentials, on_shutdown: str = "hi
                     await rt.kill(rec.id)
             await rt.close()
 
-    app = Starlette(routes=[*_routes(rt), *server_files.routes(rt), *server_streams.routes(rt, hub)],
+    app = Starlette(routes=[*_routes(rt, guard), *server_files.routes(rt), *server_streams.routes(rt, hub)],
                     exception_handlers={RuntimeFailure: _on_node_error}, lifespan=lifespan)  # fmt: skip
     return BearerAuth(app, credentials)

@@ -21,21 +21,18 @@ from cloche.control.snapshots import SnapshotService
 from cloche.control.templates import TemplateService
 from cloche.e2b import router as e2b_router
 from cloche.mcp import http as mcp_http
-from cloche.metrics import Metrics
-from cloche.node.runtime import NodeRuntime
 from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors, ui
 from cloche.server.access import AccessLog
+from cloche.server.backends import clustered, embedded
 from cloche.server.context import Context
 from cloche.server.kvfast import KvFastPath
 from cloche.server.limits import BodyLimit
-from cloche.server.node_settings import node_config
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
 from cloche.server.routes import code as code_routes
 from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import state as state_routes
 from cloche.server.shutdown import Drain, DrainGate
-from cloche.state.service import StateService
 from cloche.store.db import Store
 
 
@@ -70,39 +67,42 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         store = Store(settings.database_url or settings.db_path)
         ensure_admin_key(store, settings)
         secret_service = SecretService(store, settings.secret_keys_path)  # resolve() is the egress proxy's lookup
-        runtime = NodeRuntime(node_config(settings))
-        runtime.pinned_manifests = store.snapshot_manifests
-        if runtime.network:
-            runtime.network.secrets = secret_service.resolve
-        app.state.state = await StateService.start(settings, store, runtime)  # before start: adoptions
-        await runtime.start()
-        service = SandboxService(store, runtime, runtime.config.pool_limits, settings.network_default)
-        service.secrets = secret_service
-        await service.reconcile()
-        service.scheduler = LocalScheduler(runtime, store, settings)
-        await service.scheduler.start()
-        app.state.ctx = Context(
-            settings=settings,
-            store=store,
-            sandboxes=service,
-            inside=Inside(service),
-            templates=TemplateService(runtime),
-            nodes=NodeStatus(runtime),
-            ports=Ports(runtime),
-            snapshots=SnapshotService(service),
-            agents=AgentService(service),
-            limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
-            metrics=Metrics(runtime.network_counters, runtime.network and runtime.network.proxy_metrics),
-            secrets=secret_service,
-        )
+        if settings.etcd:
+            backend = clustered(settings, store)
+        else:
+            backend = embedded(settings, store, secret_service, lambda: drain.forced)
         try:
-            yield
+            async with backend as b:
+                app.state.state = b.state
+                service = SandboxService(store, b.node, b.pool_limits, settings.network_default)
+                service.secrets = secret_service
+                if b.embedded:  # a cluster's records are shared by every replica: none reconciles alone
+                    await service.reconcile()
+                if b.fleet is not None:
+                    service.locate = b.fleet.locate
+                service.scheduler = LocalScheduler(b.node, store, settings)
+                await service.scheduler.start()
+                app.state.ctx = Context(
+                    settings=settings,
+                    store=store,
+                    sandboxes=service,
+                    inside=Inside(service),
+                    templates=TemplateService(b.node),
+                    nodes=NodeStatus(b.node),
+                    ports=Ports(b.node),
+                    snapshots=SnapshotService(service),
+                    agents=AgentService(service),
+                    limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
+                    metrics=b.metrics,
+                    secrets=secret_service,
+                    fleet=b.fleet,
+                )
+                try:
+                    yield
+                finally:
+                    drain.cleaned = True
+                    await service.scheduler.close()
         finally:
-            drain.cleaned = True
-            await service.scheduler.close()
-            await runtime.shutdown(settings.on_shutdown, lambda: drain.forced)
-            await runtime.close()
-            await app.state.state.close()
             store.close()
 
     app = FastAPI(

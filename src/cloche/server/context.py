@@ -19,6 +19,7 @@ from cloche.control.sandboxes import SandboxService
 from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.control.templates import TemplateService
+from cloche.fleet.fleet import Fleet
 from cloche.metrics import Metrics
 from cloche.store.db import Store
 
@@ -37,6 +38,7 @@ class Context:
     limiter: RateLimiter
     metrics: Metrics
     secrets: SecretService
+    fleet: Fleet | None = None  # a cluster's nodes (None: the embedded node)
 
 
 def ctx(request: Request) -> Context:

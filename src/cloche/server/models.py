@@ -167,6 +167,15 @@ class SandboxCreate(Strict):
     isolation: Isolation | None = Field(None, description="runc or gvisor (user-space kernel); default: the server's")
 
 
+class Recovery(BaseModel):
+    """A sandbox's last loss of its node: it resumed (or resumes on its next wake) on
+    another node from its last checkpoint, losing the work done since."""
+
+    lost_at: float = Field(description="when its node's lease expired (unix time)")
+    lost_work_s: float | None = Field(description="seconds of work since its last checkpoint, lost with the node")
+    checkpoint_at: float | None = Field(description="when the checkpoint it resumes from was taken (None: none was)")
+
+
 class SandboxOut(BaseModel):
     id: str
     name: str | None
@@ -183,7 +192,8 @@ class SandboxOut(BaseModel):
     idle: IdleBody
     on_timeout: str
     on_resume: str | None
-    node: str
+    node: str = Field(description='the node it runs on ("local" on one machine; "" while its node is lost)')
+    recovery: Recovery | None = Field(None, description="its last loss of a node (cluster mode), if any")
     isolation: str = Field("runc", description="runc, or gvisor (runsc: a user-space kernel)")
     placement: dict[str, Any] | None = Field(None, description="why the scheduler chose this node")
     network: NetworkOut | None = None

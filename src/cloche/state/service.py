@@ -37,12 +37,13 @@ class StateService:
     sockets: SandboxStateSockets
 
     @classmethod
-    async def start(cls, settings: Settings, store: Any, runtime: Any,
+    async def start(cls, settings: Settings, store: Any, runtime: Any | None,
                     fence_of: Callable[[str], Fence | None] | None = None) -> StateService:  # fmt: skip
         """Open the engine and register the socket listener on the runtime. Call before
-        `runtime.start()`, so sandboxes adopted on start get their sockets too. In cluster
-        mode `fence_of` gives a sandbox's fence (its claim's token), which every write from
-        its socket carries."""
+        `runtime.start()`, so sandboxes adopted on start get their sockets too. Without a
+        runtime (a cluster's server replica: its nodes serve the sockets) only the engine.
+        In cluster mode `fence_of` gives a sandbox's fence (its claim's token), which every
+        write from its socket carries."""
         engine = build_engine(settings)
         await engine.open()
 
@@ -51,7 +52,8 @@ class StateService:
             return row.tenant_id if row is not None else None
 
         sockets = SandboxStateSockets(engine, owner, fence_of)
-        runtime.listeners.append(sockets)
+        if runtime is not None:
+            runtime.listeners.append(sockets)
         return cls(engine, sockets)
 
     async def close(self) -> None:

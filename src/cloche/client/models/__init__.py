@@ -43,7 +43,7 @@ from .network import (
     PortUrls,
     Rule,
 )
-from .sandboxes import IdlePolicy, SandboxInfo, SandboxState, SnapshotInfo
+from .sandboxes import IdlePolicy, Recovery, SandboxInfo, SandboxState, SnapshotInfo
 from .secrets import SecretInfo, SecretKeyRotation
 from .state import BatchResult, KeyInfo, KeyPage, LogEntry, LogPage, StateValue
 
@@ -83,6 +83,7 @@ __all__ = [
     "PortUrls",
     "Resources",
     "Rule",
+    "Recovery",
     "SandboxInfo",
     "SandboxState",
     "SecretInfo",

@@ -27,6 +27,15 @@ class IdlePolicy(ApiModel):
     )
 
 
+class Recovery(ApiModel):
+    """A sandbox's last loss of its node: it resumed on another node from its last
+    checkpoint, losing the work done after it."""
+
+    lost_at: datetime
+    lost_work_s: float | None = Field(None, description="Seconds of work since the checkpoint, lost with the node.")
+    checkpoint_at: datetime | None = Field(None, description="When that checkpoint was taken (None: none was).")
+
+
 class SandboxInfo(ApiModel):
     """A sandbox as the server describes it."""
 
@@ -45,7 +54,8 @@ class SandboxInfo(ApiModel):
     idle: IdlePolicy = Field(default_factory=IdlePolicy)
     on_timeout: str | None = Field(None, description="What happens at the timeout: kill or hibernate.")
     on_resume: str | None = Field(None, description="Shell command run after waking from stopped or hibernated.")
-    node: str | None = None
+    node: str | None = Field(None, description='The node it runs on ("local" on one machine; "" while on none).')
+    recovery: Recovery | None = Field(None, description="Its last loss of a node, in a cluster (None: never).")
     isolation: str | None = Field(None, description='"runc" or "gvisor" (runsc, a user-space kernel).')
     placement: dict[str, Any] | None = Field(
         None,

@@ -1,4 +1,4 @@
-"""The nodes this control plane runs sandboxes on (embedded mode: one)."""
+"""The nodes this control plane runs sandboxes on (embedded mode: one; a cluster: every live one)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ async def list_nodes(request: Request, _: Admin) -> dict[str, list[dict[str, Any
     """Capacity, overcommit and allocatable, allocation by request, live usage, warm
     pools and the admission queue of every node."""
     c = ctx(request)
+    if c.fleet is not None:
+        return {"items": c.fleet.summary()}
     if c.sandboxes.scheduler is not None:
         return {"items": c.sandboxes.scheduler.nodes()}
     return {"items": [c.nodes.summary()]}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cloche.store.engine import Engine, Tx, run_script
-from cloche.store.migrations import v001_initial
+from cloche.store.migrations import v001_initial, v002_placements
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,10 @@ class Migration:
     up: Callable[[Tx], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, v001_initial.DESCRIPTION, v001_initial.up),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, v001_initial.DESCRIPTION, v001_initial.up),
+    Migration(2, v002_placements.DESCRIPTION, v002_placements.up),
+)
 LATEST = MIGRATIONS[-1].version
 
 VERSION_TABLE = """

@@ -1,0 +1,482 @@
+"""`Fleet`: every live node of a cluster behind the one `Node` interface control uses.
+
+Why it exists: control (sandboxes, agents, files, exec, ingress) is written against one
+`Node`. In a cluster the sandboxes are spread over many, each reached over its node API
+(`RemoteNode`). The fleet follows etcd's live node set (`NodeWatcher`), keeps a
+`RemoteNode` per member, places each new sandbox on the member with the most room, and
+routes every later call to the node that holds the sandbox.
+
+When a member's lease expires its sandboxes are marked lost (`PlacementTable.lose`) and
+shown as hibernated from their last checkpoint: the next request wakes one, which takes
+it in on a live node from that checkpoint (`Node.adopt`). The node claims the sandbox in
+etcd first, so two replicas waking it at once cannot start it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cloche.cluster.etcd import Etcd, EtcdUnavailable
+from cloche.cluster.membership import NodeEvent, NodeInfo, NodeWatcher
+from cloche.fleet.placements import PlacementTable
+from cloche.node.api import (
+    DiskUsage,
+    ExecStream,
+    ExpireCallback,
+    PoolStatus,
+    SandboxEvents,
+    SandboxFiles,
+    TemplateInfo,
+)
+from cloche.node.cgroups import Usage
+from cloche.node.errors import InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
+from cloche.node.net.firewall import Counters
+from cloche.node.net.policy import NetworkPolicy
+from cloche.node.protocol import ExecRequest
+from cloche.node.records import SandboxRecord
+from cloche.node.spec import Limits, SandboxSpec
+from cloche.node.supervisor import ExecResult
+from cloche.nodeapi.client import RemoteNode
+from cloche.nodeapi.tls import CA_CERT
+from cloche.scheduler.errors import NoCapacity
+from cloche.snapshots.gc import GcReport
+
+log = logging.getLogger("cloche.fleet")
+CREDENTIALS_DIR = "node-credentials"  # under the cluster dir, one file per node (written by `cloche node run`)
+DRAINING = "draining/"  # etcd: /cloche/draining/<node id> while a node is being drained
+REFRESH_S = 1.0  # how often the lost sandboxes and the draining set are read again
+MEMORY_PER_SANDBOX_MB = 512  # for ranking nodes by room: a node's memory over this is its sandbox room
+
+
+@dataclass
+class Member:
+    node_id: str
+    info: NodeInfo
+    remote: RemoteNode
+
+
+class Fleet:
+    """The cluster's nodes as one `Node`. `await start()` before use, `close()` after."""
+
+    def __init__(self, etcd: Etcd, cluster_dir: Path, placements: PlacementTable) -> None:
+        self.etcd = etcd
+        self.cluster_dir = cluster_dir
+        self.placements = placements
+        self.watcher = NodeWatcher(etcd)
+        self.members: dict[str, Member] = {}
+        self.draining: set[str] = set()
+        self._lost: dict[str, SandboxRecord] = {}  # sandboxes on no node, shown hibernated at their checkpoint
+        self._recovery: dict[str, Any] = {}  # sandbox id -> its last loss (Placement.recovery)
+        self._listeners: list[SandboxEvents] = []
+        self._expired: list[ExpireCallback] = []
+        self._recovering: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._synced = asyncio.Event()
+
+    # ---- membership ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.watcher.start()
+        self._tasks = [asyncio.create_task(self._follow(), name="fleet-members"),
+                       asyncio.create_task(self._refresh_loop(), name="fleet-refresh")]  # fmt: skip
+        await asyncio.wait_for(self._synced.wait(), 30)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.watcher.close()
+        for member in list(self.members.values()):
+            await member.remote.close()
+        self.members.clear()
+
+    async def _follow(self) -> None:
+        for node_id, info in list(self.watcher.nodes.items()):  # those live now, before the first event
+            await self._join(node_id, info)
+        await self._lose_absent()
+        self._synced.set()
+        async for event in self.watcher.events():
+            try:
+                await self._on(event)
+            except Exception:
+                log.exception("node %s: handling %s failed", event.node_id, event.kind)
+
+    async def _on(self, event: NodeEvent) -> None:
+        if event.kind == "lost":
+            member = self.members.pop(event.node_id, None)
+            if member is not None:
+                await member.remote.close()
+            lost = self.placements.lose(event.node_id, time.time())
+            log.warning("node %s lost: %d sandboxes to resume elsewhere", event.node_id, lost)
+            await self.refresh()
+        elif event.node_id in self.members:
+            self.members[event.node_id].info = event.info
+        else:
+            await self._join(event.node_id, event.info)
+
+    async def _join(self, node_id: str, info: NodeInfo) -> None:
+        if node_id in self.members:
+            return
+        credential = (self.cluster_dir / CREDENTIALS_DIR / node_id).read_text().strip()
+        remote = RemoteNode(info.address, credential, self.cluster_dir / CA_CERT)
+        try:
+            await remote.start()
+        except (RuntimeFailure, OSError, TimeoutError) as e:
+            log.error("node %s at %s is registered but unreachable: %s", node_id, info.address, e)
+            await remote.close()
+            return
+        for listener in self._listeners:
+            remote.subscribe(listener)
+        for callback in [self.placements.forget, *self._expired]:
+            remote.on_expire(callback)
+        self.members[node_id] = Member(node_id, info, remote)
+        await self._reconcile(node_id, remote)
+        log.info("node %s joined (%s, region %s)", node_id, info.address, info.region or "-")
+
+    async def _reconcile(self, node_id: str, remote: RemoteNode) -> None:
+        """A node that (re)joins may hold copies of sandboxes that moved while it was away:
+        those go; those still placed on it are its own again."""
+        for rec in remote.list():
+            placement = self.placements.get(rec.id)
+            if placement is None:
+                continue
+            if placement.node != node_id:
+                log.warning("node %s: removing its stale copy of %s (now on %s)", node_id, rec.id, placement.node)
+                with contextlib.suppress(RuntimeFailure):
+                    await remote.kill(rec.id)
+            elif placement.away:  # back before anyone woke it elsewhere: its own again
+                self.placements.place(node_id, rec)
+                self._lost.pop(rec.id, None)
+
+    async def _lose_absent(self) -> None:
+        """Nodes with placements that are not live now were lost while no replica watched."""
+        for node in self.placements.live_nodes() - set(self.members):
+            self.placements.lose(node, time.time())
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        """Read the lost sandboxes and the draining nodes again (other replicas change them)."""
+        eventful = self.placements.eventful()
+        self._lost = {p.sandbox_id: replace(p.record, state="hibernated", snapshot=p.checkpoint)
+                      for p in eventful if p.away}  # fmt: skip
+        self._recovery = {p.sandbox_id: p.recovery() for p in eventful if p.lost_at is not None}
+        with contextlib.suppress(EtcdUnavailable, TimeoutError):
+            entries, _ = await self.etcd.list(DRAINING)
+            self.draining = {e.key[len(DRAINING) :] for e in entries}
+
+    async def _refresh_loop(self) -> None:
+        await self._synced.wait()
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("fleet refresh")
+
+    # ---- routing -------------------------------------------------------------------------
+
+    def node_of(self, sandbox_id: str) -> str | None:
+        """The live node that holds the sandbox (None when it has none: lost or unknown)."""
+        for member in self.members.values():
+            if member.remote.has(sandbox_id):
+                return member.node_id
+        return None
+
+    def locate(self, sandbox_id: str) -> dict[str, Any]:
+        """Where the sandbox is, for its API view: its node ("" when on none) and its last
+        loss of a node (`recovery`: when, the work lost, the checkpoint it resumed from)."""
+        return {"node": self.node_of(sandbox_id) or "", "recovery": self._recovery.get(sandbox_id)}
+
+    def _remote(self, sandbox_id: str) -> RemoteNode:
+        node = self.node_of(sandbox_id)
+        if node is not None:
+            return self.members[node].remote
+        if sandbox_id in self._lost:
+            raise InvalidState(f"sandbox {sandbox_id} was on a node that was lost; wake it to resume it "
+                               "from its last checkpoint")  # fmt: skip
+        raise SandboxNotFound(f"sandbox {sandbox_id} not found")
+
+    def choose(self, spec: SandboxSpec, avoid: str | None = None) -> Member:
+        """The member with the most room that can run `spec` (not draining, not `avoid`)."""
+        fits = [m for m in self.members.values()
+                if m.node_id not in self.draining and m.node_id != avoid
+                and (not m.info.isolation or spec.isolation in m.info.isolation)]  # fmt: skip
+        if not fits:
+            raise NoCapacity(f"no live node can take a {spec.isolation} sandbox "
+                             f"({len(self.members)} live, {len(self.draining)} draining)", retry_after_s=1)  # fmt: skip
+
+        def used(m: Member) -> float:
+            return m.info.load * MEMORY_PER_SANDBOX_MB / max(1, m.info.capacity)
+
+        return min(fits, key=used)
+
+    def _bump(self, member: Member) -> None:
+        """Count a placement at once (etcd hears of the node's new load a moment later)."""
+        member.info = replace(member.info, load=member.info.load + 1)
+
+    # ---- identity and records ------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return "cluster"
+
+    @property
+    def default_isolation(self) -> str:
+        return "runc"
+
+    @property
+    def networking(self) -> bool:
+        return all(m.remote.networking for m in self.members.values()) if self.members else True
+
+    def get(self, sandbox_id: str) -> SandboxRecord:
+        node = self.node_of(sandbox_id)
+        if node is not None:
+            return self.members[node].remote.get(sandbox_id)
+        if sandbox_id in self._lost:
+            return self._lost[sandbox_id]
+        raise SandboxNotFound(f"sandbox {sandbox_id} not found")
+
+    def list(self) -> list[SandboxRecord]:
+        held = [r for m in self.members.values() for r in m.remote.list()]
+        return held + [r for sid, r in self._lost.items() if self.node_of(sid) is None]
+
+    def all_records(self) -> list[SandboxRecord]:
+        held = [r for m in self.members.values() for r in m.remote.all_records()]
+        return held + [r for sid, r in self._lost.items() if self.node_of(sid) is None]
+
+    def subscribe(self, listener: SandboxEvents) -> None:
+        self._listeners.append(listener)
+        for member in self.members.values():
+            member.remote.subscribe(listener)
+
+    def on_expire(self, callback: ExpireCallback) -> None:
+        self._expired.append(callback)
+        for member in self.members.values():
+            member.remote.on_expire(callback)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def create(self, spec: SandboxSpec, *, use_pool: bool = True,
+                     snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
+        member = self.choose(spec)
+        self._bump(member)
+        rec = await member.remote.create(spec, use_pool=use_pool, snapshot=snapshot)
+        self.placements.place(member.node_id, rec)
+        return rec
+
+    async def adopt(self, lost: SandboxRecord, snapshot: str | None) -> SandboxRecord:
+        member = self.choose(lost.spec)
+        self._bump(member)
+        rec = await member.remote.adopt(lost, snapshot)
+        self.placements.place(member.node_id, rec)
+        self._lost.pop(rec.id, None)
+        return rec
+
+    def recovering(self, sandbox_id: str) -> asyncio.Lock:
+        """Held while the sandbox moves between nodes (a resume, or a drain's move)."""
+        return self._recovering.setdefault(sandbox_id, asyncio.Lock())
+
+    async def _recover(self, sandbox_id: str) -> SandboxRecord:
+        """Resume a lost sandbox on a live node from its last checkpoint."""
+        async with self.recovering(sandbox_id):
+            if self.node_of(sandbox_id) is not None:  # another request brought it back meanwhile
+                return await self._remote(sandbox_id).wake(sandbox_id)
+            placement = self.placements.get(sandbox_id)
+            if placement is None:
+                raise SandboxNotFound(f"sandbox {sandbox_id} not found")
+            if not placement.away and placement.node in self.members:
+                return await self.members[placement.node].remote.wake(sandbox_id)
+            started = time.monotonic()
+            rec = await self.adopt(placement.record, placement.checkpoint)
+            log.info("sandbox %s resumed on %s from checkpoint %s in %.2f s (lost %.1f s of work)", sandbox_id,
+                     self.node_of(sandbox_id), placement.checkpoint, time.monotonic() - started,
+                     placement.lost_work_s or 0.0)  # fmt: skip
+            return rec
+
+    async def kill(self, sandbox_id: str) -> None:
+        node = self.node_of(sandbox_id)
+        if node is None and sandbox_id not in self._lost:
+            raise SandboxNotFound(f"sandbox {sandbox_id} not found")
+        if node is not None:
+            await self.members[node].remote.kill(sandbox_id)
+        self.placements.forget(sandbox_id)
+        self._lost.pop(sandbox_id, None)
+
+    async def stop(self, sandbox_id: str) -> SandboxRecord:
+        return await self._remote(sandbox_id).stop(sandbox_id)
+
+    async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
+        if self.node_of(sandbox_id) is None:
+            return await self._recover(sandbox_id)
+        return await self._remote(sandbox_id).start_sandbox(sandbox_id)
+
+    async def wake(self, sandbox_id: str) -> SandboxRecord:
+        if self.node_of(sandbox_id) is None:
+            return await self._recover(sandbox_id)
+        return await self._remote(sandbox_id).wake(sandbox_id)
+
+    def touch(self, sandbox_id: str) -> None:
+        self._remote(sandbox_id).touch(sandbox_id)
+
+    async def hibernate(self, sandbox_id: str, keep_local: bool = True) -> SandboxRecord:
+        return await self._remote(sandbox_id).hibernate(sandbox_id, keep_local)
+
+    async def snapshot(self, sandbox_id: str) -> str:
+        return await self._remote(sandbox_id).snapshot(sandbox_id)
+
+    def snapshot_bytes(self, manifest: str) -> int:
+        return self._any().snapshot_bytes(manifest)
+
+    async def fork(self, sandbox_id: str, spec: SandboxSpec | None = None) -> SandboxRecord:
+        """A copy of the sandbox's files, placed like any new sandbox (the store is shared)."""
+        source = self.get(sandbox_id)
+        digest = await self.snapshot(sandbox_id)
+        return await self.create(spec or source.spec, use_pool=False, snapshot=digest)
+
+    async def pause(self, sandbox_id: str) -> SandboxRecord:
+        return await self._remote(sandbox_id).pause(sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> SandboxRecord:
+        return await self._remote(sandbox_id).resume(sandbox_id)
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxRecord:
+        return await self._remote(sandbox_id).set_network(sandbox_id, policy)
+
+    async def check_network(self, policy: NetworkPolicy) -> None:
+        await self._any().check_network(policy)
+
+    async def set_timeout(self, sandbox_id: str, timeout_s: float | None) -> SandboxRecord:
+        return await self._remote(sandbox_id).set_timeout(sandbox_id, timeout_s)
+
+    async def set_env(self, sandbox_id: str, env: dict[str, str]) -> SandboxRecord:
+        return await self._remote(sandbox_id).set_env(sandbox_id, env)
+
+    async def resize(self, sandbox_id: str, limits: Limits) -> SandboxRecord:
+        return await self._remote(sandbox_id).resize(sandbox_id, limits)
+
+    # ---- capacity and usage --------------------------------------------------------------
+
+    def _any(self) -> RemoteNode:
+        for member in self.members.values():
+            return member.remote
+        raise RuntimeFailure("no node is live in the cluster")
+
+    def capacity(self) -> dict[str, float]:
+        total = {"cpu": 0.0, "memory_mb": 0.0}
+        for member in self.members.values():
+            for k, v in member.remote.capacity().items():
+                total[k] = total.get(k, 0.0) + v
+        return total
+
+    def usage(self, sandbox_id: str) -> Usage:
+        return self._remote(sandbox_id).usage(sandbox_id)
+
+    def disk_usage(self, sandbox_id: str) -> DiskUsage:
+        return self._remote(sandbox_id).disk_usage(sandbox_id)
+
+    def pool_status(self) -> PoolStatus:
+        pools = [m.remote.pool_status() for m in self.members.values()]
+        if not pools:
+            return PoolStatus("base", self.default_isolation, 0, 0, 0)
+        return PoolStatus(pools[0].template, pools[0].isolation, sum(p.size for p in pools),
+                          sum(p.ready for p in pools), sum(p.claims for p in pools))  # fmt: skip
+
+    def set_pool_size(self, size: int) -> None:
+        """`size` warm sandboxes in all, spread over the members."""
+        members = list(self.members.values())
+        for i, member in enumerate(members):
+            member.remote.set_pool_size(size // len(members) + (1 if i < size % len(members) else 0))
+
+    def network_counters(self) -> dict[str, Counters]:
+        return {sid: c for m in self.members.values() for sid, c in m.remote.network_counters().items()}
+
+    def network_stats(self, sandbox_id: str) -> dict[str, int] | None:
+        return self._remote(sandbox_id).network_stats(sandbox_id)
+
+    # ---- templates and garbage -----------------------------------------------------------
+
+    def template_names(self) -> list[str]:
+        names = [set(m.remote.template_names()) for m in self.members.values()]
+        return sorted(set.intersection(*names)) if names else []
+
+    def template(self, name: str) -> TemplateInfo:
+        if name not in self.template_names():
+            raise TemplateNotFound(f"template {name!r} is not on every node")
+        return self._any().template(name)
+
+    async def import_template(self, name: str, tarball: AsyncIterable[bytes], on_base: bool = False) -> TemplateInfo:
+        """Every member gets the template (the stream is spooled once, then sent to each)."""
+        with tempfile.TemporaryFile() as spool:
+            async for chunk in tarball:
+                spool.write(chunk)
+            info: TemplateInfo | None = None
+            for member in self.members.values():
+                spool.seek(0)
+                info = await member.remote.import_template(name, _chunks(spool), on_base)
+        if info is None:
+            raise RuntimeFailure("no node is live in the cluster")
+        return info
+
+    def delete_template(self, name: str) -> None:
+        for member in self.members.values():
+            member.remote.delete_template(name)
+
+    def collect_garbage(self, grace_s: float = 300.0) -> GcReport:
+        raise InvalidState("snapshot garbage collection is per node; in a cluster the snapshot store is shared, "
+                           "and collecting it from one node's records would delete others' chunks")  # fmt: skip
+
+    # ---- files, exec, ingress ------------------------------------------------------------
+
+    def files(self, sandbox_id: str) -> SandboxFiles:
+        return self._remote(sandbox_id).files(sandbox_id)
+
+    async def exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
+        return await self._remote(sandbox_id).exec(sandbox_id, request)
+
+    async def open_exec(self, sandbox_id: str, request: ExecRequest) -> ExecStream:
+        return await self._remote(sandbox_id).open_exec(sandbox_id, request)
+
+    async def signal(self, sandbox_id: str, pid: int, signo: int) -> int:
+        return await self._remote(sandbox_id).signal(sandbox_id, pid, signo)
+
+    async def connect(self, sandbox_id: str, port: int,
+                      limit: int = 1 << 16) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # fmt: skip
+        return await self._remote(sandbox_id).connect(sandbox_id, port, limit)
+
+    async def connect_host(self, sandbox_id: str, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await self._remote(sandbox_id).connect_host(sandbox_id, name)
+
+    def host_file_tail(self, sandbox_id: str, name: str, nbytes: int) -> bytes:
+        return self._remote(sandbox_id).host_file_tail(sandbox_id, name, nbytes)
+
+    def remove_host_file(self, sandbox_id: str, name: str) -> None:
+        self._remote(sandbox_id).remove_host_file(sandbox_id, name)
+
+    # ---- for operators -------------------------------------------------------------------
+
+    def summary(self) -> list[dict[str, Any]]:
+        """The live nodes as `GET /v1/nodes` lists them in a cluster."""
+        out = []
+        for member in sorted(self.members.values(), key=lambda m: m.node_id):
+            records = member.remote.list()
+            out.append({"id": member.node_id, "address": member.info.address, "region": member.info.region,
+                        "zone": member.info.zone, "isolation": list(member.info.isolation),
+                        "state": "draining" if member.node_id in self.draining else "ready",
+                        "capacity": member.remote.capacity(), "load": member.info.load,
+                        "sandboxes": len(records),
+                        "running": sum(1 for r in records if r.state == "running"),
+                        "version": member.info.version})  # fmt: skip
+        return out
+
+
+async def _chunks(spool: Any, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    while chunk := spool.read(size):
+        yield chunk

@@ -1,0 +1,122 @@
+"""The work one server replica does for the whole cluster, while it leads.
+
+Why it exists: some duties must run once, not once per replica. The replicas elect a
+leader in etcd (`cloche.cluster.election`); while its term lasts the leader
+
+- **checkpoints** every running sandbox to the snapshot store on an interval (the
+  snapshot is incremental: only chunks the store lacks are uploaded), so a sandbox whose
+  node dies resumes elsewhere having lost at most one interval of work;
+- records a hibernated sandbox's snapshot as its checkpoint (nothing to upload);
+- **drains** the nodes asked to (`cloche node drain`): each sandbox is hibernated with
+  its files uploaded, removed from the node, and resumed on another node if it was
+  running (else it resumes on its next wake); then the drain is marked done.
+
+A term ends when the leader's session fences, and `Election.run` cancels this work then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from cloche.cluster.election import Term
+from cloche.cluster.etcd import EtcdUnavailable
+from cloche.fleet.fleet import DRAINING, Fleet, Member
+from cloche.node.errors import RuntimeFailure
+from cloche.node.records import SandboxRecord
+
+log = logging.getLogger("cloche.leader")
+TICK_S = 0.5
+PARALLEL = 4  # checkpoints (and drain moves) in flight at once
+
+
+class Leader:
+    def __init__(self, fleet: Fleet, checkpoint_interval_s: float) -> None:
+        self.fleet = fleet
+        self.interval = checkpoint_interval_s
+        self._slots = asyncio.Semaphore(PARALLEL)
+
+    async def __call__(self, term: Term) -> None:
+        log.info("leading the cluster (term %d)", term.token)
+        next_checkpoint = time.monotonic() + self.interval
+        while True:
+            try:
+                if time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + self.interval
+                    await self.checkpoint_all()
+                await self.drain_requested()
+            except (EtcdUnavailable, TimeoutError) as e:
+                log.warning("leader: etcd unavailable (%s)", e)
+            except Exception:
+                log.exception("leader duties")
+            await asyncio.sleep(TICK_S)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    async def checkpoint_all(self) -> int:
+        """Checkpoint every running sandbox on every live node; how many were taken."""
+        jobs = [(m, r) for m in list(self.fleet.members.values()) for r in m.remote.list()]
+        done = await asyncio.gather(*(self._checkpoint(m, r) for m, r in jobs))
+        return sum(done)
+
+    async def _checkpoint(self, member: Member, rec: SandboxRecord) -> bool:
+        if rec.state == "hibernated" and rec.snapshot:
+            placement = self.fleet.placements.get(rec.id)
+            if placement is not None and placement.checkpoint != rec.snapshot:
+                self.fleet.placements.checkpointed(rec.id, member.node_id, rec.snapshot, rec.updated_at)
+            return False
+        if rec.state != "running":
+            return False
+        async with self._slots:
+            taken_at = time.time()
+            try:
+                manifest = await member.remote.snapshot(rec.id)
+            except RuntimeFailure as e:  # it stopped or went meanwhile
+                log.info("checkpoint of %s skipped: %s", rec.id, e)
+                return False
+            self.fleet.placements.checkpointed(rec.id, member.node_id, manifest, taken_at)
+            return True
+
+    # ---- drains --------------------------------------------------------------------------
+
+    async def drain_requested(self) -> None:
+        entries, _ = await self.fleet.etcd.list(DRAINING)
+        for entry in entries:
+            node_id = entry.key[len(DRAINING) :]
+            if json.loads(entry.value).get("state") != "requested":
+                continue
+            member = self.fleet.members.get(node_id)
+            moved = 0 if member is None else await self.drain(member)
+            doc = {"state": "done", "moved": moved, "at": time.time()}
+            await self.fleet.etcd.put(entry.key, json.dumps(doc).encode())
+            log.info("node %s drained: %d sandboxes moved", node_id, moved)
+
+    async def drain(self, member: Member) -> int:
+        """Move every sandbox off `member` (placements already avoid it: it is draining)."""
+        self.fleet.draining.add(member.node_id)
+        records = member.remote.list()
+        moved = await asyncio.gather(*(self._move(member, r) for r in records))
+        return sum(moved)
+
+    async def _move(self, member: Member, rec: SandboxRecord) -> bool:
+        async with self._slots, self.fleet.recovering(rec.id):
+            was_running = rec.state in ("running", "paused")
+            try:
+                if rec.state == "paused":
+                    await member.remote.resume(rec.id)
+                hibernated = await member.remote.hibernate(rec.id, keep_local=False)
+                if hibernated.snapshot is None:
+                    return False
+                self.fleet.placements.park(rec.id, hibernated.snapshot)
+                await member.remote.kill(rec.id)
+            except RuntimeFailure as e:
+                log.error("drain of %s: could not move %s (%s)", member.node_id, rec.id, e)
+                return False
+        await self.fleet.refresh()
+        if was_running:
+            with contextlib.suppress(RuntimeFailure):
+                await self.fleet.wake(rec.id)
+        return True
