@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from cloche.client import Client
-from cloche.cluster.local.launcher import LocalCluster, Options
+from cloche.cluster.local.launcher import BUCKET, LocalCluster, Options
+from cloche.cluster.local.node import NodeAgent
+from cloche.node.config import node_key
 
 # A 4 s lease fences 1.5 s before expiry: short enough for a test, long enough not to
 # fence on a loaded 2-core machine. Networking is left off: these tests are about
@@ -35,8 +37,37 @@ class Cluster:
     def client(self, replica: int = 0) -> Client:
         return Client(self.url(replica), self.key, timeout=120)
 
-    def node(self, node_id: str):  # noqa: ANN201 - the launcher's NodeAgent
+    def node(self, node_id: str) -> NodeAgent:
         return next(n for n in self.local.nodes if n.name == node_id)
+
+    def env(self) -> dict[str, str]:
+        """What the launcher gave its children: the shared database, state and S3."""
+        assert self.local.postgres is not None and self.local.weed is not None
+        dsn, weed = self.local.postgres.dsn, self.local.weed
+        return {**os.environ, "CLOCHE_DATABASE_URL": dsn, "CLOCHE_STATE_DSN": dsn,
+                "CLOCHE_BLOB_URL": weed.bucket(BUCKET, exist_ok=True), **weed.credentials()}  # fmt: skip
+
+    def restart_node(self, node_id: str) -> None:
+        """Start a node again that a test killed (same id, data and port)."""
+        agent = self.node(node_id)
+        assert self.local.etcd is not None
+        if agent.child is not None and agent.child.alive():
+            return
+        agent.spawn(self.local.root / "cluster", self.local.etcd.endpoint, self.env(), "kill", 0)
+        agent.wait_ready()
+
+    def restart_replica(self, index: int) -> None:
+        replica = self.local.replicas[index]
+        assert self.local.etcd is not None
+        if replica.child is not None and replica.child.alive():
+            return
+        replica.spawn(self.local.root / "cluster", self.local.etcd.endpoint, self.env())
+        replica.wait_ready()
+
+    def runc_ids(self, node_id: str) -> set[str]:
+        """The sandboxes with a runtime directory on the node (running or paused ones)."""
+        run = Path("/run/cloche") / node_key(self.node(node_id).root)
+        return {p.name for p in run.glob("sb_*")} if run.exists() else set()
 
 
 @pytest.fixture(scope="module")
