@@ -6,7 +6,6 @@ and keeps them reachable, and the leader replica killed (another takes over)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -18,9 +17,7 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from cloche.client import Client
 from cloche.cluster.etcd import Etcd
 from cloche.fleet.drain import undrain
 from tests.clustermode.conftest import CLUSTER_ENV, Cluster

@@ -115,8 +115,9 @@ async def joined(rt: NodeRuntime, member: Membership, settings: Settings) -> Asy
         if settings.state_dsn and settings.database_url:
             store = Store(settings.database_url)
             stack.callback(store.close)
-            state = await StateService.start(settings, store, rt)
+            state = await StateService.start(settings, store, rt, fence_of=guard.fence_of)
             stack.push_async_callback(state.close)
+            guard.on_claim = state.engine.advance_fence
         yield guard
 
 

@@ -8,7 +8,8 @@ session fences, and `fence` pauses every sandbox it runs (cgroup freeze: no proc
 theirs runs, nothing answers) before etcd can expire the lease and let another node
 start them; the claims made under the lost lease are forgotten, so serving any of them
 again first claims anew. Each claim's fencing token is what the node's state socket
-attaches to the sandbox's writes.
+attaches to the sandbox's writes, and PostgreSQL learns it before the sandbox serves, so
+a write still on its way from an older instance is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from cloche.cluster import claims
 from cloche.cluster.claims import Claim, InstanceHeld
@@ -25,6 +27,7 @@ from cloche.cluster.session import Fenced, Session
 from cloche.node.errors import InvalidState, RuntimeFailure
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
+from cloche.state.engine import Fence
 
 log = logging.getLogger("cloche.instances")
 APP = "sandbox"  # the claim's namespace: each (app, key) agent maps to exactly one sandbox id
@@ -41,11 +44,15 @@ class InstanceGuard:
         self.node_id = registration.node_id
         self.held: dict[str, tuple[Claim, Session]] = {}
         self.fences = 0  # how many times the node has fenced (reported by /v1/info)
+        # told of each new claim before the sandbox serves (the state engine records its token)
+        self.on_claim: Callable[[Fence], Awaitable[None]] | None = None
 
-    def token(self, sandbox_id: str) -> int | None:
-        """The fencing token the sandbox's writes carry now (None while it holds no claim)."""
+    def fence_of(self, sandbox_id: str) -> Fence:
+        """What the sandbox's state writes carry now: its claim's token, or 0 while it holds
+        none (after a fence), which every claim ever made outranks."""
         held = self.held.get(sandbox_id)
-        return held[0].token if held and held[1] is self.registration.session else None
+        token = held[0].token if held and held[1] is self.registration.session else 0
+        return Fence(APP, sandbox_id, token)
 
     async def _session(self) -> Session:
         try:
@@ -72,6 +79,8 @@ class InstanceGuard:
             claim = e.holder  # ours, made under this same lease by a request that raced this one
         except (Fenced, EtcdUnavailable, TimeoutError) as e:
             raise RuntimeFailure(f"node {self.node_id} cannot claim sandbox {sandbox_id}: {e}") from e
+        if self.on_claim is not None:
+            await self.on_claim(Fence(APP, sandbox_id, claim.token))
         self.held[sandbox_id] = (claim, session)
         return claim
 
