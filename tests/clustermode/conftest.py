@@ -5,6 +5,8 @@ with a short lease and checkpoint interval so failover happens within a test's t
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,16 +73,18 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     saved = {k: os.environ.get(k) for k in CLUSTER_ENV}
     os.environ.update(CLUSTER_ENV)
-    local = LocalCluster(Options(nodes=3, port=0, data_dir=Path(tmp_path_factory.mktemp("cluster")), pool_size=0),
-                         event=print)  # fmt: skip
+    root = Path(tempfile.mkdtemp(prefix="cloche-cluster-", dir="/var/tmp"))  # PostgreSQL's user must reach it
+    root.chmod(0o755)
+    local = LocalCluster(Options(nodes=3, port=0, data_dir=root, pool_size=0), event=print)
     try:
         local.start()
         yield Cluster(local)
     finally:
         local.stop()
+        shutil.rmtree(root, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -75,6 +75,7 @@ class Fleet:
         self.draining: set[str] = set()
         self._lost: dict[str, SandboxRecord] = {}  # sandboxes on no node, shown hibernated at their checkpoint
         self._recovery: dict[str, Any] = {}  # sandbox id -> its last loss (Placement.recovery)
+        self._pools: dict[str, PoolStatus] = {}  # node id -> its warm pool, as last read (the scheduler reads it often)
         self._listeners: list[SandboxEvents] = []
         self._expired: list[ExpireCallback] = []
         self._recovering: dict[str, asyncio.Lock] = {}
@@ -171,6 +172,10 @@ class Fleet:
         with contextlib.suppress(EtcdUnavailable, TimeoutError):
             entries, _ = await self.etcd.list(DRAINING)
             self.draining = {e.key[len(DRAINING) :] for e in entries}
+        for member in list(self.members.values()):
+            with contextlib.suppress(RuntimeFailure):
+                self._pools[member.node_id] = await asyncio.to_thread(member.remote.pool_status)
+        self._pools = {n: p for n, p in self._pools.items() if n in self.members}
 
     async def _refresh_loop(self) -> None:
         await self._synced.wait()
@@ -383,7 +388,7 @@ class Fleet:
         return self._remote(sandbox_id).disk_usage(sandbox_id)
 
     def pool_status(self) -> PoolStatus:
-        pools = [m.remote.pool_status() for m in self.members.values()]
+        pools = list(self._pools.values())
         if not pools:
             return PoolStatus("base", self.default_isolation, 0, 0, 0)
         return PoolStatus(pools[0].template, pools[0].isolation, sum(p.size for p in pools),
