@@ -95,6 +95,7 @@ def test_a_killed_node_s_sandboxes_resume_elsewhere_with_every_acknowledged_writ
                     except Exception:  # noqa: BLE001 - an unacknowledged write may be lost
                         pass
                     i += 1
+                    time.sleep(0.02)  # within the tenant's rate limit, with room for the test's own calls
 
         thread = threading.Thread(target=writer)
         thread.start()
