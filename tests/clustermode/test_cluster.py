@@ -19,6 +19,7 @@ import httpx
 import psycopg
 
 from cloche.cluster.etcd import Etcd
+from cloche.cluster.local.process import tail
 from cloche.fleet.drain import undrain
 from tests.clustermode.conftest import CLUSTER_ENV, Cluster
 
@@ -123,7 +124,10 @@ def test_a_killed_node_s_sandboxes_resume_elsewhere_with_every_acknowledged_writ
             stop.set()
             thread.join()
             cluster.restart_node(victim)  # it comes back, finds its stale copy and removes it
-        wait_for(f"{victim} back", lambda: victim in {n["id"] for n in api(cluster, "/v1/nodes")["items"]}, 120)
+        try:
+            wait_for(f"{victim} back", lambda: victim in {n["id"] for n in api(cluster, "/v1/nodes")["items"]}, 120)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; its log ends:\n{tail(agent.child.log)}") from None
         wait_for(f"{victim}'s stale copy removed",
                  lambda: sb.id not in cluster.runc_ids(victim), 60)  # fmt: skip
         sb.kill()

@@ -131,7 +131,7 @@ class Fleet:
         try:
             await remote.start()
         except (RuntimeFailure, OSError, TimeoutError) as e:
-            log.error("node %s at %s is registered but unreachable: %s", node_id, info.address, e)
+            log.warning("node %s at %s is registered but not reachable yet: %s", node_id, info.address, e)
             await remote.close()
             return
         for listener in self._listeners:
@@ -164,7 +164,12 @@ class Fleet:
         await self.refresh()
 
     async def refresh(self) -> None:
-        """Read the lost sandboxes and the draining nodes again (other replicas change them)."""
+        """Read the lost sandboxes and the draining nodes again (other replicas change them),
+        and try again the registered nodes that did not answer yet (a node registers as it
+        starts, a moment before its node API listens)."""
+        for node_id, info in list(self.watcher.nodes.items()):
+            if node_id not in self.members:
+                await self._join(node_id, info)
         eventful = self.placements.eventful()
         self._lost = {p.sandbox_id: replace(p.record, state="hibernated", snapshot=p.checkpoint)
                       for p in eventful if p.away}  # fmt: skip

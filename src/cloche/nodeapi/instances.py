@@ -46,6 +46,7 @@ class InstanceGuard:
         self.fences = 0  # how many times the node has fenced (reported by /v1/info)
         # told of each new claim before the sandbox serves (the state engine records its token)
         self.on_claim: Callable[[Fence], Awaitable[None]] | None = None
+        self._dropping: set[asyncio.Task[None]] = set()  # stale copies being removed
 
     def fence_of(self, sandbox_id: str) -> Fence:
         """What the sandbox's state writes carry now: its claim's token, or 0 while it holds
@@ -102,7 +103,10 @@ class InstanceGuard:
             await self.hold(record.id)
         except InvalidState as e:
             log.warning("%s: removing the stale local copy", e)
-            await self.rt.kill(record.id)
+            # not here: the runtime is still announcing this sandbox's start
+            task = asyncio.get_running_loop().create_task(self.rt.kill(record.id))
+            self._dropping.add(task)
+            task.add_done_callback(self._dropping.discard)
         except RuntimeFailure as e:
             log.warning("%s", e)
 
