@@ -86,10 +86,10 @@ def test_weed_creates_a_bucket_and_stops(root: Path) -> None:
 
 
 def test_missing_etcd_is_named_with_its_package(root: Path) -> None:
-    env = {**os.environ, "PATH": str(root)}  # a PATH with no etcd on it
+    env = {**os.environ, "PATH": str(root), "COLUMNS": "200"}  # a PATH with no etcd on it; lines unwrapped
     done = subprocess.run([sys.executable, "-m", "cloche.cli", "cluster", "local", "--nodes", "1",
                            "--data-dir", str(root / "d")], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+                          timeout=180)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "etcd not found" in done.stderr
     assert "apt-get install etcd-server" in done.stderr
