@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import CONDITIONS, PLOTS, Goal, Result, log, note_conditions, percentile, plot_path  # noqa: E402
 
 MODULES = ["baseline", "runtime_bench", "api_bench", "hibernate_bench", "state_bench", "e2b_bench", "scheduler_bench",
-           "network_bench", "egress_proxy_bench", "isolation_bench"]  # fmt: skip
+           "network_bench", "egress_proxy_bench", "isolation_bench", "cluster_bench"]  # fmt: skip
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 

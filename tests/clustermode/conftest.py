@@ -51,12 +51,7 @@ class Cluster:
 
     def restart_node(self, node_id: str) -> None:
         """Start a node again that a test killed (same id, data and port)."""
-        agent = self.node(node_id)
-        assert self.local.etcd is not None
-        if agent.child is not None and agent.child.alive():
-            return
-        agent.spawn(self.local.root / "cluster", self.local.etcd.endpoint, self.env(), "kill", 0)
-        agent.wait_ready()
+        self.local.restart_node(node_id)
 
     def restart_replica(self, index: int) -> None:
         replica = self.local.replicas[index]

@@ -129,6 +129,12 @@ class LocalCluster:
             raise RuntimeError(f"cloche db upgrade failed:\n{done.stderr[-2000:]}")
         self.event("database schema up to date")
 
+    def restart_node(self, name: str) -> None:
+        """Start node `name` again if it is not running (a test or benchmark killed it)."""
+        node = next(n for n in self.nodes if n.name == name)
+        if node.crashed():
+            node.restart()
+
     def exits(self) -> list[str]:
         """Processes that exited since the last call, once each."""
         out = []

@@ -49,12 +49,17 @@ class NodeAgent:
         """Whether it exited on its own (a crash, or a kill -9 from a test) rather than by stop()."""
         return self.child is not None and not self.child.alive()
 
-    def sweep(self) -> None:
-        """After a crash: start it again on its data dir just so it reconciles what the dead
-        process left (containers, mounts, cgroups), then stop it as usual."""
+    def restart(self) -> None:
+        """Start it again as it was started (same id, data, port and environment), e.g. after
+        a kill -9; it reconciles what the dead process left (containers, mounts, cgroups)."""
         assert self._spawned_with is not None
         self.spawn(*self._spawned_with)
         self.wait_ready()
+
+    def sweep(self) -> None:
+        """After a crash: start it again on its data dir just so it reconciles what the dead
+        process left, then stop it as usual."""
+        self.restart()
         self.stop()
 
     def stop(self) -> None:
