@@ -91,7 +91,9 @@ DESCRIPTIONS = {
         "random bytes (10 MB files) and hibernates with keep_local=False; the second adopts the sandbox from "
         "that snapshot (what a node does on failover or drain), timed until it runs, then kills it; its S3 "
         "chunk cache is emptied before each trial. S3 is the cluster's SeaweedFS; the baseline store is a "
-        "file:// directory on the same disk."
+        "file:// directory on the same disk. The rows after the timings say where a resume's time goes: each "
+        "blob store step timed around its calls and summed over the snapshot store's fetch threads (up to 8 "
+        "requests in flight), so they add up to more than the wall time."
     ),
 }
 

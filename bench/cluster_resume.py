@@ -27,8 +27,12 @@ from cloche.snapshots.blobstore import CachedBlobStore
 T_RESUME = "Cluster mode: resume of 100 MB on another node, S3 vs local blob store"
 
 
-async def _resume_times(name: str, blob_url: str, size_mb: int, n: int) -> tuple[list[float], dict[str, float]]:
-    """The resume times (ms) and, per resume, the time summed over threads in each blob store step."""
+Steps = dict[str, tuple[float, int]]  # label -> (ms summed over threads, calls), per resume
+
+
+async def _resume_times(name: str, blob_url: str, size_mb: int, n: int) -> tuple[list[float], Steps]:
+    """The resume times (ms) and, per resume, the time summed over threads in each blob store step
+    and how many calls it made."""
     nodes = [Node(f"cluster-resume-{name}-{role}") for role in ("src", "dst")]
     for node in nodes:
         node.config.network = None
@@ -57,7 +61,7 @@ async def _resume_times(name: str, blob_url: str, size_mb: int, n: int) -> tuple
                     raise RuntimeError(f"resumed workspace holds {res.stdout.strip()} bytes")
             await dst.kill(sid)
         timer.restore()
-    return samples, {label: sum(ms) / n for label, ms in timer.samples.items()}
+    return samples, {label: (sum(ms) / n, len(ms) // n) for label, ms in timer.samples.items()}
 
 
 async def resume_results(rig: Rig) -> list[Result]:
@@ -79,7 +83,8 @@ async def resume_results(rig: Rig) -> list[Result]:
                            percentiles=(50,), baselines={50: "cluster.resume.local.p50"},
                            goals={50: Goal("<=", 5, on="ratio")})  # fmt: skip
     for store, steps in (("file://", local_steps), ("S3", s3_steps)):
-        for label, ms in steps.items():
+        for label, (ms, calls) in steps.items():
             out.append(Result(f"cluster.resume.{slug(store)}.{slug(label)}", T_RESUME,
-                              f"{store}: {label}, per resume (summed over threads)", ms, "ms"))  # fmt: skip
+                              f"{store}: {label}, per resume ({calls} calls, summed over threads)", ms,
+                              "ms"))  # fmt: skip
     return out
