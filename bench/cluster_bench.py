@@ -115,7 +115,7 @@ def sim_results() -> list[Result]:
     for nodes in (1_000, 10_000):
         log(f"cluster: `cloche sim` on {nodes} nodes, {hours:g} h")
         rate, p99, agents_s, agents = _sim_rate(nodes, hours)
-        base = {} if nodes == 1_000 else {"baseline": "cluster.sim.1000.rate"}
+        base = {"label": "1,000 nodes"} if nodes == 1_000 else {"baseline": "cluster.sim.1000.rate"}
         out += [
             Result(f"cluster.sim.{nodes}.rate", T_SIM, f"placement decisions/s, {nodes:,} nodes ({agents:,} agents)",
                    rate, "placements/s", **base),
@@ -156,10 +156,12 @@ def write_section(saved: dict, results: list[Result], target: Path) -> str:
     """Render the tables into the marked section of `target` (before its plots)."""
     import run as runner
 
+    results = sorted(results, key=lambda r: TABLES.index(r.table))  # tables in TABLES' order
     plots = runner.drawn_plots(results, datetime.fromisoformat(saved["started"]))
     scratch = target.with_name(f".{SECTION}.md")  # no kept sections of its own; images relative to target
     rendered = runner.markdown(saved, results, plots, scratch)
-    tables = rendered[rendered.index(f"\n## {TABLES[0]}") : rendered.index("\n## Plots" if plots else "\n## Sizes")]
+    first = min(rendered.index(f"\n## {r.table}\n") for r in results)
+    tables = rendered[first : rendered.index("\n## Plots" if plots else "\n## Sizes")]
     resolved = runner.resolve(results)
     goals = [r for r in results if r.goal]
     missed = [r.metric for r in goals if resolved[r.key][2] is False]
