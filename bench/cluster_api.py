@@ -1,6 +1,6 @@
-"""What a remote node costs a caller: exec round trips and creates per second through the
-cluster's API (replica -> node API -> node) against an embedded `cloche up` (control plane
-and runtime in one process) measured in the same run, and the bare node API hop
+"""What a remote node costs a caller: exec round trips, agent invokes and creates per second
+through the cluster's API (replica -> node API -> node) against an embedded `cloche up`
+(control plane and runtime in one process) measured in the same run, and the bare node API hop
 (`RemoteNode.exec` against `NodeRuntime.exec` in this process).
 """
 
@@ -11,18 +11,19 @@ import time
 from collections import Counter
 
 import httpx
-from api_bench import _exec_round_trip
+from api_bench import _exec_round_trip, _invoke
 from cluster_rig import Rig
 from results import Goal, Result, env_int, latency_results, log, percentile
 from runtime_bench import Node, exec_true
 from server import BenchServer
 
+from cloche.examples import memo_app
 from cloche.fleet.fleet import CREDENTIALS_DIR
 from cloche.node.spec import SandboxSpec
 from cloche.nodeapi import tls
 from cloche.nodeapi.client import RemoteNode
 
-T_EXEC = "Cluster mode: exec through a remote node"
+T_EXEC = "Cluster mode: exec and invoke through a remote node"
 T_PLACE = "Cluster mode: placements per second"
 EXEC_PLOT = "Cluster mode: exec `true` round trip"
 
@@ -34,15 +35,18 @@ def added(key: str, table: str, what: str, samples: list[float], base: list[floa
 
 def exec_results(rig: Rig, embedded: BenchServer) -> list[Result]:
     n = env_int("BENCH_CLUSTER_EXEC_N", 500)
+    n_invoke = env_int("BENCH_CLUSTER_INVOKE_N", 150)
     samples: dict[str, list[float]] = {}
+    invokes: dict[str, list[float]] = {}
     for name, url, headers in (("embedded", embedded.url, embedded.headers), ("cluster", rig.url, rig.headers)):
-        log(f"cluster: {n} execs through the {name} API")
+        log(f"cluster: {n} execs and {n_invoke} agent invokes through the {name} API")
         with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
             sid = http.post("/v1/sandboxes", json={}).raise_for_status().json()["id"]
             try:
                 samples[name] = _exec_round_trip(http, sid, n)
             finally:
                 http.delete(f"/v1/sandboxes/{sid}")
+            invokes[name] = _invokes(http, n_invoke)
     out = latency_results("cluster.exec.embedded", T_EXEC, "exec `true`, embedded `cloche up`", samples["embedded"],
                           percentiles=(50, 99), plot=EXEC_PLOT, label="embedded `cloche up`")  # fmt: skip
     out += latency_results("cluster.exec.api", T_EXEC, "exec `true`, cluster API (replica -> node)", samples["cluster"],
@@ -51,6 +55,13 @@ def exec_results(rig: Rig, embedded: BenchServer) -> list[Result]:
     out.append(added("cluster.exec.added.p50", T_EXEC, "added by the remote node, p50", samples["cluster"],
                      samples["embedded"], Goal("<=", 1.0)))  # fmt: skip
     total = out[-1]
+    out += latency_results("cluster.invoke.embedded", T_EXEC, "agent invoke, embedded `cloche up`",
+                           invokes["embedded"], percentiles=(50, 99))  # fmt: skip
+    bases = {p: f"cluster.invoke.embedded.p{p}" for p in (50, 99)}
+    out += latency_results("cluster.invoke.api", T_EXEC, "agent invoke, cluster API (replica -> node)",
+                           invokes["cluster"], percentiles=(50, 99), baselines=bases)  # fmt: skip
+    out.append(added("cluster.invoke.added.p50", T_EXEC, "invoke: added by the remote node, p50", invokes["cluster"],
+                     invokes["embedded"], Goal("<=", 1.0)))  # fmt: skip
     out += asyncio.run(_node_hop(rig, n))
     hop = out[-1]
     assert total.value is not None and hop.value is not None
@@ -60,6 +71,19 @@ def exec_results(rig: Rig, embedded: BenchServer) -> list[Result]:
                       "HTTP hop into the replica, its auth and records in PostgreSQL (SQLite in the embedded "
                       "server), and routing to the node."))  # fmt: skip
     return out
+
+
+def _invokes(http: httpx.Client, n: int) -> list[float]:
+    """Invokes of one running instance of the bundled memo agent, after 20 unmeasured (the
+    first creates it); the app is deleted afterwards."""
+    spec = memo_app(idle={"pause_after_s": 86400, "hibernate_after_s": 86400})
+    http.put("/v1/apps/memo", json=spec).raise_for_status()
+    try:
+        for _ in range(20):
+            _invoke(http, "bench")
+        return [_invoke(http, "bench") for _ in range(n)]
+    finally:
+        http.delete("/v1/apps/memo", params={"state": "true"})
 
 
 async def _node_hop(rig: Rig, n: int) -> list[Result]:

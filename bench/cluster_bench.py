@@ -1,5 +1,5 @@
 """Cluster mode benchmarks (issue #15), each against a baseline measured in the same run:
-exec through a remote node vs an embedded `cloche up`, placements per second through the
+exec and invoke through a remote node vs an embedded `cloche up`, placements per second through the
 cluster API vs embedded and in `cloche sim` at 10,000 nodes vs 1,000, failover time after
 kill -9 of a node, and the resume of 100 MB from S3 vs a local blob store.
 
@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 KNOBS = [
     ("BENCH_CLUSTER_LEASE_S", "4", "node lease of the benchmark cluster (its nodes fence 1.5 s before expiry)"),
     ("BENCH_CLUSTER_EXEC_N", "500", "exec round trips per path"),
+    ("BENCH_CLUSTER_INVOKE_N", "150", "agent invokes per API"),
     ("BENCH_CLUSTER_CREATES", "64", "creates timed per API"),
     ("BENCH_CLUSTER_CONCURRENCY", "16", "creates in flight at once"),
     ("BENCH_CLUSTER_FAILOVERS", "5", "kill -9 failover trials"),
@@ -64,8 +65,10 @@ DESCRIPTIONS = {
     T_EXEC: (
         SETUP + ' Exec is `POST /v1/sandboxes/{id}/exec` of `["true"]` from one keep-alive httpx client, '
         "sequential, after 20 unmeasured; through the cluster it goes client -> replica 0 -> node API (HTTPS, "
-        "cluster CA) -> node. The node API hop alone: `RemoteNode.exec` from this process to a sandbox the cluster "
-        "placed, against `NodeRuntime.exec` on a runtime in this process (networking off)."
+        "cluster CA) -> node. Invoke is `POST /v1/apps/memo/agents/{key}/invoke` to a running instance of the "
+        "bundled memo agent (`src/cloche/examples/memo_agent.py`), after 20 unmeasured. The node API hop alone: "
+        "`RemoteNode.exec` from this process to a sandbox the cluster placed, against `NodeRuntime.exec` on a "
+        "runtime in this process (networking off)."
     ),
     T_PLACE: (
         "`POST /v1/sandboxes` (default spec, cold: no warm pool) from one asyncio httpx client with the stated "
