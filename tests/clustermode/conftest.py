@@ -1,6 +1,12 @@
-"""A real cluster for the whole module: etcd, PostgreSQL, SeaweedFS, two `cloche server`
+"""A real cluster for the whole session: etcd, PostgreSQL, SeaweedFS, two `cloche server`
 replicas and three `cloche node run` agents, as `cloche cluster local` starts them,
-with a short lease and checkpoint interval so failover happens within a test's time."""
+with a short lease and checkpoint interval so failover happens within a test's time.
+
+It is also the `server` of every test collected here, so the suites written against
+`cloche up` (the agents suites, the E2B flows) run unchanged on a cluster: a thin module
+imports a suite's tests and fixtures, and they reach the cluster through its front,
+which spreads connections over both replicas. A test that cannot hold on a cluster is
+named in its module's `SKIP` with the reason."""
 
 from __future__ import annotations
 
@@ -13,9 +19,13 @@ from pathlib import Path
 import pytest
 
 from cloche.client import Client
+from cloche.cluster.local.front import Front
 from cloche.cluster.local.launcher import BUCKET, LocalCluster, Options
 from cloche.cluster.local.node import NodeAgent
 from cloche.node.config import node_key
+from tests.conftest import LoopThread
+from tests.e2b.conftest import e2b  # noqa: F401 - the E2B flows' fixture, over this `server`
+from tests.integration.conftest import Api, tenant_client  # noqa: F401 - likewise
 
 # A 4 s lease fences 1.5 s before expiry: short enough for a test, long enough not to
 # fence on a loaded 2-core machine. Networking is left off: these tests are about
@@ -28,10 +38,14 @@ CLUSTER_ENV = {
 }
 
 
+HERE = Path(__file__).parent
+
+
 class Cluster:
-    def __init__(self, local: LocalCluster) -> None:
+    def __init__(self, local: LocalCluster, front_port: int) -> None:
         self.local = local
         self.key = local.admin_key.read_text().strip()
+        self.front = f"http://127.0.0.1:{front_port}"
 
     def url(self, replica: int = 0) -> str:
         return f"http://127.0.0.1:{self.local.replicas[replica].port}"
@@ -67,17 +81,40 @@ class Cluster:
         return {p.name for p in run.glob("sb_*")} if run.exists() else set()
 
 
-@pytest.fixture(scope="module")
+class ClusterServer(Api):
+    """The cluster as the suites' `server`: one address (the front) and the admin key.
+
+    E2B's envd calls go to one replica: the commands a sandbox runs through envd are
+    held by the replica that started them (stdin, PTY resize, connect and list find
+    them there), so a sandbox's envd traffic needs affinity to one replica, as E2B's
+    own sandbox proxy gives it; its control calls still go through the front."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.url = cluster.front
+        self.admin_key = cluster.key
+        self._envd = cluster.url(1)
+
+    @property
+    def sandbox_url(self) -> str:
+        return self._envd
+
+
+@pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     saved = {k: os.environ.get(k) for k in CLUSTER_ENV}
     os.environ.update(CLUSTER_ENV)
     root = Path(tempfile.mkdtemp(prefix="cloche-cluster-", dir="/var/tmp"))  # PostgreSQL's user must reach it
     root.chmod(0o755)
     local = LocalCluster(Options(nodes=3, port=0, data_dir=root, pool_size=0), event=print)
+    loop = LoopThread()
+    front = Front([("127.0.0.1", r.port) for r in local.replicas])
     try:
         local.start()
-        yield Cluster(local)
+        loop.run(front.start("127.0.0.1", 0))
+        yield Cluster(local, front.port)
     finally:
+        loop.run(front.close())
+        loop.stop()
         local.stop()
         shutil.rmtree(root, ignore_errors=True)
         for k, v in saved.items():
@@ -85,3 +122,17 @@ def cluster() -> Iterator[Cluster]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def server(cluster: Cluster) -> ClusterServer:
+    return ClusterServer(cluster)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip what a suite's module here names in its `SKIP` (test name: why it cannot hold on a cluster)."""
+    for item in items:
+        if isinstance(item, pytest.Function) and item.path.parent == HERE:
+            reason = getattr(item.module, "SKIP", {}).get(item.originalname)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"on a cluster: {reason}"))

@@ -44,7 +44,7 @@ def e2b(server: Server) -> Iterator[E2bEnv]:
     saved = {n: os.environ.get(n) for n in names}
     for n in names:
         os.environ.pop(n, None)
-    os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.url, "E2B_API_KEY": key})
+    os.environ.update({"E2B_API_URL": server.url, "E2B_SANDBOX_URL": server.sandbox_url, "E2B_API_KEY": key})
     try:
         yield E2bEnv(server, tenant_id, key)
     finally:

@@ -1,4 +1,5 @@
-"""A real `cloche up` subprocess on a free loopback port, per test module."""
+"""A real `cloche up` subprocess on a free loopback port, per test module; the API view
+of it (`Api`) is shared with tests/clustermode, which runs these suites on a cluster."""
 
 from __future__ import annotations
 
@@ -24,7 +25,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
+class Api:
+    """What the suites use of a server: its address, admin key, clients and fresh tenants."""
+
+    url: str
+    admin_key: str
+
+    @property
+    def sandbox_url(self) -> str:
+        """Where the E2B SDKs send a sandbox's envd calls (E2B_SANDBOX_URL)."""
+        return self.url
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60,
+                            headers={"Authorization": f"Bearer {key or self.admin_key}"})  # fmt: skip
+
+    def tenant(self, **quotas: object) -> tuple[str, str]:
+        with self.client() as c:
+            r = c.post("/v1/tenants", json={"name": f"t-{uuid.uuid4().hex[:10]}", **quotas})
+            r.raise_for_status()
+            body = r.json()
+            return body["id"], body["api_key"]
+
+
+class Server(Api):
     def __init__(self, data_dir: Path, pool_size: int = 1, env: dict[str, str] | None = None) -> None:
         self.env = {**os.environ, **(env or {})}
         self.data_dir = data_dir
@@ -63,17 +87,6 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
-
-    def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60,
-                            headers={"Authorization": f"Bearer {key or self.admin_key}"})  # fmt: skip
-
-    def tenant(self, **quotas: object) -> tuple[str, str]:
-        with self.client() as c:
-            r = c.post("/v1/tenants", json={"name": f"t-{uuid.uuid4().hex[:10]}", **quotas})
-            r.raise_for_status()
-            body = r.json()
-            return body["id"], body["api_key"]
 
     def wipe(self) -> None:
         """Kill every sandbox this server's node holds, whoever owns it."""

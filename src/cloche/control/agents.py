@@ -27,6 +27,7 @@ from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
 from cloche.node.protocol import ExecRequest
 from cloche.store.db import AgentRow, AppRow, Tenant
+from cloche.store.engine import IntegrityError
 
 AGENT_SOCKET_NAME, AGENT_LOG_NAME = "agent.sock", "agent.log"  # in the sandbox's /.cloche/host
 AGENT_SOCKET = f"/.cloche/host/{AGENT_SOCKET_NAME}"
@@ -207,7 +208,16 @@ class AgentService:
                 output = (result.stdout + result.stderr)[-LOG_TAIL_BYTES:].decode(errors="replace")
                 raise ApiError(502, "agent_setup_failed",
                                f"setup exited with {result.exit_code}; its output ends with:\n{output}")  # fmt: skip
-        self.store.add_agent(AgentRow(tenant.id, app.name, key, sandbox_id, app.version, time.time()))
+        try:
+            self.store.add_agent(AgentRow(tenant.id, app.name, key, sandbox_id, app.version, time.time()))
+        except IntegrityError:
+            # another server replica made this key's instance first (the gate is per process):
+            # the key keeps that one, and this one goes before it ever served
+            await self.sandboxes.kill(tenant, sandbox_id)
+            row = self.store.agent(tenant.id, app.name, key)
+            if row is None:
+                raise
+            return row.sandbox_id
         return sandbox_id
 
     async def _upgrade(self, row: AgentRow, app: AppRow) -> None:

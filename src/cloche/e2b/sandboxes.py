@@ -78,12 +78,22 @@ def _sweep(st: E2bState, c: Context) -> None:
             st.forget(sandbox_id)
 
 
+def _network(c: Context, body: dict[str, Any]) -> dict[str, Any] | None:
+    """E2B's network options as cloche's policy. A create that names none, on a server or
+    cluster with networking off, gets the server's default (no network), as cloche's own
+    create does, instead of a refusal of the internet access it never asked for."""
+    asked = body.get("network") is not None or body.get("allow_internet_access") is not None
+    if not asked and not c.sandboxes.node.networking:
+        return None
+    return e2b_network.to_cloche(body.get("network"), body.get("allow_internet_access"))
+
+
 async def create(request: Request) -> Response:
     st, c, tenant = authenticate(request)
     _sweep(st, c)
     body = await body_of(request)
     _check_unsupported(body)
-    network = e2b_network.to_cloche(body.get("network"), body.get("allow_internet_access"))
+    network = _network(c, body)
     template, snapshot, alias = _template(c, tenant, body.get("templateID"))
     key = request.headers.get("idempotency-key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
