@@ -131,6 +131,8 @@ def test_errors_are_the_same_exceptions(impl: Impl, sandbox: SandboxRecord) -> N
     with pytest.raises(SandboxNotFound):
         impl.node.get("sb_0000000000000000")
     with pytest.raises(SandboxNotFound):
+        impl.run(impl.node.current("sb_0000000000000000"))
+    with pytest.raises(SandboxNotFound):
         impl.run(impl.node.exec("sb_0000000000000000", ExecRequest(cmd=["true"])))
     with pytest.raises(InvalidSpec):
         impl.run(impl.node.create(SandboxSpec(limits=Limits(cpu=1000))))
@@ -147,6 +149,7 @@ def test_pause_resume(impl: Impl) -> None:
     rec = impl.create()
     assert impl.run(impl.node.pause(rec.id)).state == "paused"
     assert impl.node.get(rec.id).state == "paused"
+    assert impl.run(impl.node.current(rec.id)).state == "paused"  # asked of the node itself
     with pytest.raises(InvalidState):
         impl.sh(rec.id, "true")
     assert impl.run(impl.node.resume(rec.id)).state == "running"

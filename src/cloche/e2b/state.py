@@ -151,7 +151,7 @@ async def target(request: Request, port: int = ENVD_PORT, operation: str | None 
         c.limiter.check(tenant.id)
         if wake:
             await c.sandboxes.woken(tenant, sandbox_id)
-        elif (state := c.sandboxes.get(tenant, sandbox_id).record.state) != "running":
+        elif (state := (await c.sandboxes.node.current(sandbox_id)).state) != "running":  # not a lagging copy
             raise gone(sandbox_id, f"it is {state}")
     except ApiError as exc:  # rate limited, or the sandbox went away meanwhile (404)
         raise gone(sandbox_id) if exc.status == 404 else E2bError(exc.status, exc.message) from None

@@ -254,6 +254,10 @@ class Fleet:
             return self._lost[sandbox_id]
         raise SandboxNotFound(f"sandbox {sandbox_id} not found")
 
+    async def current(self, sandbox_id: str) -> SandboxRecord:
+        node = self.node_of(sandbox_id)
+        return self.get(sandbox_id) if node is None else await self.members[node].remote.current(sandbox_id)
+
     def list(self) -> list[SandboxRecord]:
         held = [r for m in self.members.values() for r in m.remote.list()]
         return held + [r for sid, r in self._lost.items() if self.node_of(sid) is None]

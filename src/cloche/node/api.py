@@ -184,6 +184,11 @@ class Node(Protocol):
 
     def get(self, sandbox_id: str) -> SandboxRecord: ...
 
+    async def current(self, sandbox_id: str) -> SandboxRecord:
+        """The record as the node holds it now: for an answer that must not lag a change
+        another server replica just made (a remote client's copy follows events)."""
+        ...
+
     def list(self) -> list[SandboxRecord]:
         """Users' sandboxes (not the warm pool's)."""
         ...

@@ -150,6 +150,9 @@ class NodeRuntime(SandboxReach):
     def get(self, sandbox_id: str) -> SandboxRecord:
         return self.table.get(sandbox_id)
 
+    async def current(self, sandbox_id: str) -> SandboxRecord:
+        return self.get(sandbox_id)
+
     def list(self) -> list[SandboxRecord]:
         return self.table.users()
 

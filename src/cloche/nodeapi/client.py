@@ -175,6 +175,9 @@ class RemoteNode:
         except KeyError:
             raise SandboxNotFound(f"sandbox {sandbox_id} not found") from None
 
+    async def current(self, sandbox_id: str) -> SandboxRecord:
+        return self._keep(wire.load(SandboxRecord, await self._call("GET", f"/v1/sandboxes/{sandbox_id}")))
+
     def has(self, sandbox_id: str) -> bool:
         """Whether the node holds the sandbox, as its events last said."""
         return sandbox_id in self._records
