@@ -116,6 +116,11 @@ def cluster() -> Iterator[Cluster]:
         loop.run(front.close())
         loop.stop()
         local.stop()
+        keep = Path(tempfile.gettempdir()) / "clustermode-logs"  # the processes' logs, for a failure's post-mortem
+        shutil.rmtree(keep, ignore_errors=True)
+        for log in root.glob("*/*.log"):
+            (keep / log.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(log, keep / log.parent.name / log.name)
         shutil.rmtree(root, ignore_errors=True)
         for k, v in saved.items():
             if v is None:

@@ -178,7 +178,7 @@ class Fleet:
             entries, _ = await self.etcd.list(DRAINING)
             self.draining = {e.key[len(DRAINING) :] for e in entries}
         for member in list(self.members.values()):
-            with contextlib.suppress(RuntimeFailure):
+            with contextlib.suppress(RuntimeFailure, RuntimeError):  # RuntimeError: lost (and closed) meanwhile
                 self._pools[member.node_id] = await asyncio.to_thread(member.remote.pool_status)
         self._pools = {n: p for n, p in self._pools.items() if n in self.members}
 
@@ -413,6 +413,8 @@ class Fleet:
         return {sid: c for m in self.members.values() for sid, c in m.remote.network_counters().items()}
 
     def network_stats(self, sandbox_id: str) -> dict[str, int] | None:
+        if self.node_of(sandbox_id) is None:  # on no node: no link, as asleep
+            return None
         return self._remote(sandbox_id).network_stats(sandbox_id)
 
     # ---- templates and garbage -----------------------------------------------------------

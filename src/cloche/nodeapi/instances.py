@@ -27,7 +27,7 @@ from cloche.cluster.session import Fenced, Session
 from cloche.node.errors import InvalidState, RuntimeFailure
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
-from cloche.state.engine import Fence
+from cloche.state.engine import Fence, StateError
 
 log = logging.getLogger("cloche.instances")
 APP = "sandbox"  # the claim's namespace: each (app, key) agent maps to exactly one sandbox id
@@ -81,7 +81,10 @@ class InstanceGuard:
         except (Fenced, EtcdUnavailable, TimeoutError) as e:
             raise RuntimeFailure(f"node {self.node_id} cannot claim sandbox {sandbox_id}: {e}") from e
         if self.on_claim is not None:
-            await self.on_claim(Fence(APP, sandbox_id, claim.token))
+            try:
+                await self.on_claim(Fence(APP, sandbox_id, claim.token))
+            except StateError as e:  # the state store is out of reach: it may not serve yet
+                raise RuntimeFailure(f"sandbox {sandbox_id} cannot start: {e}") from e
         self.held[sandbox_id] = (claim, session)
         return claim
 

@@ -60,8 +60,13 @@ def _routes(rt: NodeRuntime, guard: InstanceGuard | None) -> list[BaseRoute]:
             await guard.hold(sandbox_id)
 
     async def claimed(rec: SandboxRecord) -> SandboxRecord:
-        """A sandbox this node just made (a new id): claim it before anyone is told of it."""
-        await claim(rec.id)
+        """A sandbox this node just made (a new id): claim it before anyone is told of it;
+        one that cannot be claimed (etcd or PostgreSQL out of reach) is not kept."""
+        try:
+            await claim(rec.id)
+        except BaseException:
+            await rt.kill(rec.id)
+            raise
         return rec
 
     async def info(request: Request) -> Response:

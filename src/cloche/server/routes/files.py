@@ -38,8 +38,18 @@ async def read_file(sandbox_id: str, path: PathParam, request: Request,
         entries = await fs.list(path)
         return JSONResponse(DirListing(path=path, entries=[_entry(e) for e in entries]).model_dump())
     size = await fs.size(path)  # a missing or special file fails here, before the answer starts
-    return StreamingResponse(fs.read(path), media_type="application/octet-stream",
+    return StreamingResponse(_first(fs.read(path), size), media_type="application/octet-stream",
                              headers={"Content-Length": str(size)})  # fmt: skip
+
+
+async def _first(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """The file as long as it was when the answer began (a log still being written grows)."""
+    left = size
+    async for chunk in chunks:
+        if left <= 0:
+            break
+        yield chunk[:left]
+        left -= len(chunk)
 
 
 @router.put("/{sandbox_id}/files", response_model=WriteResult)
