@@ -18,7 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from cloche.node.errors import FileError, InvalidSpec, InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
+from cloche.node.errors import (
+    FileError,
+    InvalidSpec,
+    InvalidState,
+    NodeUnreachable,
+    RuntimeFailure,
+    SandboxNotFound,
+    TemplateNotFound,
+)
 from cloche.scheduler.errors import InsufficientCapacity, InUse, NoCapacity, QuotaExceeded, SchedulerError
 from cloche.snapshots.store import SnapshotCorrupt
 
@@ -54,6 +62,7 @@ RUNTIME_STATUS: list[tuple[type[RuntimeFailure], int]] = [
     (InvalidState, 409),
     (InvalidSpec, 400),
     (TemplateNotFound, 400),
+    (NodeUnreachable, 503),
 ]
 # A FileError's code -> status; every other code is a bad request (400).
 FILE_STATUS = {"not_found": 404, "permission_denied": 403, "exists": 409, "not_empty": 409, "not_running": 409,

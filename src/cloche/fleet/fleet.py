@@ -19,7 +19,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from cloche.node.api import (
     TemplateInfo,
 )
 from cloche.node.cgroups import Usage
-from cloche.node.errors import InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
+from cloche.node.errors import InvalidState, NodeUnreachable, RuntimeFailure, SandboxNotFound, TemplateNotFound
 from cloche.node.net.firewall import Counters
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.protocol import ExecRequest
@@ -75,6 +75,7 @@ class Fleet:
         self.draining: set[str] = set()
         self._lost: dict[str, SandboxRecord] = {}  # sandboxes on no node, shown hibernated at their checkpoint
         self._recovery: dict[str, Any] = {}  # sandbox id -> its last loss (Placement.recovery)
+        self._joining: set[str] = set()  # nodes being connected to (a join and a refresh may race)
         self._pools: dict[str, PoolStatus] = {}  # node id -> its warm pool, as last read (the scheduler reads it often)
         self._listeners: list[SandboxEvents] = []
         self._expired: list[ExpireCallback] = []
@@ -124,8 +125,15 @@ class Fleet:
             await self._join(event.node_id, event.info)
 
     async def _join(self, node_id: str, info: NodeInfo) -> None:
-        if node_id in self.members:
+        if node_id in self.members or node_id in self._joining:
             return
+        self._joining.add(node_id)
+        try:
+            await self._connect(node_id, info)
+        finally:
+            self._joining.discard(node_id)
+
+    async def _connect(self, node_id: str, info: NodeInfo) -> None:
         credential = (self.cluster_dir / CREDENTIALS_DIR / node_id).read_text().strip()
         remote = RemoteNode(info.address, credential, self.cluster_dir / CA_CERT)
         try:
@@ -138,6 +146,9 @@ class Fleet:
             remote.subscribe(listener)
         for callback in [self.placements.forget, *self._expired]:
             remote.on_expire(callback)
+        if node_id not in self.watcher.nodes:  # lost while we connected
+            await remote.close()
+            return
         self.members[node_id] = Member(node_id, info, remote)
         await self._reconcile(node_id, remote)
         log.info("node %s joined (%s, region %s)", node_id, info.address, info.region or "-")
@@ -214,10 +225,10 @@ class Fleet:
                                "from its last checkpoint")  # fmt: skip
         raise SandboxNotFound(f"sandbox {sandbox_id} not found")
 
-    def choose(self, spec: SandboxSpec, avoid: str | None = None) -> Member:
-        """The member with the most room that can run `spec` (not draining, not `avoid`)."""
+    def choose(self, spec: SandboxSpec, avoid: Collection[str] = ()) -> Member:
+        """The member with the most room that can run `spec` (not draining, not in `avoid`)."""
         fits = [m for m in self.members.values()
-                if m.node_id not in self.draining and m.node_id != avoid
+                if m.node_id not in self.draining and m.node_id not in avoid
                 and (not m.info.isolation or spec.isolation in m.info.isolation)]  # fmt: skip
         if not fits:
             raise NoCapacity(f"no live node can take a {spec.isolation} sandbox "
@@ -280,19 +291,28 @@ class Fleet:
 
     async def create(self, spec: SandboxSpec, *, use_pool: bool = True,
                      snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
-        member = self.choose(spec)
-        self._bump(member)
-        rec = await member.remote.create(spec, use_pool=use_pool, snapshot=snapshot)
-        self.placements.place(member.node_id, rec)
-        return rec
+        return await self._place(spec, lambda m: m.remote.create(spec, use_pool=use_pool, snapshot=snapshot))
 
     async def adopt(self, lost: SandboxRecord, snapshot: str | None) -> SandboxRecord:
-        member = self.choose(lost.spec)
-        self._bump(member)
-        rec = await member.remote.adopt(lost, snapshot)
-        self.placements.place(member.node_id, rec)
+        rec = await self._place(lost.spec, lambda m: m.remote.adopt(lost, snapshot))
         self._lost.pop(rec.id, None)
         return rec
+
+    async def _place(self, spec: SandboxSpec, make: Callable[[Member], Awaitable[SandboxRecord]]) -> SandboxRecord:
+        """Make the sandbox on the member with the most room; on the next one when that
+        one does not answer (it may be stopping: it leaves etcd a moment after it stops)."""
+        tried: set[str] = set()
+        while True:
+            member = self.choose(spec, tried)
+            self._bump(member)
+            try:
+                rec = await make(member)
+            except NodeUnreachable as e:
+                log.warning("placing on %s failed (%s); trying another node", member.node_id, e)
+                tried.add(member.node_id)
+                continue
+            self.placements.place(member.node_id, rec)
+            return rec
 
     def recovering(self, sandbox_id: str) -> asyncio.Lock:
         """Held while the sandbox moves between nodes (a resume, or a drain's move)."""

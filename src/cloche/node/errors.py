@@ -11,6 +11,13 @@ class RuntimeFailure(Exception):
     code = "runtime_error"
 
 
+class NodeUnreachable(RuntimeFailure):
+    """The node that holds the sandbox does not answer (cluster mode: it may be restarting,
+    or lost; a lost node's sandboxes resume elsewhere once its lease expires)."""
+
+    code = "node_unreachable"
+
+
 class SandboxNotFound(RuntimeFailure):
     code = "not_found"
 

@@ -33,7 +33,7 @@ from cloche.node.api import (
     TemplateInfo,
 )
 from cloche.node.cgroups import Usage
-from cloche.node.errors import InvalidState, RuntimeFailure, SandboxNotFound
+from cloche.node.errors import InvalidState, NodeUnreachable, SandboxNotFound
 from cloche.node.net.firewall import Counters
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.protocol import ExecRequest
@@ -141,13 +141,13 @@ class RemoteNode:
         try:
             return answer(await self._http.request(method, path, json=body, params=params or None))
         except httpx.TransportError as exc:
-            raise RuntimeFailure(f"node {self.url} unreachable: {exc}") from exc
+            raise NodeUnreachable(f"node {self.url} unreachable: {exc}") from exc
 
     def _call_sync(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         try:
             return answer(self._sync.request(method, path, json=body, params=params or None))
         except httpx.TransportError as exc:
-            raise RuntimeFailure(f"node {self.url} unreachable: {exc}") from exc
+            raise NodeUnreachable(f"node {self.url} unreachable: {exc}") from exc
 
     async def _record(self, path: str, body: Any = None) -> SandboxRecord:
         return self._keep(wire.load(SandboxRecord, await self._call("POST", path, body)))
@@ -296,7 +296,7 @@ class RemoteNode:
             r = await self._http.put(f"/v1/templates/{name}", params={"on_base": "1" if on_base else "0"},
                                      content=tarball)  # fmt: skip
         except httpx.TransportError as exc:
-            raise RuntimeFailure(f"node {self.url} unreachable: {exc}") from exc
+            raise NodeUnreachable(f"node {self.url} unreachable: {exc}") from exc
         return wire.load(TemplateInfo, answer(r))
 
     def delete_template(self, name: str) -> None:
@@ -322,7 +322,7 @@ class RemoteNode:
         try:
             ws = await self._ws(path)
         except (OSError, WebSocketException) as exc:
-            raise RuntimeFailure(f"node {self.url} unreachable: {exc}") from exc
+            raise NodeUnreachable(f"node {self.url} unreachable: {exc}") from exc
         try:
             if first is not None:
                 await ws.send(first)
