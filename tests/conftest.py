@@ -37,6 +37,7 @@ INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
 # parallel run (`make test`: pytest-xdist, then these alone) runs them after the rest, one at a
 # time; the reason is beside each.
 SERIAL = {
+    "tests/clustermode/": "whole clusters (etcd, PostgreSQL, SeaweedFS, five cloche processes): one at a time",
     "tests/network/": "the one SOCKS proxy, the shared DNS and request logs, host-wide network inventories",
     "tests/e2b/test_network.py": "the SOCKS proxy and the shared request log",
     "tests/integration/test_sdk_network.py": "counts the fake DNS server's queries",

@@ -10,6 +10,7 @@ named in its module's `SKIP` with the reason."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -99,8 +100,8 @@ class ClusterServer(Api):
         return self._envd
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def running_cluster() -> Iterator[Cluster]:
     saved = {k: os.environ.get(k) for k in CLUSTER_ENV}
     os.environ.update(CLUSTER_ENV)
     root = Path(tempfile.mkdtemp(prefix="cloche-cluster-", dir="/var/tmp"))  # PostgreSQL's user must reach it
@@ -116,8 +117,8 @@ def cluster() -> Iterator[Cluster]:
         loop.run(front.close())
         loop.stop()
         local.stop()
-        keep = Path(tempfile.gettempdir()) / "clustermode-logs"  # the processes' logs, for a failure's post-mortem
-        shutil.rmtree(keep, ignore_errors=True)
+        keep = Path(tempfile.gettempdir()) / "clustermode-logs" / root.name  # the processes' logs, for a post-mortem
+        shutil.rmtree(keep.parent, ignore_errors=True)
         for log in root.glob("*/*.log"):
             (keep / log.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy(log, keep / log.parent.name / log.name)
@@ -127,6 +128,21 @@ def cluster() -> Iterator[Cluster]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The cluster the suites share."""
+    with running_cluster() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def isolated_cluster() -> Iterator[Cluster]:
+    """A cluster of the module's own, for tests that kill nodes, replicas, etcd or
+    PostgreSQL: the suites sharing the session's must not see those faults."""
+    with running_cluster() as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

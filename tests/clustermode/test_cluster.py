@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from cloche.cluster.etcd import Etcd
 from cloche.cluster.local.process import tail
@@ -26,6 +27,12 @@ from tests.clustermode.conftest import CLUSTER_ENV, Cluster
 TTL = float(CLUSTER_ENV["CLOCHE_LEASE_TTL_S"])
 INTERVAL = float(CLUSTER_ENV["CLOCHE_CHECKPOINT_INTERVAL_S"])
 
+
+
+@pytest.fixture(scope="module")
+def cluster(isolated_cluster: Cluster) -> Cluster:
+    """These tests kill and cut things: a cluster of this module's own."""
+    return isolated_cluster
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout

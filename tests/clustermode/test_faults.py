@@ -78,6 +78,12 @@ def partitionable(cluster: Cluster) -> Iterator[tuple[NodeAgent, RelayThread]]:
         relay.close()
 
 
+
+@pytest.fixture(scope="module")
+def cluster(isolated_cluster: Cluster) -> Cluster:
+    """These tests kill and cut things: a cluster of this module's own."""
+    return isolated_cluster
+
 def intervals(lines: str) -> dict[str, tuple[float, float]]:
     """Each instance's first and last heartbeat."""
     seen: dict[str, tuple[float, float]] = {}
