@@ -2,10 +2,9 @@
 
 Why it exists: a manifest that starts `cloche node run --etcd ...` is only right if that
 command takes that option, and nothing else checks a YAML file's argument list. The
-answer comes from the real CLI (`python -m cloche.cli <subcommand> --help`) once the
-subcommand has every option of the cluster process contract; until the cluster
-processes land (`cloche server`, `cloche node drain`, `cloche node run --etcd`), it
-comes from the contract below, which is what the manifests are written against.
+answer comes from the real CLI (`python -m cloche.cli <subcommand> --help`); the contract
+below is what the deployment files rely on each command to take, so a CLI that drops one
+of those options fails here, not on a cluster.
 """
 
 from __future__ import annotations
@@ -15,19 +14,15 @@ import os
 import re
 import subprocess
 import sys
-import warnings
 
-# The commands the deployment files run, with the options the cluster process contract
-# (issue #15) promises them.
-# `node drain --data-dir` (drain the node whose data dir this is) is the manifests' own
-# assumption; the contract names the command but not its options.
+# The commands the deployment files run, with the options they pass them.
 CONTRACT: dict[tuple[str, ...], frozenset[str]] = {
     ("server",): frozenset("--listen --data-dir --cluster-dir --etcd".split()),
     ("node", "run"): frozenset(
         "--listen --data-dir --cluster-dir --etcd --node-id --region --zone --pool-size --name --on-shutdown".split()
     ),
-    ("node", "drain"): frozenset({"--data-dir"}),
-    ("db", "upgrade"): frozenset(),  # exists already: checked against the real CLI
+    ("node", "drain"): frozenset("--etcd --node-id --timeout-s".split()),
+    ("db", "upgrade"): frozenset(),
 }
 _OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
@@ -50,16 +45,14 @@ def live_options(path: tuple[str, ...]) -> frozenset[str] | None:
 
 
 def allowed_options(path: tuple[str, ...]) -> frozenset[str]:
-    """What a deployment file may pass to `cloche <path>`: the real CLI's options when it
-    has the whole contract, else those and the contract's (with a warning naming what the
-    CLI lacks so far)."""
-    assert path in CONTRACT, f"`cloche {' '.join(path)}` is not a cluster process command"
-    live = live_options(path) or frozenset()
-    if CONTRACT[path] <= live:
-        return live
+    """What a deployment file may pass to `cloche <path>`: the real CLI's options, which
+    must include the contract's."""
+    assert path in CONTRACT, f"`cloche {' '.join(path)}` is not a command the deployment files run"
+    live = live_options(path)
+    assert live is not None, f"`cloche {' '.join(path)} --help` failed"
     missing = sorted(CONTRACT[path] - live)
-    warnings.warn(f"`cloche {' '.join(path)}` lacks {missing} so far: checked against the contract", stacklevel=2)
-    return CONTRACT[path] | live
+    assert not missing, f"`cloche {' '.join(path)}` lacks {missing}"
+    return live
 
 
 def check(argv: list[str], where: str) -> None:

@@ -104,3 +104,16 @@ def test_only_the_nodes_are_privileged() -> None:
         else:
             assert not service.get("privileged") and service["user"].split(":")[0] != "0", name
             assert service["cap_drop"] == ["ALL"] and service["read_only"] is True, name
+
+
+def test_each_node_credential_reaches_the_servers() -> None:
+    """A node publishes its credential to CLUSTER_DIR/node-credentials/<id>, and the
+    servers read it there: one volume, written by the nodes, read-only for the servers."""
+    for name, argv in _cloche_services().items():
+        role = cloche_cli.split(argv)[0]
+        if role not in (("node", "run"), ("server",)):
+            continue
+        target = argv[argv.index("--cluster-dir") + 1] + "/node-credentials"
+        mounts = {v.split(":")[1]: v.split(":") for v in SERVICES[name]["volumes"]}
+        expected = ["node-credentials", target] + (["ro"] if role == ("server",) else [])
+        assert mounts[target] == expected, name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -199,27 +200,76 @@ def test_settings_name_real_cloche_settings() -> None:
             assert env <= fields, f"{w['metadata']['name']}: {sorted(env - fields)}"
 
 
+def _cloche_argv(command: list[str]) -> list[str] | None:
+    """What follows `cloche` in a command line or exec hook (also `sh -c "exec cloche ..."`),
+    or None when it runs no cloche."""
+    if command[:2] == ["/bin/sh", "-c"] and len(command) == 3:
+        command = shlex.split(command[2])
+    return command[command.index(CLOCHE) + 1 :] if CLOCHE in command else None
+
+
+def _variables(argv: list[str]) -> list[str]:
+    """Arguments with `$(NAME)` (Kubernetes) and `$NAME` (a shell) both written `$NAME`."""
+    return [re.sub(r"\$\((\w+)\)", r"$\1", a) for a in argv]
+
+
 def test_command_lines_name_real_cloche_commands() -> None:
     seen = set()
     for w in _workloads():
-        for c in _containers(w["spec"]["template"]["spec"]):
-            assert c["command"][-1] == CLOCHE
-            cloche_cli.check(c["args"], w["metadata"]["name"])
-            seen.add(cloche_cli.split(c["args"])[0])
+        pod = w["spec"]["template"]["spec"]
+        for c in _containers(pod):
+            argv = _cloche_argv(c["command"] + c.get("args", []))
+            assert argv is not None or c in pod.get("initContainers", []), f"{c['name']} runs no cloche"
+            if argv is not None:
+                cloche_cli.check(argv, w["metadata"]["name"])
+                seen.add(cloche_cli.split(argv)[0])
             pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
             if pre_stop:
-                assert pre_stop[0] == CLOCHE
-                cloche_cli.check(pre_stop[1:], f"{w['metadata']['name']} preStop")
-                seen.add(cloche_cli.split(pre_stop[1:])[0])
+                hook = _cloche_argv(pre_stop)
+                assert hook is not None, f"{w['metadata']['name']} preStop runs no cloche"
+                cloche_cli.check(hook, f"{w['metadata']['name']} preStop")
+                seen.add(cloche_cli.split(hook)[0])
     assert seen == set(cloche_cli.CONTRACT)
 
 
 def test_nodes_drain_before_they_stop() -> None:
-    """A rolling upgrade moves a node's agents first: preStop drains, one node at a time."""
+    """A rolling upgrade moves a node's agents first: preStop drains the node `node run`
+    registered (same --node-id, same etcd), one node at a time."""
     node = _one("DaemonSet", "cloche-node")
     assert node["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == 1
-    container = node["spec"]["template"]["spec"]["containers"][0]
-    assert cloche_cli.split(container["lifecycle"]["preStop"]["exec"]["command"][1:])[0] == ("node", "drain")
+    pod = node["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    run = _variables(_cloche_argv(container["command"] + container["args"]) or [])
+    drain = _variables(_cloche_argv(container["lifecycle"]["preStop"]["exec"]["command"]) or [])
+    assert cloche_cli.split(drain)[0] == ("node", "drain")
+    for option in ("--node-id", "--etcd"):
+        assert drain[drain.index(option) + 1] == run[run.index(option) + 1], option
+        assert drain[drain.index(option) + 1].lstrip("$") in _environment(pod, container), option
+    assert float(drain[drain.index("--timeout-s") + 1]) < pod["terminationGracePeriodSeconds"]
+
+
+def _mounts(workload: Resource, container: Resource) -> dict[str, tuple[str, bool]]:
+    """Mount path -> (the claim behind it or the volume's name, read-only) for a container."""
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    out = {}
+    for m in container["volumeMounts"]:
+        volume = volumes[m["name"]]
+        source = volume["persistentVolumeClaim"]["claimName"] if "persistentVolumeClaim" in volume else m["name"]
+        out[m["mountPath"]] = (source, m.get("readOnly", False))
+    return out
+
+
+def test_each_node_credential_reaches_the_servers() -> None:
+    """A node publishes its credential to CLUSTER_DIR/node-credentials/<id> and the servers
+    read it there: one ReadWriteMany claim, written by the nodes, read by the servers."""
+    claim = _one("PersistentVolumeClaim", "cloche-node-credentials")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for kind, name, read_only in (("DaemonSet", "cloche-node", False), ("Deployment", "cloche-server", True)):
+        workload = _one(kind, name)
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        argv = container["args"]
+        credentials = argv[argv.index("--cluster-dir") + 1] + "/node-credentials"
+        assert _mounts(workload, container)[credentials] == ("cloche-node-credentials", read_only), name
 
 
 def test_the_node_gets_the_host_it_manages() -> None:

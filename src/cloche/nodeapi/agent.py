@@ -47,10 +47,16 @@ def api_dir(data_dir: Path) -> Path:
 
 
 def publish_credential(cluster_dir: Path, node_id: str, token: str) -> Path:
-    """Where the server replicas read the credential that reaches node `node_id`."""
+    """Where the server replicas read the credential that reaches node `node_id`: mode
+    0640 with the directory's group, so replicas that run as another user read it when
+    that group is theirs (deploy/); the directory is made 0700 when missing."""
     path = cluster_dir / CREDENTIALS_DIR / node_id
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tls.write_private(path, token.encode())
+    group = path.parent.stat().st_gid
+    if path.stat().st_gid != group:
+        os.chown(path, -1, group)
+    path.chmod(0o640)
     return path
 
 
