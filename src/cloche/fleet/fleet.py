@@ -209,7 +209,12 @@ class Fleet:
         for member in self.members.values():
             if member.remote.has(sandbox_id):
                 return member.node_id
-        return None
+        # Another replica may have placed it a moment ago, its node's event still on the
+        # way here: the placement (written before that replica answered) names the node.
+        placed = self.placements.get(sandbox_id)
+        if placed is None or placed.away or placed.node not in self.members:
+            return None
+        return placed.node if self.members[placed.node].remote.fetch(sandbox_id) else None
 
     def locate(self, sandbox_id: str) -> dict[str, Any]:
         """Where the sandbox is, for its API view: its node ("" when on none) and its last

@@ -182,6 +182,17 @@ class RemoteNode:
         """Whether the node holds the sandbox, as its events last said."""
         return sandbox_id in self._records
 
+    def fetch(self, sandbox_id: str) -> bool:
+        """Ask the node for a record its events have not brought yet (one another server
+        just made there); whether it holds the sandbox. Blocking: for the rare miss only."""
+        if sandbox_id in self._gone:
+            return False
+        try:
+            self._keep(wire.load(SandboxRecord, self._call_sync("GET", f"/v1/sandboxes/{sandbox_id}")))
+        except (SandboxNotFound, NodeUnreachable):  # not there, or the node does not answer: not held, as we know
+            return False
+        return True
+
     def list(self) -> list[SandboxRecord]:
         return [r for r in self._records.values() if not r.pooled]
 
