@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cloche.cluster.etcd import Etcd, EtcdUnavailable
 from cloche.cluster.membership import NodeEvent, NodeInfo, NodeWatcher
@@ -50,6 +50,7 @@ from cloche.scheduler.errors import NoCapacity
 from cloche.snapshots.gc import GcReport
 
 log = logging.getLogger("cloche.fleet")
+T = TypeVar("T")
 CREDENTIALS_DIR = "node-credentials"  # under the cluster dir, one file per node (written by `cloche node run`)
 DRAINING = "draining/"  # etcd: /cloche/draining/<node id> while a node is being drained
 REFRESH_S = 1.0  # how often the lost sandboxes and the draining set are read again
@@ -358,9 +359,23 @@ class Fleet:
         return await self._remote(sandbox_id).start_sandbox(sandbox_id)
 
     async def wake(self, sandbox_id: str) -> SandboxRecord:
+        """A running sandbox (as its node's events last said) costs no call to the node:
+        waking is on the path of every exec. Should the node have paused it meanwhile, the
+        exec that follows finds out and wakes it (`_awake`)."""
         if self.node_of(sandbox_id) is None:
             return await self._recover(sandbox_id)
-        return await self._remote(sandbox_id).wake(sandbox_id)
+        remote = self._remote(sandbox_id)
+        rec = remote.get(sandbox_id)
+        return rec if rec.state == "running" else await remote.wake(sandbox_id)
+
+    async def _awake(self, sandbox_id: str, call: Callable[[RemoteNode], Awaitable[T]]) -> T:
+        """`call` on the sandbox's node, waking it first if the node says it is not running."""
+        remote = self._remote(sandbox_id)
+        try:
+            return await call(remote)
+        except InvalidState:  # paused or stopped on the node meanwhile (a wake of a running one does nothing)
+            await remote.wake(sandbox_id)
+            return await call(remote)
 
     def touch(self, sandbox_id: str) -> None:
         self._remote(sandbox_id).touch(sandbox_id)
@@ -480,10 +495,10 @@ class Fleet:
         return self._remote(sandbox_id).files(sandbox_id)
 
     async def exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
-        return await self._remote(sandbox_id).exec(sandbox_id, request)
+        return await self._awake(sandbox_id, lambda r: r.exec(sandbox_id, request))
 
     async def open_exec(self, sandbox_id: str, request: ExecRequest) -> ExecStream:
-        return await self._remote(sandbox_id).open_exec(sandbox_id, request)
+        return await self._awake(sandbox_id, lambda r: r.open_exec(sandbox_id, request))
 
     async def signal(self, sandbox_id: str, pid: int, signo: int) -> int:
         return await self._remote(sandbox_id).signal(sandbox_id, pid, signo)

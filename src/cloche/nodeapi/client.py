@@ -47,6 +47,7 @@ from cloche.snapshots.gc import GcReport
 log = logging.getLogger("cloche.nodeapi")
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)  # hibernating a big sandbox takes a while
 RECONNECT_S = 0.5
+TOUCH_EVERY_S = 1.0
 
 
 class RemoteNode:
@@ -230,7 +231,13 @@ class RemoteNode:
         return await self._record(f"/v1/sandboxes/{sandbox_id}/wake")
 
     def touch(self, sandbox_id: str) -> None:
-        self.get(sandbox_id).last_active_at = time.time()
+        """Tell the node of activity, at most once a second per sandbox: the idle policy
+        counts in seconds, and an exec or file call marks the sandbox active on the node anyway."""
+        rec = self.get(sandbox_id)
+        now = time.time()
+        if now - rec.last_active_at < TOUCH_EVERY_S:
+            return
+        rec.last_active_at = now
         task = asyncio.get_running_loop().create_task(self._call("POST", f"/v1/sandboxes/{sandbox_id}/touch"))
         self._background.add(task)
         task.add_done_callback(self._done)
