@@ -6,6 +6,7 @@ and keeps them reachable, and the leader replica killed (another takes over)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from cloche.cluster.etcd import Etcd
 from cloche.cluster.local.process import tail
+from cloche.examples import memo_app
 from cloche.fleet.drain import undrain
 from tests.clustermode.conftest import CLUSTER_ENV, Cluster
 
@@ -196,3 +198,24 @@ def test_a_killed_leader_is_replaced_and_placements_and_checkpoints_go_on(cluste
                 sb.kill()
     finally:
         cluster.restart_replica(index)
+
+
+def test_restart_always_brings_a_lost_node_s_agent_back_without_a_request(cluster: Cluster) -> None:
+    with cluster.client(0) as c:
+        c.apps.deploy("keeper", **memo_app(), restart="always")
+        try:
+            c.agents("keeper")["alice"].invoke(json={"message": "remember the cat is called Tom"})
+            (agent,) = c.agents("keeper").list()
+            victim = node_of(cluster, agent.sandbox_id)
+            os.kill(cluster.node(victim).child.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            try:
+                # nobody asks for it: the leader starts it on another node once the node is lost
+                wait_for("the agent running again elsewhere",
+                         lambda: api(cluster, f"/v1/sandboxes/{agent.sandbox_id}")["state"] == "running"
+                         and node_of(cluster, agent.sandbox_id) not in ("", victim), TTL + 60)  # fmt: skip
+            finally:
+                cluster.restart_node(victim)
+            recalled = c.agents("keeper")["alice"].invoke(json={"message": "recall"}).json()
+            assert "Tom" in json.dumps(recalled)
+        finally:
+            c.apps.delete("keeper", state=True)

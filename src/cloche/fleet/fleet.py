@@ -217,6 +217,10 @@ class Fleet:
             return None
         return placed.node if self.members[placed.node].remote.fetch(sandbox_id) else None
 
+    def lost_ids(self) -> list[str]:
+        """The sandboxes on no node now (their node was lost, or a drain parked them)."""
+        return list(self._lost)
+
     def locate(self, sandbox_id: str) -> dict[str, Any]:
         """Where the sandbox is, for its API view: its node ("" when on none) and its last
         loss of a node (`recovery`: when, the work lost, the checkpoint it resumed from)."""

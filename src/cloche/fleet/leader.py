@@ -7,6 +7,7 @@ leader in etcd (`cloche.cluster.election`); while its term lasts the leader
   snapshot is incremental: only chunks the store lacks are uploaded), so a sandbox whose
   node dies resumes elsewhere having lost at most one interval of work;
 - records a hibernated sandbox's snapshot as its checkpoint (nothing to upload);
+- brings back at once the lost instances of apps deployed with `restart: always`;
 - **drains** the nodes asked to (`cloche node drain`): each sandbox is hibernated with
   its files uploaded, removed from the node, and resumed on another node if it was
   running (else it resumes on its next wake); then the drain is marked done.
@@ -48,6 +49,7 @@ class Leader:
                     next_checkpoint = time.monotonic() + self.interval
                     await self.checkpoint_all()
                 await self.drain_requested()
+                await self.restart_lost()
             except (EtcdUnavailable, TimeoutError) as e:
                 log.warning("leader: etcd unavailable (%s)", e)
             except Exception:
@@ -79,6 +81,27 @@ class Leader:
                 return False
             self.fleet.placements.checkpointed(rec.id, member.node_id, manifest, taken_at)
             return True
+
+    # ---- restart: always --------------------------------------------------------------------
+
+    async def restart_lost(self) -> int:
+        """Bring back at once the lost instances of apps deployed with `restart: always`
+        (the others come back on their next request); how many were started."""
+        started = 0
+        for sandbox_id in self.fleet.lost_ids():
+            if self.fleet.node_of(sandbox_id) is None and self._always(sandbox_id):
+                try:
+                    await self.fleet.wake(sandbox_id)
+                    started += 1
+                except RuntimeFailure as e:
+                    log.warning("restart of %s failed (%s); trying again", sandbox_id, e)
+        return started
+
+    def _always(self, sandbox_id: str) -> bool:
+        rows = self.fleet.placements.store.query(
+            "SELECT a.spec FROM agents g JOIN apps a ON a.tenant_id = g.tenant_id AND a.name = g.app "
+            "WHERE g.sandbox_id = ?", (sandbox_id,))  # fmt: skip
+        return bool(rows) and json.loads(rows[0][0]).get("restart") == "always"
 
     # ---- drains --------------------------------------------------------------------------
 

@@ -314,6 +314,9 @@ class AppDeploy(Strict):
     idle: IdleBody | None = None
     max_concurrency: int = Field(1, ge=1, le=1024, description="concurrent invocations per key")
     startup_timeout_s: float = Field(30, gt=0, le=600)
+    restart: Literal["on_request", "always"] = Field(
+        "on_request", description="in a cluster, when an instance whose node was lost comes back: on its next "
+        "request, or at once (always)")
 
 
 class AppOut(BaseModel):

@@ -39,6 +39,7 @@ def deploy_app(
     idle: IdlePolicy | Mapping[str, float | None] | None = None,
     max_concurrency: int | None = None,
     startup_timeout_s: float | None = None,
+    restart: str | None = None,
 ) -> Call[App]:
     """``PUT /v1/apps/{app}``: deploy or redeploy; only the fields given are sent."""
     if isinstance(command, str):
@@ -54,6 +55,7 @@ def deploy_app(
         idle=idle_body(idle),
         max_concurrency=max_concurrency,
         startup_timeout_s=startup_timeout_s,
+        restart=restart,
     )
     return Call("PUT", _app(name), parse_json(App), json=body)
 

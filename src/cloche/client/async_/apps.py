@@ -40,6 +40,7 @@ class AsyncApps:
         idle: IdlePolicy | Mapping[str, float | None] | None = None,
         max_concurrency: int | None = None,
         startup_timeout_s: float | None = None,
+        restart: str | None = None,
         cpu: float | None = None,
         memory_mb: int | None = None,
         disk_mb: int | None = None,
@@ -58,6 +59,7 @@ class AsyncApps:
             idle=idle,
             max_concurrency=max_concurrency,
             startup_timeout_s=startup_timeout_s,
+            restart=restart,
         )
         return await self._client._call(call)
 

@@ -27,6 +27,7 @@ class AppSpec(ApiModel):
     idle: IdlePolicy | None = None
     max_concurrency: int = 1
     startup_timeout_s: float = 30
+    restart: str = Field("on_request", description='In a cluster, "always" brings a lost node\'s agents back at once.')
 
 
 class App(ApiModel):

@@ -40,6 +40,7 @@ class Apps:
         idle: IdlePolicy | Mapping[str, float | None] | None = None,
         max_concurrency: int | None = None,
         startup_timeout_s: float | None = None,
+        restart: str | None = None,
         cpu: float | None = None,
         memory_mb: int | None = None,
         disk_mb: int | None = None,
@@ -63,6 +64,8 @@ class Apps:
             max_concurrency: Invocations delivered at once to one agent (default 1: in
                 order, one at a time).
             startup_timeout_s: How long to wait for the agent's socket (default 30).
+            restart: In a cluster, when an instance whose node was lost comes back:
+                ``"on_request"`` (default, on its next invoke) or ``"always"`` (at once).
             cpu: CPU cores per agent.
             memory_mb: Memory limit per agent in MiB.
             disk_mb: Disk quota per agent in MiB.
@@ -84,6 +87,7 @@ class Apps:
             idle=idle,
             max_concurrency=max_concurrency,
             startup_timeout_s=startup_timeout_s,
+            restart=restart,
         )
         return self._client._call(call)
 
