@@ -206,6 +206,8 @@ def test_restart_always_brings_a_lost_node_s_agent_back_without_a_request(cluste
         try:
             c.agents("keeper")["alice"].invoke(json={"message": "remember the cat is called Tom"})
             (agent,) = c.agents("keeper").list()
+            remembered = time.time()
+            wait_for("a checkpoint", lambda: checkpoint_at(cluster, agent.sandbox_id) > remembered, 10 * INTERVAL)
             victim = node_of(cluster, agent.sandbox_id)
             os.kill(cluster.node(victim).child.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
             try:

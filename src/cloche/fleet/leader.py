@@ -48,6 +48,8 @@ class Leader:
                 if time.monotonic() >= next_checkpoint:
                     next_checkpoint = time.monotonic() + self.interval
                     await self.checkpoint_all()
+                else:
+                    await self.checkpoint_all(only_new=True)
                 await self.drain_requested()
                 await self.restart_lost()
             except (EtcdUnavailable, TimeoutError) as e:
@@ -58,9 +60,13 @@ class Leader:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
-    async def checkpoint_all(self) -> int:
-        """Checkpoint every running sandbox on every live node; how many were taken."""
-        jobs = [(m, r) for m in list(self.fleet.members.values()) for r in m.remote.list()]
+    async def checkpoint_all(self, only_new: bool = False) -> int:
+        """Checkpoint every running sandbox on every live node (`only_new`: those that have
+        none yet, so a sandbox lost in its first interval does not lose its setup); how
+        many were taken."""
+        new = self.fleet.placements.unchecked() if only_new else None
+        jobs = [(m, r) for m in list(self.fleet.members.values()) for r in m.remote.list()
+                if new is None or r.id in new]  # fmt: skip
         done = await asyncio.gather(*(self._checkpoint(m, r) for m, r in jobs))
         return sum(done)
 

@@ -107,6 +107,11 @@ class PlacementTable:
         """The nodes that live placements name."""
         return {str(r[0]) for r in self.store.query("SELECT DISTINCT node FROM placements WHERE state = 'live'")}
 
+    def unchecked(self) -> set[str]:
+        """The live sandboxes with no checkpoint yet."""
+        rows = self.store.query("SELECT sandbox_id FROM placements WHERE state = 'live' AND checkpoint IS NULL")
+        return {str(r[0]) for r in rows}
+
     def eventful(self) -> list[Placement]:
         """The placements away from any node now, or that ever lost their node."""
         return self._select("WHERE state <> 'live' OR lost_at IS NOT NULL")
