@@ -61,7 +61,7 @@ class Cluster:
         """What the launcher gave its children: the shared database, state and S3."""
         assert self.local.postgres is not None and self.local.weed is not None
         dsn, weed = self.local.postgres.dsn, self.local.weed
-        return {**os.environ, "CLOCHE_DATABASE_URL": dsn, "CLOCHE_STATE_DSN": dsn,
+        return {**os.environ, **CLUSTER_ENV, "CLOCHE_DATABASE_URL": dsn, "CLOCHE_STATE_DSN": dsn,
                 "CLOCHE_BLOB_URL": weed.bucket(BUCKET, exist_ok=True), **weed.credentials()}  # fmt: skip
 
     def restart_node(self, node_id: str) -> None:
@@ -101,16 +101,31 @@ class ClusterServer(Api):
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[Cluster]:
+def cluster_environ() -> Iterator[None]:
+    """CLUSTER_ENV while the cluster's processes start (they copy the environment), and
+    only then: the tests that run after these must not inherit it (networking off)."""
     saved = {k: os.environ.get(k) for k in CLUSTER_ENV}
     os.environ.update(CLUSTER_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def running_cluster() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="cloche-cluster-", dir="/var/tmp"))  # PostgreSQL's user must reach it
     root.chmod(0o755)
     local = LocalCluster(Options(nodes=3, port=0, data_dir=root, pool_size=0), event=print)
     loop = LoopThread()
     front = Front([("127.0.0.1", r.port) for r in local.replicas])
     try:
-        local.start()
+        with cluster_environ():
+            local.start()
         loop.run(front.start("127.0.0.1", 0))
         yield Cluster(local, front.port)
     finally:
@@ -123,16 +138,11 @@ def running_cluster() -> Iterator[Cluster]:
             (keep / log.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy(log, keep / log.parent.name / log.name)
         shutil.rmtree(root, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
-    """The cluster the suites share."""
+    """The cluster the suites share, stopped when they are done (before the leak check)."""
     with running_cluster() as c:
         yield c
 
@@ -145,7 +155,7 @@ def isolated_cluster() -> Iterator[Cluster]:
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(cluster: Cluster) -> ClusterServer:
     return ClusterServer(cluster)
 

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cloche.cluster.local.weed import WeedS3
 from cloche.snapshots import tree
 from cloche.snapshots.blobstore import CachedBlobStore, S3BlobStore, open_store
-from cloche.snapshots.store import SnapshotStore, WriteStats
+from cloche.snapshots.store import SnapshotCorrupt, SnapshotStore, WriteStats
 
 pytestmark = pytest.mark.offline  # a weed server on loopback; no node, no sandbox
 
@@ -114,3 +114,22 @@ def test_the_server_checks_each_upload_and_hands_its_checksum_to_every_reader(s3
     with pytest.raises(ClientError, match="BadDigest"):
         store.remote.s3.put_object(Bucket="checksums", Key="cloche/chunks/bad", Body=payload[1:], ChecksumCRC32=crc)
     assert not store.has("chunks/bad")
+
+
+def test_a_torn_cached_chunk_is_fetched_again_from_s3(s3_server, tmp_path):
+    """The node's chunk cache is not fsynced (a wake would wait on a flush per chunk): a
+    copy torn by a crash fails its hash check and is replaced from S3, never restored."""
+    store = SnapshotStore(open_store(s3_server.bucket("torn"), tmp_path / "blobs"))
+    cache = store.blobs.cache  # type: ignore[attr-defined]
+    assert not cache.durable
+    data = os.urandom(300_000)
+    with store.writer(WriteStats()) as writer:
+        digest = writer.put(data)
+    torn = cache._path(f"chunks/{digest}")
+    torn.write_bytes(torn.read_bytes()[:1000])  # what a crash before the flush can leave
+    assert store.get_chunk(digest) == data
+    assert store.blobs.get(f"chunks/{digest}") == torn.read_bytes() != b""  # the cache holds the whole copy again
+    _remote(store).delete(f"chunks/{digest}")
+    torn.write_bytes(b"garbage")
+    with pytest.raises(SnapshotCorrupt, match="missing"):  # torn here and gone there: refused, not restored
+        store.get_chunk(digest)

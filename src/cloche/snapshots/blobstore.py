@@ -26,6 +26,10 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def refetch(self, key: str) -> bytes:
+        """The blob again from where it is kept for good, for a copy that failed its check
+        (a cached copy is replaced; a store without a cache can only read it again)."""
+
     def delete(self, key: str) -> None: ...
 
     def list(self, prefix: str) -> Iterator[tuple[str, float]]:
@@ -33,8 +37,13 @@ class BlobStore(Protocol):
 
 
 class LocalBlobStore:
-    def __init__(self, root: Path) -> None:
+    """`durable`: each blob is fsynced before it is renamed into place. A cache is not:
+    its copies can be fetched again, and a torn one fails its chunk's hash check and is
+    (`CachedBlobStore.refetch`), so a wake does not wait on a disk flush per chunk."""
+
+    def __init__(self, root: Path, durable: bool = True) -> None:
         self.root = root
+        self.durable = durable
         root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
@@ -52,8 +61,9 @@ class LocalBlobStore:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.rename(tmp, path)
 
     def get(self, key: str) -> bytes:
@@ -61,6 +71,9 @@ class LocalBlobStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(key) from None
+
+    def refetch(self, key: str) -> bytes:
+        return self.get(key)
 
     def delete(self, key: str) -> None:
         try:
@@ -132,6 +145,9 @@ class S3BlobStore:
         except self.s3.exceptions.NoSuchKey:
             raise BlobNotFound(key) from None
 
+    def refetch(self, key: str) -> bytes:
+        return self.get(key)
+
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
 
@@ -167,6 +183,11 @@ class CachedBlobStore:
         self.cache.put(key, data)
         return data
 
+    def refetch(self, key: str) -> bytes:
+        data = self.remote.get(key)
+        self.cache.put(key, data)
+        return data
+
     def delete(self, key: str) -> None:
         self.remote.delete(key)
         self.cache.delete(key)
@@ -187,5 +208,5 @@ def open_store(url: str, default_root: Path) -> LocalBlobStore | CachedBlobStore
         query = parse_qs(parsed.query)
         remote = S3BlobStore(parsed.netloc, endpoint=query.get("endpoint", [None])[0],
                              prefix=parsed.path, region=query.get("region", ["us-east-1"])[0])  # fmt: skip
-        return CachedBlobStore(remote, LocalBlobStore(default_root / "s3-cache"))
+        return CachedBlobStore(remote, LocalBlobStore(default_root / "s3-cache", durable=False))
     raise ValueError(f"unsupported blob store URL {url!r} (use local, file:///dir or s3://bucket)")

@@ -90,17 +90,19 @@ class SnapshotStore:
             yield ahead.popleft().result()
 
     def get_chunk(self, digest: str) -> bytes:
+        """The chunk's bytes, checked against its digest; a copy that fails the check is
+        fetched once more from where it is kept for good (a node's cache may hold a torn one)."""
+        key, missing = f"chunks/{digest}", f"chunk {digest} is missing from the blob store"
         try:
-            blob = self.blobs.get(f"chunks/{digest}")
+            return _checked(digest, self.blobs.get(key))
         except BlobNotFound:
-            raise SnapshotCorrupt(f"chunk {digest} is missing from the blob store") from None
+            raise SnapshotCorrupt(missing) from None
+        except SnapshotCorrupt:
+            pass
         try:
-            data = zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 26)
-        except zstandard.ZstdError as exc:
-            raise SnapshotCorrupt(f"chunk {digest} does not decompress: {exc}") from None
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise SnapshotCorrupt(f"chunk {digest} failed its hash check")
-        return data
+            return _checked(digest, self.blobs.refetch(key))
+        except BlobNotFound:
+            raise SnapshotCorrupt(missing) from None
 
     def forget(self, digests: set[str]) -> None:
         with self._lock:
@@ -170,3 +172,13 @@ class ChunkWriter:
             error = future.exception()
             if error is not None and exc is None:
                 raise error
+
+
+def _checked(digest: str, blob: bytes) -> bytes:
+    try:
+        data = zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 26)
+    except zstandard.ZstdError as exc:
+        raise SnapshotCorrupt(f"chunk {digest} does not decompress: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise SnapshotCorrupt(f"chunk {digest} failed its hash check")
+    return data
