@@ -44,6 +44,7 @@ from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
+from cloche.nodeapi.auth import published_credential
 from cloche.nodeapi.client import RemoteNode
 from cloche.nodeapi.tls import CA_CERT
 from cloche.scheduler.errors import NoCapacity
@@ -51,7 +52,6 @@ from cloche.snapshots.gc import GcReport
 
 log = logging.getLogger("cloche.fleet")
 T = TypeVar("T")
-CREDENTIALS_DIR = "node-credentials"  # under the cluster dir, one file per node (written by `cloche node run`)
 DRAINING = "draining/"  # etcd: /cloche/draining/<node id> while a node is being drained
 REFRESH_S = 1.0  # how often the lost sandboxes and the draining set are read again
 MEMORY_PER_SANDBOX_MB = 512  # for ranking nodes by room: a node's memory over this is its sandbox room
@@ -135,7 +135,7 @@ class Fleet:
             self._joining.discard(node_id)
 
     async def _connect(self, node_id: str, info: NodeInfo) -> None:
-        credential = (self.cluster_dir / CREDENTIALS_DIR / node_id).read_text().strip()
+        credential = published_credential(self.cluster_dir, node_id)
         remote = RemoteNode(info.address, credential, self.cluster_dir / CA_CERT)
         try:
             await remote.start()
@@ -210,6 +210,8 @@ class Fleet:
         for member in self.members.values():
             if member.remote.has(sandbox_id):
                 return member.node_id
+        if sandbox_id in self._lost:  # known to be on no node (list() asks this every scheduler tick)
+            return None
         # Another replica may have placed it a moment ago, its node's event still on the
         # way here: the placement (written before that replica answered) names the node.
         placed = self.placements.get(sandbox_id)
@@ -226,10 +228,14 @@ class Fleet:
         loss of a node (`recovery`: when, the work lost, the checkpoint it resumed from)."""
         return {"node": self.node_of(sandbox_id) or "", "recovery": self._recovery.get(sandbox_id)}
 
-    def _remote(self, sandbox_id: str) -> RemoteNode:
+    def _holder(self, sandbox_id: str) -> RemoteNode | None:
         node = self.node_of(sandbox_id)
-        if node is not None:
-            return self.members[node].remote
+        return None if node is None else self.members[node].remote
+
+    def _remote(self, sandbox_id: str) -> RemoteNode:
+        remote = self._holder(sandbox_id)
+        if remote is not None:
+            return remote
         if sandbox_id in self._lost:
             raise InvalidState(f"sandbox {sandbox_id} was on a node that was lost; wake it to resume it "
                                "from its last checkpoint")  # fmt: skip
@@ -268,16 +274,16 @@ class Fleet:
         return all(m.remote.networking for m in self.members.values()) if self.members else True
 
     def get(self, sandbox_id: str) -> SandboxRecord:
-        node = self.node_of(sandbox_id)
-        if node is not None:
-            return self.members[node].remote.get(sandbox_id)
+        remote = self._holder(sandbox_id)
+        if remote is not None:
+            return remote.get(sandbox_id)
         if sandbox_id in self._lost:
             return self._lost[sandbox_id]
         raise SandboxNotFound(f"sandbox {sandbox_id} not found")
 
     async def current(self, sandbox_id: str) -> SandboxRecord:
-        node = self.node_of(sandbox_id)
-        return self.get(sandbox_id) if node is None else await self.members[node].remote.current(sandbox_id)
+        remote = self._holder(sandbox_id)
+        return self.get(sandbox_id) if remote is None else await remote.current(sandbox_id)
 
     def list(self) -> list[SandboxRecord]:
         held = [r for m in self.members.values() for r in m.remote.list()]
@@ -346,11 +352,11 @@ class Fleet:
             return rec
 
     async def kill(self, sandbox_id: str) -> None:
-        node = self.node_of(sandbox_id)
-        if node is None and sandbox_id not in self._lost:
+        remote = self._holder(sandbox_id)
+        if remote is None and sandbox_id not in self._lost:
             raise SandboxNotFound(f"sandbox {sandbox_id} not found")
-        if node is not None:
-            await self.members[node].remote.kill(sandbox_id)
+        if remote is not None:
+            await remote.kill(sandbox_id)
         self.placements.forget(sandbox_id)
         self._lost.pop(sandbox_id, None)
 
@@ -358,17 +364,16 @@ class Fleet:
         return await self._remote(sandbox_id).stop(sandbox_id)
 
     async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
-        if self.node_of(sandbox_id) is None:
-            return await self._recover(sandbox_id)
-        return await self._remote(sandbox_id).start_sandbox(sandbox_id)
+        remote = self._holder(sandbox_id)
+        return await self._recover(sandbox_id) if remote is None else await remote.start_sandbox(sandbox_id)
 
     async def wake(self, sandbox_id: str) -> SandboxRecord:
         """A running sandbox (as its node's events last said) costs no call to the node:
         waking is on the path of every exec. Should the node have paused it meanwhile, the
         exec that follows finds out and wakes it (`_awake`)."""
-        if self.node_of(sandbox_id) is None:
+        remote = self._holder(sandbox_id)
+        if remote is None:
             return await self._recover(sandbox_id)
-        remote = self._remote(sandbox_id)
         rec = remote.get(sandbox_id)
         return rec if rec.state == "running" else await remote.wake(sandbox_id)
 
