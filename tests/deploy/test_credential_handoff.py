@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cloche.nodeapi.agent import publish_credential
+from cloche.nodeapi.auth import publish_credential
 
 SERVERS_GID = 65532
 

@@ -30,7 +30,7 @@ from cloche.fleet.drain import undrain
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
 from cloche.nodeapi import tls
-from cloche.nodeapi.auth import CREDENTIAL, Credentials
+from cloche.nodeapi.auth import CREDENTIAL, Credentials, publish_credential
 from cloche.nodeapi.instances import InstanceGuard
 from cloche.nodeapi.server import create_app
 from cloche.server.node_settings import node_config
@@ -38,26 +38,11 @@ from cloche.state.service import StateService
 from cloche.store.db import Store
 
 API_DIR = "nodeapi"  # under the node's data dir: its certificate, key and credentials
-CREDENTIALS_DIR = "node-credentials"  # under the cluster dir: each node's newest credential
 NODE_ID = "node-id"  # under API_DIR: the node's id in its cluster, for `rotate`
 
 
 def api_dir(data_dir: Path) -> Path:
     return data_dir.resolve() / API_DIR
-
-
-def publish_credential(cluster_dir: Path, node_id: str, token: str) -> Path:
-    """Where the server replicas read the credential that reaches node `node_id`: mode
-    0640 with the directory's group, so replicas that run as another user read it when
-    that group is theirs (deploy/); the directory is made 0700 when missing."""
-    path = cluster_dir / CREDENTIALS_DIR / node_id
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tls.write_private(path, token.encode())
-    group = path.parent.stat().st_gid
-    if path.stat().st_gid != group:
-        os.chown(path, -1, group)
-    path.chmod(0o640)
-    return path
 
 
 @dataclass(frozen=True)

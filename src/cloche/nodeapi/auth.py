@@ -24,6 +24,7 @@ from cloche.nodeapi.tls import write_private
 
 CREDENTIALS = "credentials.json"  # digests of the valid credentials, with their end of validity
 CREDENTIAL = "credential"  # the newest credential itself, for handing to the control plane
+PUBLISHED = "node-credentials"  # under the cluster dir: each node's newest credential, for the server replicas
 
 
 def _digest(token: str) -> str:
@@ -80,6 +81,25 @@ class Credentials:
         for valid, not_after in self._valid:
             ok |= hmac.compare_digest(digest, valid) and (not_after is None or now < not_after)
         return ok
+
+
+def publish_credential(cluster_dir: Path, node_id: str, token: str) -> Path:
+    """Where the server replicas read the credential that reaches node `node_id`: mode
+    0640 with the directory's group, so replicas that run as another user read it when
+    that group is theirs (deploy/); the directory is made 0700 when missing."""
+    path = cluster_dir / PUBLISHED / node_id
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, token.encode())
+    group = path.parent.stat().st_gid
+    if path.stat().st_gid != group:
+        os.chown(path, -1, group)
+    path.chmod(0o640)
+    return path
+
+
+def published_credential(cluster_dir: Path, node_id: str) -> str:
+    """The credential node `node_id` published for the replicas (`publish_credential`)."""
+    return (cluster_dir / PUBLISHED / node_id).read_text().strip()
 
 
 class BearerAuth:
