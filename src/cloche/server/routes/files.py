@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -42,14 +43,16 @@ async def read_file(sandbox_id: str, path: PathParam, request: Request,
                              headers={"Content-Length": str(size)})  # fmt: skip
 
 
-async def _first(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """The file as long as it was when the answer began (a log still being written grows)."""
+async def _first(chunks: AsyncGenerator[bytes], size: int) -> AsyncIterator[bytes]:
+    """The file as long as it was when the answer began (a log still being written grows);
+    the reader is closed as soon as that much has gone, not left to the garbage collector."""
     left = size
-    async for chunk in chunks:
-        if left <= 0:
-            break
-        yield chunk[:left]
-        left -= len(chunk)
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            yield chunk[:left]
+            left -= len(chunk)
+            if left <= 0:
+                return
 
 
 @router.put("/{sandbox_id}/files", response_model=WriteResult)
