@@ -11,8 +11,10 @@ import signal
 import time
 
 import httpx
-from cluster_rig import Rig, wait_for
+from cluster_rig import Rig
 from results import Goal, Result, env_int, latency_results, log
+
+from cloche.cluster.local.process import wait_for
 
 T_FAILOVER = "Cluster mode: failover after kill -9 of a node"
 MARK = "written before the crash"
@@ -34,7 +36,7 @@ def _trial(rig: Rig, http: httpx.Client) -> tuple[float, str, str]:
         r = http.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", f"echo -n '{MARK}' > /workspace/mark"]})
         r.raise_for_status()
         written = time.time()
-        wait_for("a checkpoint after the write", lambda: rig.checkpoint_at(sid) > written, 60)
+        wait_for("a checkpoint after the write", lambda: rig.local.checkpoint_at(sid) > written, 60)
         victim = rig.node_of(http, sid)
         agent = next(a for a in rig.local.nodes if a.name == victim)
         assert agent.child is not None

@@ -10,12 +10,14 @@ every chunk comes from S3.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
-from cluster_rig import Rig, environ
+from cluster_rig import Rig
 from results import Goal, Result, env_int, latency_results, log
 from runtime_bench import Node, StepTimer, slug
 from server import DATA_PARENT
@@ -70,7 +72,7 @@ async def resume_results(rig: Rig) -> list[Result]:
     assert rig.local.weed is not None
     local_dir = Path(tempfile.mkdtemp(prefix="cloche-bench-blobs-", dir=DATA_PARENT))
     try:
-        with environ(rig.local.weed.credentials()):  # what this process's S3 client signs with
+        with mock.patch.dict(os.environ, rig.local.weed.credentials()):  # what this process's S3 client signs with
             log(f"cluster: resume {size_mb} MB on another node from a file:// store, {n} times")
             local, local_steps = await _resume_times("file", f"file://{local_dir}", size_mb, n)
             log(f"cluster: resume {size_mb} MB on another node from S3, {n} times")

@@ -10,17 +10,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from unittest import mock
 
 import httpx
-import psycopg
 from results import OWN_NODE_KEYS, env_float, log
 from server import DATA_PARENT, UNLIMITED
 
 from cloche.cluster.local.launcher import LocalCluster, Options
+from cloche.cluster.local.process import wait_for
 from cloche.node.config import node_key
 
 NODES = 3
@@ -59,47 +59,11 @@ class Rig:
     def live_nodes(self, http: httpx.Client) -> set[str]:
         return {n["id"] for n in http.get("/v1/nodes").json()["items"] if n["state"] == "ready"}
 
-    def checkpoint_at(self, sandbox_id: str) -> float:
-        """When the leader last checkpointed the sandbox to S3 (0: never)."""
-        assert self.local.postgres is not None
-        with psycopg.connect(self.local.postgres.dsn) as conn:
-            row = conn.execute("SELECT checkpoint_at FROM placements WHERE sandbox_id = %s", (sandbox_id,)).fetchone()
-        return float(row[0]) if row and row[0] is not None else 0.0
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
-    """The first truthy `check()`; exceptions count as not yet."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - reported if it never passes
-            last = e
-        time.sleep(every)
-    raise TimeoutError(f"{what} did not happen within {timeout:g} s (last: {last!r})")
-
-
-@contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    """`values` in os.environ (which children and this process's clients read) for the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager
 def cluster() -> Iterator[Rig]:
-    with environ(settings()):
+    with mock.patch.dict(os.environ, settings()):
         yield from _cluster()
 
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 
 import pytest
 
@@ -73,19 +74,10 @@ def mark_offline(items: list[pytest.Item], directory: Path, *, but: tuple[str, .
 @contextlib.contextmanager
 def _pointed_at(inet: FakeInternet) -> Iterator[None]:
     """Every node and server this process starts (and its children) routes out through ``inet``."""
-    saved = {k: os.environ.get(k) for k in ("CLOCHE_NETWORK_UPLINK", "CLOCHE_NETWORK_DNS",
-                                            "CLOCHE_EGRESS_UPSTREAM_CA_FILE")}  # fmt: skip
-    os.environ["CLOCHE_NETWORK_UPLINK"] = inet.uplink
-    os.environ["CLOCHE_NETWORK_DNS"] = inet.dns
-    os.environ["CLOCHE_EGRESS_UPSTREAM_CA_FILE"] = str(inet.ca_pem_path)  # secure.test's CA, for the egress proxy
-    try:
+    with mock.patch.dict(os.environ, {"CLOCHE_NETWORK_UPLINK": inet.uplink, "CLOCHE_NETWORK_DNS": inet.dns,
+                                      # secure.test's CA, for the egress proxy
+                                      "CLOCHE_EGRESS_UPSTREAM_CA_FILE": str(inet.ca_pem_path)}):  # fmt: skip
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -101,22 +102,6 @@ class ClusterServer(Api):
 
 
 @contextlib.contextmanager
-def cluster_environ() -> Iterator[None]:
-    """CLUSTER_ENV while the cluster's processes start (they copy the environment), and
-    only then: the tests that run after these must not inherit it (networking off)."""
-    saved = {k: os.environ.get(k) for k in CLUSTER_ENV}
-    os.environ.update(CLUSTER_ENV)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextlib.contextmanager
 def running_cluster() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="cloche-cluster-", dir="/var/tmp"))  # PostgreSQL's user must reach it
     root.chmod(0o755)
@@ -124,8 +109,8 @@ def running_cluster() -> Iterator[Cluster]:
     loop = LoopThread()
     front = Front([("127.0.0.1", r.port) for r in local.replicas])
     try:
-        with cluster_environ():
-            local.start()
+        with mock.patch.dict(os.environ, CLUSTER_ENV):  # only while its processes start (they copy it): the
+            local.start()  # tests after these, in the same process, must not inherit networking off
         loop.run(front.start("127.0.0.1", 0))
         yield Cluster(local, front.port)
     finally:

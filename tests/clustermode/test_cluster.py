@@ -13,15 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from cloche.cluster.etcd import Etcd
-from cloche.cluster.local.process import tail
+from cloche.cluster.local.process import tail, wait_for
 from cloche.examples import memo_app
 from cloche.fleet.drain import undrain
 from tests.clustermode.conftest import CLUSTER_ENV, Cluster
@@ -36,20 +34,6 @@ def cluster(isolated_cluster: Cluster) -> Cluster:
     """These tests kill and cut things: a cluster of this module's own."""
     return isolated_cluster
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - reported if it never passes
-            last = e
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout} s (last: {last!r})")
-
-
 def api(cluster: Cluster, path: str, replica: int = 0) -> Any:
     r = httpx.get(cluster.url(replica) + path, headers={"Authorization": f"Bearer {cluster.key}"}, timeout=30)
     r.raise_for_status()
@@ -58,12 +42,6 @@ def api(cluster: Cluster, path: str, replica: int = 0) -> Any:
 
 def node_of(cluster: Cluster, sandbox_id: str, replica: int = 0) -> str:
     return str(api(cluster, f"/v1/sandboxes/{sandbox_id}", replica)["node"])
-
-
-def checkpoint_at(cluster: Cluster, sandbox_id: str) -> float:
-    with psycopg.connect(cluster.local.postgres.dsn) as conn:  # type: ignore[union-attr]
-        row = conn.execute("SELECT checkpoint_at FROM placements WHERE sandbox_id = %s", (sandbox_id,)).fetchone()
-    return float(row[0]) if row and row[0] is not None else 0.0
 
 
 def test_nodes_are_listed_and_sandboxes_spread_over_them(cluster: Cluster) -> None:
@@ -91,7 +69,7 @@ def test_a_killed_node_s_sandboxes_resume_elsewhere_with_every_acknowledged_writ
         victim = node_of(cluster, sb.id)
         sb.files.write("/workspace/notes.txt", b"written before the crash")
         written = time.time()
-        wait_for("a checkpoint after the write", lambda: checkpoint_at(cluster, sb.id) > written, 10 * INTERVAL)
+        wait_for("a checkpoint after the write", lambda: cluster.local.checkpoint_at(sb.id) > written, 10 * INTERVAL)
         acknowledged: list[str] = []
         stop = threading.Event()
 
@@ -193,7 +171,8 @@ def test_a_killed_leader_is_replaced_and_placements_and_checkpoints_go_on(cluste
             try:
                 assert sb.exec("echo placed").stdout == "placed\n"
                 since = time.time()
-                wait_for("a checkpoint by the new leader", lambda: checkpoint_at(cluster, sb.id) > since, 10 * INTERVAL)
+                wait_for("a checkpoint by the new leader", lambda: cluster.local.checkpoint_at(sb.id) > since,
+                         10 * INTERVAL)
             finally:
                 sb.kill()
     finally:
@@ -207,7 +186,7 @@ def test_restart_always_brings_a_lost_node_s_agent_back_without_a_request(cluste
             c.agents("keeper")["alice"].invoke(json={"message": "remember the cat is called Tom"})
             (agent,) = c.agents("keeper").list()
             remembered = time.time()
-            wait_for("a checkpoint", lambda: checkpoint_at(cluster, agent.sandbox_id) > remembered, 10 * INTERVAL)
+            wait_for("a checkpoint", lambda: cluster.local.checkpoint_at(agent.sandbox_id) > remembered, 10 * INTERVAL)
             victim = node_of(cluster, agent.sandbox_id)
             os.kill(cluster.node(victim).child.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
             try:

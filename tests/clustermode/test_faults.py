@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from cloche.cluster.local.node import NodeAgent
-from cloche.cluster.local.process import free_ports
+from cloche.cluster.local.process import free_ports, wait_for
 from tests.cluster.history import History
 from tests.cluster.relay import Relay
 from tests.clustermode.conftest import Cluster
-from tests.clustermode.test_cluster import api, checkpoint_at, node_of, wait_for
+from tests.clustermode.test_cluster import api, node_of
 
 # Each instance of the sandbox appends "<instance id> <time>" every 50 ms while it runs;
 # on_resume starts a new instance (with a new id) whenever the sandbox is started again.
@@ -116,7 +116,7 @@ def test_a_partitioned_node_fences_before_another_node_serves_its_sandbox(
             sb.exec(START_BEAT)
             wait_for("heartbeats", lambda: sb.files.read("/workspace/beats").count(b"\n") > 5, 30)
             since = time.time()
-            wait_for("a checkpoint", lambda: checkpoint_at(cluster, sb.id) > since, 30)
+            wait_for("a checkpoint", lambda: cluster.local.checkpoint_at(sb.id) > since, 30)
             upper = Path("/run/cloche") / _key(agent) / sb.id / "disk" / "upper" / "workspace" / "beats"
 
             relay.cut()  # node-p still runs and answers the servers, but cannot renew its lease

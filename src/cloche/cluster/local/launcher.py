@@ -29,6 +29,8 @@ from cloche.cluster.local.process import MissingService, free_ports
 from cloche.cluster.local.replica import ServerReplica
 from cloche.cluster.local.table import Display
 from cloche.cluster.local.weed import WeedS3, weed_binary
+from cloche.fleet.placements import PlacementTable
+from cloche.store.db import Store
 
 BUCKET = "cloche"
 REPLICAS = 2
@@ -77,6 +79,7 @@ class LocalCluster:
         self.nodes = [NodeAgent(f"node-{i + 1}", regions[i % len(regions)], self.root / f"node-{i + 1}",
                                 ports[REPLICAS + i]) for i in range(options.nodes)]  # fmt: skip
         self._reported: set[str] = set()
+        self._placements: PlacementTable | None = None
 
     @property
     def admin_key(self) -> Path:
@@ -144,8 +147,19 @@ class LocalCluster:
                 out.append(f"{proc.name} exited with {proc.child.proc.returncode} (log: {proc.child.log})")
         return out
 
+    def checkpoint_at(self, sandbox_id: str) -> float:
+        """When the leader last checkpointed the sandbox (0: never yet), as the servers'
+        placements record it: for tests and benchmarks that wait on a checkpoint."""
+        if self._placements is None:
+            assert self.postgres is not None, "the cluster has not started"
+            self._placements = PlacementTable(Store(self.postgres.dsn))
+        placed = self._placements.get(sandbox_id)
+        return 0.0 if placed is None or placed.checkpoint_at is None else placed.checkpoint_at
+
     def stop(self) -> None:
         """Stop whatever runs: servers, then nodes (their sandboxes per --on-shutdown), then S3, PostgreSQL, etcd."""
+        if self._placements is not None:
+            self._placements.store.close()
         steps: list[tuple[str, Callable[[], None]]] = [(r.name, r.stop) for r in self.replicas]
         crashed = [n for n in self.nodes if n.crashed()]
         steps += [(n.name, n.stop) for n in self.nodes if n not in crashed]

@@ -47,6 +47,23 @@ def tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
+    """The first truthy `check()` within `timeout` s, asked every `every` s; an exception
+    counts as not yet. TimeoutError names `what` and the last answer. For the tests and
+    benchmarks that drive a local cluster and wait on what it does."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - reported if it never passes
+            last = e
+        time.sleep(every)
+    raise TimeoutError(f"{what} did not happen within {timeout:g} s (last: {last!r})")
+
+
 class Child:
     """One child process in its own session (so a stop reaches its children too), its
     stdout and stderr appended to `log`."""
