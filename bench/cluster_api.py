@@ -18,9 +18,9 @@ from runtime_bench import Node, exec_true
 from server import BenchServer
 
 from cloche.examples import memo_app
-from cloche.fleet.fleet import CREDENTIALS_DIR
 from cloche.node.spec import SandboxSpec
 from cloche.nodeapi import tls
+from cloche.nodeapi.auth import published_credential
 from cloche.nodeapi.client import RemoteNode
 
 T_EXEC = "Cluster mode: exec and invoke through a remote node"
@@ -100,7 +100,7 @@ async def _node_hop(rig: Rig, n: int) -> list[Result]:
         try:
             node = next(a for a in rig.local.nodes if a.name == rig.node_of(http, sid))
             cluster_dir = rig.local.root / "cluster"
-            credential = (cluster_dir / CREDENTIALS_DIR / node.name).read_text().strip()
+            credential = published_credential(cluster_dir, node.name)
             remote = RemoteNode(f"https://127.0.0.1:{node.port}", credential, cluster_dir / tls.CA_CERT)
             await remote.start()
             try:
