@@ -65,7 +65,7 @@ class WeedS3:
             f"-s3.localSocket={self.root / 's3.sock'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         """Start weed and return once its S3 gateway answers an authenticated request."""
         self.child = Child("weed", self._argv(), self.root / "weed.log", cwd=self.root)
         probe = self.client(max_attempts=1)
