@@ -67,6 +67,7 @@ up: setup
 
 test: setup
 	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m tests.stale_runs
 	dsn=$$(scripts/postgres-test.sh) && export CLOCHE_TEST_PG_DSN=$$dsn && \
 	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests; parallel=$$?; \
 	$(PYTEST) -m serial tests; serial=$$?; \

@@ -25,7 +25,7 @@ from cloche.cluster.local.etcd import EtcdServer, etcd_binary
 from cloche.cluster.local.front import Front
 from cloche.cluster.local.node import NodeAgent
 from cloche.cluster.local.postgres import PostgresServer, postgres_bin
-from cloche.cluster.local.process import MissingService, free_ports
+from cloche.cluster.local.process import Cancelled, MissingService, free_ports
 from cloche.cluster.local.replica import ServerReplica
 from cloche.cluster.local.table import Display
 from cloche.cluster.local.weed import WeedS3, weed_binary
@@ -34,10 +34,6 @@ from cloche.store.db import Store
 
 BUCKET = "cloche"
 REPLICAS = 2
-
-
-class Cancelled(Exception):
-    """A stop was asked for while the cluster was still starting."""
 
 
 def missing_services() -> list[MissingService]:
@@ -97,10 +93,10 @@ class LocalCluster:
         self.event(f"etcd ready on {self.etcd.endpoint}")
         self._step()
         self.postgres = PostgresServer(self.root / "pg")
-        self.postgres.start()
+        self.postgres.start(cancelled=self.cancelled)
         self.event(f"PostgreSQL ready on 127.0.0.1:{self.postgres.port}")
         self._step()
-        self.weed = WeedS3(self.root / "weed")
+        self.weed = WeedS3(self.root / "weed", self.cancelled)
         blob_url = self.weed.bucket(BUCKET, exist_ok=True)
         self.event(f"SeaweedFS S3 ready on {self.weed.url}")
         env = {**os.environ, "CLOCHE_DATABASE_URL": self.postgres.dsn, "CLOCHE_STATE_DSN": self.postgres.dsn,
@@ -114,12 +110,12 @@ class LocalCluster:
             for node in batch:
                 node.spawn(cluster_dir, self.etcd.endpoint, env, self.options.on_shutdown, self.options.pool_size)
             for node in batch:
-                node.wait_ready()
+                node.wait_ready(cancelled=self.cancelled)
                 self.event(f"{node.name} ({node.region}) ready on 127.0.0.1:{node.port}")
         for replica in self.replicas:
             self._step()
             replica.spawn(cluster_dir, self.etcd.endpoint, env)
-            replica.wait_ready()
+            replica.wait_ready(cancelled=self.cancelled)
             self.event(f"{replica.name} ready on 127.0.0.1:{replica.port}")
         shutil.copyfile(self.replicas[0].admin_key, self.admin_key)
         self.admin_key.chmod(0o600)

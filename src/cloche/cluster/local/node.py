@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from cloche.cluster.local.process import Child
@@ -33,10 +34,10 @@ class NodeAgent:
                 "--pool-size", str(pool_size)]  # fmt: skip
         self.child = Child(self.name, argv, self.root / "node.log", env=env)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0, cancelled: threading.Event | None = None) -> None:
         """Return once the node API accepts connections."""
         assert self.child is not None
-        self.child.wait_ready(self.listening, timeout)
+        self.child.wait_ready(self.listening, timeout, cancelled)
 
     def listening(self) -> bool:
         try:

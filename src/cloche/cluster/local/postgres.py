@@ -13,6 +13,7 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class PostgresServer:
                 check=True, capture_output=True, **owner,
             )  # fmt: skip
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, cancelled: threading.Event | None = None) -> None:
         """Start the server and return once the database `cloche` accepts connections."""
         self._prepare()
         settings = {"listen_addresses": "127.0.0.1", "port": str(self.port), "unix_socket_directories": "",
@@ -74,7 +75,7 @@ class PostgresServer:
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]
         self.child = Child("PostgreSQL", argv, self.root / "postgres.log", **self._as_owner())
-        self.child.wait_ready(self._database_ready, timeout)
+        self.child.wait_ready(self._database_ready, timeout, cancelled)
 
     def _database_ready(self) -> bool:
         """Whether the server answers; creates the database the first time it does."""

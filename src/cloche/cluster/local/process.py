@@ -10,10 +10,15 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+
+class Cancelled(Exception):
+    """A stop was asked for while a process was still starting."""
 
 
 class MissingService(RuntimeError):
@@ -83,10 +88,14 @@ class Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
-        """Return once `ready()` holds; raise (and kill the process) if it exits or the time runs out."""
+    def wait_ready(self, ready: Callable[[], bool], timeout: float, cancelled: threading.Event | None = None) -> None:
+        """Return once `ready()` holds; raise (and kill the process) if it exits, the time
+        runs out, or `cancelled` is set (Cancelled: a stop was asked for meanwhile)."""
         deadline = time.monotonic() + timeout
         while not ready():
+            if cancelled is not None and cancelled.is_set():
+                self.kill()
+                raise Cancelled(f"{self.name} was stopped while starting")
             if not self.alive() or time.monotonic() > deadline:
                 why = f"exited with {self.proc.returncode}" if not self.alive() else f"not ready after {timeout:g} s"
                 self.kill()

@@ -6,6 +6,7 @@ replicas), with its data directory under the cluster's, ready once `GET /healthz
 from __future__ import annotations
 
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -31,10 +32,10 @@ class ServerReplica:
                 "--data-dir", str(self.root), "--cluster-dir", str(cluster_dir), "--etcd", etcd]  # fmt: skip
         self.child = Child(self.name, argv, self.root / "server.log", env=env)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0, cancelled: threading.Event | None = None) -> None:
         """Return once the replica answers `GET /healthz`."""
         assert self.child is not None
-        self.child.wait_ready(self.healthy, timeout)
+        self.child.wait_ready(self.healthy, timeout, cancelled)
 
     def healthy(self) -> bool:
         try:

@@ -13,10 +13,11 @@ import json
 import secrets
 import shutil
 import sysconfig
+import threading
 from pathlib import Path
 from typing import Any
 
-from cloche.cluster.local.process import Child, MissingService, free_ports
+from cloche.cluster.local.process import Cancelled, Child, MissingService, free_ports
 
 # weed names its gRPC unix sockets after the gRPC ports, in /tmp whatever TMPDIR says.
 _SOCKETS = ("master", "volume", "filer", "s3")
@@ -33,7 +34,7 @@ def weed_binary() -> str:
 class WeedS3:
     """One `weed server -s3` rooted at `root`; `url` is its S3 endpoint."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cancelled: threading.Event | None = None) -> None:
         self.root = root
         self.data = root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ class WeedS3:
         self.url = f"http://127.0.0.1:{self.s3}"
         self.binary = weed_binary()
         self.child: Child | None = None
-        self.start()
+        self.start(cancelled=cancelled)
 
     def _argv(self) -> list[str]:
         return [
@@ -65,8 +66,9 @@ class WeedS3:
             f"-s3.localSocket={self.root / 's3.sock'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 180.0) -> None:
-        """Start weed and return once its S3 gateway answers an authenticated request."""
+    def start(self, timeout: float = 180.0, cancelled: threading.Event | None = None) -> None:
+        """Start weed and return once its S3 gateway answers an authenticated request
+        (or raise Cancelled, weed killed, once `cancelled` is set)."""
         self.child = Child("weed", self._argv(), self.root / "weed.log", cwd=self.root)
         probe = self.client(max_attempts=1)
 
@@ -78,8 +80,8 @@ class WeedS3:
                 return False
 
         try:
-            self.child.wait_ready(answers, timeout)
-        except RuntimeError:
+            self.child.wait_ready(answers, timeout, cancelled)
+        except (RuntimeError, Cancelled):
             self.kill()
             raise
 
