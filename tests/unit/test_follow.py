@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloche.geo.follow import FollowRule, RegionHistory, follow_target
 
-RULE = FollowRule()
+RULE = FollowRule(window_s=3600.0, min_requests=20, threshold=0.7, cooldown_s=6 * 3600.0)
 REGIONS = ["us", "eu", "ap", "sa"]
 
 
@@ -46,9 +47,10 @@ def test_requests_outside_the_window_do_not_count() -> None:
     assert follow_target(history, "us", RULE, RULE.window_s + 600.0, None) is None
 
 
-@settings(max_examples=20, deadline=None)
+@pytest.mark.parametrize("rule", [RULE, FollowRule()], ids=["strict", "default"])
+@settings(max_examples=15, deadline=None)
 @given(period_s=st.floats(60.0, 8 * 3600.0), per_hour=st.integers(20, 120))
-def test_alternating_user_never_moves_twice_within_cooldown(period_s: float, per_hour: int) -> None:
+def test_alternating_user_never_moves_twice_within_cooldown(rule: FollowRule, period_s: float, per_hour: int) -> None:
     """A user flipping between two regions every `period_s`: the agent follows at most
     once per cooldown, whatever the rhythm."""
     history, current, moves = RegionHistory(), "us", []
@@ -57,13 +59,13 @@ def test_alternating_user_never_moves_twice_within_cooldown(period_s: float, per
     while t < 2 * 24 * 3600.0:
         user = "us" if int(t // period_s) % 2 == 0 else "eu"
         history.note(user, t)
-        target = follow_target(history, current, RULE, t, moves[-1] if moves else None)
+        target = follow_target(history, current, rule, t, moves[-1] if moves else None)
         if target is not None:
             current = target
             moves.append(t)
         t += step
-    assert all(b - a >= RULE.cooldown_s for a, b in zip(moves, moves[1:], strict=False))
-    if period_s >= 2 * RULE.window_s:  # a stay long enough to pass the threshold: it follows
+    assert all(b - a >= rule.cooldown_s for a, b in zip(moves, moves[1:], strict=False))
+    if period_s >= 2 * rule.window_s:  # a stay long enough to pass the threshold: it follows
         assert moves
 
 

@@ -30,14 +30,27 @@ def sim_command(
     write: Annotated[bool, typer.Option("--write/--no-write",
                                         help="Write the section into --output (default BENCHMARKS.md).")] = False,
     plot: Annotated[Path | None, typer.Option(help="Draw admission rate, queue wait and latency to this PNG.")] = None,
+    geo: Annotated[bool, typer.Option("--geo", help="Simulate regions instead: travelling users, outages, "
+                                      "follow-the-user against home-region and nearest-static placement.")] = False,
+    users: Annotated[int, typer.Option(help="--geo: simulated users (one agent each).")] = 2000,
+    days: Annotated[float, typer.Option(help="--geo: simulated days.")] = 7.0,
+    travel: Annotated[float, typer.Option(help="--geo: chance per day that a user at home leaves on a trip.")] = 0.03,
+    outages: Annotated[int, typer.Option(help="--geo: whole-region outages over the run.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="--geo: print JSON instead of the table.")] = False,
 ) -> None:  # fmt: skip
     """Simulate placement policies side by side with the real scheduler code (random,
-    first-fit, Kubernetes-default-like, cloche) and print the comparison table."""
+    first-fit, Kubernetes-default-like, cloche) and print the comparison table; with
+    --geo, simulate agents following their users across real cloud regions."""
+    command = " ".join(["cloche", "sim", *sys.argv[2:]]) if len(sys.argv) > 1 else "cloche sim"
+    target = (output or Path("BENCHMARKS.md")) if write or output else None
+    if geo:
+        from cloche.cli.simgeo import run_geo
+
+        run_geo(users, days, seed, travel, outages, as_json, target, command)
+        return
     from cloche.scheduler import sim
 
     cfg = sim.SimConfig(nodes=nodes, hours=hours, load=load, seed=seed, wait_s=wait_s)
-    command = " ".join(["cloche", "sim", *sys.argv[2:]]) if len(sys.argv) > 1 else "cloche sim"
-    target = (output or Path("BENCHMARKS.md")) if write or output else None
     with ui.spinner(f"simulating {hours:g} h on {nodes} nodes"):
         results, section, ok = sim.run(cfg, [p.strip() for p in policies.split(",") if p.strip()], trace,
                                        save_trace, target, command)  # fmt: skip

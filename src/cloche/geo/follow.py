@@ -18,10 +18,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FollowRule:
-    window_s: float = 3600.0  # only requests this recent count
-    min_requests: int = 20  # fewer than this in the window: never move
+    """When to follow. The defaults are tuned by `cloche sim --geo` (see docs/regions.md):
+    agents wake at the start of a session, hours after the last one, so only a short
+    window ending at the waking request tells where the user is now; waiting for more
+    evidence leaves a trip's first sessions (and one-off sessions from elsewhere) served
+    from across the world, which is the p99. The cooldown bounds the cost: at most one
+    move an hour, and an evenly split user never moves at all."""
+
+    window_s: float = 600.0  # only requests this recent count
+    min_requests: int = 1  # fewer than this in the window: never move
     threshold: float = 0.7  # share of the window's requests from one other region needed to move
-    cooldown_s: float = 6 * 3600  # hysteresis: no second move within this of the last one
+    cooldown_s: float = 3600.0  # hysteresis: no second move within this of the last one
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
