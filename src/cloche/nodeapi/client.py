@@ -41,6 +41,7 @@ from cloche.node.records import SandboxRecord
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
 from cloche.nodeapi import tls, wire
+from cloche.nodeapi.http import NodeHttp
 from cloche.nodeapi.remote_streams import RemoteExecStream, RemoteFiles, answer, bridge, opened
 from cloche.snapshots.gc import GcReport
 
@@ -58,9 +59,7 @@ class RemoteNode:
         ssl = tls.client_context(ca_file)
         self._ssl = ssl
         self._headers = {"Authorization": f"Bearer {credential}"}
-        limits = httpx.Limits(max_keepalive_connections=32, keepalive_expiry=60)
-        self._http = httpx.AsyncClient(base_url=self.url, verify=ssl, headers=self._headers, timeout=TIMEOUT,
-                                       limits=limits)  # fmt: skip
+        self._http = NodeHttp(self.url, ssl, self._headers)
         self._sync = httpx.Client(base_url=self.url, verify=ssl, headers=self._headers, timeout=TIMEOUT)
         self._records: dict[str, SandboxRecord] = {}
         self._gone: set[str] = set()  # killed ids: a late event must not bring them back
@@ -84,7 +83,7 @@ class RemoteNode:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._http.aclose()
+        await self._http.close()
         self._sync.close()
 
     def _ws(self, path: str) -> connect:
@@ -139,10 +138,7 @@ class RemoteNode:
         self._records.pop(sandbox_id, None)
 
     async def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        try:
-            return answer(await self._http.request(method, path, json=body, params=params or None))
-        except httpx.TransportError as exc:
-            raise NodeUnreachable(f"node {self.url} unreachable: {exc}") from exc
+        return answer(await self._http.request(method, path, json=body, params=params))
 
     def _call_sync(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         try:
@@ -310,11 +306,8 @@ class RemoteNode:
         return wire.load(TemplateInfo, self._call_sync("GET", f"/v1/templates/{name}"))
 
     async def import_template(self, name: str, tarball: AsyncIterable[bytes], on_base: bool = False) -> TemplateInfo:
-        try:
-            r = await self._http.put(f"/v1/templates/{name}", params={"on_base": "1" if on_base else "0"},
+        r = await self._http.request("PUT", f"/v1/templates/{name}", params={"on_base": "1" if on_base else "0"},
                                      content=tarball)  # fmt: skip
-        except httpx.TransportError as exc:
-            raise NodeUnreachable(f"node {self.url} unreachable: {exc}") from exc
         return wire.load(TemplateInfo, answer(r))
 
     def delete_template(self, name: str) -> None:

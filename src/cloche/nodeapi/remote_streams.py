@@ -11,10 +11,10 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -26,12 +26,27 @@ from cloche.node.files import Entry
 from cloche.node.supervisor import ExecEvent
 from cloche.node.watch import FsEvent
 from cloche.nodeapi import wire
+from cloche.nodeapi.http import NodeHttp, Reply
 from cloche.nodeapi.tasks import EOF_MESSAGE, HalfClose, race
 
 OpenWs = Callable[[str], Awaitable[ClientConnection]]  # a node WebSocket, opened and accepted
 
 
-def answer(response: httpx.Response) -> Any:
+class Answer(Protocol):
+    """A node's whole answer, as an httpx response or a `Reply` holds it."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Any: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    def json(self) -> Any: ...
+
+
+def answer(response: Answer) -> Any:
     """A JSON answer's data, or the node's error raised as the node raised it."""
     if response.headers.get(wire.ERROR_HEADER):
         raise wire.error_from(response.json())
@@ -54,21 +69,24 @@ async def opened(ws: ClientConnection) -> None:
 class RemoteFiles:
     """`SandboxFiles` of one sandbox on a remote node."""
 
-    def __init__(self, http: httpx.AsyncClient, sandbox_id: str, open_ws: OpenWs) -> None:
+    def __init__(self, http: NodeHttp, sandbox_id: str, open_ws: OpenWs) -> None:
         self._http = http
         self._base = f"/v1/sandboxes/{sandbox_id}/files"
         self._open_ws = open_ws
 
+    async def _ask(self, method: str, op: str, params: dict[str, Any], **body: Any) -> Any:
+        """One call on the sandbox's files (`json=` or `content=` as the body) and its answer."""
+        return answer(await self._http.request(method, f"{self._base}/{op}", params=params, **body))
+
     async def _stream(self, op: str, path: str, chunk: int) -> AsyncIterator[bytes]:
         params: dict[str, Any] = {"path": path, "chunk": chunk}
         async with self._http.stream("GET", f"{self._base}/stream/{op}", params=params) as r:
-            if r.status_code != 200:
-                await r.aread()
-                answer(r)
+            if r.status != 200:
+                answer(Reply(r.status, r.headers, await r.read()))
             try:
-                async for data in r.aiter_bytes(chunk):
+                async for data in r.content.iter_chunked(chunk):
                     yield data
-            except httpx.HTTPError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise FileError(f"the node cut the stream of {path}: {exc}", "io_error") from exc
 
     def read(self, path: str, chunk: int = CHUNK) -> AsyncIterator[bytes]:
@@ -78,10 +96,10 @@ class RemoteFiles:
         return self._stream("archive", path, chunk)
 
     async def read_all(self, path: str, limit: int) -> bytes:
-        return bytes(answer(await self._http.get(f"{self._base}/read_all", params={"path": path, "limit": limit})))
+        return bytes(await self._ask("GET", "read_all", {"path": path, "limit": limit}))
 
     async def _query(self, op: str, path: str, **params: Any) -> Any:
-        return answer(await self._http.get(f"{self._base}/query/{op}", params={"path": path, **params}))
+        return await self._ask("GET", f"query/{op}", {"path": path, **params})
 
     async def size(self, path: str) -> int:
         return int(await self._query("size", path))
@@ -99,12 +117,11 @@ class RemoteFiles:
         return bool(await self._query("exists", path))
 
     async def write(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
-        url = f"{self._base}/upload/write"
-        return int(answer(await self._http.put(url, params={"path": path, "mode": mode}, content=chunks)))
+        return int(await self._ask("PUT", "upload/write", {"path": path, "mode": mode}, content=chunks))
 
     async def write_as(self, path: str, chunks: AsyncIterable[bytes], uid: int, gid: int, mode: int = 0o644) -> int:
         params = {"path": path, "uid": uid, "gid": gid, "mode": mode}
-        return int(answer(await self._http.put(f"{self._base}/upload/write_as", params=params, content=chunks)))
+        return int(await self._ask("PUT", "upload/write_as", params, content=chunks))
 
     async def mkdir_as(self, path: str, uid: int, gid: int, mode: int = 0o755) -> None:
         await self._change("mkdir_as", path, uid=uid, gid=gid, mode=mode)
@@ -116,7 +133,7 @@ class RemoteFiles:
         return [wire.load(FileInfo, i) for i in await self._query("walk", path, depth=depth)]
 
     async def set_metadata(self, path: str, metadata: dict[str, str]) -> None:
-        answer(await self._http.post(f"{self._base}/change/set_metadata", params={"path": path}, json=metadata))
+        await self._ask("POST", "change/set_metadata", {"path": path}, json=metadata)
 
     async def watch(self, path: str, recursive: bool) -> AsyncIterator[FsEvent]:
         ws = await self._open_ws(f"{self._base}/watch?{urlencode({'path': path, 'recursive': int(recursive)})}")
@@ -134,11 +151,10 @@ class RemoteFiles:
             await ws.close()
 
     async def extract(self, path: str, tarball: AsyncIterable[bytes]) -> UploadReport:
-        url = f"{self._base}/upload/extract"
-        return wire.load(UploadReport, answer(await self._http.put(url, params={"path": path}, content=tarball)))
+        return wire.load(UploadReport, await self._ask("PUT", "upload/extract", {"path": path}, content=tarball))
 
     async def _change(self, op: str, path: str, **params: Any) -> None:
-        answer(await self._http.post(f"{self._base}/change/{op}", params={"path": path, **params}))
+        await self._ask("POST", f"change/{op}", {"path": path, **params})
 
     async def mkdir(self, path: str, mode: int = 0o755) -> None:
         await self._change("mkdir", path, mode=mode)
