@@ -92,6 +92,16 @@ class Settings:
     lease_ttl_s: int = 10
     lease_margin_s: float = 3.0
     checkpoint_interval_s: float = 30.0
+    # Regions (docs/cluster.md "Regions"): a snapshot store per region, e.g.
+    # "eu=s3://b-eu/cloche?endpoint=...,us=s3://b-us/cloche" (a region not named uses
+    # blob_url), and when an agent follows its user to another region on its next wake:
+    # at least follow_min_requests in the last follow_window_s, follow_threshold of them
+    # from that region, and no move in the last follow_cooldown_s.
+    region_blob_urls: str = ""
+    follow_window_s: float = 3600.0
+    follow_min_requests: int = 20
+    follow_threshold: float = 0.7
+    follow_cooldown_s: float = 6 * 3600.0
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20
@@ -109,6 +119,20 @@ class Settings:
                 except ValueError:
                     raise ValueError(f"CLOCHE_{f.name.upper()} must be a number, got {raw!r}") from None
         return self
+
+    def blob_urls(self) -> dict[str, str]:
+        """Each region's snapshot store, as region_blob_urls names them."""
+        urls = {}
+        for part in filter(None, (p.strip() for p in self.region_blob_urls.split(","))):
+            region, sep, url = part.partition("=")
+            if not sep or not region.strip() or not url.strip():
+                raise ValueError(f"CLOCHE_REGION_BLOB_URLS: expected region=url, got {part!r}")
+            urls[region.strip()] = url.strip()
+        return urls
+
+    def region_blob_url(self, region: str) -> str:
+        """The snapshot store of `region`'s nodes."""
+        return self.blob_urls().get(region, self.blob_url)
 
     @property
     def db_path(self) -> Path:

@@ -102,14 +102,18 @@ class ClusterServer(Api):
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[Cluster]:
+def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",),
+                    env: dict[str, str] | None = None) -> Iterator[Cluster]:  # fmt: skip
+    """A cluster of `nodes` nodes given `regions` in turn, its processes started with
+    CLUSTER_ENV and `env`."""
     root = Path(tempfile.mkdtemp(prefix="cloche-cluster-", dir="/var/tmp"))  # PostgreSQL's user must reach it
     root.chmod(0o755)
-    local = LocalCluster(Options(nodes=3, port=0, data_dir=root, pool_size=0), event=print)
+    options = Options(nodes=nodes, port=0, data_dir=root, regions=list(regions), pool_size=0)
+    local = LocalCluster(options, event=print)
     loop = LoopThread()
     front = Front([("127.0.0.1", r.port) for r in local.replicas])
     try:
-        with mock.patch.dict(os.environ, CLUSTER_ENV):  # only while its processes start (they copy it): the
+        with mock.patch.dict(os.environ, {**CLUSTER_ENV, **(env or {})}):  # only while its processes start (they copy it): the
             local.start()  # tests after these, in the same process, must not inherit networking off
         loop.run(front.start("127.0.0.1", 0))
         yield Cluster(local, front.port)

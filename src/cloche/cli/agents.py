@@ -1,5 +1,5 @@
-"""``cloche agent``: invoke an app's per-key agent (streaming its answer), list, show and
-remove agents.  Apps are deployed with :mod:`cloche.cli.apps`."""
+"""``cloche agent``: invoke an app's per-key agent (streaming its answer), list, show,
+move (to another region of a cluster) and remove agents.  Apps are deployed with :mod:`cloche.cli.apps`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from rich.table import Table
 
 from cloche.cli import ui
 from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect, piped_stdin
-from cloche.client.models import AgentInfo
+from cloche.client.models import AgentInfo, AgentMove
 
-app = typer.Typer(help="Invoke, list and remove an app's per-key agents.", no_args_is_help=True)
+app = typer.Typer(help="Invoke, list, move and remove an app's per-key agents.", no_args_is_help=True)
 
 
 AppArg = Annotated[str, typer.Argument(help="App name.", show_default=False)]
@@ -155,3 +155,23 @@ def agent_rm(
     with connect(url, api_key) as client:
         client.agents(app_name)[key].delete(state=state)
     ui.err.print(f"deleted {app_name}/{key}", highlight=False)
+
+
+@app.command("move", epilog="Example: cloche agent move memo alice --region eu")
+def agent_move(
+    app_name: AppArg,
+    key: AgentKey,
+    region: Annotated[str, typer.Option("--region", help="The region to move it to.", show_default=False)],
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Move an agent to another region of a cluster, its files and state with it."""
+    with connect(url, api_key) as client:
+        moved = client.agents(app_name)[key].move(region)
+
+    def view(m: AgentMove) -> str:
+        return (f"{app_name}/{key}: {m.source or '?'} -> {m.region} (node {m.node}) in {m.seconds:.2f} s, "
+                f"{m.bytes_copied} bytes copied")  # fmt: skip
+
+    ui.show(moved, as_json, view)

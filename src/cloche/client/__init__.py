@@ -33,6 +33,7 @@ from .errors import (
 )
 from .models import (
     AgentInfo,
+    AgentMove,
     AgentResponse,
     ApiKey,
     App,
@@ -82,6 +83,7 @@ __all__ = [
     "Agent",
     "AgentError",
     "AgentInfo",
+    "AgentMove",
     "AgentResponse",
     "AgentStream",
     "ApiKey",

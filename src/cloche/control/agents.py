@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -37,6 +37,8 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
               "authorization", "proxy-authorization", "content-length"}  # fmt: skip
 SERVER_SET = {"date", "server"}  # our own server sets these on the answer
 DEFAULT_IDLE = {"pause_after_s": 60.0, "hibernate_after_s": 900.0}
+REGION_HEADER = "cloche-region"  # the user's region, as the request says it
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,6 +77,9 @@ class AgentService:
         self._procs: dict[str, AgentProcess] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
         self.on_agent_deleted: list[Callable[[Tenant, str, str, str], Any]] = []
+        # Before an instance is woken (cluster mode, fleet/follow_user.py): (sandbox id,
+        # the user's region or None, the app's spec); it may move the sandbox first.
+        self.follow: Callable[[str, str | None, dict[str, Any]], Awaitable[object]] | None = None
 
     # ---- apps ------------------------------------------------------------------------
 
@@ -147,7 +152,7 @@ class AgentService:
         await gate.slots.acquire()
         try:
             async with gate.instance:
-                sandbox_id = await self._instance(tenant, app, key)
+                sandbox_id = await self._instance(tenant, app, key, headers.get(REGION_HEADER))
                 await self._ensure_server(sandbox_id, app)
             response = await self._forward(sandbox_id, method, path, headers, body)
         except BaseException:
@@ -169,13 +174,37 @@ class AgentService:
             out["content-length"] = response.headers["content-length"]
         return Invocation(response.status_code, out, stream())
 
-    async def _instance(self, tenant: Tenant, app: AppRow, key: str) -> str:
-        """The key's sandbox, created or woken; upgraded to the app's current version."""
+    async def relocate(self, tenant: Tenant, app: str, key: str, move: Callable[[str], Awaitable[T]]) -> T:
+        """`move` the key's sandbox (by id) once the invocations of it in flight here are
+        done: it takes every slot, in arrival order, so those that arrive meanwhile wait
+        and then reach it where it went (its server starts there)."""
+        limit = int(self.app(tenant, app).spec.get("max_concurrency") or 1)
+        row = self.store.agent(tenant.id, app, key)
+        if row is None:
+            raise not_found("agent", key)
+        gate = self._gate(tenant.id, app, key, limit)
+        taken = 0
+        try:
+            for _ in range(gate.limit):
+                await gate.slots.acquire()
+                taken += 1
+            async with gate.instance:
+                await self._forget_process(row.sandbox_id)
+                return await move(row.sandbox_id)
+        finally:
+            for _ in range(taken):
+                gate.slots.release()
+
+    async def _instance(self, tenant: Tenant, app: AppRow, key: str, region: str | None) -> str:
+        """The key's sandbox, created or woken (after following its user's region, in a
+        cluster); upgraded to the app's current version."""
         row = self.store.agent(tenant.id, app.name, key)
         if row is not None:
             try:
                 if self.sandboxes.get(tenant, row.sandbox_id).record.state in ("stopped", "hibernated"):
                     await self._forget_process(row.sandbox_id)  # its server is gone with its processes
+                if self.follow is not None:
+                    await self.follow(row.sandbox_id, region, app.spec)
                 await self.sandboxes.woken(tenant, row.sandbox_id)
             except ApiError:
                 self.store.delete_agent(tenant.id, app.name, key)

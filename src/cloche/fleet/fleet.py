@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from cloche.cluster.etcd import Etcd, EtcdUnavailable
 from cloche.cluster.membership import NodeEvent, NodeInfo, NodeWatcher
-from cloche.fleet.placements import PlacementTable
+from cloche.fleet.placements import Placement, PlacementTable
 from cloche.node.api import (
     DiskUsage,
     ExecStream,
@@ -81,6 +81,9 @@ class Fleet:
         self._listeners: list[SandboxEvents] = []
         self._expired: list[ExpireCallback] = []
         self._recovering: dict[str, asyncio.Lock] = {}
+        # resumes a sandbox that is on no node (None: `adopt` on any node); with a snapshot
+        # store per region, `Mover.adopt_lost` resumes it in the region that holds its files
+        self.adopt_lost: Callable[[Placement], Awaitable[SandboxRecord]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._synced = asyncio.Event()
 
@@ -309,15 +312,17 @@ class Fleet:
                      snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
         return await self._place(spec, lambda m: m.remote.create(spec, use_pool=use_pool, snapshot=snapshot))
 
-    async def adopt(self, lost: SandboxRecord, snapshot: str | None) -> SandboxRecord:
-        rec = await self._place(lost.spec, lambda m: m.remote.adopt(lost, snapshot))
+    async def adopt(self, lost: SandboxRecord, snapshot: str | None, avoid: Collection[str] = ()) -> SandboxRecord:
+        rec = await self._place(lost.spec, lambda m: m.remote.adopt(lost, snapshot), avoid)
         self._lost.pop(rec.id, None)
         return rec
 
-    async def _place(self, spec: SandboxSpec, make: Callable[[Member], Awaitable[SandboxRecord]]) -> SandboxRecord:
-        """Make the sandbox on the member with the most room; on the next one when that
-        one does not answer (it may be stopping: it leaves etcd a moment after it stops)."""
-        tried: set[str] = set()
+    async def _place(self, spec: SandboxSpec, make: Callable[[Member], Awaitable[SandboxRecord]],
+                     avoid: Collection[str] = ()) -> SandboxRecord:  # fmt: skip
+        """Make the sandbox on the member with the most room (not in `avoid`); on the next
+        one when that one does not answer (it may be stopping: it leaves etcd a moment
+        after it stops)."""
+        tried: set[str] = set(avoid)
         while True:
             member = self.choose(spec, tried)
             self._bump(member)
@@ -331,8 +336,15 @@ class Fleet:
             return rec
 
     def recovering(self, sandbox_id: str) -> asyncio.Lock:
-        """Held while the sandbox moves between nodes (a resume, or a drain's move)."""
+        """Held while the sandbox moves between nodes (a resume, a drain's or a region move)."""
         return self._recovering.setdefault(sandbox_id, asyncio.Lock())
+
+    async def _settled(self, sandbox_id: str) -> None:
+        """Wait while the sandbox moves (its node would wake it where it is leaving)."""
+        lock = self._recovering.get(sandbox_id)
+        if lock is not None and lock.locked():
+            async with lock:
+                pass
 
     async def _recover(self, sandbox_id: str) -> SandboxRecord:
         """Resume a lost sandbox on a live node from its last checkpoint."""
@@ -345,7 +357,10 @@ class Fleet:
             if not placement.away and placement.node in self.members:
                 return await self.members[placement.node].remote.wake(sandbox_id)
             started = time.monotonic()
-            rec = await self.adopt(placement.record, placement.checkpoint)
+            if self.adopt_lost is None:
+                rec = await self.adopt(placement.record, placement.checkpoint)
+            else:
+                rec = await self.adopt_lost(placement)
             log.info("sandbox %s resumed on %s from checkpoint %s in %.2f s (lost %.1f s of work)", sandbox_id,
                      self.node_of(sandbox_id), placement.checkpoint, time.monotonic() - started,
                      placement.lost_work_s or 0.0)  # fmt: skip
@@ -371,6 +386,7 @@ class Fleet:
         """A running sandbox (as its node's events last said) costs no call to the node:
         waking is on the path of every exec. Should the node have paused it meanwhile, the
         exec that follows finds out and wakes it (`_awake`)."""
+        await self._settled(sandbox_id)
         remote = self._holder(sandbox_id)
         if remote is None:
             return await self._recover(sandbox_id)
@@ -379,6 +395,7 @@ class Fleet:
 
     async def _awake(self, sandbox_id: str, call: Callable[[RemoteNode], Awaitable[T]]) -> T:
         """`call` on the sandbox's node, waking it first if the node says it is not running."""
+        await self._settled(sandbox_id)
         remote = self._remote(sandbox_id)
         try:
             return await call(remote)

@@ -5,7 +5,8 @@ leader in etcd (`cloche.cluster.election`); while its term lasts the leader
 
 - **checkpoints** every running sandbox to the snapshot store on an interval (the
   snapshot is incremental: only chunks the store lacks are uploaded), so a sandbox whose
-  node dies resumes elsewhere having lost at most one interval of work;
+  node dies resumes elsewhere having lost at most one interval of work, and copies
+  each new checkpoint to a second region's store (fleet/replicate.py);
 - records a hibernated sandbox's snapshot as its checkpoint (nothing to upload);
 - brings back at once the lost instances of apps deployed with `restart: always`;
 - **drains** the nodes asked to (`cloche node drain`): each sandbox is hibernated with
@@ -22,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from cloche.cluster.election import Term
 from cloche.cluster.etcd import EtcdUnavailable
@@ -35,9 +37,11 @@ PARALLEL = 4  # checkpoints (and drain moves) in flight at once
 
 
 class Leader:
-    def __init__(self, fleet: Fleet, checkpoint_interval_s: float) -> None:
+    def __init__(self, fleet: Fleet, checkpoint_interval_s: float,
+                 replicate: Callable[[], Awaitable[int]] | None = None) -> None:  # fmt: skip
         self.fleet = fleet
         self.interval = checkpoint_interval_s
+        self.replicate = replicate  # copies new checkpoints to a second region (fleet/replicate.py)
         self._slots = asyncio.Semaphore(PARALLEL)
 
     async def __call__(self, term: Term) -> None:
@@ -50,6 +54,8 @@ class Leader:
                     await self.checkpoint_all()
                 else:
                     await self.checkpoint_all(only_new=True)
+                if self.replicate is not None:
+                    await self.replicate()
                 await self.drain_requested()
                 await self.restart_lost()
             except (EtcdUnavailable, TimeoutError) as e:

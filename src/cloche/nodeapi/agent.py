@@ -65,6 +65,7 @@ def serve(data_dir: Path, cluster_dir: Path, host: str, port: int, names: list[s
     credentials = Credentials(directory)
     token = credentials.current()
     if member is not None:
+        settings.node_region = member.region  # its snapshots go to its region's store
         publish_credential(cluster_dir, member.node_id, token)
         (directory / NODE_ID).write_text(member.node_id)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

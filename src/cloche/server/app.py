@@ -82,6 +82,9 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
                     service.locate = b.fleet.locate
                 service.scheduler = LocalScheduler(b.node, store, settings)
                 await service.scheduler.start()
+                agents = AgentService(service)
+                if b.geo is not None:
+                    agents.follow = b.geo.follower
                 app.state.ctx = Context(
                     settings=settings,
                     store=store,
@@ -91,11 +94,12 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
                     nodes=NodeStatus(b.node),
                     ports=Ports(b.node),
                     snapshots=SnapshotService(service),
-                    agents=AgentService(service),
+                    agents=agents,
                     limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
                     metrics=b.metrics,
                     secrets=secret_service,
                     fleet=b.fleet,
+                    geo=b.geo,
                 )
                 try:
                     yield

@@ -23,6 +23,7 @@ from cloche.cluster.etcd import Etcd
 from cloche.config import Settings
 from cloche.control.secrets import SecretService
 from cloche.fleet.fleet import Fleet
+from cloche.fleet.geo import Geo, build_geo
 from cloche.fleet.leader import Leader
 from cloche.fleet.placements import PlacementTable
 from cloche.metrics import Metrics
@@ -42,6 +43,7 @@ class Backend:
     metrics: Metrics
     embedded: bool  # the sandboxes live and die with this process
     fleet: Fleet | None = None
+    geo: Geo | None = None  # a cluster's regions: moves, replicas, following the user
 
 
 @contextlib.asynccontextmanager
@@ -86,7 +88,10 @@ async def clustered(settings: Settings, store: Store) -> AsyncIterator[Backend]:
         stack.push_async_callback(state.close)
         replica = f"{socket.gethostname()}:{settings.port}:{os.getpid()}"
         election = Election(etcd, "leader", replica, ttl=settings.lease_ttl_s, margin=settings.lease_margin_s)
-        leading = asyncio.create_task(election.run(Leader(fleet, settings.checkpoint_interval_s)))
+        metrics = Metrics(fleet.network_counters)
+        geo = build_geo(settings, fleet, store, metrics.registry)
+        leader = Leader(fleet, settings.checkpoint_interval_s, geo.replicator.replicate)
+        leading = asyncio.create_task(election.run(leader))
 
         async def stop_leading() -> None:
             leading.cancel()
@@ -94,4 +99,4 @@ async def clustered(settings: Settings, store: Store) -> AsyncIterator[Backend]:
                 await leading
 
         stack.push_async_callback(stop_leading)
-        yield Backend(fleet, state, Limits(), Metrics(fleet.network_counters), embedded=False, fleet=fleet)
+        yield Backend(fleet, state, Limits(), metrics, embedded=False, fleet=fleet, geo=geo)

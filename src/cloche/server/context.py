@@ -20,6 +20,7 @@ from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.control.templates import TemplateService
 from cloche.fleet.fleet import Fleet
+from cloche.fleet.geo import Geo
 from cloche.metrics import Metrics
 from cloche.store.db import Store
 
@@ -39,6 +40,7 @@ class Context:
     metrics: Metrics
     secrets: SecretService
     fleet: Fleet | None = None  # a cluster's nodes (None: the embedded node)
+    geo: Geo | None = None  # a cluster's regions (moves between them)
 
 
 def ctx(request: Request) -> Context:

@@ -346,6 +346,20 @@ class AgentList(BaseModel):
     items: list[AgentOut]
 
 
+class AgentMove(BaseModel):
+    region: str = Field(min_length=1, max_length=64, description="the region to move the agent to")
+
+
+class AgentMoved(BaseModel):
+    sandbox_id: str
+    source: str | None = Field(description="the region it was in (null: unknown)")
+    region: str
+    node: str
+    bytes_copied: int = Field(description="snapshot bytes copied to the region's store (only missing chunks)")
+    chunks_copied: int
+    seconds: float
+
+
 class SecretCreate(Strict):
     name: str = Field(..., description="letters, digits, _ . - (64 at most); used as ${secret:NAME}")
     value: SecretStr = Field(..., description="at most 8 KiB, one line; stored encrypted and never returned")

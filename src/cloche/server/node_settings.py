@@ -11,9 +11,11 @@ from cloche.node.spec import ISOLATIONS, Limits
 
 
 def node_config(settings: Settings) -> NodeConfig:
+    """The node's own settings; its snapshots go to its region's store."""
     return NodeConfig(data_dir=settings.data_dir, init_binary=INIT_BINARY, isolation=default_isolation(settings),
                       pool_size=settings.pool_size, pool_template=settings.pool_template, pool_limits=Limits(),
-                      blob_url=settings.blob_url, network=net_config(settings))  # fmt: skip
+                      blob_url=settings.region_blob_url(settings.node_region),
+                      network=net_config(settings))  # fmt: skip
 
 
 def net_config(settings: Settings) -> NetConfig | None:

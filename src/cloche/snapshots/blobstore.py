@@ -205,8 +205,13 @@ def open_store(url: str, default_root: Path) -> LocalBlobStore | CachedBlobStore
     if parsed.scheme == "file":
         return LocalBlobStore(Path(parsed.path))
     if parsed.scheme == "s3":
-        query = parse_qs(parsed.query)
-        remote = S3BlobStore(parsed.netloc, endpoint=query.get("endpoint", [None])[0],
-                             prefix=parsed.path, region=query.get("region", ["us-east-1"])[0])  # fmt: skip
-        return CachedBlobStore(remote, LocalBlobStore(default_root / "s3-cache", durable=False))
+        return CachedBlobStore(s3_store(url), LocalBlobStore(default_root / "s3-cache", durable=False))
     raise ValueError(f"unsupported blob store URL {url!r} (use local, file:///dir or s3://bucket)")
+
+
+def s3_store(url: str) -> S3BlobStore:
+    """`s3://bucket/prefix?endpoint=http://...&region=...`, uncached."""
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query)
+    return S3BlobStore(parsed.netloc, endpoint=query.get("endpoint", [None])[0],
+                       prefix=parsed.path, region=query.get("region", ["us-east-1"])[0])  # fmt: skip

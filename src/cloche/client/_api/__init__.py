@@ -35,6 +35,7 @@ from .apps import (
     invoke,
     list_agents,
     list_apps,
+    move_agent,
 )
 from .call import CREATE_TIMEOUT, DEFAULT, INVOKE_TIMEOUT, LONG_POLL_S, TRANSFER_TIMEOUT, Body, Call, sbx
 from .exec import exec_, exec_body, exec_stream, pty_url, run_code
@@ -86,6 +87,7 @@ __all__ = [
     "create_snapshot",
     "create_tenant",
     "delete_agent",
+    "move_agent",
     "delete_app",
     "delete_secret",
     "delete_snapshot",

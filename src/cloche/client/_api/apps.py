@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from .._wire import compact, idle_body
-from ..models import AgentInfo, AgentResponse, App, IdlePolicy
+from ..models import AgentInfo, AgentMove, AgentResponse, App, IdlePolicy
 from .call import INVOKE_TIMEOUT, TRANSFER_TIMEOUT, Body, Call, seg
 from .responses import parse_items, parse_json, parse_none
 
@@ -94,6 +94,12 @@ def get_agent(app: str, key: str) -> Call[AgentInfo]:
 def delete_agent(app: str, key: str, state: bool = False) -> Call[None]:
     """``DELETE /v1/apps/{app}/agents/{key}?state=...``."""
     return Call("DELETE", _agent(app, key), parse_none, params={"state": "true" if state else "false"})
+
+
+def move_agent(app: str, key: str, region: str) -> Call[AgentMove]:
+    """``POST /v1/apps/{app}/agents/{key}/move``: resume the agent in ``region`` (cluster mode)."""
+    return Call("POST", _agent(app, key, "move"), parse_json(AgentMove), json={"region": region},
+                read_timeout=TRANSFER_TIMEOUT)  # fmt: skip
 
 
 _NO_JSON: Any = object()

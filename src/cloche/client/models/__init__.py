@@ -20,7 +20,7 @@ from .admin import (
     TemplateInfo,
     Tenant,
 )
-from .apps import AgentInfo, AgentResponse, App, AppSpec
+from .apps import AgentInfo, AgentMove, AgentResponse, App, AppSpec
 from .exec import (
     CodeError,
     CodeResult,
@@ -49,6 +49,7 @@ from .state import BatchResult, KeyInfo, KeyPage, LogEntry, LogPage, StateValue
 
 __all__ = [
     "AgentInfo",
+    "AgentMove",
     "AgentResponse",
     "ApiKey",
     "App",

@@ -53,6 +53,18 @@ class AgentInfo(ApiModel):
     last_active_at: datetime | None = None
 
 
+class AgentMove(ApiModel):
+    """An agent's move to another region: where from and to, and what it cost."""
+
+    sandbox_id: str
+    source: str | None = Field(None, description="The region it was in (None: unknown).")
+    region: str
+    node: str = Field("", description="The node it runs on now.")
+    bytes_copied: int = Field(0, description="Snapshot bytes copied to the region's store (only missing chunks).")
+    chunks_copied: int = 0
+    seconds: float = 0.0
+
+
 @dataclass(frozen=True)
 class AgentResponse:
     """An agent's answer to an invocation, as the agent sent it (like ``httpx.Response``).

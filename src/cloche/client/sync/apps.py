@@ -14,6 +14,7 @@ import httpx
 from .. import _api, _flows
 from ..models import (
     AgentInfo,
+    AgentMove,
     AgentResponse,
     App,
     IdlePolicy,
@@ -205,6 +206,18 @@ class Agent:
     def sandbox(self) -> Sandbox:
         """A handle on the agent's sandbox (to exec, read files, hibernate, ...)."""
         return Sandbox(self._client, self._client._run(_flows.agent_sandbox(self.app, self.key)))
+
+    def move(self, region: str) -> AgentMove:
+        """Move the agent to another region of a cluster: hibernated where it is, its
+        files copied to that region's store (only what it lacks), resumed on a node
+        there. Invocations meanwhile wait and are then served there.
+
+        Raises:
+            InvalidRequest: No live node is in ``region`` (or the server is not a cluster).
+            Conflict: The app is pinned to regions that do not include ``region``.
+            NotFound: No such app or agent.
+        """
+        return self._client._call(_api.move_agent(self.app, self.key, region))
 
     def delete(self, state: bool = False) -> None:
         """Remove the agent's instance (the next invocation starts afresh); with

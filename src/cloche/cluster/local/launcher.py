@@ -101,6 +101,10 @@ class LocalCluster:
         self.event(f"SeaweedFS S3 ready on {self.weed.url}")
         env = {**os.environ, "CLOCHE_DATABASE_URL": self.postgres.dsn, "CLOCHE_STATE_DSN": self.postgres.dsn,
                "CLOCHE_BLOB_URL": blob_url, **self.weed.credentials()}  # fmt: skip
+        regions = sorted(set(self.options.regions))
+        if len(regions) > 1:  # each region its own bucket, as each would have its own S3 store
+            env["CLOCHE_REGION_BLOB_URLS"] = ",".join(f"{r}={self.weed.bucket(f'{BUCKET}-{r}', exist_ok=True)}"
+                                                      for r in regions)  # fmt: skip
         self._upgrade_schema(env)
         cluster_dir = self.root / "cluster"
         # the first node alone (it makes the cluster CA the others share), then the rest

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from cloche.control.errors import ApiError
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
-from cloche.server.models import AgentList, AgentOut, AppDeploy, AppList, AppOut
+from cloche.server.models import AgentList, AgentMove, AgentMoved, AgentOut, AppDeploy, AppList, AppOut
 from cloche.store.db import AppRow
 
 router = APIRouter(prefix="/v1/apps", tags=["agents"])
@@ -69,6 +69,27 @@ async def delete_agent(app: AppName, key: str, request: Request, tenant: Current
     ctx(request).agents.app(tenant, app)
     await ctx(request).agents.delete_agent(tenant, app, key, state)
     return Response(status_code=204)
+
+
+@router.post("/{app}/agents/{key}/move", response_model=AgentMoved)
+async def move_agent(app: AppName, key: str, body: AgentMove, request: Request, response: Response,
+                     tenant: CurrentTenant) -> AgentMoved:  # fmt: skip
+    """Move the agent to another region of the cluster: it is hibernated where it is, the
+    chunks of its files the region's store lacks are copied there, and it resumes on a
+    node of that region. Its invocations meanwhile wait, and are then served there."""
+    c = ctx(request)
+    if c.geo is None:
+        raise ApiError(400, "invalid_request", "moving an agent between regions needs cluster mode")
+    live = c.geo.mover.live_regions()
+    if body.region not in live:
+        raise ApiError(400, "unknown_region", f"no live node is in region {body.region!r} "
+                       f"(live: {', '.join(sorted(live))})")  # fmt: skip
+    pinned = c.agents.app(tenant, app).spec.get("regions")
+    if pinned and body.region not in pinned:
+        raise ApiError(409, "region_not_allowed", f"app {app!r} is pinned to {', '.join(pinned)}")
+    report = await c.agents.relocate(tenant, app, key, lambda sandbox_id: c.geo.mover.move(sandbox_id, body.region))
+    response.headers["cloche-region"] = report.region
+    return AgentMoved(**vars(report))
 
 
 @router.api_route("/{app}/agents/{key}/invoke", methods=INVOKE_METHODS, response_class=StreamingResponse)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cloche.store.engine import Engine, Tx, run_script
-from cloche.store.migrations import v001_initial, v002_placements
+from cloche.store.migrations import v001_initial, v002_placements, v003_sandbox_regions
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, v001_initial.DESCRIPTION, v001_initial.up),
     Migration(2, v002_placements.DESCRIPTION, v002_placements.up),
+    Migration(3, v003_sandbox_regions.DESCRIPTION, v003_sandbox_regions.up),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -1,0 +1,165 @@
+"""Agents between regions, on a real cluster of two regions (eu, us), each with a node
+and an S3 bucket of its own: an explicit move keeps the agent's files and state and
+copies only the chunks the target's store lacks, an invocation sent during the move is
+served after it, an agent follows its user on its next wake, and an agent whose whole
+region is lost resumes in the other from the replica of its checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cloche.client import Client
+from cloche.cluster.local.process import wait_for
+from cloche.examples import memo_app
+from cloche.fleet.sandbox_regions import SandboxRegions
+from cloche.store.db import Store
+from tests.clustermode.conftest import CLUSTER_ENV, Cluster, running_cluster
+
+TTL = float(CLUSTER_ENV["CLOCHE_LEASE_TTL_S"])
+INTERVAL = float(CLUSTER_ENV["CLOCHE_CHECKPOINT_INTERVAL_S"])
+FOLLOW = {  # a small rule: 3 requests, 60 % of them from one region, no cooldown
+    "CLOCHE_FOLLOW_MIN_REQUESTS": "3",
+    "CLOCHE_FOLLOW_THRESHOLD": "0.6",
+    "CLOCHE_FOLLOW_COOLDOWN_S": "0",
+    "CLOCHE_FOLLOW_WINDOW_S": "600",
+}
+STATE_CLI = "/.cloche/bin/cloche-state"
+OTHER = {"eu": "us", "us": "eu"}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with running_cluster(nodes=2, regions=("eu", "us"), env=FOLLOW) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Cluster) -> Iterator[Client]:
+    with cluster.client(0) as c:
+        c.apps.deploy("geo", **memo_app())
+        yield c
+        c.apps.delete("geo", state=True)
+
+
+def api(cluster: Cluster, path: str) -> Any:
+    r = httpx.get(cluster.url(0) + path, headers={"Authorization": f"Bearer {cluster.key}"}, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def region_of(cluster: Cluster, sandbox_id: str) -> str:
+    """The region of the node that runs the sandbox ("" when it is on none)."""
+    node = api(cluster, f"/v1/sandboxes/{sandbox_id}")["node"]
+    regions = {n["id"]: n["region"] for n in api(cluster, "/v1/nodes")["items"]}
+    return str(regions.get(node, ""))
+
+
+def run(client: Client, key: str, command: str, region: str | None = None) -> str:
+    """A tool command in the agent's sandbox, through the agent (as its user sends it)."""
+    headers = {"cloche-region": region} if region else None
+    answer = client.agents("geo")[key].invoke(json={"message": f"run: {command}"}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["reply"])
+
+
+def remember(client: Client, key: str) -> tuple[str, str]:
+    """Give the agent 3 MB of random bytes in a file and a value in its KV state; their
+    digest, and the agent's sandbox."""
+    digest = run(client, key, f"head -c 3000000 /dev/urandom > /workspace/blob && {STATE_CLI} put color blue "
+                 ">/dev/null && sha256sum /workspace/blob | cut -c1-64").strip()  # fmt: skip
+    assert len(digest) == 64
+    return digest, client.agents("geo")[key].info().sandbox_id
+
+
+def recalled(client: Client, key: str) -> str:
+    return run(client, key, f"sha256sum /workspace/blob | cut -c1-64; {STATE_CLI} get color")
+
+
+def test_an_explicit_move_keeps_files_and_state_and_copies_only_what_is_missing(
+    cluster: Cluster, client: Client
+) -> None:
+    digest, sandbox_id = remember(client, "alice")
+    source = region_of(cluster, sandbox_id)
+    target = OTHER[source]
+    moved: dict[str, Any] = {}
+
+    def move() -> None:
+        moved["report"] = client.agents("geo")["alice"].move(target)
+        moved["done"] = time.monotonic()
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    time.sleep(0.5)  # the move is under way (hibernate, copy 3 MB, resume: seconds)
+    during = recalled(client, "alice")  # waits for the move, then is served where it went
+    served = time.monotonic()
+    mover.join()
+    report = moved["report"]
+    assert (report.source, report.region) == (source, target)
+    assert report.bytes_copied > 2_000_000  # the random file does not compress
+    assert served >= moved["done"]
+    assert during.split() == [digest, "blue"]
+    assert region_of(cluster, sandbox_id) == target
+    assert recalled(client, "alice").split() == [digest, "blue"]
+
+    back = client.agents("geo")["alice"].move(source)  # its old store still holds the file's chunks
+    assert back.region == source and back.bytes_copied < report.bytes_copied / 10
+    assert region_of(cluster, sandbox_id) == source
+    assert recalled(client, "alice").split() == [digest, "blue"]
+
+
+def test_a_move_is_refused_for_an_unknown_region_or_agent(cluster: Cluster, client: Client) -> None:
+    headers = {"Authorization": f"Bearer {cluster.key}"}
+    run(client, "dora", "true")
+    r = httpx.post(cluster.url(0) + "/v1/apps/geo/agents/dora/move", json={"region": "mars"}, headers=headers)
+    assert r.status_code == 400 and "mars" in r.text
+    r = httpx.post(cluster.url(0) + "/v1/apps/geo/agents/nobody/move", json={"region": "eu"}, headers=headers)
+    assert r.status_code == 404
+
+
+def test_an_agent_follows_its_user_on_its_next_wake(cluster: Cluster, client: Client) -> None:
+    digest, sandbox_id = remember(client, "bob")
+    home = region_of(cluster, sandbox_id)
+    away = OTHER[home]
+    for _ in range(3):  # the user now calls from the other region; awake, the agent stays
+        run(client, "bob", "true", region=away)
+    assert region_of(cluster, sandbox_id) == home
+    client.agents("geo")["bob"].sandbox().hibernate()
+    assert recalled(client, "bob").split() == [digest, "blue"]  # no region said: counts for nothing
+    answer = run(client, "bob", f"sha256sum /workspace/blob | cut -c1-64; {STATE_CLI} get color", region=away)
+    assert answer.split() == [digest, "blue"]
+    assert region_of(cluster, sandbox_id) == away
+
+
+def test_an_agent_whose_region_is_lost_resumes_in_the_other_from_its_replica(
+    cluster: Cluster, client: Client
+) -> None:
+    digest, sandbox_id = remember(client, "carol")
+    written = time.time()
+    regions = SandboxRegions(Store(cluster.local.postgres.dsn))  # type: ignore[union-attr]
+    try:
+        wait_for("a replica of a checkpoint after the write",
+                 lambda: (regions.get(sandbox_id).replica_at or 0) > written, 20 * INTERVAL)  # fmt: skip
+        lost = region_of(cluster, sandbox_id)
+        replica = regions.get(sandbox_id).replica_region
+        assert replica == OTHER[lost]
+    finally:
+        regions.store.close()
+    victims = [n for n in cluster.local.nodes if n.region == lost]
+    for node in victims:  # the whole region: every node of it
+        os.kill(node.child.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    try:
+        wait_for("the region's nodes lost", lambda: {n["region"] for n in api(cluster, "/v1/nodes")["items"]}
+                 == {replica}, TTL + 60)  # fmt: skip
+        assert recalled(client, "carol").split() == [digest, "blue"]
+        assert region_of(cluster, sandbox_id) == replica
+    finally:
+        for node in victims:
+            cluster.restart_node(node.name)
