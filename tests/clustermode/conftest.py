@@ -113,8 +113,10 @@ def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",),
     loop = LoopThread()
     front = Front([("127.0.0.1", r.port) for r in local.replicas])
     try:
-        with mock.patch.dict(os.environ, {**CLUSTER_ENV, **(env or {})}):  # only while its processes start (they copy it): the
-            local.start()  # tests after these, in the same process, must not inherit networking off
+        # only while its processes start (they copy it): the tests after these, in the
+        # same process, must not inherit networking off
+        with mock.patch.dict(os.environ, {**CLUSTER_ENV, **(env or {})}):
+            local.start()
         loop.run(front.start("127.0.0.1", 0))
         yield Cluster(local, front.port)
     finally:

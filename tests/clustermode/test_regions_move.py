@@ -138,9 +138,7 @@ def test_an_agent_follows_its_user_on_its_next_wake(cluster: Cluster, client: Cl
     assert region_of(cluster, sandbox_id) == away
 
 
-def test_an_agent_whose_region_is_lost_resumes_in_the_other_from_its_replica(
-    cluster: Cluster, client: Client
-) -> None:
+def test_an_agent_whose_region_is_lost_resumes_in_the_other_from_its_replica(cluster: Cluster, client: Client) -> None:
     digest, sandbox_id = remember(client, "carol")
     written = time.time()
     regions = SandboxRegions(Store(cluster.local.postgres.dsn))  # type: ignore[union-attr]
