@@ -8,6 +8,7 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -72,14 +73,29 @@ def test_a_region_that_is_down_gets_no_agents_and_its_agents_resume_elsewhere() 
     assert sum(o.failovers for o in run.outcomes[:-1]) > 0
 
 
-def test_cli_prints_json_and_writes_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def invoke_json(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> tuple[int, dict[str, Any]]:
     from cloche.cli import app, ui
 
     stdout = io.StringIO()
     monkeypatch.setattr(ui, "out", Console(file=stdout, width=200, no_color=True))
+    r = CliRunner().invoke(app, ["sim", "--geo", "--json", *args])
+    return r.exit_code, json.loads(stdout.getvalue())
+
+
+def test_cli_prints_json_and_writes_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "B.md"
-    r = CliRunner().invoke(app, ["sim", "--geo", "--users", "80", "--days", "2", "--json", "--output", str(out)])
-    report = json.loads(stdout.getvalue())
-    assert r.exit_code == (0 if report["goal_met"] else 1), r.output
+    code, report = invoke_json(monkeypatch, ["--users", "80", "--days", "2", "--output", str(out)])
+    assert code == (0 if report["goal_met"] else 1)
     assert set(report["policies"]) == {*POLICIES, IDEAL}
     assert "## Geo simulation (`cloche sim --geo`)" in out.read_text()
+
+
+def test_cli_follow_rule_can_be_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloche.cli import app
+
+    _, report = invoke_json(
+        monkeypatch, ["--users", "40", "--days", "1", "--follow", "min_requests=20, cooldown_s=600"]
+    )
+    assert (report["rule"]["min_requests"], report["rule"]["cooldown_s"]) == (20, 600.0)
+    bad = CliRunner().invoke(app, ["sim", "--geo", "--follow", "patience=3"])
+    assert bad.exit_code == 2 and "patience" in bad.output

@@ -36,6 +36,8 @@ def sim_command(
     days: Annotated[float, typer.Option(help="--geo: simulated days.")] = 7.0,
     travel: Annotated[float, typer.Option(help="--geo: chance per day that a user at home leaves on a trip.")] = 0.03,
     outages: Annotated[int, typer.Option(help="--geo: whole-region outages over the run.")] = 2,
+    follow: Annotated[str, typer.Option(help="--geo: change the follow rule, e.g. `min_requests=20,window_s=3600` "
+                                        "(fields of cloche.geo.follow.FollowRule; default: its defaults).")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="--geo: print JSON instead of the table.")] = False,
 ) -> None:  # fmt: skip
     """Simulate placement policies side by side with the real scheduler code (random,
@@ -46,7 +48,7 @@ def sim_command(
     if geo:
         from cloche.cli.simgeo import run_geo
 
-        run_geo(users, days, seed, travel, outages, as_json, target, command)
+        run_geo(users, days, seed, travel, outages, follow, as_json, target, command)
         return
     from cloche.scheduler import sim
 

@@ -17,7 +17,7 @@ from cloche.geo.sim.trace import GeoConfig, Trace
 
 GOAL_P99_RATIO = 1.2
 GOAL_MIGRATIONS_PER_USER_DAY = 1.0
-MARK = "cloche sim --geo"
+MARK = "cloche sim geo"
 
 
 def summarize(outcomes: Sequence[Outcome], cfg: GeoConfig) -> dict[str, dict[str, float]]:
@@ -79,15 +79,17 @@ def describe(cfg: GeoConfig, rule: FollowRule, trace: Trace, regions: Sequence[s
                         for o in trace.outages) or "none"  # fmt: skip
     return (
         f"{cfg.users:,} users over {cfg.days:g} days in {len(regions)} AWS regions ({', '.join(regions)}), "
-        f"round-trip times from the published matrix in `src/cloche/geo/data/aws_rtt_2017.csv`; "
-        f"{cfg.sessions_per_day:g} sessions per user-day in local daytime, {cfg.requests_per_session:g} requests "
-        f"per session; {100 * cfg.travel_per_day:g}% of users at home leave each day on a trip of "
-        f"{cfg.trip_days:g} days (median), {100 * trace.away_share():.1f}% of requests sent away from home; "
-        f"outages: {outages}. Agents lognormal around {cfg.agent_mb:g} MB, {100 * cfg.base_share:g}% of their "
-        f"chunks in every region already, {100 * cfg.dirty_per_hour:g}%/h rewritten since leaving a region; "
-        f"copies at {cfg.copy_mb_s:g} MB/s on the waking request's path. home-region is {home}. "
-        f"Follow rule: window {rule.window_s / 3600:g} h, at least {rule.min_requests} requests, threshold "
-        f"{rule.threshold:g}, cooldown {rule.cooldown_s / 3600:g} h. Seed {cfg.seed}; {len(trace.requests):,} requests."
+        f"round-trip times from the published matrix in `src/cloche/geo/data/aws_rtt_2017.csv` plus each "
+        f"user's last mile (lognormal around {cfg.access_ms:g} ms); {cfg.sessions_per_day:g} sessions per "
+        f"user-day in local daytime, {cfg.requests_per_session:g} requests per session, each session starting "
+        f"with a wake; {100 * cfg.travel_per_day:g}% of users at home leave each day on a trip of "
+        f"{cfg.trip_days:g} days (median) and {100 * cfg.stray_share:g}% of sessions come from a random other "
+        f"region (noise): {100 * trace.away_share():.1f}% of requests sent away from home; outages: {outages}. "
+        f"Agents lognormal around {cfg.agent_mb:g} MB, {100 * cfg.base_share:g}% of their chunks in every region "
+        f"already, {100 * cfg.dirty_per_hour:g}%/h rewritten since leaving a region; copies at "
+        f"{cfg.copy_mb_s:g} MB/s on the waking request's path. home-region is {home}. Follow rule: window "
+        f"{rule.window_s / 60:g} min, at least {rule.min_requests} request(s), threshold {rule.threshold:g}, "
+        f"cooldown {rule.cooldown_s / 60:g} min. Seed {cfg.seed}; {len(trace.requests):,} requests."
     )
 
 
