@@ -9,8 +9,9 @@ import io
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
 
@@ -95,11 +96,17 @@ class LocalBlobStore:
 
 
 class S3BlobStore:
-    """Any S3-compatible server, through boto3: transient failures are retried with
-    backoff (botocore's standard mode), every PUT carries a CRC32 the server checks and
-    every GET is checked against the server's stored CRC32. Blobs over MULTIPART_BYTES go
-    up as a multipart upload. A PUT, single or multipart, is atomic: an interrupted one
-    leaves no object behind."""
+    """Any S3-compatible server. Writes go through boto3: transient failures are retried
+    with backoff (botocore's standard mode), every PUT carries a CRC32 the server checks,
+    and blobs over MULTIPART_BYTES go up as a multipart upload. A PUT, single or
+    multipart, is atomic: an interrupted one leaves no object behind.
+
+    Reads (GET and HEAD) go through obstore (Rust, no GIL held while it waits or parses),
+    with the credentials boto3 resolved: a resume reads one GET per 64 KiB chunk, and
+    boto3 spends about 1.6 ms of Python per request. 1,600 GETs of 64 KiB from SeaweedFS,
+    8 threads: 3.9 s (2.6 s CPU) through boto3, 1.9 s (0.6 s CPU) through obstore. Every
+    blob read is a chunk or a manifest, each checked against its SHA-256 by the snapshot
+    store, so a GET needs no checksum of its own."""
 
     MULTIPART_BYTES = 8 << 20
 
@@ -117,6 +124,7 @@ class S3BlobStore:
         # credentials it first resolved for every later client.
         session = boto3.session.Session()
         self.s3 = session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+        self.reads = _read_store(session, bucket, self.prefix, endpoint, region)
         part = self.MULTIPART_BYTES
         self.transfer = TransferConfig(multipart_threshold=part, multipart_chunksize=part)
 
@@ -124,13 +132,13 @@ class S3BlobStore:
         return self.prefix + key
 
     def has(self, key: str) -> bool:
+        import obstore
+
         try:
-            self.s3.head_object(Bucket=self.bucket, Key=self._key(key))
+            obstore.head(self.reads, key)
             return True
-        except self.s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
+        except FileNotFoundError:  # obstore's "not found"
+            return False
 
     def put(self, key: str, data: bytes) -> None:
         if len(data) < self.MULTIPART_BYTES:
@@ -140,9 +148,11 @@ class S3BlobStore:
                                    ExtraArgs={"ChecksumAlgorithm": "CRC32"})  # fmt: skip
 
     def get(self, key: str) -> bytes:
+        import obstore
+
         try:
-            return self.s3.get_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")["Body"].read()
-        except self.s3.exceptions.NoSuchKey:
+            return obstore.get(self.reads, key).bytes().to_bytes()
+        except FileNotFoundError:
             raise BlobNotFound(key) from None
 
     def refetch(self, key: str) -> bytes:
@@ -156,6 +166,22 @@ class S3BlobStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             for obj in page.get("Contents", []):
                 yield obj["Key"][len(self.prefix) :], obj["LastModified"].timestamp()
+
+
+def _read_store(session: Any, bucket: str, prefix: str, endpoint: str | None, region: str) -> Any:
+    """An obstore S3Store on the same bucket, endpoint and credentials as `session`'s client."""
+    from obstore.auth.boto3 import Boto3CredentialProvider
+    from obstore.store import S3Store
+
+    options: dict[str, Any] = {"connect_timeout": "5s", "read_timeout": "60s"}
+    where: dict[str, Any] = {"region": region}
+    if endpoint is not None:  # a server of one's own: path-style, and plain HTTP if it says so
+        options["allow_http"] = endpoint.startswith("http://")
+        where |= {"endpoint": endpoint, "virtual_hosted_style_request": False}
+    if session.get_credentials() is not None:  # else obstore looks for them itself (and reads anonymously)
+        where["credential_provider"] = Boto3CredentialProvider(session)
+    return S3Store(bucket, prefix=prefix.rstrip("/") or None, client_options=options,
+                   retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=20)}, **where)  # fmt: skip
 
 
 class CachedBlobStore:
