@@ -60,25 +60,26 @@ class Rig:
         return {n["id"] for n in http.get("/v1/nodes").json()["items"] if n["state"] == "ready"}
 
 
-
 @contextmanager
-def cluster() -> Iterator[Rig]:
+def cluster(nodes: int = NODES, regions: tuple[str, ...] = ("local",)) -> Iterator[Rig]:
+    """`nodes` nodes, given `regions` in turn (several: each with a bucket of its own)."""
     with mock.patch.dict(os.environ, settings()):
-        yield from _cluster()
+        yield from _cluster(nodes, regions)
 
 
-def _cluster() -> Iterator[Rig]:
+def _cluster(nodes: int, regions: tuple[str, ...]) -> Iterator[Rig]:
     root = Path(tempfile.mkdtemp(prefix="cloche-bench-cluster-", dir=DATA_PARENT))
     root.chmod(0o755)  # PostgreSQL's user must reach its data dir
-    local = LocalCluster(Options(nodes=NODES, port=0, data_dir=root, pool_size=0), event=lambda m: log(f"cluster: {m}"))
+    options = Options(nodes=nodes, port=0, data_dir=root, regions=list(regions), pool_size=0)
+    local = LocalCluster(options, event=lambda m: log(f"cluster: {m}"))
     OWN_NODE_KEYS.update(node_key(n.root) for n in local.nodes)
     try:
         started = time.perf_counter()
         local.start()
-        log(f"cluster: {NODES} nodes and 2 replicas up in {time.perf_counter() - started:.0f} s")
+        log(f"cluster: {nodes} nodes and 2 replicas up in {time.perf_counter() - started:.0f} s")
         rig = Rig(local)
         with rig.client() as http:
-            wait_for(f"{NODES} nodes listed", lambda: len(rig.live_nodes(http)) == NODES, 60)
+            wait_for(f"{nodes} nodes listed", lambda: len(rig.live_nodes(http)) == nodes, 60)
         yield rig
     finally:
         local.stop()
