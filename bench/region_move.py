@@ -49,7 +49,8 @@ def main() -> None:
             http.post(f"{AGENT}/invoke", json={"message": "hello"}).raise_for_status()
             answered = time.perf_counter() - started
             log(f"region move {i + 1}/{n}: {report['source']} -> {report['region']} in {moved:.2f} s "
-                f"(answered after {answered:.2f} s), {report['bytes_copied'] / 1e6:.1f} MB copied")  # fmt: skip
+                f"{report['phases']} (answered after {answered:.2f} s), "
+                f"{report['bytes_copied'] / 1e6:.1f} MB copied")  # fmt: skip
             moves.append(moved)
             answers.append(answered)
             copied.append(report["bytes_copied"])

@@ -43,6 +43,7 @@ class MoveReport:
     bytes_copied: int
     chunks_copied: int
     seconds: float
+    phases: dict[str, float]  # seconds in each step: off the node (hibernate), copy, resume
 
 
 class Mover:
@@ -79,22 +80,30 @@ class Mover:
         if target not in self.live_regions():
             raise NoCapacity(f"no live node is in region {target!r}", retry_after_s=1)
         started = time.monotonic()
+        phases: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            phases[name] = round(time.monotonic() - started - sum(phases.values()), 3)
+
         async with self.fleet.recovering(sandbox_id):
             source, manifest = await self._off_node(sandbox_id)
+            lap("hibernate")
             copied = CopyReport()
             if manifest is not None and source is not None:
                 copied = await asyncio.to_thread(self.stores.copy, manifest, source, target)
+            lap("copy")
             placement = self.fleet.placements.get(sandbox_id)
             if placement is None:
                 raise SandboxNotFound(f"sandbox {sandbox_id} not found")
             rec = await self._adopt_in(placement.record, manifest, target)
             self.regions.moved(sandbox_id, target, time.time())
+            lap("resume")
         self.moves += 1
         self.bytes_copied += copied.bytes_copied
         report = MoveReport(sandbox_id, source, target, self.fleet.node_of(rec.id) or "", copied.bytes_copied,
-                            copied.chunks_copied, round(time.monotonic() - started, 3))  # fmt: skip
-        log.info("sandbox %s moved from %s to %s (%s) in %.2f s, %d bytes copied", sandbox_id, source, target,
-                 report.node, report.seconds, report.bytes_copied)  # fmt: skip
+                            copied.chunks_copied, round(time.monotonic() - started, 3), phases)  # fmt: skip
+        log.info("sandbox %s moved from %s to %s (%s) in %.2f s %s, %d bytes copied", sandbox_id, source, target,
+                 report.node, report.seconds, phases, report.bytes_copied)  # fmt: skip
         return report
 
     async def _off_node(self, sandbox_id: str) -> tuple[str | None, str | None]:

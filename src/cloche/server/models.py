@@ -358,6 +358,7 @@ class AgentMoved(BaseModel):
     bytes_copied: int = Field(description="snapshot bytes copied to the region's store (only missing chunks)")
     chunks_copied: int
     seconds: float
+    phases: dict[str, float] = Field(description="seconds in each step: hibernate (off its node), copy, resume")
 
 
 class SecretCreate(Strict):

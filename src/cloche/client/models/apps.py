@@ -63,6 +63,7 @@ class AgentMove(ApiModel):
     bytes_copied: int = Field(0, description="Snapshot bytes copied to the region's store (only missing chunks).")
     chunks_copied: int = 0
     seconds: float = 0.0
+    phases: dict[str, float] = Field(default_factory=dict, description="Seconds per step: hibernate, copy, resume.")
 
 
 @dataclass(frozen=True)
