@@ -102,6 +102,11 @@ class Settings:
     follow_min_requests: int = 20
     follow_threshold: float = 0.7
     follow_cooldown_s: float = 6 * 3600.0
+    # This replica's region, the user's region when a
+    # request names none (its `cloche-region` header) and its client's address is not in
+    # `client_regions` ("10.1.0.0/16=eu,192.0.2.0/24=us"); "" with no map: no preference.
+    region: str = ""
+    client_regions: str = ""
     # Request limits.
     max_json_bytes: int = 1 << 20
     max_file_bytes: int = 256 << 20

@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from unittest import mock
 
@@ -44,8 +44,9 @@ HERE = Path(__file__).parent
 
 
 class Cluster:
-    def __init__(self, local: LocalCluster, front_port: int) -> None:
+    def __init__(self, local: LocalCluster, front_port: int, env: Mapping[str, str] = CLUSTER_ENV) -> None:
         self.local = local
+        self.cluster_env = dict(env)  # what its processes were started with, over CLUSTER_ENV
         self.key = local.admin_key.read_text().strip()
         self.front = f"http://127.0.0.1:{front_port}"
 
@@ -62,7 +63,7 @@ class Cluster:
         """What the launcher gave its children: the shared database, state and S3."""
         assert self.local.postgres is not None and self.local.weed is not None
         dsn, weed = self.local.postgres.dsn, self.local.weed
-        return {**os.environ, **CLUSTER_ENV, "CLOCHE_DATABASE_URL": dsn, "CLOCHE_STATE_DSN": dsn,
+        return {**os.environ, **self.cluster_env, "CLOCHE_DATABASE_URL": dsn, "CLOCHE_STATE_DSN": dsn,
                 "CLOCHE_BLOB_URL": weed.bucket(BUCKET, exist_ok=True), **weed.credentials()}  # fmt: skip
 
     def restart_node(self, node_id: str) -> None:
@@ -112,13 +113,14 @@ def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",),
     local = LocalCluster(options, event=print)
     loop = LoopThread()
     front = Front([("127.0.0.1", r.port) for r in local.replicas])
+    started_with = {**CLUSTER_ENV, **(env or {})}
     try:
         # only while its processes start (they copy it): the tests after these, in the
         # same process, must not inherit networking off
-        with mock.patch.dict(os.environ, {**CLUSTER_ENV, **(env or {})}):
+        with mock.patch.dict(os.environ, started_with):
             local.start()
         loop.run(front.start("127.0.0.1", 0))
-        yield Cluster(local, front.port)
+        yield Cluster(local, front.port, started_with)
     finally:
         loop.run(front.close())
         loop.stop()

@@ -84,6 +84,10 @@ def app_deploy(
     ] = None,
     cpu: Annotated[float | None, typer.Option(help="CPU cores per agent.")] = None,
     memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Memory per agent in MiB.")] = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option("--region", help="Data residency: the agents run only in this region (repeatable; cluster)."),
+    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -120,6 +124,7 @@ def app_deploy(
         "startup_timeout_s": startup_timeout,
         "cpu": cpu,
         "memory_mb": memory_mb,
+        "regions": region or None,
     }
     spec.update({k: v for k, v in extra.items() if v is not None})
     with connect(url, api_key) as client:

@@ -45,6 +45,14 @@ def server(
         Path, typer.Option("--data-dir", envvar="CLOCHE_DATA_DIR", help="Where the admin key is written.")
     ] = Path(".cloche-server"),
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT the API listens on.")] = "127.0.0.1:8787",
+    region: Annotated[
+        str,
+        typer.Option(
+            "--region",
+            envvar="CLOCHE_REGION",
+            help="This replica's region: the user's, for requests that name none (cloche-region).",
+        ),
+    ] = "",
 ) -> None:
     """Run one API replica of a cluster (stateless: run as many as you like behind one address).
 
@@ -59,7 +67,7 @@ def server(
     if not host or not port.isdigit():
         ui.err.print("[red]error:[/] --listen is HOST:PORT")
         raise typer.Exit(2)
-    serve(data_dir, host, int(port), 0, etcd=etcd, cluster_dir=str(cluster_dir.resolve()))
+    serve(data_dir, host, int(port), 0, etcd=etcd, cluster_dir=str(cluster_dir.resolve()), region=region)
 
 
 @app.command()

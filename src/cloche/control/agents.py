@@ -23,6 +23,7 @@ from cloche.control.agent_transport import agent_transport
 from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, not_found
 from cloche.control.sandboxes import SandboxService
+from cloche.fleet import where
 from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
 from cloche.node.protocol import ExecRequest
@@ -37,7 +38,6 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
               "authorization", "proxy-authorization", "content-length"}  # fmt: skip
 SERVER_SET = {"date", "server"}  # our own server sets these on the answer
 DEFAULT_IDLE = {"pause_after_s": 60.0, "hibernate_after_s": 900.0}
-REGION_HEADER = "cloche-region"  # the user's region, as the request says it
 T = TypeVar("T")
 
 
@@ -117,8 +117,10 @@ class AgentService:
             state, active = rec.state, rec.last_active_at
         except SandboxNotFound:
             state, active = "deleted", None
-        return {"key": row.key, "app": row.app, "sandbox_id": row.sandbox_id, "state": state, "node": "local",
-                "app_version": row.app_version, "created_at": row.created_at, "last_active_at": active}  # fmt: skip
+        at = self.sandboxes.locate(row.sandbox_id)
+        return {"key": row.key, "app": row.app, "sandbox_id": row.sandbox_id, "state": state, "node": at["node"],
+                "region": at["region"], "home_region": at["home_region"], "app_version": row.app_version,
+                "created_at": row.created_at, "last_active_at": active}  # fmt: skip
 
     async def delete_agent(self, tenant: Tenant, app: str, key: str, with_state: bool) -> None:
         row = self.store.agent(tenant.id, app, key)
@@ -152,7 +154,7 @@ class AgentService:
         await gate.slots.acquire()
         try:
             async with gate.instance:
-                sandbox_id = await self._instance(tenant, app, key, headers.get(REGION_HEADER))
+                sandbox_id = await self._instance(tenant, app, key, where.user_region())
                 await self._ensure_server(sandbox_id, app)
             response = await self._forward(sandbox_id, method, path, headers, body)
         except BaseException:
@@ -225,7 +227,7 @@ class AgentService:
         view, _ = await self.sandboxes.create(tenant, CreateRequest(
             template=spec.get("template"), cpu=spec.get("cpu"), memory_mb=spec.get("memory_mb"),
             disk_mb=spec.get("disk_mb"), metadata={"cloche.app": app.name, "cloche.agent": key[:200]},
-            env=self._env(app, key), idle=idle,
+            env=self._env(app, key), idle=idle, regions=spec.get("regions") or (),
         ))  # fmt: skip
         sandbox_id = view.row.id
         setup = spec.get("setup")

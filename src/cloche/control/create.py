@@ -5,6 +5,7 @@ Absent fields take the server's defaults."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ class CreateRequest:
     on_resume: str | None = None
     snapshot: str | None = None  # a named snapshot to start from
     wait_s: float | None = None  # how long to queue for room (None: the server's create_wait_s)
-    region: str | None = None
+    region: str | None = None  # the user's region (else the request's: fleet/where.py)
+    regions: Sequence[str] = ()  # data residency: only nodes in these regions (cluster mode)
     network: str | dict[str, Any] | None = None
     isolation: str | None = None

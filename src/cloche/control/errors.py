@@ -27,7 +27,14 @@ from cloche.node.errors import (
     SandboxNotFound,
     TemplateNotFound,
 )
-from cloche.scheduler.errors import InsufficientCapacity, InUse, NoCapacity, QuotaExceeded, SchedulerError
+from cloche.scheduler.errors import (
+    InsufficientCapacity,
+    InUse,
+    NoCapacity,
+    QuotaExceeded,
+    RegionFull,
+    SchedulerError,
+)
 from cloche.snapshots.store import SnapshotCorrupt
 
 
@@ -72,6 +79,7 @@ SCHEDULER_STATUS: dict[type[SchedulerError], int] = {
     InsufficientCapacity: 409,
     InUse: 409,
     NoCapacity: 503,
+    RegionFull: 503,
 }
 KNOWN: tuple[type[Exception], ...] = (ApiError, SchedulerError, RuntimeFailure, SnapshotCorrupt)
 

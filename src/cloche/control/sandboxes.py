@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cloche.control.create import CreateRequest
 from cloche.control.errors import ApiError, not_found, scheduler_errors
 from cloche.control.locks import KeyedLocks
+from cloche.fleet import where
 from cloche.node.api import Node, SandboxEvents
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.records import SandboxRecord
@@ -30,9 +31,10 @@ if TYPE_CHECKING:
     from cloche.scheduler.local import LocalScheduler
 
 
-def embedded_location(sandbox_id: str) -> dict[str, Any]:
-    """Where a sandbox is on the embedded node: there, and it never lost its node."""
-    return {"node": "local", "recovery": None}
+def embedded_location(sandbox_id: str, region: str = "local") -> dict[str, Any]:
+    """Where a sandbox is on the embedded node: there, in the server's region, and it
+    never lost its node."""
+    return {"node": "local", "region": region, "home_region": region, "recovery": None}
 
 
 @dataclass
@@ -61,6 +63,9 @@ class SandboxView:
             "on_resume": self.record.spec.on_resume,
             "node": self.where["node"],
             "recovery": self.where["recovery"],
+            "region": self.where["region"],
+            "home_region": self.where["home_region"],
+            "regions": list(self.record.spec.regions),
             "isolation": self.record.spec.isolation,
             "network": {"policy": self.record.spec.network.public_json(),
                         "address": (self.record.net or {}).get("address")},
@@ -138,11 +143,13 @@ class SandboxService:
             spec = SandboxSpec(template=template or "base", limits=limits, env=req.env, timeout_s=req.timeout_s,
                                idle=IdlePolicy(**(req.idle or {}), on_timeout=req.on_timeout), on_resume=req.on_resume,
                                network=self.network_policy(req.network, tenant=tenant),
-                               isolation=self.choose_isolation(tenant, req.isolation))  # fmt: skip
+                               isolation=self.choose_isolation(tenant, req.isolation),
+                               regions=tuple(req.regions))  # fmt: skip
             spec.validate()
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
-            admission = self.scheduler.admit(tenant, spec, req.wait_s, req.region) if self.scheduler else unscheduled()
-            with scheduler_errors():
+            near = req.region or where.user_region()  # the user's, for the latency-aware placement
+            admission = self.scheduler.admit(tenant, spec, req.wait_s, near) if self.scheduler else unscheduled()
+            with scheduler_errors(), where.near(near):
                 async with admission as admitted:
                     rec = await self.node.create(spec, snapshot=manifest)
                     admitted.bind(rec.id)

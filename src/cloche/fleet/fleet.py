@@ -4,7 +4,10 @@ Why it exists: control (sandboxes, agents, files, exec, ingress) is written agai
 `Node`. In a cluster the sandboxes are spread over many, each reached over its node API
 (`RemoteNode`). The fleet follows etcd's live node set (`NodeWatcher`), keeps a
 `RemoteNode` per member, places each new sandbox on the member with the most room, and
-routes every later call to the node that holds the sandbox.
+routes every later call to the node that holds the sandbox. Placement is latency-aware
+and keeps data residency (fleet/scoring.py): close to the request's user (fleet/where.py),
+or to the sandbox's home region when it resumes after a loss, and only in the regions
+its spec is pinned to.
 
 When a member's lease expires its sandboxes are marked lost (`PlacementTable.lose`) and
 shown as hibernated from their last checkpoint: the next request wakes one, which takes
@@ -26,7 +29,9 @@ from typing import Any, TypeVar
 
 from cloche.cluster.etcd import Etcd, EtcdUnavailable
 from cloche.cluster.membership import NodeEvent, NodeInfo, NodeWatcher
+from cloche.fleet import scoring, where
 from cloche.fleet.placements import Placement, PlacementTable
+from cloche.fleet.sandbox_regions import SandboxRegions
 from cloche.node.api import (
     DiskUsage,
     ExecStream,
@@ -54,7 +59,6 @@ log = logging.getLogger("cloche.fleet")
 T = TypeVar("T")
 DRAINING = "draining/"  # etcd: /cloche/draining/<node id> while a node is being drained
 REFRESH_S = 1.0  # how often the lost sandboxes and the draining set are read again
-MEMORY_PER_SANDBOX_MB = 512  # for ranking nodes by room: a node's memory over this is its sandbox room
 
 
 @dataclass
@@ -84,6 +88,10 @@ class Fleet:
         # resumes a sandbox that is on no node (None: `adopt` on any node); with a snapshot
         # store per region, `Mover.adopt_lost` resumes it in the region that holds its files
         self.adopt_lost: Callable[[Placement], Awaitable[SandboxRecord]] | None = None
+        self.homes = SandboxRegions(placements.store)  # each sandbox's region: where it runs, or its files are
+        self._homes: dict[str, str] = {}  # sandbox id -> its home region, as last placed or read
+        self._placing: dict[str, float] = {}  # node id -> MB of the sandboxes being placed there now
+        self.matrix = scoring.fleet_matrix  # the region-to-region RTTs placement scores with
         self._tasks: list[asyncio.Task[None]] = []
         self._synced = asyncio.Event()
 
@@ -227,16 +235,31 @@ class Fleet:
         return list(self._lost)
 
     def locate(self, sandbox_id: str) -> dict[str, Any]:
-        """Where the sandbox is, for its API view: its node ("" when on none) and its last
-        loss of a node (`recovery`: when, the work lost, the checkpoint it resumed from)."""
-        return {"node": self.node_of(sandbox_id) or "", "recovery": self._recovery.get(sandbox_id)}
-
-    def _holder(self, sandbox_id: str) -> RemoteNode | None:
+        """Where the sandbox is, for its API view: its node and the node's region ("" when
+        on none), its home region, and its last loss of a node (`recovery`: when, the work
+        lost, the checkpoint it resumed from)."""
         node = self.node_of(sandbox_id)
-        return None if node is None else self.members[node].remote
+        home = self._homes.get(sandbox_id)
+        if home is None:
+            home = self.homes.get(sandbox_id).region
+            if home is not None:
+                self._homes[sandbox_id] = home
+        return {"node": node or "", "region": self.members[node].info.region if node else "",
+                "home_region": home, "recovery": self._recovery.get(sandbox_id)}  # fmt: skip
+
+    def _holder(self, sandbox_id: str, serving: bool = False) -> RemoteNode | None:
+        """The sandbox's node; `serving`: the call reaches the sandbox, and the request's
+        answer says where (`cloche-region`)."""
+        node = self.node_of(sandbox_id)
+        if node is None:
+            return None
+        member = self.members[node]
+        if serving:
+            where.served_in(member.info.region)
+        return member.remote
 
     def _remote(self, sandbox_id: str) -> RemoteNode:
-        remote = self._holder(sandbox_id)
+        remote = self._holder(sandbox_id, serving=True)
         if remote is not None:
             return remote
         if sandbox_id in self._lost:
@@ -244,23 +267,26 @@ class Fleet:
                                "from its last checkpoint")  # fmt: skip
         raise SandboxNotFound(f"sandbox {sandbox_id} not found")
 
-    def choose(self, spec: SandboxSpec, avoid: Collection[str] = ()) -> Member:
-        """The member with the most room that can run `spec` (not draining, not in `avoid`)."""
+    def choose(self, spec: SandboxSpec, avoid: Collection[str] = (), near: str | None = None) -> Member:
+        """The member for `spec` (not draining, not in `avoid`, of its isolation and pinned
+        regions) closest to `near` (the user's region) with the most room (fleet/scoring.py)."""
         fits = [m for m in self.members.values()
                 if m.node_id not in self.draining and m.node_id not in avoid
                 and (not m.info.isolation or spec.isolation in m.info.isolation)]  # fmt: skip
-        if not fits:
+        if not fits and not spec.regions:
             raise NoCapacity(f"no live node can take a {spec.isolation} sandbox "
                              f"({len(self.members)} live, {len(self.draining)} draining)", retry_after_s=1)  # fmt: skip
+        candidates = [self._candidate(m) for m in fits]
+        best = scoring.pick(candidates, spec.limits.memory_mb, near, spec.regions, self.matrix())
+        return self.members[best.node_id]
 
-        def used(m: Member) -> float:
-            return m.info.load * MEMORY_PER_SANDBOX_MB / max(1, m.info.capacity)
+    def _candidate(self, m: Member) -> scoring.Candidate:
+        used = sum(r.spec.limits.memory_mb for r in m.remote.list() if r.state in ("running", "paused"))
+        return scoring.Candidate(m.node_id, m.info.region, used + self._placing.get(m.node_id, 0.0), m.info.capacity)
 
-        return min(fits, key=used)
-
-    def _bump(self, member: Member) -> None:
-        """Count a placement at once (etcd hears of the node's new load a moment later)."""
-        member.info = replace(member.info, load=member.info.load + 1)
+    def regions(self) -> set[str]:
+        """The regions of the live nodes."""
+        return {m.info.region for m in self.members.values() if m.info.region}
 
     # ---- identity and records ------------------------------------------------------------
 
@@ -319,20 +345,27 @@ class Fleet:
 
     async def _place(self, spec: SandboxSpec, make: Callable[[Member], Awaitable[SandboxRecord]],
                      avoid: Collection[str] = ()) -> SandboxRecord:  # fmt: skip
-        """Make the sandbox on the member with the most room (not in `avoid`); on the next
-        one when that one does not answer (it may be stopping: it leaves etcd a moment
-        after it stops)."""
+        """Make the sandbox on the best member for it (not in `avoid`; close to the
+        request's user, fleet/scoring.py); on the next one when that one does not answer
+        (it may be stopping: it leaves etcd a moment after it stops). The node's region is
+        its home now (`SandboxRegions`: its snapshots go to that region's store)."""
         tried: set[str] = set(avoid)
         while True:
-            member = self.choose(spec, tried)
-            self._bump(member)
+            member = self.choose(spec, tried, where.user_region())
+            self._placing[member.node_id] = self._placing.get(member.node_id, 0.0) + spec.limits.memory_mb
             try:
                 rec = await make(member)
             except NodeUnreachable as e:
                 log.warning("placing on %s failed (%s); trying another node", member.node_id, e)
                 tried.add(member.node_id)
                 continue
+            finally:
+                self._placing[member.node_id] -= spec.limits.memory_mb
             self.placements.place(member.node_id, rec)
+            if member.info.region:
+                self.homes.record(rec.id, member.info.region)
+                self._homes[rec.id] = member.info.region
+            where.served_in(member.info.region)
             return rec
 
     def recovering(self, sandbox_id: str) -> asyncio.Lock:
@@ -355,6 +388,7 @@ class Fleet:
             if placement is None:
                 raise SandboxNotFound(f"sandbox {sandbox_id} not found")
             if not placement.away and placement.node in self.members:
+                where.served_in(self.members[placement.node].info.region)
                 return await self.members[placement.node].remote.wake(sandbox_id)
             started = time.monotonic()
             if self.adopt_lost is None:
@@ -374,12 +408,13 @@ class Fleet:
             await remote.kill(sandbox_id)
         self.placements.forget(sandbox_id)
         self._lost.pop(sandbox_id, None)
+        self._homes.pop(sandbox_id, None)
 
     async def stop(self, sandbox_id: str) -> SandboxRecord:
         return await self._remote(sandbox_id).stop(sandbox_id)
 
     async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
-        remote = self._holder(sandbox_id)
+        remote = self._holder(sandbox_id, serving=True)
         return await self._recover(sandbox_id) if remote is None else await remote.start_sandbox(sandbox_id)
 
     async def wake(self, sandbox_id: str) -> SandboxRecord:
@@ -387,7 +422,7 @@ class Fleet:
         waking is on the path of every exec. Should the node have paused it meanwhile, the
         exec that follows finds out and wakes it (`_awake`)."""
         await self._settled(sandbox_id)
-        remote = self._holder(sandbox_id)
+        remote = self._holder(sandbox_id, serving=True)
         if remote is None:
             return await self._recover(sandbox_id)
         rec = remote.get(sandbox_id)

@@ -22,8 +22,8 @@ from cloche.fleet.follow_user import Follower
 from cloche.fleet.move import Mover
 from cloche.fleet.replicate import Replicator
 from cloche.fleet.sandbox_regions import SandboxRegions
+from cloche.fleet.scoring import fleet_matrix
 from cloche.geo.follow import FollowRule
-from cloche.scheduler.scorers.latency import LatencyMatrix
 from cloche.snapshots.regions import RegionStores
 from cloche.store.db import Store
 
@@ -37,8 +37,7 @@ class Geo:
 
 def build_geo(settings: Settings, fleet: Fleet, store: Store, registry: CollectorRegistry) -> Geo:
     stores = RegionStores(settings.blob_urls(), settings.blob_url)
-    matrix = LatencyMatrix.parse(settings.latency_matrix) if settings.latency_matrix else LatencyMatrix()
-    mover = Mover(fleet, stores, SandboxRegions(store), matrix)
+    mover = Mover(fleet, stores, SandboxRegions(store), fleet_matrix(settings.latency_matrix))
     fleet.adopt_lost = mover.adopt_lost
     rule = FollowRule(window_s=settings.follow_window_s, min_requests=settings.follow_min_requests,
                       threshold=settings.follow_threshold, cooldown_s=settings.follow_cooldown_s)  # fmt: skip

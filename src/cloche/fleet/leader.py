@@ -13,6 +13,9 @@ leader in etcd (`cloche.cluster.election`); while its term lasts the leader
   its files uploaded, removed from the node, and resumed on another node if it was
   running (else it resumes on its next wake); then the drain is marked done.
 
+Both place sandboxes as any wake does (`Fleet.choose`): a sandbox pinned to regions is
+resumed only there, and when they have no room it stays in the store until they do.
+
 A term ends when the leader's session fences, and `Election.run` cancels this work then.
 """
 
@@ -30,6 +33,7 @@ from cloche.cluster.etcd import EtcdUnavailable
 from cloche.fleet.fleet import DRAINING, Fleet, Member
 from cloche.node.errors import RuntimeFailure
 from cloche.node.records import SandboxRecord
+from cloche.scheduler.errors import SchedulerError
 
 log = logging.getLogger("cloche.leader")
 TICK_S = 0.5
@@ -105,7 +109,7 @@ class Leader:
                 try:
                     await self.fleet.wake(sandbox_id)
                     started += 1
-                except RuntimeFailure as e:
+                except (RuntimeFailure, SchedulerError) as e:  # SchedulerError: its pinned regions are full
                     log.warning("restart of %s failed (%s); trying again", sandbox_id, e)
         return started
 
@@ -152,6 +156,6 @@ class Leader:
                 return False
         await self.fleet.refresh()
         if was_running:
-            with contextlib.suppress(RuntimeFailure):
+            with contextlib.suppress(RuntimeFailure, SchedulerError):  # then it resumes on its next wake
                 await self.fleet.wake(rec.id)
         return True

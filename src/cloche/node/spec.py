@@ -78,6 +78,7 @@ class SandboxSpec:
     on_resume: str | None = None  # shell command run after waking from stopped/hibernated
     network: NetworkPolicy = field(default_factory=NetworkPolicy)  # the runtime's default: loopback only
     isolation: str = "runc"
+    regions: tuple[str, ...] = ()  # data residency (cluster mode): it runs only on nodes in these regions
 
     def validate(self) -> None:
         self.limits.validate()
@@ -89,6 +90,8 @@ class SandboxSpec:
         if self.timeout_s is not None and not 0 < self.timeout_s <= MAX_TIMEOUT_S:
             raise InvalidSpec("timeout_s must be between 0 and 30 days")
         self.idle.validate()
+        if any(not r or len(r) > 63 for r in self.regions):
+            raise InvalidSpec("regions must be region names of 1 to 63 characters")
         if self.on_resume is not None and (not self.on_resume or "\0" in self.on_resume):
             raise InvalidSpec("on_resume must be a non-empty shell command")
 
@@ -108,4 +111,5 @@ class SandboxSpec:
             on_resume=data.get("on_resume"),
             network=NetworkPolicy.from_json(data.get("network", "none")),
             isolation=data.get("isolation", "runc"),
+            regions=tuple(data.get("regions", ())),
         )

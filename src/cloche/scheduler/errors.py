@@ -37,3 +37,10 @@ class NoCapacity(SchedulerError):
     """The create waited its wait_s in the admission queue and nothing made room."""
 
     code = "no_capacity"
+
+
+class RegionFull(NoCapacity):
+    """The regions an app or sandbox is pinned to (data residency) have no live node with
+    room; it is never placed elsewhere."""
+
+    code = "region_full"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from cloche.control.inside import Inside
 from cloche.control.nodes import NodeStatus
 from cloche.control.ports import Ports
 from cloche.control.ratelimit import RateLimiter
-from cloche.control.sandboxes import SandboxService
+from cloche.control.sandboxes import SandboxService, embedded_location
 from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.control.templates import TemplateService
@@ -28,6 +29,7 @@ from cloche.server.backends import clustered, embedded
 from cloche.server.context import Context
 from cloche.server.kvfast import KvFastPath
 from cloche.server.limits import BodyLimit
+from cloche.server.region import RegionMiddleware
 from cloche.server.routes import apps, files, health, nodes, ports, sandboxes, secrets, snapshots, templates, tenants
 from cloche.server.routes import code as code_routes
 from cloche.server.routes import exec as exec_routes
@@ -80,6 +82,8 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
                     await service.reconcile()
                 if b.fleet is not None:
                     service.locate = b.fleet.locate
+                else:
+                    service.locate = functools.partial(embedded_location, region=settings.region or "local")
                 service.scheduler = LocalScheduler(b.node, store, settings)
                 await service.scheduler.start()
                 agents = AgentService(service)
@@ -124,6 +128,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, settings=settings)
     ui.install(app)  # the web dashboard at /ui (cloche.server.ui)
     ports.install(app, settings)  # exposed ports: routes, and the ingress middleware
+    app.add_middleware(RegionMiddleware, settings=settings)  # the user's region in, `cloche-region` out
     app.add_middleware(DrainGate, drain=drain)  # while stopping, nothing new gets in
     if settings.access_log:
         app.add_middleware(AccessLog)  # one line per request, whoever answered it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from cloche.fleet.fleet import Fleet
 from cloche.fleet.geo import Geo, build_geo
 from cloche.fleet.leader import Leader
 from cloche.fleet.placements import PlacementTable
+from cloche.fleet.scoring import fleet_matrix
 from cloche.metrics import Metrics
 from cloche.node.api import Node
 from cloche.node.runtime import NodeRuntime
@@ -82,6 +84,7 @@ async def clustered(settings: Settings, store: Store) -> AsyncIterator[Backend]:
     async with contextlib.AsyncExitStack() as stack:
         etcd = await stack.enter_async_context(Etcd(settings.etcd, prefix=settings.etcd_prefix))
         fleet = Fleet(etcd, Path(settings.cluster_dir), PlacementTable(store))
+        fleet.matrix = functools.partial(fleet_matrix, settings.latency_matrix)
         await fleet.start()
         stack.push_async_callback(fleet.close)
         state = await StateService.start(settings, store, None)

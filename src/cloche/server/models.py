@@ -25,6 +25,10 @@ Omittable = Annotated[M, Body(default_factory=dict, validate_default=True)]
 
 
 Isolation = Literal["runc", "gvisor"]
+# Data residency: the only regions where it runs (and, with per-region stores, keeps its
+# snapshots); placement never leaves them, and answers 503 region_full when they are full.
+Regions = Annotated[list[Annotated[str, Field(min_length=1, max_length=63)]], Field(max_length=32)]
+REGIONS_HELP = "data residency (cluster mode): it runs only in these regions, 503 region_full when they have no room"
 
 
 class TenantCreate(Strict):
@@ -163,6 +167,7 @@ class SandboxCreate(Strict):
     region: str | None = Field(
         None, max_length=63, description="the user's region (client-location hint): placed close to it"
     )
+    regions: Regions = Field(default_factory=list, description=REGIONS_HELP)
     network: Network | None = Field(None, description='"internet", "none" or a policy; default: the server\'s')
     isolation: Isolation | None = Field(None, description="runc or gvisor (user-space kernel); default: the server's")
 
@@ -194,6 +199,9 @@ class SandboxOut(BaseModel):
     on_resume: str | None
     node: str = Field(description='the node it runs on ("local" on one machine; "" while its node is lost)')
     recovery: Recovery | None = Field(None, description="its last loss of a node (cluster mode), if any")
+    region: str = Field("", description='the region of its node ("" while it is on none)')
+    home_region: str | None = Field(None, description="the region it was first placed in")
+    regions: list[str] = Field(default_factory=list, description=REGIONS_HELP)
     isolation: str = Field("runc", description="runc, or gvisor (runsc: a user-space kernel)")
     placement: dict[str, Any] | None = Field(None, description="why the scheduler chose this node")
     network: NetworkOut | None = None
@@ -317,6 +325,7 @@ class AppDeploy(Strict):
     restart: Literal["on_request", "always"] = Field(
         "on_request", description="in a cluster, when an instance whose node was lost comes back: on its next "
         "request, or at once (always)")
+    regions: Regions = Field(default_factory=list, description=REGIONS_HELP)
 
 
 class AppOut(BaseModel):
@@ -337,6 +346,8 @@ class AgentOut(BaseModel):
     sandbox_id: str
     state: str
     node: str
+    region: str = Field("", description='the region of its node ("" while it is on none)')
+    home_region: str | None = Field(None, description="the region it was first placed in")
     app_version: int
     created_at: float
     last_active_at: float | None

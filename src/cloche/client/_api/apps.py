@@ -40,6 +40,7 @@ def deploy_app(
     max_concurrency: int | None = None,
     startup_timeout_s: float | None = None,
     restart: str | None = None,
+    regions: Sequence[str] | None = None,
 ) -> Call[App]:
     """``PUT /v1/apps/{app}``: deploy or redeploy; only the fields given are sent."""
     if isinstance(command, str):
@@ -56,6 +57,7 @@ def deploy_app(
         max_concurrency=max_concurrency,
         startup_timeout_s=startup_timeout_s,
         restart=restart,
+        regions=list(regions) if regions is not None else None,
     )
     return Call("PUT", _app(name), parse_json(App), json=body)
 

@@ -45,6 +45,7 @@ class AsyncApps:
         cpu: float | None = None,
         memory_mb: int | None = None,
         disk_mb: int | None = None,
+        regions: Sequence[str] | None = None,
     ) -> App:
         """Deploy an app, or redeploy it as a new version; the parameters are those of
         :meth:`cloche.client.sync.Apps.deploy`."""
@@ -61,6 +62,7 @@ class AsyncApps:
             max_concurrency=max_concurrency,
             startup_timeout_s=startup_timeout_s,
             restart=restart,
+            regions=regions,
         )
         return await self._client._call(call)
 

@@ -28,6 +28,9 @@ class AppSpec(ApiModel):
     max_concurrency: int = 1
     startup_timeout_s: float = 30
     restart: str = Field("on_request", description='In a cluster, "always" brings a lost node\'s agents back at once.')
+    regions: list[str] = Field(
+        default_factory=list, description="Data residency: its agents run only in these regions."
+    )
 
 
 class App(ApiModel):
@@ -48,6 +51,8 @@ class AgentInfo(ApiModel):
     sandbox_id: str
     state: str = Field(description="Its sandbox's state (running, paused, hibernated, ...; deleted if gone).")
     node: str | None = None
+    region: str = Field("", description="The region of its node (the header ``cloche-region`` of its answers).")
+    home_region: str | None = Field(None, description="The region it was first placed in.")
     app_version: int = Field(0, description="The app version the instance runs.")
     created_at: datetime | None = None
     last_active_at: datetime | None = None

@@ -45,6 +45,7 @@ class Apps:
         cpu: float | None = None,
         memory_mb: int | None = None,
         disk_mb: int | None = None,
+        regions: Sequence[str] | None = None,
     ) -> App:
         """Deploy an app, or redeploy it as a new version.
 
@@ -70,6 +71,9 @@ class Apps:
             cpu: CPU cores per agent.
             memory_mb: Memory limit per agent in MiB.
             disk_mb: Disk quota per agent in MiB.
+            regions: Data residency, in a cluster: the agents run only on nodes in
+                these regions, and an invocation when they have no room gets 503
+                ``region_full`` instead of a placement elsewhere.
 
         Example::
 
@@ -89,6 +93,7 @@ class Apps:
             max_concurrency=max_concurrency,
             startup_timeout_s=startup_timeout_s,
             restart=restart,
+            regions=regions,
         )
         return self._client._call(call)
 

@@ -24,6 +24,10 @@ class LatencyMatrix:
             self._rtt[(a, b)] = self._rtt[(b, a)] = float(ms)
         self.max_ms = max([unknown_ms, *self._rtt.values()])
 
+    @property
+    def regions(self) -> set[str]:
+        return {a for a, _ in self._rtt}
+
     def rtt(self, a: str | None, b: str | None) -> float:
         if a is None or b is None:
             return self.unknown_ms
