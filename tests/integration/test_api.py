@@ -119,6 +119,8 @@ def test_list_filters_by_state_and_metadata(tenant_client: httpx.Client):
 
 def test_other_tenants_resources_look_nonexistent(server: Server, tenant_client: httpx.Client):
     sid = _make(tenant_client)["id"]
+    # the owner's exec first: the server remembers whose sandbox it is from then on
+    assert tenant_client.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": "true"}).json()["exit_code"] == 0
     _, other_key = server.tenant()
     routes = [
         ("GET", f"/v1/sandboxes/{sid}", None),
@@ -147,6 +149,8 @@ def test_other_tenants_resources_look_nonexistent(server: Server, tenant_client:
         assert other.get("/v1/sandboxes").json()["items"] == []
     assert tenant_client.get(f"/v1/sandboxes/{sid}").json()["state"] == "running"
     tenant_client.delete(f"/v1/sandboxes/{sid}")
+    gone = tenant_client.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": "true"})  # its owner remembered, it is gone
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found", gone.text
 
 
 def test_quota_names_the_limit(server: Server):

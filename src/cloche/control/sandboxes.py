@@ -37,6 +37,9 @@ def embedded_location(sandbox_id: str, region: str = "local") -> dict[str, Any]:
     return {"node": "local", "region": region, "home_region": region, "recovery": None}
 
 
+OWNERS_CACHED = 100_000  # sandbox ids whose tenant is remembered (tens of bytes each)
+
+
 @dataclass
 class SandboxView:
     row: SandboxRow
@@ -83,6 +86,10 @@ class SandboxService:
         self.secrets: SecretService | None = None  # checks the secrets a policy's rules name (set by the app)
         # sandbox id -> {"node", "recovery"} for its view (a cluster's fleet sets its own)
         self.locate: Callable[[str], dict[str, Any]] = embedded_location
+        # sandbox id -> its tenant's id, for the ownership check of every exec and file
+        # call: a fact that never changes, so it is read from the records once. A deleted
+        # sandbox left here is refused by the node (SandboxNotFound, the same 404).
+        self._owners: dict[str, str] = {}
         node.on_expire(store.delete_sandbox)
 
     async def reconcile(self) -> None:
@@ -222,9 +229,21 @@ class SandboxService:
     async def woken(self, tenant: Tenant, sandbox_id: str) -> None:
         """Wake the tenant's sandbox if it was paused, stopped or hibernated (waking is
         transparent) and mark it active; for callers that go on to use it, not show it."""
-        self.get(tenant, sandbox_id)
+        self._check_owner(tenant, sandbox_id)
         await self.node.wake(sandbox_id)
         self.node.touch(sandbox_id)
+
+    def _check_owner(self, tenant: Tenant, sandbox_id: str) -> None:
+        """404 unless the sandbox is the tenant's; the records are asked once per sandbox
+        (in a cluster, a PostgreSQL round trip that was most of a replica's exec time)."""
+        owner = self._owners.get(sandbox_id)
+        if owner is None:
+            self.get(tenant, sandbox_id)
+            if len(self._owners) >= OWNERS_CACHED:
+                del self._owners[next(iter(self._owners))]  # the oldest entry
+            self._owners[sandbox_id] = tenant.id
+        elif owner != tenant.id:
+            raise not_found("sandbox", sandbox_id)
 
     async def running(self, tenant: Tenant, sandbox_id: str) -> SandboxView:
         """The sandbox, woken if it was paused, stopped or hibernated."""
