@@ -23,12 +23,12 @@ class FollowRule:
     window ending at the waking request tells where the user is now; waiting for more
     evidence leaves a trip's first sessions (and one-off sessions from elsewhere) served
     from across the world, which is the p99. The cooldown bounds the cost: at most one
-    move per half hour, and an evenly split user never moves at all."""
+    move per ten minutes, and an evenly split user never moves at all."""
 
-    window_s: float = 600.0  # only requests this recent count
+    window_s: float = 300.0  # only requests this recent count
     min_requests: int = 1  # fewer than this in the window: never move
     threshold: float = 0.7  # share of the window's requests from one other region needed to move
-    cooldown_s: float = 1800.0  # hysteresis: no second move within this of the last one
+    cooldown_s: float = 600.0  # hysteresis: no second move within this of the last one
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:

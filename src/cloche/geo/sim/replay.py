@@ -99,16 +99,18 @@ class Replay:
             return self._move(agent, self.geo.nearest(self._anchor(req), live), req.t), agent
         if not req.wake:
             return 0.0, agent
-        if agent.chosen != agent.region and agent.chosen in live:
-            self.out.failbacks += 1
-            return self._move(agent, agent.chosen, req.t), agent
-        if self.policy == CLOCHE:
-            target = follow_target(agent.history, agent.region, self.rule, req.t, agent.last_move_at, live)
+        followed = False
+        if self.policy == CLOCHE:  # decided from where the agent belongs, even while failed over
+            target = follow_target(agent.history, agent.chosen, self.rule, req.t, agent.last_move_at, live)
             if target is not None:
-                self.out.follows += 1
-                agent.chosen, agent.last_move_at = target, req.t
-                return self._move(agent, target, req.t), agent
-        return 0.0, agent
+                agent.chosen, agent.last_move_at, followed = target, req.t, True
+        if agent.chosen == agent.region or agent.chosen not in live:
+            return 0.0, agent
+        if followed:
+            self.out.follows += 1
+        else:
+            self.out.failbacks += 1
+        return self._move(agent, agent.chosen, req.t), agent
 
     def _move(self, agent: _Agent, to: str, t: float) -> float:
         """Move the agent, copying only the chunks `to` lacks; the ms the waking request waits."""
