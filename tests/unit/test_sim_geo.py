@@ -99,3 +99,21 @@ def test_cli_follow_rule_can_be_changed(monkeypatch: pytest.MonkeyPatch) -> None
     assert (report["rule"]["min_requests"], report["rule"]["cooldown_s"]) == (20, 600.0)
     bad = CliRunner().invoke(app, ["sim", "--geo", "--follow", "patience=3"])
     assert bad.exit_code == 2 and "patience" in bad.output
+
+
+def test_an_agent_failed_over_follows_its_user_rather_than_returning_to_where_it_was() -> None:
+    """A traveller's agent followed them to eu-west-1, which then went down (failover);
+    back home after the outage, the next wake takes the agent home, not to eu-west-1."""
+    from cloche.geo.sim.regions import GeoMap
+    from cloche.geo.sim.replay import Replay
+    from cloche.geo.sim.trace import Outage, Request, Trace
+
+    hour = 3600.0
+    requests = [Request(0.0, 0, "us-east-1", True), Request(10 * hour, 0, "eu-west-1", True),
+                Request(12 * hour, 0, "eu-west-1", True), Request(20 * hour, 0, "us-east-1", True),
+                Request(20 * hour + 30, 0, "us-east-1", False)]  # fmt: skip
+    trace = Trace(["us-east-1"], [100.0], [10.0], requests, [Outage("eu-west-1", 11 * hour, 13 * hour)])
+    out = Replay("cloche", trace, GeoMap.published(), GeoConfig(), FollowRule(), "us-east-1").run()
+    assert [region for _, region in out.placements] == ["us-east-1", "eu-west-1", "eu-central-1", "us-east-1"]
+    assert (out.follows, out.failovers, out.failbacks) == (2, 1, 0)
+    assert out.latencies_ms[-1] == 10.0 + 1.0  # last mile + inside the region
