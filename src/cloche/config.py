@@ -96,12 +96,13 @@ class Settings:
     # "eu=s3://b-eu/cloche?endpoint=...,us=s3://b-us/cloche" (a region not named uses
     # blob_url), and when an agent follows its user to another region on its next wake:
     # at least follow_min_requests in the last follow_window_s, follow_threshold of them
-    # from that region, and no move in the last follow_cooldown_s.
+    # from that region, and no move in the last follow_cooldown_s (geo.follow.FollowRule's
+    # defaults, tuned by `cloche sim --geo`: docs/regions.md).
     region_blob_urls: str = ""
-    follow_window_s: float = 3600.0
-    follow_min_requests: int = 20
+    follow_window_s: float = 300.0
+    follow_min_requests: int = 1
     follow_threshold: float = 0.7
-    follow_cooldown_s: float = 6 * 3600.0
+    follow_cooldown_s: float = 600.0
     # This replica's region, the user's region when a
     # request names none (its `cloche-region` header) and its client's address is not in
     # `client_regions` ("10.1.0.0/16=eu,192.0.2.0/24=us"); "" with no map: no preference.

@@ -97,3 +97,10 @@ def test_history_round_trips_through_json(requests: list[tuple[str, float]]) -> 
     again = RegionHistory.from_json(json.loads(json.dumps(history.to_json())))
     assert again.shares(90000.0, 3600.0) == history.shares(90000.0, 3600.0)
     assert again.to_json() == history.to_json()
+
+
+def test_the_servers_settings_default_to_the_tuned_rule() -> None:
+    from cloche.config import Settings
+
+    s = Settings()
+    assert FollowRule(s.follow_window_s, s.follow_min_requests, s.follow_threshold, s.follow_cooldown_s) == FollowRule()
