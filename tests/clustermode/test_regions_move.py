@@ -1,8 +1,9 @@
 """Agents between regions, on a real cluster of two regions (eu, us), each with a node
 and an S3 bucket of its own: an explicit move keeps the agent's files and state and
 copies only the chunks the target's store lacks, an invocation sent during the move is
-served after it, an agent follows its user on its next wake, and an agent whose whole
-region is lost resumes in the other from the replica of its checkpoint."""
+served after it, a fork placed in the other region starts from its snapshot, an agent
+follows its user on its next wake, and an agent whose whole region is lost resumes in
+the other from the replica of its checkpoint."""
 
 from __future__ import annotations
 
@@ -122,6 +123,22 @@ def test_a_move_is_refused_for_an_unknown_region_or_agent(cluster: Cluster, clie
     assert r.status_code == 400 and "mars" in r.text
     r = httpx.post(cluster.url(0) + "/v1/apps/geo/agents/nobody/move", json={"region": "eu"}, headers=headers)
     assert r.status_code == 404
+
+
+def test_a_fork_placed_in_the_other_region_starts_from_the_copied_snapshot(cluster: Cluster) -> None:
+    with cluster.client(0) as c:
+        source = c.sandboxes.create()
+        forks = []
+        try:
+            source.files.write("/workspace/notes.txt", b"forked across regions")
+            home = region_of(cluster, source.id)
+            while not forks or region_of(cluster, forks[-1].id) == home:  # placement spreads them: soon
+                assert len(forks) < 4, "no fork was placed in the other region"
+                forks.append(source.fork())
+            assert forks[-1].files.read("/workspace/notes.txt") == b"forked across regions"
+        finally:
+            for sb in [source, *forks]:
+                sb.kill()
 
 
 def test_an_agent_follows_its_user_on_its_next_wake(cluster: Cluster, client: Client) -> None:

@@ -92,6 +92,9 @@ class Fleet:
         self._homes: dict[str, str] = {}  # sandbox id -> its home region, as last placed or read
         self._placing: dict[str, float] = {}  # node id -> MB of the sandboxes being placed there now
         self.matrix = scoring.fleet_matrix  # the region-to-region RTTs placement scores with
+        # makes a snapshot readable in a region before a sandbox starts from it there
+        # (None: one store for all regions); `Mover.carry` copies it from the region that has it
+        self.carry: Callable[[str, str], Awaitable[None]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._synced = asyncio.Event()
 
@@ -336,7 +339,12 @@ class Fleet:
 
     async def create(self, spec: SandboxSpec, *, use_pool: bool = True,
                      snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
-        return await self._place(spec, lambda m: m.remote.create(spec, use_pool=use_pool, snapshot=snapshot))
+        async def make(member: Member) -> SandboxRecord:
+            if snapshot is not None and self.carry is not None:
+                await self.carry(snapshot, member.info.region)
+            return await member.remote.create(spec, use_pool=use_pool, snapshot=snapshot)
+
+        return await self._place(spec, make)
 
     async def adopt(self, lost: SandboxRecord, snapshot: str | None, avoid: Collection[str] = ()) -> SandboxRecord:
         rec = await self._place(lost.spec, lambda m: m.remote.adopt(lost, snapshot), avoid)

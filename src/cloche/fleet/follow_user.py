@@ -30,15 +30,17 @@ class Follower:
     async def __call__(self, sandbox_id: str, region: str | None, spec: dict[str, Any]) -> MoveReport | None:
         """Count a request from `region` (None: unknown) for the agent, and move it first
         if it sleeps and its requests say so (within the app's `regions`, if pinned)."""
+        try:
+            asleep = self.mover.fleet.get(sandbox_id).state == "hibernated"
+        except RuntimeFailure:
+            return None
+        if region is None and not asleep:  # nothing to count or decide: no database round trip
+            return None
         row = self.mover.regions.get(sandbox_id)
         now = time.time()
         if region is not None:
             row.history.note(region, now)
             self.mover.regions.noted(sandbox_id, row.history)
-        try:
-            asleep = self.mover.fleet.get(sandbox_id).state == "hibernated"
-        except RuntimeFailure:
-            return None
         current = self.mover.region_of(sandbox_id)
         if not asleep or current is None:
             return None

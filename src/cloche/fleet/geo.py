@@ -39,6 +39,7 @@ def build_geo(settings: Settings, fleet: Fleet, store: Store, registry: Collecto
     stores = RegionStores(settings.blob_urls(), settings.blob_url)
     mover = Mover(fleet, stores, SandboxRegions(store), fleet_matrix(settings.latency_matrix))
     fleet.adopt_lost = mover.adopt_lost
+    fleet.carry = mover.carry
     rule = FollowRule(window_s=settings.follow_window_s, min_requests=settings.follow_min_requests,
                       threshold=settings.follow_threshold, cooldown_s=settings.follow_cooldown_s)  # fmt: skip
     geo = Geo(mover, Replicator(mover), Follower(mover, rule))

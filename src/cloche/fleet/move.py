@@ -137,6 +137,24 @@ class Mover:
     async def _adopt_in(self, rec: SandboxRecord, manifest: str | None, region: str) -> SandboxRecord:
         return await self.fleet.adopt(rec, manifest, avoid=self._outside(region))
 
+    # ---- a snapshot for a new sandbox (Fleet.carry) -----------------------------------
+
+    async def carry(self, manifest: str, region: str) -> None:
+        """Make snapshot `manifest` (a fork's, a named snapshot's) readable in `region`:
+        copied from a region whose store has it, if its own lacks it."""
+        if self.stores.urls:  # else one store for every region
+            regions = sorted(set(self.stores.urls) | self.live_regions())
+            self.bytes_copied += await asyncio.to_thread(self._carry, manifest, region, regions)
+
+    def _carry(self, manifest: str, region: str, regions: list[str]) -> int:
+        key = f"manifests/{manifest}"
+        if self.stores.store(region).blobs.has(key):
+            return 0
+        for source in regions:
+            if not self.stores.shared(source, region) and self.stores.store(source).blobs.has(key):
+                return self.stores.copy(manifest, source, region).bytes_copied
+        return 0  # in no store: the node says so
+
     # ---- resuming a lost or parked sandbox (Fleet.adopt_lost) ------------------------
 
     async def adopt_lost(self, placement: Placement) -> SandboxRecord:

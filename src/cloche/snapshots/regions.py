@@ -17,8 +17,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from cloche.snapshots.blobstore import BlobStore, LocalBlobStore, s3_store
-from cloche.snapshots.store import PARALLEL, SnapshotStore
+from cloche.snapshots.store import SnapshotStore
 from cloche.snapshots.tree import chunk_digests
+
+# Chunks copied at once: each is up to three round trips (is it there, get, put) of a
+# few ms, so many overlap; S3BlobStore's connection pool is as large.
+COPY_PARALLEL = 32
 
 
 @dataclass
@@ -49,7 +53,7 @@ def copy_snapshot(source: SnapshotStore, target: BlobStore, manifest: str) -> Co
             report.bytes_copied += len(blob)
 
     digests = sorted(chunk_digests(source.get_manifest(manifest)))
-    with ThreadPoolExecutor(PARALLEL, thread_name_prefix="snapshot-copy") as pool:
+    with ThreadPoolExecutor(COPY_PARALLEL, thread_name_prefix="snapshot-copy") as pool:
         list(pool.map(copy, digests))
     raw = source.blobs.get(key)
     target.put(key, raw)
