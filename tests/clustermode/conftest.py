@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -103,14 +104,14 @@ class ClusterServer(Api):
 
 
 @contextlib.contextmanager
-def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",),
-                    env: dict[str, str] | None = None) -> Iterator[Cluster]:  # fmt: skip
-    """A cluster of `nodes` nodes given `regions` in turn, its processes started with
-    CLUSTER_ENV and `env`."""
+def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",), env: dict[str, str] | None = None,
+                    **options: Any) -> Iterator[Cluster]:  # fmt: skip
+    """A cluster of `nodes` nodes given `regions` in turn (more launcher.Options in
+    `options`), its processes started with CLUSTER_ENV and `env`."""
     root = Path(tempfile.mkdtemp(prefix="cloche-cluster-", dir="/var/tmp"))  # PostgreSQL's user must reach it
     root.chmod(0o755)
-    options = Options(nodes=nodes, port=0, data_dir=root, regions=list(regions), pool_size=0)
-    local = LocalCluster(options, event=print)
+    local = LocalCluster(Options(nodes=nodes, port=0, data_dir=root, regions=list(regions), pool_size=0, **options),
+                         event=print)  # fmt: skip
     loop = LoopThread()
     front = Front([("127.0.0.1", r.port) for r in local.replicas])
     started_with = {**CLUSTER_ENV, **(env or {})}

@@ -23,9 +23,18 @@ def local(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Where every process keeps its data (and the admin key).")
     ] = Path("/var/tmp/cloche-cluster"),
-    regions: Annotated[str, typer.Option("--regions", help="Comma-separated regions, given to nodes in turn.")] = (
-        "local"
-    ),
+    regions: Annotated[
+        str,
+        typer.Option(
+            "--regions",
+            help="Comma-separated regions, given to nodes in turn; each region's nodes run in a network "
+            "namespace of its own (default: one region, `local`, on loopback).",
+        ),
+    ] = "",
+    delay_ms: Annotated[
+        float,
+        typer.Option("--inter-region-delay-ms", min=0, help="One-way delay between regions (with --regions)."),
+    ] = 0.0,
     on_shutdown: Annotated[
         str, typer.Option("--on-shutdown", help="hibernate (files kept) or kill the sandboxes when the cluster stops.")
     ] = "kill",
@@ -38,6 +47,7 @@ def local(
     Ctrl-C or SIGTERM stops every process it started.
     """
     from cloche.cluster.local.launcher import LocalCluster, Options, missing_services, supervise
+    from cloche.cluster.local.netns import valid_region
     from cloche.cluster.local.table import display
 
     missing = missing_services()
@@ -45,15 +55,18 @@ def local(
         ui.err.print(f"[red]error:[/] {service}", highlight=False)
     if missing:
         raise typer.Exit(2)
-    names = [r.strip() for r in regions.split(",") if r.strip()]
-    if not names or on_shutdown not in ("hibernate", "kill"):
-        ui.err.print("[red]error:[/] --regions names at least one region and --on-shutdown is hibernate or kill")
+    names = [r.strip() for r in regions.split(",") if r.strip()] or ["local"]
+    if not all(map(valid_region, names)) or on_shutdown not in ("hibernate", "kill"):
+        ui.err.print("[red]error:[/] --regions names regions of lower-case letters, digits and dashes, "
+                     "and --on-shutdown is hibernate or kill")  # fmt: skip
         raise typer.Exit(2)
     if os.geteuid() != 0:
         ui.err.print("[red]error:[/] cloche cluster local runs nodes, which need root")
         raise typer.Exit(1)
     view = display(ui.out, f"cloche cluster local: http://127.0.0.1:{port}, admin key in {data_dir}/admin-key")
-    cluster = LocalCluster(Options(nodes, port, data_dir, names, on_shutdown, pool_size), view.event)
+    options = Options(nodes, port, data_dir, names, on_shutdown, pool_size, netns=bool(regions.strip()),
+                      inter_region_delay_ms=delay_ms)  # fmt: skip
+    cluster = LocalCluster(options, view.event)
     try:
         asyncio.run(supervise(cluster, view))
     except (OSError, RuntimeError) as e:

@@ -5,8 +5,8 @@ it serves, and its first credential (DATA/nodeapi/credential, mode 0600), which 
 a control plane presents to it. In a cluster (`--etcd`) it also publishes that credential
 to the cluster dir for the server replicas (node-credentials/<node id>), registers
 itself in etcd under a lease, claims each sandbox before serving it and pauses them all
-when it cannot renew the lease (nodeapi/instances.py), and serves its sandboxes' state
-sockets from PostgreSQL itself.
+when it cannot renew the lease (nodeapi/instances.py), times the round trip to every
+region (nodeapi/probes.py), and serves its sandboxes' state sockets from PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from cloche.node.runtime import NodeRuntime
 from cloche.nodeapi import tls
 from cloche.nodeapi.auth import CREDENTIAL, Credentials, publish_credential
 from cloche.nodeapi.instances import InstanceGuard
+from cloche.nodeapi.probes import RttProber
 from cloche.nodeapi.server import create_app
 from cloche.server.node_settings import node_config
 from cloche.state.service import StateService
@@ -77,7 +78,11 @@ def serve(data_dir: Path, cluster_dir: Path, host: str, port: int, names: list[s
     async def main() -> None:
         rt = NodeRuntime(node_config(settings))
         async with contextlib.AsyncExitStack() as stack:
-            guard = None if member is None else await stack.enter_async_context(joined(rt, member, settings))
+            guard = (
+                None
+                if member is None
+                else await stack.enter_async_context(joined(rt, member, settings, cluster_dir / tls.CA_CERT))
+            )
             config = uvicorn.Config(create_app(rt, credentials, on_shutdown, guard), host=host, port=port,
                                     log_level="warning", ssl_certfile=directory / tls.SERVER_CERT,
                                     ssl_keyfile=directory / tls.SERVER_KEY,
@@ -88,9 +93,11 @@ def serve(data_dir: Path, cluster_dir: Path, host: str, port: int, names: list[s
 
 
 @contextlib.asynccontextmanager
-async def joined(rt: NodeRuntime, member: Membership, settings: Settings) -> AsyncIterator[InstanceGuard]:
-    """The node in the cluster: registered under a lease, its sandboxes claimed, and (with
-    a PostgreSQL state DSN) their state sockets served from PostgreSQL by this node."""
+async def joined(rt: NodeRuntime, member: Membership, settings: Settings,
+                 ca: Path) -> AsyncIterator[InstanceGuard]:  # fmt: skip
+    """The node in the cluster: registered under a lease, its sandboxes claimed, timing the
+    round trip to every region (probes.py, trusting the cluster CA `ca`), and (with a
+    PostgreSQL state DSN) their state sockets served from PostgreSQL by this node."""
     info = NodeInfo(address=member.address, capacity=int(rt.capacity()["memory_mb"]), region=member.region,
                     zone=member.zone, isolation=tuple(sorted(rt.drivers)), version=__version__)  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
@@ -104,6 +111,7 @@ async def joined(rt: NodeRuntime, member: Membership, settings: Settings) -> Asy
             logging.getLogger("cloche.node").info("node %s was draining; it takes placements again", member.node_id)
         rt.subscribe(guard)
         rt.subscribe(LoadReport(rt, registration))
+        await stack.enter_async_context(RttProber(etcd, registration, ca, settings.rtt_probe_interval_s))
         if settings.state_dsn and settings.database_url:
             store = Store(settings.database_url)
             stack.callback(store.close)

@@ -102,9 +102,14 @@ def published_credential(cluster_dir: Path, node_id: str) -> str:
     return (cluster_dir / PUBLISHED / node_id).read_text().strip()
 
 
+HEALTHZ = "/healthz"
+
+
 class BearerAuth:
     """ASGI middleware: every HTTP request and WebSocket needs `Authorization: Bearer
-    <credential>`; HTTP gets 401 without a valid one, a WebSocket is refused (403)."""
+    <credential>`; HTTP gets 401 without a valid one, a WebSocket is refused (403).
+    `GET /healthz` alone is open: it says nothing but "up", and the other nodes time it
+    to measure the round trip between regions (probes.py) without holding this one's key."""
 
     def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
         self.app = app
@@ -116,7 +121,7 @@ class BearerAuth:
             return
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and self.credentials.verify(token.strip()):
+        if scope["path"] == HEALTHZ or (scheme.lower() == "bearer" and self.credentials.verify(token.strip())):
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})

@@ -25,7 +25,7 @@ from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.nodeapi import server_files, server_streams, wire
-from cloche.nodeapi.auth import BearerAuth, Credentials
+from cloche.nodeapi.auth import HEALTHZ, BearerAuth, Credentials
 from cloche.nodeapi.instances import InstanceGuard
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -68,6 +68,9 @@ def _routes(rt: NodeRuntime, guard: InstanceGuard | None) -> list[BaseRoute]:
             await rt.kill(rec.id)
             raise
         return rec
+
+    async def healthz(request: Request) -> Response:
+        return ok({"status": "ok"})
 
     async def info(request: Request) -> Response:
         return ok({"key": rt.key, "default_isolation": rt.default_isolation, "networking": rt.networking,
@@ -187,6 +190,7 @@ def _routes(rt: NodeRuntime, guard: InstanceGuard | None) -> list[BaseRoute]:
 
     sb = "/v1/sandboxes/{id}"
     return [
+        Route(HEALTHZ, healthz),
         Route("/v1/info", info),
         Route("/v1/sandboxes", records),
         Route("/v1/sandboxes", create, methods=["POST"]),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ from cloche.fleet.fleet import Fleet
 from cloche.fleet.geo import Geo, build_geo
 from cloche.fleet.leader import Leader
 from cloche.fleet.placements import PlacementTable
+from cloche.fleet.rtt import MeasuredLatency
 from cloche.fleet.scoring import fleet_matrix
 from cloche.metrics import Metrics
 from cloche.node.api import Node
@@ -46,6 +46,7 @@ class Backend:
     embedded: bool  # the sandboxes live and die with this process
     fleet: Fleet | None = None
     geo: Geo | None = None  # a cluster's regions: moves, replicas, following the user
+    latency: MeasuredLatency | None = None  # cluster mode: the round trips between regions, as measured
 
 
 @contextlib.asynccontextmanager
@@ -83,8 +84,10 @@ async def clustered(settings: Settings, store: Store) -> AsyncIterator[Backend]:
     check_cluster_settings(settings)
     async with contextlib.AsyncExitStack() as stack:
         etcd = await stack.enter_async_context(Etcd(settings.etcd, prefix=settings.etcd_prefix))
+        # the round trips the nodes measure, the configured ones for pairs nobody measured
+        latency = await stack.enter_async_context(MeasuredLatency(etcd, fallback=fleet_matrix(settings.latency_matrix)))
         fleet = Fleet(etcd, Path(settings.cluster_dir), PlacementTable(store))
-        fleet.matrix = functools.partial(fleet_matrix, settings.latency_matrix)
+        fleet.matrix = lambda: latency.matrix
         await fleet.start()
         stack.push_async_callback(fleet.close)
         state = await StateService.start(settings, store, None)
@@ -102,4 +105,4 @@ async def clustered(settings: Settings, store: Store) -> AsyncIterator[Backend]:
                 await leading
 
         stack.push_async_callback(stop_leading)
-        yield Backend(fleet, state, Limits(), metrics, embedded=False, fleet=fleet, geo=geo)
+        yield Backend(fleet, state, Limits(), metrics, embedded=False, fleet=fleet, geo=geo, latency=latency)

@@ -3,6 +3,10 @@ server replicas and N nodes as children with their data under one directory, ser
 replicas on one address through the front, reports what happens while it runs, and on
 Ctrl-C or SIGTERM stops everything in dependency order (servers, nodes, then S3,
 PostgreSQL and etcd) so nothing of it is left running.
+
+With `Options.netns` (`--regions`) each region's nodes run in a network namespace of the
+region's own, and traffic between regions passes a relay that delays it (netns.py,
+relay.py); the servers and services stay on the host.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import httpx
 
 from cloche.cluster.local.etcd import EtcdServer, etcd_binary
 from cloche.cluster.local.front import Front
+from cloche.cluster.local.netns import RegionNet, Regions
 from cloche.cluster.local.node import NodeAgent
 from cloche.cluster.local.postgres import PostgresServer, postgres_bin
-from cloche.cluster.local.process import Cancelled, MissingService, free_ports
+from cloche.cluster.local.process import Cancelled, Child, MissingService, free_ports, listening
 from cloche.cluster.local.replica import ServerReplica
 from cloche.cluster.local.table import Display
 from cloche.cluster.local.weed import WeedS3, weed_binary
@@ -55,6 +60,8 @@ class Options:
     regions: list[str] = field(default_factory=lambda: ["local"])
     on_shutdown: str = "kill"
     pool_size: int = 1
+    netns: bool = False  # each region in a network namespace of its own
+    inter_region_delay_ms: float = 0.0  # one-way, added by the relay between regions (with netns)
 
 
 class LocalCluster:
@@ -68,7 +75,10 @@ class LocalCluster:
         self.etcd: EtcdServer | None = None
         self.postgres: PostgresServer | None = None
         self.weed: WeedS3 | None = None
-        ports = free_ports(REPLICAS + options.nodes)
+        self.regions: Regions | None = None
+        self.relay: Child | None = None
+        ports = free_ports(REPLICAS + options.nodes + 1)
+        self.relay_port = ports[-1]
         self.replicas = [ServerReplica(f"server-{i + 1}", self.root / f"server-{i + 1}", ports[i])
                          for i in range(REPLICAS)]  # fmt: skip
         regions = options.regions
@@ -106,6 +116,8 @@ class LocalCluster:
             env["CLOCHE_REGION_BLOB_URLS"] = ",".join(f"{r}={self.weed.bucket(f'{BUCKET}-{r}', exist_ok=True)}"
                                                       for r in regions)  # fmt: skip
         self._upgrade_schema(env)
+        if self.options.netns:
+            self._build_regions()
         cluster_dir = self.root / "cluster"
         # the first node alone (it makes the cluster CA the others share), then the rest
         # together, then the servers, which find them all registered
@@ -115,7 +127,7 @@ class LocalCluster:
                 node.spawn(cluster_dir, self.etcd.endpoint, env, self.options.on_shutdown, self.options.pool_size)
             for node in batch:
                 node.wait_ready(cancelled=self.cancelled)
-                self.event(f"{node.name} ({node.region}) ready on 127.0.0.1:{node.port}")
+                self.event(f"{node.name} ({node.region}) ready on {node.host}:{node.port}")
         for replica in self.replicas:
             self._step()
             replica.spawn(cluster_dir, self.etcd.endpoint, env)
@@ -123,6 +135,26 @@ class LocalCluster:
             self.event(f"{replica.name} ready on 127.0.0.1:{replica.port}")
         shutil.copyfile(self.replicas[0].admin_key, self.admin_key)
         self.admin_key.chmod(0o600)
+
+    def _build_regions(self) -> None:
+        """A namespace per region, the relay between them, and each node in its region's."""
+        assert self.etcd is not None and self.postgres is not None and self.weed is not None
+        argv = [sys.executable, "-m", "cloche.cluster.local.relay", "--listen", f"127.0.0.1:{self.relay_port}",
+                "--delay-ms", str(self.options.inter_region_delay_ms)]  # fmt: skip
+        self.relay = Child("relay", argv, self.root / "relay.log")
+        self.relay.wait_ready(lambda: listening("127.0.0.1", self.relay_port), 30)
+        self.regions = Regions(list(dict.fromkeys(self.options.regions)))
+        self.regions.create([self.etcd.client_port, self.postgres.port, self.weed.s3], self.relay_port)
+        for node in self.nodes:
+            node.net = self.regions.nets[node.region]
+        delay = self.options.inter_region_delay_ms
+        self.event(f"regions {', '.join(self.regions.names)} in namespaces, {delay:g} ms one-way between them")
+
+    def region_net(self, region: str) -> RegionNet:
+        """A region's namespace (to run a process in it, cut it off, or reach its address);
+        only with `Options.netns`, once started."""
+        assert self.regions is not None, "the cluster runs without region namespaces"
+        return self.regions.nets[region]
 
     def _upgrade_schema(self, env: dict[str, str]) -> None:
         """`cloche db upgrade`, as an operator runs it before starting servers on a database."""
@@ -165,6 +197,10 @@ class LocalCluster:
         steps += [(n.name, n.stop) for n in self.nodes if n not in crashed]
         # a node that died left its sandboxes behind: only the node itself, on its data dir, reconciles them
         steps += [(f"{n.name} (restarted to clean up after its crash)", n.sweep) for n in crashed]
+        if self.relay is not None:
+            steps.append(("the relay between regions", self.relay.kill))
+        if self.regions is not None:
+            steps.append(("the region namespaces", self.regions.remove))
         if self.weed is not None:
             steps.append(("SeaweedFS", self.weed.kill))  # what it acknowledged is on disk; its SIGTERM takes 15 s
         if self.postgres is not None:

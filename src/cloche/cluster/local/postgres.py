@@ -1,7 +1,8 @@
 """A PostgreSQL server of the local cluster's own (Debian's `postgresql` binaries): its
 data directory made with initdb on first start, the server run as a direct child on a
 loopback port with no Unix socket, and the database `cloche` created, so the servers and
-nodes share records and state as they would on a production PostgreSQL.
+nodes share records and state as they would on a production PostgreSQL. It trusts the
+region namespaces' addresses too: their nodes reach it through their gateway (netns.py).
 
 PostgreSQL refuses to run as root, so under root it runs as the `postgres` user, which
 must be able to reach its data directory.
@@ -17,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from cloche.cluster.local.netns import REGIONS_SUBNET
 from cloche.cluster.local.process import Child, MissingService, free_ports
 
 DATABASE = "cloche"
@@ -65,6 +67,11 @@ class PostgresServer:
                  "--locale=C.UTF-8"],
                 check=True, capture_output=True, **owner,
             )  # fmt: skip
+        hba = data / "pg_hba.conf"
+        allow_regions = f"host all all {REGIONS_SUBNET} trust  # the region namespaces (netns.py)\n"
+        if allow_regions not in hba.read_text():
+            with hba.open("a") as out:
+                out.write(allow_regions)
 
     def start(self, timeout: float = 60.0, cancelled: threading.Event | None = None) -> None:
         """Start the server and return once the database `cloche` accepts connections."""

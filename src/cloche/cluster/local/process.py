@@ -44,6 +44,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def tail(path: Path, n: int = 2000) -> str:
     """The last n characters of a log, for an error message."""
     try:

@@ -28,6 +28,10 @@ class LatencyMatrix:
     def regions(self) -> set[str]:
         return {a for a, _ in self._rtt}
 
+    def pairs(self) -> dict[tuple[str, str], float]:
+        """Every known pair once, (a, b) with a <= b, and its round trip in ms."""
+        return {(a, b): ms for (a, b), ms in self._rtt.items() if a <= b}
+
     def rtt(self, a: str | None, b: str | None) -> float:
         if a is None or b is None:
             return self.unknown_ms
