@@ -47,6 +47,10 @@ from cloche.snapshots.gc import GcReport
 
 log = logging.getLogger("cloche.nodeapi")
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)  # hibernating a big sandbox takes a while
+# The sync calls (usage, counters, pool, templates) are quick reads made on the server's
+# event loop: a node cut off without a reset (a partition drops packets) must not hold
+# that loop, and the replica's own etcd lease with it, for longer than this.
+SYNC_TIMEOUT = httpx.Timeout(2.0)
 RECONNECT_S = 0.5
 TOUCH_EVERY_S = 1.0
 
@@ -60,7 +64,7 @@ class RemoteNode:
         self._ssl = ssl
         self._headers = {"Authorization": f"Bearer {credential}"}
         self._http = NodeHttp(self.url, ssl, self._headers)
-        self._sync = httpx.Client(base_url=self.url, verify=ssl, headers=self._headers, timeout=TIMEOUT)
+        self._sync = httpx.Client(base_url=self.url, verify=ssl, headers=self._headers, timeout=SYNC_TIMEOUT)
         self._records: dict[str, SandboxRecord] = {}
         self._gone: set[str] = set()  # killed ids: a late event must not bring them back
         self._listeners: list[SandboxEvents] = []
@@ -140,9 +144,10 @@ class RemoteNode:
     async def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         return answer(await self._http.request(method, path, json=body, params=params))
 
-    def _call_sync(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+    def _call_sync(self, method: str, path: str, body: Any = None, *, timeout: httpx.Timeout = SYNC_TIMEOUT,
+                   **params: Any) -> Any:  # fmt: skip
         try:
-            return answer(self._sync.request(method, path, json=body, params=params or None))
+            return answer(self._sync.request(method, path, json=body, params=params or None, timeout=timeout))
         except httpx.TransportError as exc:
             raise NodeUnreachable(f"node {self.url} unreachable: {exc}") from exc
 
@@ -314,7 +319,7 @@ class RemoteNode:
         self._call_sync("DELETE", f"/v1/templates/{name}")
 
     def collect_garbage(self, grace_s: float = 300.0) -> GcReport:
-        return wire.load(GcReport, self._call_sync("POST", "/v1/gc", {"grace_s": grace_s}))
+        return wire.load(GcReport, self._call_sync("POST", "/v1/gc", {"grace_s": grace_s}, timeout=TIMEOUT))
 
     # ---- files, exec, ingress -----------------------------------------------------------
 
