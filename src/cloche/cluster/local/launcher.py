@@ -30,7 +30,7 @@ from cloche.cluster.local.front import Front
 from cloche.cluster.local.netns import RegionNet, Regions
 from cloche.cluster.local.node import NodeAgent
 from cloche.cluster.local.postgres import PostgresServer, postgres_bin
-from cloche.cluster.local.process import Cancelled, Child, MissingService, free_ports, listening
+from cloche.cluster.local.process import Cancelled, Child, MissingService, free_ports
 from cloche.cluster.local.replica import ServerReplica
 from cloche.cluster.local.table import Display
 from cloche.cluster.local.weed import WeedS3, weed_binary
@@ -77,8 +77,7 @@ class LocalCluster:
         self.weed: WeedS3 | None = None
         self.regions: Regions | None = None
         self.relay: Child | None = None
-        ports = free_ports(REPLICAS + options.nodes + 1)
-        self.relay_port = ports[-1]
+        ports = free_ports(REPLICAS + options.nodes)
         self.replicas = [ServerReplica(f"server-{i + 1}", self.root / f"server-{i + 1}", ports[i])
                          for i in range(REPLICAS)]  # fmt: skip
         regions = options.regions
@@ -139,12 +138,15 @@ class LocalCluster:
     def _build_regions(self) -> None:
         """A namespace per region, the relay between them, and each node in its region's."""
         assert self.etcd is not None and self.postgres is not None and self.weed is not None
-        argv = [sys.executable, "-m", "cloche.cluster.local.relay", "--listen", f"127.0.0.1:{self.relay_port}",
-                "--delay-ms", str(self.options.inter_region_delay_ms)]  # fmt: skip
+        port_file = self.root / "relay.port"
+        port_file.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "cloche.cluster.local.relay", "--listen", "127.0.0.1:0",
+                "--delay-ms", str(self.options.inter_region_delay_ms), "--port-file", str(port_file)]  # fmt: skip
         self.relay = Child("relay", argv, self.root / "relay.log")
-        self.relay.wait_ready(lambda: listening("127.0.0.1", self.relay_port), 30)
+        self.relay.wait_ready(lambda: bool(port_file.exists() and port_file.read_text()), 30, self.cancelled)
+        relay_port = int(port_file.read_text())
         self.regions = Regions(list(dict.fromkeys(self.options.regions)))
-        self.regions.create([self.etcd.client_port, self.postgres.port, self.weed.s3], self.relay_port)
+        self.regions.create([self.etcd.client_port, self.postgres.port, self.weed.s3], relay_port)
         for node in self.nodes:
             node.net = self.regions.nets[node.region]
         delay = self.options.inter_region_delay_ms

@@ -7,7 +7,8 @@ order, once the one-way delay has passed since it arrived. A request and its ans
 thus take twice the delay more than they would on the wire: the round trip between
 regions.
 
-Run as `python -m cloche.cluster.local.relay --listen 127.0.0.1:PORT --delay-ms 40`.
+Run as `python -m cloche.cluster.local.relay --listen 127.0.0.1:0 --delay-ms 40 --port-file F`:
+it writes the port it listens on to F once it does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import socket
 import struct
 import time
+from pathlib import Path
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h: the destination before a DNAT
 CHUNK = 65536
@@ -83,8 +85,9 @@ class DelayRelay:
             writer.transport.abort()
 
 
-async def _main(host: str, port: int, delay_s: float) -> None:
+async def _main(host: str, port: int, delay_s: float, port_file: Path) -> None:
     server = await DelayRelay(delay_s).serve(host, port)
+    port_file.write_text(str(server.sockets[0].getsockname()[1]))
     async with server:
         await server.serve_forever()
 
@@ -93,9 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     parser.add_argument("--delay-ms", type=float, required=True, help="one-way delay")
+    parser.add_argument("--port-file", type=Path, required=True, help="where to write the port once listening")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
-    asyncio.run(_main(host, int(port), args.delay_ms / 1000))
+    asyncio.run(_main(host, int(port), args.delay_ms / 1000, args.port_file))
 
 
 if __name__ == "__main__":
