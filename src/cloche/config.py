@@ -91,7 +91,7 @@ class Settings:
     cluster_dir: str = ""
     lease_ttl_s: int = 10
     lease_margin_s: float = 3.0
-    rtt_probe_interval_s: float = 10.0  # how often each node times the round trip to every region
+    rtt_probe_interval_s: float = 10.0  # how often each node times the round trip to every region (0: never)
     checkpoint_interval_s: float = 30.0
     # Regions (docs/cluster.md "Regions"): a snapshot store per region, e.g.
     # "eu=s3://b-eu/cloche?endpoint=...,us=s3://b-us/cloche" (a region not named uses

@@ -111,7 +111,8 @@ async def joined(rt: NodeRuntime, member: Membership, settings: Settings,
             logging.getLogger("cloche.node").info("node %s was draining; it takes placements again", member.node_id)
         rt.subscribe(guard)
         rt.subscribe(LoadReport(rt, registration))
-        await stack.enter_async_context(RttProber(etcd, registration, ca, settings.rtt_probe_interval_s))
+        if settings.rtt_probe_interval_s > 0:
+            await stack.enter_async_context(RttProber(etcd, registration, ca, settings.rtt_probe_interval_s))
         if settings.state_dsn and settings.database_url:
             store = Store(settings.database_url)
             stack.callback(store.close)
