@@ -2,6 +2,7 @@
 and an S3 bucket of its own: an explicit move keeps the agent's files and state and
 copies only the chunks the target's store lacks, an invocation sent during the move is
 served after it, a fork placed in the other region starts from its snapshot, an agent
+of an app pinned to one region is neither moved nor replicated out of it, an agent
 follows its user on its next wake, and an agent whose whole region is lost resumes in
 the other from the replica of its checkpoint."""
 
@@ -17,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from cloche.client import Client
+from cloche.client import Client, Conflict
 from cloche.cluster.local.process import wait_for
 from cloche.examples import memo_app
+from cloche.fleet.placements import PlacementTable
 from cloche.fleet.sandbox_regions import SandboxRegions
 from cloche.store.db import Store
 from tests.clustermode.conftest import CLUSTER_ENV, Cluster, running_cluster
@@ -139,6 +141,33 @@ def test_a_fork_placed_in_the_other_region_starts_from_the_copied_snapshot(clust
         finally:
             for sb in [source, *forks]:
                 sb.kill()
+
+
+def test_a_pinned_agent_is_neither_moved_nor_replicated_out_of_its_region(cluster: Cluster, client: Client) -> None:
+    client.apps.deploy("pinned", **memo_app(), regions=["eu"])
+    try:
+        agent = client.agents("pinned")["erin"]
+        agent.invoke(json={"message": "remember only in eu"}).json()
+        sandbox_id = agent.info().sandbox_id
+        assert region_of(cluster, sandbox_id) == "eu"
+        written = time.time()
+        wait_for("a checkpoint", lambda: cluster.local.checkpoint_at(sandbox_id) > written, 20 * INTERVAL)
+        time.sleep(3 * INTERVAL)  # more than one full checkpoint and replication pass
+        store = Store(cluster.local.postgres.dsn)  # type: ignore[union-attr]
+        try:
+            assert SandboxRegions(store).get(sandbox_id).replica_region is None
+            checkpoint = PlacementTable(store).get(sandbox_id).checkpoint  # type: ignore[union-attr]
+        finally:
+            store.close()
+        s3 = cluster.local.weed.client()  # type: ignore[union-attr]
+        s3.head_object(Bucket="cloche-eu", Key=f"cloche/manifests/{checkpoint}")
+        with pytest.raises(s3.exceptions.ClientError):
+            s3.head_object(Bucket="cloche-us", Key=f"cloche/manifests/{checkpoint}")
+        with pytest.raises(Conflict):
+            agent.move("us")
+        assert region_of(cluster, sandbox_id) == "eu"
+    finally:
+        client.apps.delete("pinned", state=True)
 
 
 def test_an_agent_follows_its_user_on_its_next_wake(cluster: Cluster, client: Client) -> None:

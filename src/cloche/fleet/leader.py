@@ -46,27 +46,44 @@ class Leader:
         self.fleet = fleet
         self.interval = checkpoint_interval_s
         self.replicate = replicate  # copies new checkpoints to a second region (fleet/replicate.py)
+        self._replicating: asyncio.Task[None] | None = None  # in the background: drains do not wait on copies
         self._slots = asyncio.Semaphore(PARALLEL)
 
     async def __call__(self, term: Term) -> None:
         log.info("leading the cluster (term %d)", term.token)
         next_checkpoint = time.monotonic() + self.interval
-        while True:
-            try:
-                if time.monotonic() >= next_checkpoint:
-                    next_checkpoint = time.monotonic() + self.interval
-                    await self.checkpoint_all()
-                else:
-                    await self.checkpoint_all(only_new=True)
-                if self.replicate is not None:
-                    await self.replicate()
-                await self.drain_requested()
-                await self.restart_lost()
-            except (EtcdUnavailable, TimeoutError) as e:
-                log.warning("leader: etcd unavailable (%s)", e)
-            except Exception:
-                log.exception("leader duties")
-            await asyncio.sleep(TICK_S)
+        try:
+            while True:
+                try:
+                    if time.monotonic() >= next_checkpoint:
+                        next_checkpoint = time.monotonic() + self.interval
+                        await self.checkpoint_all()
+                        self._replicate()
+                    elif await self.checkpoint_all(only_new=True):
+                        self._replicate()
+                    await self.drain_requested()
+                    await self.restart_lost()
+                except (EtcdUnavailable, TimeoutError) as e:
+                    log.warning("leader: etcd unavailable (%s)", e)
+                except Exception:
+                    log.exception("leader duties")
+                await asyncio.sleep(TICK_S)
+        finally:
+            if self._replicating is not None:
+                self._replicating.cancel()
+
+    def _replicate(self) -> None:
+        """Copy the new checkpoints to a second region, unless a copy is still under way."""
+        if self.replicate is None or (self._replicating is not None and not self._replicating.done()):
+            return
+        self._replicating = asyncio.create_task(self._replicate_once(self.replicate), name="leader-replicate")
+
+    @staticmethod
+    async def _replicate_once(replicate: Callable[[], Awaitable[int]]) -> None:
+        try:
+            await replicate()
+        except Exception:
+            log.exception("checkpoint replicas")
 
     # ---- checkpoints ---------------------------------------------------------------------
 

@@ -107,6 +107,10 @@ class PlacementTable:
         """The nodes that live placements name."""
         return {str(r[0]) for r in self.store.query("SELECT DISTINCT node FROM placements WHERE state = 'live'")}
 
+    def checkpointed_live(self) -> list[Placement]:
+        """The live sandboxes that have a checkpoint."""
+        return self._select("WHERE state = 'live' AND checkpoint IS NOT NULL")
+
     def unchecked(self) -> set[str]:
         """The live sandboxes with no checkpoint yet."""
         rows = self.store.query("SELECT sandbox_id FROM placements WHERE state = 'live' AND checkpoint IS NULL")

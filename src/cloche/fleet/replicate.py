@@ -4,28 +4,21 @@ Why it exists: a region's checkpoints live in that region's store; losing the wh
 region (its nodes, its store) would lose its sandboxes. After each checkpoint the
 leader copies it (only the chunks missing there) to the nearest other region's store,
 so a sandbox whose region is gone resumes elsewhere having lost at most about one
-checkpoint interval (`Mover.adopt_lost`). An app pinned to regions (its spec's
-`regions`) is copied only to another of its regions, and not at all if it has one.
+checkpoint interval (`Mover.adopt_lost`). A sandbox pinned to regions (its spec's
+`regions`, an app's agents' among them) is copied only to another of its regions, and
+not at all if it has one.
 Each pass also records which region holds each sandbox's checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 
 from cloche.fleet.move import Mover
 
 log = logging.getLogger("cloche.fleet.replicate")
-
-_CHECKPOINTS = (
-    "SELECT p.sandbox_id, p.node, p.checkpoint, p.checkpoint_at, a.spec FROM placements p "
-    "LEFT JOIN agents g ON g.sandbox_id = p.sandbox_id "
-    "LEFT JOIN apps a ON a.tenant_id = g.tenant_id AND a.name = g.app "
-    "WHERE p.state = 'live' AND p.checkpoint IS NOT NULL"
-)
 
 
 @dataclass(frozen=True)
@@ -44,13 +37,8 @@ class Replicator:
         self.bytes_copied = 0
 
     def _checkpoints(self) -> list[Checkpoint]:
-        rows = self.mover.fleet.placements.store.query(_CHECKPOINTS)
-        out = []
-        for sandbox_id, node, manifest, at, spec in rows:
-            regions = json.loads(spec).get("regions") if spec else None
-            out.append(Checkpoint(str(sandbox_id), str(node), str(manifest), float(at or 0.0),
-                                  tuple(regions) if regions else None))  # fmt: skip
-        return out
+        return [Checkpoint(p.sandbox_id, p.node, p.checkpoint, p.checkpoint_at or 0.0, p.record.spec.regions or None)
+                for p in self.mover.fleet.placements.checkpointed_live()]  # fmt: skip
 
     def target(self, home: str, pinned: tuple[str, ...] | None) -> str | None:
         """The region nearest `home` with a store of its own that may hold the replica."""
