@@ -45,6 +45,7 @@ SERIAL = {
     "tests/e2b/test_network.py": "the SOCKS proxy and the shared request log",
     "tests/integration/test_sdk_network.py": "counts the fake DNS server's queries",
     "tests/netlab/test_netlab.py": "host-wide before/after inventories of the harness's network objects",
+    "tests/clusterlocal/test_regions.py": "adds and removes network namespaces, veths and nftables tables",
     "tests/integration/test_node_gc.py": "collects sandboxes of unknown owners",
     "tests/integration/test_shutdown.py": "counts the host's loop devices on sandbox disks",
     "tests/adversarial/test_resources.py": "CPU hogs and bombs; a neighbour's speed is measured against the host's",

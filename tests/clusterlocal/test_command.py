@@ -59,3 +59,11 @@ def test_sigterm_while_starting_stops_everything(data_dir: Path) -> None:
     assert not any("did not stop cleanly" in line for line in lines)
     assert processes_under(data_dir) == []
     assert (data_dir / "pg" / "data" / "PG_VERSION").exists()  # the data stays for the next start
+
+
+def test_a_region_that_cannot_name_a_namespace_is_refused_before_anything_starts(data_dir: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "cloche.cli", "cluster", "local", "--regions", "eu,US West",
+                           "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "lower-case letters, digits and dashes" in done.stderr
+    assert not data_dir.exists()
