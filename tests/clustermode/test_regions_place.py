@@ -97,6 +97,8 @@ def test_a_pinned_app_never_leaves_its_region_even_when_full_or_its_node_dies(ge
         elsewhere = _api(geo, "POST", "/v1/sandboxes", "eu", json={"regions": ["us"]})  # the pin beats the user
         assert elsewhere.json()["node"] in US and elsewhere.json()["regions"] == ["us"]
         _api(geo, "DELETE", f"/v1/sandboxes/{elsewhere.json()['id']}")
+        with geo.client(0) as c, c.sandboxes.create(regions=["eu"], memory_mb=512) as pinned:  # user: us (the replica)
+            assert pinned.info.regions == ["eu"] and pinned.info.region == "eu"
 
         # a's node dies: a resumes from its checkpoint, only in eu; b fills eu's other node
         a = _api(geo, "GET", "/v1/apps/resident/agents/a").json()

@@ -104,6 +104,10 @@ def sandbox_create(
     region: Annotated[
         str | None, typer.Option("--region", help="Your region: the sandbox is placed close to it.")
     ] = None,
+    pin_region: Annotated[
+        list[str] | None,
+        typer.Option("--pin-region", help="Data residency: it runs only in this region (repeatable; cluster)."),
+    ] = None,
     network: Annotated[
         str | None,
         typer.Option(
@@ -137,6 +141,7 @@ def sandbox_create(
         ),
         idle=idle_policy(idle_pause, idle_hibernate),
         on_timeout=on_timeout.value if on_timeout else None,
+        regions=pin_region or None,
     )
     with connect(url, api_key) as client, ui.spinner("Creating sandbox…"):
         sbx = client.sandboxes.create(**spec.kwargs())

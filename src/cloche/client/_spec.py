@@ -8,7 +8,7 @@ body, the read timeout, and the CLI's ``sandbox create`` — goes through
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -36,6 +36,7 @@ class SandboxSpec:
     region: str | None = None
     network: NetworkSpec | None = None
     isolation: str | None = None
+    regions: Sequence[str] | None = None
 
     @classmethod
     def of(cls, args: Mapping[str, Any], **overrides: Any) -> SandboxSpec:
@@ -55,4 +56,5 @@ class SandboxSpec:
         given["env"] = None if self.env is None else dict(self.env)
         given["idle"] = idle_body(self.idle)
         given["network"] = None if self.network is None else network_body(self.network)
+        given["regions"] = None if self.regions is None else list(self.regions)
         return compact(**given)

@@ -55,6 +55,7 @@ class AsyncSandboxes:
         region: str | None = None,
         network: NetworkSpec | None = None,
         isolation: str | None = None,
+        regions: Sequence[str] | None = None,
     ) -> AsyncSandbox:
         """Create a sandbox and return its handle; see :meth:`cloche.Client.sandboxes`'s
         ``create`` for the parameters and errors."""

@@ -56,6 +56,9 @@ class SandboxInfo(ApiModel):
     on_resume: str | None = Field(None, description="Shell command run after waking from stopped or hibernated.")
     node: str | None = Field(None, description='The node it runs on ("local" on one machine; "" while on none).')
     recovery: Recovery | None = Field(None, description="Its last loss of a node, in a cluster (None: never).")
+    region: str | None = Field(None, description='The region of its node ("" while on none).')
+    home_region: str | None = Field(None, description="The region it was first placed in.")
+    regions: list[str] = Field(default_factory=list, description="The regions it is pinned to (data residency).")
     isolation: str | None = Field(None, description='"runc" or "gvisor" (runsc, a user-space kernel).')
     placement: dict[str, Any] | None = Field(
         None,

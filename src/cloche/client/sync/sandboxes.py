@@ -56,6 +56,7 @@ class Sandboxes:
         region: str | None = None,
         network: NetworkSpec | None = None,
         isolation: str | None = None,
+        regions: Sequence[str] | None = None,
     ) -> Sandbox:
         """Create a sandbox and return its handle once it is running.
 
@@ -85,6 +86,8 @@ class Sandboxes:
             isolation: ``"runc"`` (namespaces and seccomp on the host kernel) or
                 ``"gvisor"`` (a user-space kernel: stronger, slower; see the README's
                 "Isolation tiers"). Server default if omitted.
+            regions: Data residency, in a cluster: only nodes in these regions run it
+                (then :class:`Unavailable`, code ``region_full``, when they have no room).
 
         Raises:
             QuotaExceeded: The tenant is at its sandbox, CPU or memory quota.
