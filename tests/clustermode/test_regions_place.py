@@ -2,12 +2,16 @@
 sandbox and agent land in the user's region and every answer says where it was served
 (`cloche-region`); an app pinned to a region never leaves it, not when its user is
 elsewhere, not when the region is full (503 region_full), and not when its node dies
-(it resumes only on another node of its region)."""
+(it resumes only on another node of its region), nor when its node is drained (it waits
+in the store for room in its region)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +21,7 @@ import pytest
 from cloche.cluster.local.process import wait_for
 from cloche.examples import memo_app
 from tests.clustermode.conftest import CLUSTER_ENV, Cluster, running_cluster
+from tests.clustermode.test_cluster import _undrain
 
 TTL = float(CLUSTER_ENV["CLOCHE_LEASE_TTL_S"])
 INTERVAL = float(CLUSTER_ENV["CLOCHE_CHECKPOINT_INTERVAL_S"])
@@ -42,10 +47,14 @@ def _invoke(cluster: Cluster, app: str, key: str, message: str, region: str | No
     return _api(cluster, "POST", f"/v1/apps/{app}/agents/{key}/invoke", region, json={"message": message})
 
 
+def _capacity(cluster: Cluster) -> int:
+    """The memory of the smallest node (the test nodes share one host)."""
+    return int(min(n["capacity"]["memory_mb"] for n in _api(cluster, "GET", "/v1/nodes").json()["items"]))
+
+
 def _large(cluster: Cluster) -> int:
     """A memory limit of which one node holds one sandbox, not two."""
-    nodes = _api(cluster, "GET", "/v1/nodes").json()["items"]
-    return int(min(n["capacity"]["memory_mb"] for n in nodes) * 0.6)
+    return int(_capacity(cluster) * 0.6)
 
 
 def test_a_user_lands_in_their_region_and_is_told_where(geo: Cluster) -> None:
@@ -120,3 +129,28 @@ def test_a_pinned_app_never_leaves_its_region_even_when_full_or_its_node_dies(ge
         if victim:
             geo.restart_node(victim)
         _api(geo, "DELETE", "/v1/apps/resident")
+
+
+def test_a_drain_parks_a_pinned_sandbox_rather_than_move_it_out_of_its_region(geo: Cluster) -> None:
+    wait_for("four nodes listed", lambda: len(_api(geo, "GET", "/v1/nodes").json()["items"]) == 4, 120)
+    small = _api(geo, "POST", "/v1/sandboxes", json={"regions": ["eu"], "memory_mb": 512}).json()
+    target = small["node"]
+    assert target in EU
+    full = _api(geo, "POST", "/v1/sandboxes", json={"regions": ["eu"], "memory_mb": _capacity(geo) - 256}).json()
+    assert full["node"] == (EU - {target}).pop()  # eu's other node: no room left there for the small one
+    try:
+        drain = subprocess.run(
+            [sys.executable, "-m", "cloche.cli", "node", "drain", "--etcd", geo.local.etcd.endpoint,  # type: ignore[union-attr]
+             "--node-id", target, "--timeout-s", "120"], capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert drain.returncode == 0, drain.stderr
+        parked = _api(geo, "GET", f"/v1/sandboxes/{small['id']}").json()
+        assert parked["node"] == "" and parked["state"] == "hibernated"  # not in us, where there is room
+        _api(geo, "DELETE", f"/v1/sandboxes/{full['id']}")
+        ran = _api(geo, "POST", f"/v1/sandboxes/{small['id']}/exec", "us", json={"cmd": "echo back"})
+        assert ran.status_code == 200 and ran.json()["stdout"] == "back\n", ran.text
+        assert ran.headers["cloche-region"] == "eu"
+        assert _api(geo, "GET", f"/v1/sandboxes/{small['id']}").json()["node"] == full["node"]
+    finally:
+        asyncio.run(_undrain(geo, target))
+        for sandbox in (small, full):
+            _api(geo, "DELETE", f"/v1/sandboxes/{sandbox['id']}")

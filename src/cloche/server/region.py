@@ -43,7 +43,8 @@ class RegionMiddleware:
         hint = next((v.decode("latin-1") for k, v in scope["headers"] if k == where.HEADER.encode()), None)
         client = scope["client"][0] if scope.get("client") else None
         try:
-            user = where.locate_user(hint, client, self.clients, self.settings.region, self.known(scope))
+            known = self.known(scope) if hint else set()
+            user = where.locate_user(hint, client, self.clients, self.settings.region, known)
         except where.UnknownRegion as e:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
