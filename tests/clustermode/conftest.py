@@ -52,7 +52,7 @@ class Cluster:
         self.front = f"http://127.0.0.1:{front_port}"
 
     def url(self, replica: int = 0) -> str:
-        return f"http://127.0.0.1:{self.local.replicas[replica].port}"
+        return "http://{}:{}".format(*self.local.replica_addresses()[replica])
 
     def client(self, replica: int = 0) -> Client:
         return Client(self.url(replica), self.key, timeout=120)
@@ -113,13 +113,14 @@ def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",), env: 
     local = LocalCluster(Options(nodes=nodes, port=0, data_dir=root, regions=list(regions), pool_size=0, **options),
                          event=print)  # fmt: skip
     loop = LoopThread()
-    front = Front([("127.0.0.1", r.port) for r in local.replicas])
+    front = Front(local.replica_addresses())
     started_with = {**CLUSTER_ENV, **(env or {})}
     try:
         # only while its processes start (they copy it): the tests after these, in the
         # same process, must not inherit networking off
         with mock.patch.dict(os.environ, started_with):
             local.start()
+        front.backends = local.replica_addresses()
         loop.run(front.start("127.0.0.1", 0))
         yield Cluster(local, front.port, started_with)
     finally:

@@ -1,9 +1,10 @@
 """A cluster whose regions are network namespaces with a 40 ms one-way relay between them
 (`cloche cluster local --regions eu,us --inter-region-delay-ms 40`): the nodes measure
 the round trip between regions (about 80 ms) and within one (small), the control plane
-reads it as its latency matrix, the servers reach nodes across namespaces, and a region
-cut off by an nftables drop rule (its node still running) fences itself, its sandbox
-fails over, and the node does not serve the old copy when the link comes back."""
+reads it as its latency matrix, each region's replica places near and serves across the
+relay, and a region cut off by an nftables drop rule (its node still running) fences
+itself, its sandbox fails over, and the node does not serve the old copy when the link
+comes back."""
 
 from __future__ import annotations
 
@@ -77,19 +78,27 @@ def test_nodes_measure_the_relay_delay_between_regions_and_little_within(cluster
     assert matrix.rtt("eu", "eu") < 20 and matrix.rtt("us", "us") < 20
 
 
-def test_nodes_in_region_namespaces_register_and_serve(cluster: Cluster) -> None:
+def test_nodes_and_replicas_in_region_namespaces_place_near_and_serve_across(cluster: Cluster) -> None:
     nodes = wait_for("three nodes listed", lambda: len(api(cluster, "/v1/nodes")["items"]) == 3
                      and api(cluster, "/v1/nodes")["items"], 60)  # fmt: skip
     assert {n["id"]: n["region"] for n in nodes} == {"node-1": "eu", "node-2": "us", "node-3": "eu"}
-    us = cluster.local.region_net("us")
+    eu, us = cluster.local.region_net("eu"), cluster.local.region_net("us")
     assert cluster.node("node-2").host == us.address  # the node API listens inside the region
-    with cluster.client(0) as c:
-        made = [c.sandboxes.create() for _ in range(3)]
+    assert cluster.local.replica_addresses() == [(eu.address, cluster.local.replicas[0].port),
+                                                 (us.address, cluster.local.replicas[1].port)]  # fmt: skip
+    with cluster.client(0) as in_eu, cluster.client(1) as in_us:
+        made = [in_eu.sandboxes.create(), in_eu.sandboxes.create(), in_us.sandboxes.create()]
         try:
-            assert {node_of(cluster, sb.id) for sb in made} == {"node-1", "node-2", "node-3"}
+            assert {node_of(cluster, sb.id) for sb in made[:2]} <= {"node-1", "node-3"}  # each edge places near
+            assert node_of(cluster, made[2].id) == "node-2"
             for sb in made:
                 sb.files.write("/workspace/hello.txt", b"hi")
-                assert sb.exec("cat /workspace/hello.txt").stdout == "hi"
+                for client in (in_eu, in_us):  # either replica serves it, across the relay or not
+                    assert client.sandboxes.get(sb.id).exec("cat /workspace/hello.txt").stdout == "hi"
+            far = in_eu.sandboxes.get(made[2].id)
+            started = time.monotonic()
+            far.exec("true")
+            assert time.monotonic() - started >= 2 * DELAY_MS / 1000  # eu's replica to us's node: a round trip
         finally:
             for sb in made:
                 sb.kill()
@@ -98,14 +107,11 @@ def test_nodes_in_region_namespaces_register_and_serve(cluster: Cluster) -> None
 def test_a_region_cut_off_by_nftables_fences_and_its_sandbox_fails_over_once(cluster: Cluster) -> None:
     us = cluster.local.region_net("us")
     node = cluster.node("node-2")
-    with cluster.client(0) as c:
-        made = []
-        while not made or node_of(cluster, made[-1].id) != "node-2":
-            assert len(made) < 5, "no sandbox was placed on node-2"
-            made.append(c.sandboxes.create(on_resume=START_BEAT))
-        sb = made.pop()
-        for other in made:
-            other.kill()
+    with cluster.client(1) as in_us:  # us's replica places it near, on node-2
+        created = in_us.sandboxes.create(on_resume=START_BEAT)
+    assert node_of(cluster, created.id) == "node-2"
+    with cluster.client(0) as c:  # and eu's, which the cut leaves connected, serves it from then on
+        sb = c.sandboxes.get(created.id)
         try:
             sb.files.write("/workspace/beat.sh", BEAT.encode())
             sb.exec(START_BEAT)

@@ -133,7 +133,7 @@ class LocalCluster:
             self._step()
             replica.spawn(cluster_dir, self.etcd.endpoint, env)
             replica.wait_ready(cancelled=self.cancelled)
-            self.event(f"{replica.name} ready on 127.0.0.1:{replica.port}")
+            self.event(f"{replica.name} ready on {replica.host}:{replica.port}")
         shutil.copyfile(self.replicas[0].admin_key, self.admin_key)
         self.admin_key.chmod(0o600)
 
@@ -151,8 +151,14 @@ class LocalCluster:
         self.regions.create([self.etcd.client_port, self.postgres.port, self.weed.s3], relay_port)
         for node in self.nodes:
             node.net = self.regions.nets[node.region]
+        for i, replica in enumerate(self.replicas):  # an edge in each region in turn
+            replica.net = self.regions.nets[self.regions.names[i % len(self.regions.names)]]
         delay = self.options.inter_region_delay_ms
         self.event(f"regions {', '.join(self.regions.names)} in namespaces, {delay:g} ms one-way between them")
+
+    def replica_addresses(self) -> list[tuple[str, int]]:
+        """Where the replicas listen, for the front (known once started)."""
+        return [(r.host, r.port) for r in self.replicas]
 
     def region_net(self, region: str) -> RegionNet:
         """A region's namespace (to run a process in it, cut it off, or reach its address);
@@ -222,7 +228,7 @@ class LocalCluster:
 
 async def supervise(cluster: LocalCluster, display: Display) -> None:
     """Serve the front on --port, start the cluster, report until SIGINT/SIGTERM, then stop it all."""
-    front = Front([("127.0.0.1", r.port) for r in cluster.replicas])
+    front = Front(cluster.replica_addresses())
     await front.start("127.0.0.1", cluster.options.port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -230,6 +236,7 @@ async def supervise(cluster: LocalCluster, display: Display) -> None:
         loop.add_signal_handler(sig, lambda: (stopping.set(), cluster.cancelled.set()))
     try:
         await asyncio.to_thread(cluster.start)
+        front.backends = cluster.replica_addresses()  # in their regions' namespaces, with --regions
         display.event(f"cluster ready: API on http://127.0.0.1:{front.port}, admin key in {cluster.admin_key}")
         await _report(cluster, display, front.port, stopping)
     except Cancelled:
