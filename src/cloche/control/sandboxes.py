@@ -86,6 +86,7 @@ class SandboxService:
         self.secrets: SecretService | None = None  # checks the secrets a policy's rules name (set by the app)
         # sandbox id -> {"node", "recovery"} for its view (a cluster's fleet sets its own)
         self.locate: Callable[[str], dict[str, Any]] = embedded_location
+        self.region: str | None = None  # the embedded node's region (None: a cluster's fleet places by region)
         # sandbox id -> its tenant's id, for the ownership check of every exec and file
         # call: a fact that never changes, so it is read from the records once. A deleted
         # sandbox left here is refused by the node (SandboxNotFound, the same 404).
@@ -153,6 +154,9 @@ class SandboxService:
                                isolation=self.choose_isolation(tenant, req.isolation),
                                regions=tuple(req.regions))  # fmt: skip
             spec.validate()
+            if self.region is not None and spec.regions and self.region not in spec.regions:
+                raise ApiError(503, "region_full", f"this server's one node is in region {self.region!r}, not "
+                               f"in {', '.join(spec.regions)}, where the sandbox's data must stay")  # fmt: skip
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
             near = req.region or where.user_region()  # the user's, for the latency-aware placement
             admission = self.scheduler.admit(tenant, spec, req.wait_s, near) if self.scheduler else unscheduled()

@@ -83,7 +83,8 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
                 if b.fleet is not None:
                     service.locate = b.fleet.locate
                 else:
-                    service.locate = functools.partial(embedded_location, region=settings.region or "local")
+                    service.region = settings.region or "local"
+                    service.locate = functools.partial(embedded_location, region=service.region)
                 service.scheduler = LocalScheduler(b.node, store, settings)
                 await service.scheduler.start()
                 agents = AgentService(service)
