@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import httpx
@@ -61,16 +62,17 @@ class Rig:
 
 
 @contextmanager
-def cluster(nodes: int = NODES, regions: tuple[str, ...] = ("local",)) -> Iterator[Rig]:
-    """`nodes` nodes, given `regions` in turn (several: each with a bucket of its own)."""
+def cluster(nodes: int = NODES, regions: tuple[str, ...] = ("local",), **options: Any) -> Iterator[Rig]:
+    """`nodes` nodes, given `regions` in turn (several: each with a bucket of its own),
+    and more launcher.Options in `options`."""
     with mock.patch.dict(os.environ, settings()):
-        yield from _cluster(nodes, regions)
+        yield from _cluster(nodes, regions, options)
 
 
-def _cluster(nodes: int, regions: tuple[str, ...]) -> Iterator[Rig]:
+def _cluster(nodes: int, regions: tuple[str, ...], more: dict[str, Any]) -> Iterator[Rig]:
     root = Path(tempfile.mkdtemp(prefix="cloche-bench-cluster-", dir=DATA_PARENT))
     root.chmod(0o755)  # PostgreSQL's user must reach its data dir
-    options = Options(nodes=nodes, port=0, data_dir=root, regions=list(regions), pool_size=0)
+    options = Options(nodes=nodes, port=0, data_dir=root, regions=list(regions), pool_size=0, **more)
     local = LocalCluster(options, event=lambda m: log(f"cluster: {m}"))
     OWN_NODE_KEYS.update(node_key(n.root) for n in local.nodes)
     try:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from cloche.cluster.etcd import Etcd, EtcdUnavailable
 from cloche.cluster.membership import NodeEvent, NodeInfo, NodeWatcher
 from cloche.fleet import scoring, where
+from cloche.fleet.moving import Moving
 from cloche.fleet.placements import Placement, PlacementTable
 from cloche.fleet.sandbox_regions import SandboxRegions
 from cloche.node.api import (
@@ -76,6 +77,7 @@ class Fleet:
         self.cluster_dir = cluster_dir
         self.placements = placements
         self.watcher = NodeWatcher(etcd)
+        self.moving = Moving(etcd)  # the region moves in progress, on any replica
         self.members: dict[str, Member] = {}
         self.draining: set[str] = set()
         self._lost: dict[str, SandboxRecord] = {}  # sandboxes on no node, shown hibernated at their checkpoint
@@ -102,6 +104,7 @@ class Fleet:
 
     async def start(self) -> None:
         await self.watcher.start()
+        await self.moving.start()
         self._tasks = [asyncio.create_task(self._follow(), name="fleet-members"),
                        asyncio.create_task(self._refresh_loop(), name="fleet-refresh")]  # fmt: skip
         await asyncio.wait_for(self._synced.wait(), 30)
@@ -111,6 +114,7 @@ class Fleet:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.watcher.close()
+        await self.moving.close()
         for member in list(self.members.values()):
             await member.remote.close()
         self.members.clear()
@@ -311,6 +315,9 @@ class Fleet:
             return remote.get(sandbox_id)
         if sandbox_id in self._lost:
             return self._lost[sandbox_id]
+        placed = self.placements.get(sandbox_id) if self.moving.active(sandbox_id) else None
+        if placed is not None:  # between two regions (another replica moves it): asleep until it lands
+            return replace(placed.record, state="hibernated")
         raise SandboxNotFound(f"sandbox {sandbox_id} not found")
 
     async def current(self, sandbox_id: str) -> SandboxRecord:
@@ -381,7 +388,9 @@ class Fleet:
         return self._recovering.setdefault(sandbox_id, asyncio.Lock())
 
     async def _settled(self, sandbox_id: str) -> None:
-        """Wait while the sandbox moves (its node would wake it where it is leaving)."""
+        """Wait while the sandbox moves (its node would wake it where it is leaving): between
+        nodes here, or to another region by any replica."""
+        await self.moving.wait(sandbox_id)
         lock = self._recovering.get(sandbox_id)
         if lock is not None and lock.locked():
             async with lock:

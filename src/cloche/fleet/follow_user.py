@@ -30,6 +30,8 @@ class Follower:
     async def __call__(self, sandbox_id: str, region: str | None, spec: dict[str, Any]) -> MoveReport | None:
         """Count a request from `region` (None: unknown) for the agent, and move it first
         if it sleeps and its requests say so (within the app's `regions`, if pinned)."""
+        if self.mover.fleet.moving.active(sandbox_id):  # another replica moves it: it wakes where it lands
+            return None
         try:
             asleep = self.mover.fleet.get(sandbox_id).state == "hibernated"
         except RuntimeFailure:

@@ -10,8 +10,9 @@ the leader keeps in another region (`fleet/replicate.py`).
 
 The one-instance guarantee holds throughout: the sandbox is removed from its node
 before any other node adopts it, and the adopting node claims it in etcd. The move
-holds the fleet's per-sandbox lock, so the requests for it that arrive meanwhile on
-this replica wait for it (`Fleet.wake`) and are then served on the new node.
+holds the fleet's per-sandbox lock and marks itself in etcd (`fleet/moving.py`), so the
+requests for it that arrive meanwhile, on any replica, wait for it (`Fleet.wake`) and
+are then served on the new node.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ class Mover:
         def lap(name: str) -> None:
             phases[name] = round(time.monotonic() - started - sum(phases.values()), 3)
 
-        async with self.fleet.recovering(sandbox_id):
+        async with self.fleet.recovering(sandbox_id), self.fleet.moving.hold(sandbox_id):
+            if self.region_of(sandbox_id) == target:  # there already (another move took it there meanwhile)
+                return MoveReport(sandbox_id, target, target, self.fleet.node_of(sandbox_id) or "", 0, 0, 0.0, {})
             source, manifest = await self._off_node(sandbox_id)
             lap("hibernate")
             copied = CopyReport()
