@@ -1,5 +1,5 @@
 """The node API's guard and its streaming, against a real `cloche node` subprocess:
-no or a wrong credential is refused, a client trusting another CA fails the TLS
+no or a wrong credential is refused (only `GET /healthz` is open), a client trusting another CA fails the TLS
 handshake, a rotated credential works while the old one dies after its grace, and a
 file far larger than the node's memory growth bound crosses it."""
 
@@ -29,6 +29,13 @@ def test_no_or_wrong_credential_is_401(agent: Agent) -> None:
         assert c.get("/v1/sandboxes").status_code == 401
     with agent.http(agent.credential()) as c:
         assert c.get("/v1/sandboxes").status_code == 200
+
+
+def test_only_healthz_answers_without_a_credential(agent: Agent) -> None:
+    with agent.http(None) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}  # what other nodes time (nodeapi/probes.py)
+        assert c.get("/healthz/../v1/info").status_code in (401, 404)
+        assert c.get("/v1/info").status_code == 401
 
 
 def test_a_client_of_another_ca_fails_tls(agent: Agent, tmp_path: os.PathLike[str]) -> None:
