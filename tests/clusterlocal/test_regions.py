@@ -1,11 +1,13 @@
 """The wire between the regions of `cloche cluster local --regions`, on real namespaces
 and the real relay process: a round trip between regions takes twice the one-way delay,
 a large stream crosses it whole and in order, a region reaches the host's services
-undelayed, a cut region reaches nothing until mended, and nothing is left afterwards."""
+undelayed and nothing beyond the host, a cut region reaches nothing until mended, and
+nothing is left afterwards."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import time
@@ -127,6 +129,17 @@ def test_a_cut_region_reaches_nothing_until_mended(wire: Wire) -> None:
     finally:
         b.mend()
     assert answers("a", b.address, wire.echo_port) and answers("b", b.gateway, wire.service_port)
+
+
+def test_nothing_from_a_region_is_forwarded_out_of_the_host(wire: Wire) -> None:
+    def dropped() -> int:
+        listing = subprocess.run(["nft", "list", "table", "ip", wire.regions.table], capture_output=True, text=True)
+        return int(re.search(r"counter packets (\d+)", listing.stdout).group(1))  # type: ignore[union-attr]
+
+    before = dropped()
+    outside = [sys.executable, "-c", "import socket; socket.create_connection(('203.0.113.9', 80), 1)"]
+    assert subprocess.run(wire.regions.nets["a"].command(outside), capture_output=True, timeout=30).returncode != 0
+    assert dropped() > before
 
 
 def test_regions_leave_no_namespace_veth_or_rules_behind() -> None:

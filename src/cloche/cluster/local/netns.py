@@ -13,6 +13,9 @@ by one nftables table (`ip cloche-regions-<slot>`):
 - to another region's address: to the delaying relay (relay.py), which connects on to
   the address it was meant for, so node-to-node traffic between regions has the delay.
 
+Nothing else leaves a region: the host forwards nothing from it, so its private
+addresses never reach a real network (and the sandboxes of its nodes have no internet).
+
 Traffic inside a region stays in its namespace. The host (the servers) reaches every
 region directly. `cut()` drops everything a region sends or receives except its own
 loopback: a partition, with every process still running. The slot (a free index picked
@@ -173,8 +176,11 @@ class Regions:
                 lines.append(f"iifname {net.host_if} ip daddr {{ {', '.join(others)} }} "
                              f"ip protocol tcp dnat to 127.0.0.1:{relay_port}")  # fmt: skip
         body = "\n    ".join(lines)
+        veths = ", ".join(net.host_if for net in self.nets.values())
         return (f"table ip {self.table} {{\n  chain pre {{\n    type nat hook prerouting priority dstnat;\n"
-                f"    {body}\n  }}\n}}\n")  # fmt: skip
+                f"    {body}\n  }}\n"
+                f"  chain forward {{\n    type filter hook forward priority filter;\n"
+                f"    iifname {{ {veths} }} counter drop\n  }}\n}}\n")  # fmt: skip
 
     def remove(self) -> None:
         """Everything `create` made; safe to call more than once."""
