@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cloche.cluster.local.netns import sweep_stale
+
 CLUSTER_ROOTS = ("cloche-cluster-*", "cloche-clusterlocal-*")  # under /var/tmp
 
 
@@ -55,6 +57,8 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     if stale:
         print(f"removed {len(stale)} data dirs of earlier test runs that no process uses", file=sys.stderr)
+    if swept := sweep_stale():
+        print(f"removed the region namespaces of {len(swept)} dead local clusters", file=sys.stderr)
     # their nodes are orphans now: remove what they left on the host
     return subprocess.run([sys.executable, "-m", "cloche.cli", "node", "gc"], stdout=subprocess.DEVNULL).returncode
 

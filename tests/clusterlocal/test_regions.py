@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cloche.cluster.local.netns import Regions
+from cloche.cluster.local.netns import OWNERS, Regions, sweep_stale
 from cloche.cluster.local.process import Child, free_ports, wait_for
 
 DELAY_MS = 30.0
@@ -142,12 +142,35 @@ def test_nothing_from_a_region_is_forwarded_out_of_the_host(wire: Wire) -> None:
     assert dropped() > before
 
 
+def host_lists(name: str) -> bool:
+    """Whether the host's links or nftables tables include `name`."""
+    listings = [subprocess.run(argv, capture_output=True, text=True).stdout
+                for argv in (["ip", "-br", "link"], ["nft", "list", "tables"])]  # fmt: skip
+    return any(re.search(rf"\b{re.escape(name)}\b", listing) for listing in listings)
+
+
 def test_regions_leave_no_namespace_veth_or_rules_behind() -> None:
     regions = Regions(["x"])
     regions.create([1], 2)
     net = regions.nets["x"]
     assert Path(f"/run/netns/{net.netns}").exists()
+    table = regions.table
+    assert host_lists(net.host_if) and host_lists(table)
     regions.remove()
     assert not Path(f"/run/netns/{net.netns}").exists()
-    assert net.host_if not in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
-    assert regions.table not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert not host_lists(net.host_if) and not host_lists(table)
+
+
+def test_the_regions_of_a_killed_cluster_are_swept() -> None:
+    code = ("from cloche.cluster.local.netns import Regions; import time; r = Regions(['z']); r.create([1], 2); "
+            "print(r.slot, flush=True); time.sleep(120)")  # fmt: skip
+    claimer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert claimer.stdout is not None
+    slot = int(claimer.stdout.readline())
+    assert slot not in sweep_stale()  # its claimer lives: not stale
+    claimer.kill()  # as kill -9 leaves them: nothing removed
+    claimer.wait()
+    assert Path(f"/run/netns/cloche-r{slot}-z").exists()
+    assert slot in sweep_stale()
+    assert not Path(f"/run/netns/cloche-r{slot}-z").exists() and not (OWNERS / str(slot)).exists()
+    assert not host_lists(f"cloche-{slot}h0") and not host_lists(f"cloche-regions-{slot}")

@@ -19,11 +19,14 @@ addresses never reach a real network (and the sandboxes of its nodes have no int
 Traffic inside a region stays in its namespace. The host (the servers) reaches every
 region directly. `cut()` drops everything a region sends or receives except its own
 loopback: a partition, with every process still running. The slot (a free index picked
-at start, claimed by creating its first veth) lets several local clusters coexist.
+at start, claimed by creating its first veth) lets several local clusters coexist; the
+claimer's pid is kept in /run/cloche-regions/<slot>, so a slot whose claimer died without
+removing it (kill -9) is swept by the next cluster that starts (`sweep_stale`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SLOTS = 8
+OWNERS = Path("/run/cloche-regions")  # <slot>: the pid of the process whose regions they are
 REGIONS_SUBNET = "10.200.0.0/13"  # every slot's addresses: 10.<200+slot>.<region>.1 and .2
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 CUT_TABLE = "cloche-cut"
@@ -40,6 +44,37 @@ def _run(*argv: str, stdin: str | None = None) -> None:
     done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
     if done.returncode:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale() -> list[int]:
+    """Remove the namespaces, veths and rules of every slot whose claimer is dead; the slots swept."""
+    swept = []
+    for owner in sorted(OWNERS.glob("*")) if OWNERS.exists() else []:
+        try:
+            slot, pid = int(owner.name), int(owner.read_text() or 0)
+        except (ValueError, OSError):
+            continue
+        if pid and _alive(pid):
+            continue
+        for netns in Path("/run/netns").glob(f"cloche-r{slot}-*"):
+            subprocess.run(["ip", "netns", "del", netns.name], capture_output=True, timeout=30)
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30).stdout
+        for name in set(re.findall(rf"^\d+: (cloche-{slot}[hn]\d+)[@:]", links, re.M)):
+            subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=30)
+        subprocess.run(["nft", "delete", "table", "ip", f"cloche-regions-{slot}"], capture_output=True, timeout=30)
+        owner.unlink(missing_ok=True)
+        swept.append(slot)
+    return swept
 
 
 def valid_region(name: str) -> bool:
@@ -138,6 +173,7 @@ class Regions:
     def create(self, service_ports: Sequence[int], relay_port: int) -> None:
         """Build the namespaces: services on `service_ports` of 127.0.0.1 are reached
         at each region's gateway, other regions through the relay on `relay_port`."""
+        sweep_stale()
         self.slot = self._claim_slot()
         try:
             for index, name in enumerate(self.names):
@@ -163,6 +199,8 @@ class Regions:
                 first.remove()
                 continue
             self.nets[first.name] = first
+            OWNERS.mkdir(parents=True, exist_ok=True)
+            (OWNERS / str(slot)).write_text(str(os.getpid()))
             return slot
         raise RuntimeError(f"no free region slot: {SLOTS} local clusters with regions already run")
 
@@ -189,3 +227,6 @@ class Regions:
         for net in self.nets.values():
             net.remove()
         self.nets.clear()
+        if self.slot >= 0:
+            (OWNERS / str(self.slot)).unlink(missing_ok=True)
+        self.slot = -1  # a second call must not touch a slot another cluster may claim meanwhile
