@@ -5,8 +5,9 @@ Ctrl-C or SIGTERM stops everything in dependency order (servers, nodes, then S3,
 PostgreSQL and etcd) so nothing of it is left running.
 
 With `Options.netns` (`--regions`) each region's nodes run in a network namespace of the
-region's own, and traffic between regions passes a relay that delays it (netns.py,
-relay.py); the servers and services stay on the host.
+region's own, and so do the replicas, one per region in turn as its edge; traffic between
+regions passes a relay that delays it (netns.py, relay.py). etcd, PostgreSQL, S3 and the
+front stay on the host.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class LocalCluster:
         self.admin_key.chmod(0o600)
 
     def _build_regions(self) -> None:
-        """A namespace per region, the relay between them, and each node in its region's."""
+        """A namespace per region, the relay between them, and each node and replica in its region's."""
         assert self.etcd is not None and self.postgres is not None and self.weed is not None
         port_file = self.root / "relay.port"
         port_file.unlink(missing_ok=True)

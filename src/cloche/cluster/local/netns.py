@@ -4,8 +4,9 @@ that what crosses a region boundary crosses a wire a test can slow down or cut.
 Each region is a namespace of its own (`cloche-r<slot>-<region>`) joined to the host by
 a veth pair (`cloche-<slot>h<i>` on the host, 10.<200+slot>.<i>.1/30, and the region's
 end, .2/30), named so the leak check catches any left behind. The region's nodes listen
-on the region's address. Two kinds of traffic leave a region, both rewritten on the host
-by one nftables table (`ip cloche-regions-<slot>`):
+on the region's address, and so does its server replica if it has one. Two kinds of
+traffic leave a region, both rewritten on the host by one nftables table
+(`ip cloche-regions-<slot>`):
 
 - to the region's gateway on a service port (etcd, PostgreSQL, S3): to 127.0.0.1 on the
   same port (the veth allows it: route_localnet), where those services listen as they
@@ -16,8 +17,8 @@ by one nftables table (`ip cloche-regions-<slot>`):
 Nothing else leaves a region: the host forwards nothing from it, so its private
 addresses never reach a real network (and the sandboxes of its nodes have no internet).
 
-Traffic inside a region stays in its namespace. The host (the servers) reaches every
-region directly. `cut()` drops everything a region sends or receives except its own
+Traffic inside a region stays in its namespace. The host (the front, a test) reaches
+every region directly. `cut()` drops everything a region sends or receives except its own
 loopback: a partition, with every process still running. The slot (a free index picked
 at start, claimed by creating its first veth) lets several local clusters coexist; the
 claimer's pid is kept in /run/cloche-regions/<slot>, so a slot whose claimer died without
