@@ -8,8 +8,11 @@ the other from the replica of its checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -141,6 +144,27 @@ def test_a_move_is_refused_for_an_unknown_region_or_agent(cluster: Cluster, clie
     assert r.status_code == 404
 
 
+def moves_counted(cluster: Cluster) -> float:
+    """cloche_region_moves_total on replica 0."""
+    r = httpx.get(cluster.url(0) + "/metrics", headers={"Authorization": f"Bearer {cluster.key}"}, timeout=30)
+    (line,) = [x for x in r.text.splitlines() if x.startswith("cloche_region_moves_total ")]
+    return float(line.split()[1])
+
+
+def test_the_cli_moves_an_agent_and_the_replica_counts_the_move(cluster: Cluster, client: Client) -> None:
+    run(client, "frank", "echo kept > /workspace/kept")
+    sandbox_id = client.agents("geo")["frank"].info().sandbox_id
+    target = OTHER[region_of(cluster, sandbox_id)]
+    before = moves_counted(cluster)
+    env = {**os.environ, "CLOCHE_URL": cluster.url(0), "CLOCHE_API_KEY": cluster.key}
+    done = subprocess.run([sys.executable, "-m", "cloche.cli", "agent", "move", "geo", "frank", "--region", target,
+                           "--json"], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["region"] == target and region_of(cluster, sandbox_id) == target
+    assert moves_counted(cluster) == before + 1
+    assert run(client, "frank", "cat /workspace/kept") == "kept\n"
+
+
 def test_a_fork_placed_in_the_other_region_starts_from_the_copied_snapshot(cluster: Cluster) -> None:
     with cluster.client(0) as c:
         source = c.sandboxes.create()
@@ -204,7 +228,7 @@ def test_an_agent_whose_region_is_lost_resumes_in_the_other_from_its_replica(clu
     regions = SandboxRegions(Store(cluster.local.postgres.dsn))  # type: ignore[union-attr]
     try:
         wait_for("a replica of a checkpoint after the write",
-                 lambda: (regions.get(sandbox_id).replica_at or 0) > written, 20 * INTERVAL)  # fmt: skip
+                 lambda: (regions.get(sandbox_id).replica_at or 0) > written, 45 * INTERVAL)  # fmt: skip
         lost = region_of(cluster, sandbox_id)
         replica = regions.get(sandbox_id).replica_region
         assert replica == OTHER[lost]

@@ -64,6 +64,8 @@ class Replicator:
                     log.warning("replica of %s's checkpoint to %s failed: %s", c.sandbox_id, target, e)
                     continue
                 self.mover.regions.replicated(c.sandbox_id, target, c.manifest, c.at)
+                log.info("checkpoint of %s replicated from %s to %s (%d bytes copied)", c.sandbox_id, home, target,
+                         report.bytes_copied)  # fmt: skip
                 self.bytes_copied += report.bytes_copied
                 copied += 1
             self._handled[c.sandbox_id] = c.manifest
