@@ -118,7 +118,7 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60,
-                        max_pool_connections=32,  # a copy between regions' stores overlaps 32 requests
+                        max_pool_connections=64,  # a move and a replica may each copy 32 chunks at once
                         request_checksum_calculation="when_supported",
                         response_checksum_validation="when_supported")  # fmt: skip
         # A session of its own: boto3's default one is not thread-safe and keeps the

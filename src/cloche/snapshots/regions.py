@@ -21,7 +21,7 @@ from cloche.snapshots.store import SnapshotStore
 from cloche.snapshots.tree import chunk_digests
 
 # Chunks copied at once: each is up to three round trips (is it there, get, put) of a
-# few ms, so many overlap; S3BlobStore's connection pool is as large.
+# few ms, so many overlap; S3BlobStore's connection pool holds two such copies.
 COPY_PARALLEL = 32
 
 
