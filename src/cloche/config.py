@@ -93,6 +93,9 @@ class Settings:
     lease_margin_s: float = 3.0
     rtt_probe_interval_s: float = 10.0  # how often each node times the round trip to every region (0: never)
     checkpoint_interval_s: float = 30.0
+    # The URL the other replicas reach this one at, to forward a sandbox's envd calls to
+    # their home replica (e2b/home.py; "": http://HOST:PORT of --listen).
+    advertise: str = ""
     # Regions (docs/cluster.md "Regions"): a snapshot store per region, e.g.
     # "eu=s3://b-eu/cloche?endpoint=...,us=s3://b-us/cloche" (a region not named uses
     # blob_url), and when an agent follows its user to another region on its next wake:
@@ -144,6 +147,10 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "cloche.db"
+
+    @property
+    def advertise_url(self) -> str:
+        return self.advertise or f"http://{self.host}:{self.port}"
 
     @property
     def admin_key_path(self) -> Path:

@@ -87,20 +87,12 @@ class Cluster:
 
 class ClusterServer(Api):
     """The cluster as the suites' `server`: one address (the front) and the admin key.
-
-    E2B's envd calls go to one replica: the commands a sandbox runs through envd are
-    held by the replica that started them (stdin, PTY resize, connect and list find
-    them there), so a sandbox's envd traffic needs affinity to one replica, as E2B's
-    own sandbox proxy gives it; its control calls still go through the front."""
+    The E2B SDKs' envd calls go through the front too, landing on either replica: each
+    sandbox's envd home (e2b/home.py) serves them, whichever replica they reach."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.url = cluster.front
         self.admin_key = cluster.key
-        self._envd = cluster.url(1)
-
-    @property
-    def sandbox_url(self) -> str:
-        return self._envd
 
 
 @contextlib.contextmanager

@@ -53,6 +53,14 @@ def server(
             help="This replica's region: the user's, for requests that name none (cloche-region).",
         ),
     ] = "",
+    advertise: Annotated[
+        str,
+        typer.Option(
+            "--advertise",
+            envvar="CLOCHE_ADVERTISE",
+            help="The URL the other replicas reach this one at (default: http://LISTEN).",
+        ),
+    ] = "",
 ) -> None:
     """Run one API replica of a cluster (stateless: run as many as you like behind one address).
 
@@ -67,7 +75,16 @@ def server(
     if not host or not port.isdigit():
         ui.err.print("[red]error:[/] --listen is HOST:PORT")
         raise typer.Exit(2)
-    serve(data_dir, host, int(port), 0, etcd=etcd, cluster_dir=str(cluster_dir.resolve()), region=region)
+    serve(
+        data_dir,
+        host,
+        int(port),
+        0,
+        etcd=etcd,
+        cluster_dir=str(cluster_dir.resolve()),
+        region=region,
+        advertise=advertise,
+    )
 
 
 @app.command()

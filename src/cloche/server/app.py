@@ -25,6 +25,7 @@ from cloche.mcp import http as mcp_http
 from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors, ui
 from cloche.server.access import AccessLog
+from cloche.server.affinity import EnvdAffinity
 from cloche.server.backends import clustered, embedded
 from cloche.server.context import Context
 from cloche.server.kvfast import KvFastPath
@@ -76,6 +77,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         try:
             async with backend as b:
                 app.state.state = b.state
+                app.state.envd_homes = b.envd_homes  # read by EnvdAffinity
                 service = SandboxService(store, b.node, b.pool_limits, settings.network_default)
                 service.secrets = secret_service
                 if b.embedded:  # a cluster's records are shared by every replica: none reconciles alone
@@ -128,6 +130,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(BodyLimit, settings=settings)
     ui.install(app)  # the web dashboard at /ui (cloche.server.ui)
+    app.add_middleware(EnvdAffinity)  # a cluster's envd calls go to their sandbox's home replica
     ports.install(app, settings)  # exposed ports: routes, and the ingress middleware
     app.add_middleware(RegionMiddleware, settings=settings)  # the user's region in, `cloche-region` out
     app.add_middleware(DrainGate, drain=drain)  # while stopping, nothing new gets in

@@ -22,6 +22,7 @@ from cloche.cluster.election import Election
 from cloche.cluster.etcd import Etcd
 from cloche.config import Settings
 from cloche.control.secrets import SecretService
+from cloche.e2b.home import Homes
 from cloche.fleet.fleet import Fleet
 from cloche.fleet.geo import Geo, build_geo
 from cloche.fleet.leader import Leader
@@ -47,6 +48,7 @@ class Backend:
     fleet: Fleet | None = None
     geo: Geo | None = None  # a cluster's regions: moves, replicas, following the user
     latency: MeasuredLatency | None = None  # cluster mode: the round trips between regions, as measured
+    envd_homes: Homes | None = None  # which replica serves each sandbox's envd calls (cluster)
 
 
 @contextlib.asynccontextmanager
@@ -105,4 +107,8 @@ async def clustered(settings: Settings, store: Store) -> AsyncIterator[Backend]:
                 await leading
 
         stack.push_async_callback(stop_leading)
-        yield Backend(fleet, state, Limits(), metrics, embedded=False, fleet=fleet, geo=geo, latency=latency)
+        homes = Homes(etcd, settings.advertise_url, ttl=settings.lease_ttl_s, margin=settings.lease_margin_s)
+        stack.push_async_callback(homes.close)
+        yield Backend(
+            fleet, state, Limits(), metrics, embedded=False, fleet=fleet, geo=geo, latency=latency, envd_homes=homes
+        )

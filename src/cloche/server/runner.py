@@ -18,7 +18,7 @@ from cloche.server.shutdown import Drain, DrainingServer
 
 
 def serve(data_dir: Path, host: str, port: int, pool_size: int, **cluster: str) -> None:
-    """`cluster`: etcd, cluster_dir, region (cloche server); their CLOCHE_* variables also apply."""
+    """`cluster`: etcd, cluster_dir, region, advertise (cloche server); their CLOCHE_* variables also apply."""
     settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, pool_size=pool_size)
     settings.apply_env(os.environ)
     for name, value in cluster.items():

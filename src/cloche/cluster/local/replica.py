@@ -40,7 +40,8 @@ class ServerReplica:
         if self.net is not None:  # the host's services as the region reaches them; the region's edge
             etcd, env = self.net.reach(etcd), {**self.net.environ(env), "CLOCHE_REGION": self.net.name}
         argv = [sys.executable, "-m", "cloche.cli", "server", "--listen", f"{self.host}:{self.port}",
-                "--data-dir", str(self.root), "--cluster-dir", str(cluster_dir), "--etcd", etcd]  # fmt: skip
+                "--data-dir", str(self.root), "--cluster-dir", str(cluster_dir), "--etcd", etcd,
+                "--advertise", f"http://{self.host}:{self.port}"]  # fmt: skip
         if self.net is not None:
             argv = self.net.command(argv)
         self.child = Child(self.name, argv, self.root / "server.log", env=env)
