@@ -7,6 +7,7 @@ into the node's types, so this module imports nothing of cloche."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -94,7 +95,7 @@ class Settings:
     rtt_probe_interval_s: float = 10.0  # how often each node times the round trip to every region (0: never)
     checkpoint_interval_s: float = 30.0
     # The URL the other replicas reach this one at, to forward a sandbox's envd calls to
-    # their home replica (e2b/home.py; "": http://HOST:PORT of --listen).
+    # their home replica (e2b/home.py; "": http://HOST:PORT of --listen, see advertise_url).
     advertise: str = ""
     # Regions (docs/cluster.md "Regions"): a snapshot store per region, e.g.
     # "eu=s3://b-eu/cloche?endpoint=...,us=s3://b-us/cloche" (a region not named uses
@@ -150,7 +151,12 @@ class Settings:
 
     @property
     def advertise_url(self) -> str:
-        return self.advertise or f"http://{self.host}:{self.port}"
+        """`advertise`, else the --listen address; a wildcard one (0.0.0.0, as in a
+        container) becomes the address the host name resolves to (the pod's or container's)."""
+        if self.advertise:
+            return self.advertise
+        host = socket.gethostbyname(socket.gethostname()) if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def admin_key_path(self) -> Path:

@@ -7,6 +7,7 @@ even replicas that disagree about the home never pass a request round in a loop.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from cloche.cluster.etcd import Etcd
 from cloche.cluster.local.etcd import EtcdServer
 from cloche.cluster.session import Session
+from cloche.config import Settings
 from cloche.e2b.home import PREFIX, Homes
 from cloche.server.affinity import EnvdAffinity
 from tests.cluster.timing import MARGIN, TTL
@@ -127,3 +129,10 @@ def test_a_forward_streams_both_ways_and_is_never_forwarded_again(etcd_server: E
             await asyncio.gather(a.close(), b.close())
 
     asyncio.run(main())
+
+
+def test_a_replica_advertises_its_listen_address_unless_told_otherwise() -> None:
+    assert Settings(host="10.1.2.3", port=8787).advertise_url == "http://10.1.2.3:8787"
+    assert Settings(host="10.1.2.3", advertise="http://api-1.internal:80").advertise_url == "http://api-1.internal:80"
+    wildcard = Settings(host="0.0.0.0", port=8787).advertise_url  # in a container: the address its name has
+    assert wildcard == f"http://{socket.gethostbyname(socket.gethostname())}:8787" and "0.0.0.0" not in wildcard
