@@ -90,13 +90,20 @@ async def _wake(st: E2bState, c: Context, tenant: Tenant, sandbox_id: str, timeo
     return row
 
 
+async def _state(c: Context, sandbox_id: str, seen: str) -> str:
+    """The sandbox's state, from its node when this replica saw it running: in a cluster,
+    another replica may have paused it a moment ago (the SDK connects or resumes right
+    after), and this replica's view trails that change by the node's event stream."""
+    return (await c.sandboxes.node.current(sandbox_id)).state if seen in ("running", "creating") else seen
+
+
 async def connect_sandbox(sandbox_id: str, request: Request) -> Response:
     """200 with the running sandbox (its timeout only ever extended), 201 when it had
     to be woken first."""
     st, c, tenant = authenticate(request)
     body = await body_of(request)
     view, row = row_of(st, c, tenant, sandbox_id)
-    if view.record.state in ("running", "creating"):
+    if await _state(c, sandbox_id, view.record.state) in ("running", "creating"):
         wanted = timeout_of(body.get("timeout"), default=None)
         current = view.record.expires_at
         if wanted is not None and current is not None and current < time.time() + wanted:
@@ -111,7 +118,7 @@ async def resume(sandbox_id: str, request: Request) -> Response:
     st, c, tenant = authenticate(request)
     body = await body_of(request)
     view = c.sandboxes.get(tenant, sandbox_id)
-    if view.record.state in ("running", "creating"):
+    if await _state(c, sandbox_id, view.record.state) in ("running", "creating"):
         raise E2bError(409, f"sandbox {sandbox_id} is already running")
     row = await _wake(st, c, tenant, sandbox_id, body.get("timeout"))
     return JSONResponse(created_json(row, sandbox_domain(c)), 201)

@@ -23,7 +23,7 @@ from cloche.e2b.store import E2bRow, E2bStore
 from cloche.e2b.users import USER, User, resolve
 from cloche.e2b.watch import WatcherRegistry
 from cloche.node.api import Node, SandboxFiles
-from cloche.node.errors import FileError, InvalidState, RuntimeFailure
+from cloche.node.errors import FileError, RuntimeFailure
 from cloche.node.records import SandboxRecord
 from cloche.server.context import Context, ctx
 
@@ -147,21 +147,17 @@ async def target(request: Request, port: int = ENVD_PORT, operation: str | None 
     if owner is None or tenant is None or owner.tenant_id != row.tenant_id:
         st.forget(sandbox_id)
         raise gone(sandbox_id)
-    t = Target(c, st, row, sandbox_id)
     try:
         c.limiter.check(tenant.id)
         if wake:
             await c.sandboxes.woken(tenant, sandbox_id)
-            try:
-                t.files()
-            except InvalidState:  # another replica paused it just now, and this one's view lagged: wake it now
-                await c.sandboxes.woken(tenant, sandbox_id)
         elif (state := (await c.sandboxes.node.current(sandbox_id)).state) != "running":  # not a lagging copy
             raise gone(sandbox_id, f"it is {state}")
     except ApiError as exc:  # rate limited, or the sandbox went away meanwhile (404)
         raise gone(sandbox_id) if exc.status == 404 else E2bError(exc.status, exc.message) from None
     except RuntimeFailure as exc:  # it could not be woken: to E2B's proxy, it is not there
         raise gone(sandbox_id, str(exc)) from None
+    t = Target(c, st, row, sandbox_id)
     if sandbox_id not in st.prepared:
         await prepare_home(t.files())
         st.prepared.add(sandbox_id)
