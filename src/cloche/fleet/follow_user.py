@@ -10,12 +10,14 @@ node), so a move never interrupts it: the wake it needed anyway becomes a move.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Collection
 from typing import Any
 
 from cloche.fleet.move import Mover, MoveReport
+from cloche.fleet.sandbox_regions import SandboxRegion
 from cloche.geo.follow import FollowRule, follow_target
 from cloche.node.errors import RuntimeFailure
 
@@ -26,6 +28,22 @@ class Follower:
     def __init__(self, mover: Mover, rule: FollowRule) -> None:
         self.mover = mover
         self.rule = rule
+        self._counting: set[asyncio.Task[None]] = set()  # notes of awake agents' requests, in flight
+
+    async def _count(self, sandbox_id: str, region: str) -> None:
+        try:
+            await asyncio.to_thread(self._note, sandbox_id, region)
+        except Exception:  # a request's region left uncounted is no reason to fail anything
+            log.exception("could not count a request of sandbox %s from %s", sandbox_id, region)
+
+    def _note(self, sandbox_id: str, region: str | None) -> SandboxRegion:
+        """The agent's row, with a request from `region` counted (read and written in
+        PostgreSQL: off the event loop, and for an awake agent off the request's path)."""
+        row = self.mover.regions.get(sandbox_id)
+        if region is not None:
+            row.history.note(region, time.time())
+            self.mover.regions.noted(sandbox_id, row.history)
+        return row
 
     async def __call__(self, sandbox_id: str, region: str | None, spec: dict[str, Any]) -> MoveReport | None:
         """Count a request from `region` (None: unknown) for the agent, and move it first
@@ -36,15 +54,16 @@ class Follower:
             asleep = self.mover.fleet.get(sandbox_id).state == "hibernated"
         except RuntimeFailure:
             return None
-        if region is None and not asleep:  # nothing to count or decide: no database round trip
+        if not asleep:  # nothing to decide: the request goes on while its region is counted
+            if region is not None:
+                task = asyncio.create_task(self._count(sandbox_id, region))
+                self._counting.add(task)
+                task.add_done_callback(self._counting.discard)
             return None
-        row = self.mover.regions.get(sandbox_id)
+        row = await asyncio.to_thread(self._note, sandbox_id, region)
         now = time.time()
-        if region is not None:
-            row.history.note(region, now)
-            self.mover.regions.noted(sandbox_id, row.history)
         current = self.mover.region_of(sandbox_id)
-        if not asleep or current is None:
+        if current is None:
             return None
         allowed: Collection[str] | None = spec.get("regions") or None
         target = follow_target(row.history, current, self.rule, now, row.last_move_at, allowed)
