@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from cloche.cluster.etcd import Etcd
-from cloche.fleet.fleet import DRAINING
+from cloche.fleet.members import DRAINING
 
 POLL_S = 0.5
 

@@ -18,282 +18,33 @@ etcd first, so two replicas waking it at once cannot start it twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import tempfile
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from cloche.cluster.etcd import Etcd, EtcdUnavailable
-from cloche.cluster.membership import NodeEvent, NodeInfo, NodeWatcher
-from cloche.fleet import scoring, where
-from cloche.fleet.moving import Moving
-from cloche.fleet.placements import Placement, PlacementTable
-from cloche.fleet.sandbox_regions import SandboxRegions
-from cloche.node.api import (
-    DiskUsage,
-    ExecStream,
-    ExpireCallback,
-    PoolStatus,
-    SandboxEvents,
-    SandboxFiles,
-    TemplateInfo,
-)
+from cloche.fleet.placing import FleetPlacing
+from cloche.node.api import DiskUsage, ExecStream, PoolStatus, SandboxFiles, TemplateInfo
 from cloche.node.cgroups import Usage
-from cloche.node.errors import InvalidState, NodeUnreachable, RuntimeFailure, SandboxNotFound, TemplateNotFound
+from cloche.node.errors import InvalidState, RuntimeFailure, SandboxNotFound, TemplateNotFound
 from cloche.node.net.firewall import Counters
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.protocol import ExecRequest
 from cloche.node.records import SandboxRecord
 from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
-from cloche.nodeapi.auth import published_credential
 from cloche.nodeapi.client import RemoteNode
-from cloche.nodeapi.tls import CA_CERT
-from cloche.scheduler.errors import NoCapacity
 from cloche.snapshots.gc import GcReport
 
-log = logging.getLogger("cloche.fleet")
 T = TypeVar("T")
-DRAINING = "draining/"  # etcd: /cloche/draining/<node id> while a node is being drained
-REFRESH_S = 1.0  # how often the lost sandboxes and the draining set are read again
 
 
-@dataclass
-class Member:
-    node_id: str
-    info: NodeInfo
-    remote: RemoteNode
+class Fleet(FleetPlacing):
+    """The cluster's nodes as one `Node`. `await start()` before use, `close()` after.
 
-
-class Fleet:
-    """The cluster's nodes as one `Node`. `await start()` before use, `close()` after."""
-
-    def __init__(self, etcd: Etcd, cluster_dir: Path, placements: PlacementTable) -> None:
-        self.etcd = etcd
-        self.cluster_dir = cluster_dir
-        self.placements = placements
-        self.watcher = NodeWatcher(etcd)
-        self.moving = Moving(etcd)  # the region moves in progress, on any replica
-        self.members: dict[str, Member] = {}
-        self.draining: set[str] = set()
-        self._lost: dict[str, SandboxRecord] = {}  # sandboxes on no node, shown hibernated at their checkpoint
-        self._recovery: dict[str, Any] = {}  # sandbox id -> its last loss (Placement.recovery)
-        self._joining: set[str] = set()  # nodes being connected to (a join and a refresh may race)
-        self._pools: dict[str, PoolStatus] = {}  # node id -> its warm pool, as last read (the scheduler reads it often)
-        self._listeners: list[SandboxEvents] = []
-        self._expired: list[ExpireCallback] = []
-        self._recovering: dict[str, asyncio.Lock] = {}
-        # resumes a sandbox that is on no node (None: `adopt` on any node); with a snapshot
-        # store per region, `Mover.adopt_lost` resumes it in the region that holds its files
-        self.adopt_lost: Callable[[Placement], Awaitable[SandboxRecord]] | None = None
-        self.homes = SandboxRegions(placements.store)  # each sandbox's region: where it runs, or its files are
-        self._homes: dict[str, str] = {}  # sandbox id -> its home region, as last placed or read
-        self._placing: dict[str, float] = {}  # node id -> MB of the sandboxes being placed there now
-        self.matrix = scoring.fleet_matrix  # the region-to-region RTTs placement scores with
-        # makes a snapshot readable in a region before a sandbox starts from it there
-        # (None: one store for all regions); `Mover.carry` copies it from the region that has it
-        self.carry: Callable[[str, str], Awaitable[None]] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._synced = asyncio.Event()
-
-    # ---- membership ----------------------------------------------------------------------
-
-    async def start(self) -> None:
-        await self.watcher.start()
-        await self.moving.start()
-        self._tasks = [asyncio.create_task(self._follow(), name="fleet-members"),
-                       asyncio.create_task(self._refresh_loop(), name="fleet-refresh")]  # fmt: skip
-        await asyncio.wait_for(self._synced.wait(), 30)
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.watcher.close()
-        await self.moving.close()
-        for member in list(self.members.values()):
-            await member.remote.close()
-        self.members.clear()
-
-    async def _follow(self) -> None:
-        for node_id, info in list(self.watcher.nodes.items()):  # those live now, before the first event
-            await self._join(node_id, info)
-        await self._lose_absent()
-        self._synced.set()
-        async for event in self.watcher.events():
-            try:
-                await self._on(event)
-            except Exception:
-                log.exception("node %s: handling %s failed", event.node_id, event.kind)
-
-    async def _on(self, event: NodeEvent) -> None:
-        if event.kind == "lost":
-            member = self.members.pop(event.node_id, None)
-            if member is not None:
-                await member.remote.close()
-            lost = self.placements.lose(event.node_id, time.time())
-            log.warning("node %s lost: %d sandboxes to resume elsewhere", event.node_id, lost)
-            await self.refresh()
-        elif event.node_id in self.members:
-            self.members[event.node_id].info = event.info
-        else:
-            await self._join(event.node_id, event.info)
-
-    async def _join(self, node_id: str, info: NodeInfo) -> None:
-        if node_id in self.members or node_id in self._joining:
-            return
-        self._joining.add(node_id)
-        try:
-            await self._connect(node_id, info)
-        finally:
-            self._joining.discard(node_id)
-
-    async def _connect(self, node_id: str, info: NodeInfo) -> None:
-        credential = published_credential(self.cluster_dir, node_id)
-        remote = RemoteNode(info.address, credential, self.cluster_dir / CA_CERT)
-        try:
-            await remote.start()
-        except (RuntimeFailure, OSError, TimeoutError) as e:
-            log.warning("node %s at %s is registered but not reachable yet: %s", node_id, info.address, e)
-            await remote.close()
-            return
-        for listener in self._listeners:
-            remote.subscribe(listener)
-        for callback in [self.placements.forget, *self._expired]:
-            remote.on_expire(callback)
-        if node_id not in self.watcher.nodes:  # lost while we connected
-            await remote.close()
-            return
-        self.members[node_id] = Member(node_id, info, remote)
-        await self._reconcile(node_id, remote)
-        log.info("node %s joined (%s, region %s)", node_id, info.address, info.region or "-")
-
-    async def _reconcile(self, node_id: str, remote: RemoteNode) -> None:
-        """A node that (re)joins may hold copies of sandboxes that moved while it was away:
-        those go; those still placed on it are its own again."""
-        for rec in remote.list():
-            placement = self.placements.get(rec.id)
-            if placement is None:
-                continue
-            if placement.node != node_id:
-                log.warning("node %s: removing its stale copy of %s (now on %s)", node_id, rec.id, placement.node)
-                with contextlib.suppress(RuntimeFailure):
-                    await remote.kill(rec.id)
-            elif placement.away:  # back before anyone woke it elsewhere: its own again
-                self.placements.place(node_id, rec)
-                self._lost.pop(rec.id, None)
-
-    async def _lose_absent(self) -> None:
-        """Nodes with placements that are not live now were lost while no replica watched."""
-        for node in self.placements.live_nodes() - set(self.members):
-            self.placements.lose(node, time.time())
-        await self.refresh()
-
-    async def refresh(self) -> None:
-        """Read the lost sandboxes and the draining nodes again (other replicas change them),
-        and try again the registered nodes that did not answer yet (a node registers as it
-        starts, a moment before its node API listens)."""
-        for node_id, info in list(self.watcher.nodes.items()):
-            if node_id not in self.members:
-                await self._join(node_id, info)
-        eventful = self.placements.eventful()
-        self._lost = {p.sandbox_id: replace(p.record, state="hibernated", snapshot=p.checkpoint)
-                      for p in eventful if p.away}  # fmt: skip
-        self._recovery = {p.sandbox_id: p.recovery() for p in eventful if p.lost_at is not None}
-        with contextlib.suppress(EtcdUnavailable, TimeoutError):
-            entries, _ = await self.etcd.list(DRAINING)
-            self.draining = {e.key[len(DRAINING) :] for e in entries}
-        for member in list(self.members.values()):
-            with contextlib.suppress(RuntimeFailure, RuntimeError):  # RuntimeError: lost (and closed) meanwhile
-                self._pools[member.node_id] = await asyncio.to_thread(member.remote.pool_status)
-        self._pools = {n: p for n, p in self._pools.items() if n in self.members}
-
-    async def _refresh_loop(self) -> None:
-        await self._synced.wait()
-        while True:
-            await asyncio.sleep(REFRESH_S)
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("fleet refresh")
-
-    # ---- routing -------------------------------------------------------------------------
-
-    def node_of(self, sandbox_id: str) -> str | None:
-        """The live node that holds the sandbox (None when it has none: lost or unknown)."""
-        for member in self.members.values():
-            if member.remote.has(sandbox_id):
-                return member.node_id
-        if sandbox_id in self._lost:  # known to be on no node (list() asks this every scheduler tick)
-            return None
-        # Another replica may have placed it a moment ago, its node's event still on the
-        # way here: the placement (written before that replica answered) names the node.
-        placed = self.placements.get(sandbox_id)
-        if placed is None or placed.away or placed.node not in self.members:
-            return None
-        return placed.node if self.members[placed.node].remote.fetch(sandbox_id) else None
-
-    def lost_ids(self) -> list[str]:
-        """The sandboxes on no node now (their node was lost, or a drain parked them)."""
-        return list(self._lost)
-
-    def locate(self, sandbox_id: str) -> dict[str, Any]:
-        """Where the sandbox is, for its API view: its node and the node's region ("" when
-        on none), its home region, and its last loss of a node (`recovery`: when, the work
-        lost, the checkpoint it resumed from)."""
-        node = self.node_of(sandbox_id)
-        home = self._homes.get(sandbox_id)
-        if home is None:
-            home = self.homes.get(sandbox_id).region
-            if home is not None:
-                self._homes[sandbox_id] = home
-        return {"node": node or "", "region": self.members[node].info.region if node else "",
-                "home_region": home, "recovery": self._recovery.get(sandbox_id)}  # fmt: skip
-
-    def _holder(self, sandbox_id: str, serving: bool = False) -> RemoteNode | None:
-        """The sandbox's node; `serving`: the call reaches the sandbox, and the request's
-        answer says where (`cloche-region`)."""
-        node = self.node_of(sandbox_id)
-        if node is None:
-            return None
-        member = self.members[node]
-        if serving:
-            where.served_in(member.info.region)
-        return member.remote
-
-    def _remote(self, sandbox_id: str) -> RemoteNode:
-        remote = self._holder(sandbox_id, serving=True)
-        if remote is not None:
-            return remote
-        if sandbox_id in self._lost:
-            raise InvalidState(f"sandbox {sandbox_id} was on a node that was lost; wake it to resume it "
-                               "from its last checkpoint")  # fmt: skip
-        raise SandboxNotFound(f"sandbox {sandbox_id} not found")
-
-    def choose(self, spec: SandboxSpec, avoid: Collection[str] = (), near: str | None = None) -> Member:
-        """The member for `spec` (not draining, not in `avoid`, of its isolation and pinned
-        regions) closest to `near` (the user's region) with the most room (fleet/scoring.py)."""
-        fits = [m for m in self.members.values()
-                if m.node_id not in self.draining and m.node_id not in avoid
-                and (not m.info.isolation or spec.isolation in m.info.isolation)]  # fmt: skip
-        if not fits and not spec.regions:
-            raise NoCapacity(f"no live node can take a {spec.isolation} sandbox "
-                             f"({len(self.members)} live, {len(self.draining)} draining)", retry_after_s=1)  # fmt: skip
-        candidates = [self._candidate(m) for m in fits]
-        best = scoring.pick(candidates, spec.limits.memory_mb, near, spec.regions, self.matrix())
-        return self.members[best.node_id]
-
-    def _candidate(self, m: Member) -> scoring.Candidate:
-        used = sum(r.spec.limits.memory_mb for r in m.remote.list() if r.state in ("running", "paused"))
-        return scoring.Candidate(m.node_id, m.info.region, used + self._placing.get(m.node_id, 0.0), m.info.capacity)
-
-    def regions(self) -> set[str]:
-        """The regions of the live nodes."""
-        return {m.info.region for m in self.members.values() if m.info.region}
+    The layers under it: fleet/members.py follows the live nodes, fleet/routing.py finds
+    a sandbox's node, fleet/placing.py places and resumes sandboxes; the `Node` methods
+    here hand each call to the sandbox's node (or to every member)."""
 
     # ---- identity and records ------------------------------------------------------------
 
@@ -331,91 +82,6 @@ class Fleet:
     def all_records(self) -> list[SandboxRecord]:
         held = [r for m in self.members.values() for r in m.remote.all_records()]
         return held + [r for sid, r in self._lost.items() if self.node_of(sid) is None]
-
-    def subscribe(self, listener: SandboxEvents) -> None:
-        self._listeners.append(listener)
-        for member in self.members.values():
-            member.remote.subscribe(listener)
-
-    def on_expire(self, callback: ExpireCallback) -> None:
-        self._expired.append(callback)
-        for member in self.members.values():
-            member.remote.on_expire(callback)
-
-    # ---- lifecycle -----------------------------------------------------------------------
-
-    async def create(self, spec: SandboxSpec, *, use_pool: bool = True,
-                     snapshot: str | None = None) -> SandboxRecord:  # fmt: skip
-        async def make(member: Member) -> SandboxRecord:
-            if snapshot is not None and self.carry is not None:
-                await self.carry(snapshot, member.info.region)
-            return await member.remote.create(spec, use_pool=use_pool, snapshot=snapshot)
-
-        return await self._place(spec, make)
-
-    async def adopt(self, lost: SandboxRecord, snapshot: str | None, avoid: Collection[str] = ()) -> SandboxRecord:
-        rec = await self._place(lost.spec, lambda m: m.remote.adopt(lost, snapshot), avoid)
-        self._lost.pop(rec.id, None)
-        return rec
-
-    async def _place(self, spec: SandboxSpec, make: Callable[[Member], Awaitable[SandboxRecord]],
-                     avoid: Collection[str] = ()) -> SandboxRecord:  # fmt: skip
-        """Make the sandbox on the best member for it (not in `avoid`; close to the
-        request's user, fleet/scoring.py); on the next one when that one does not answer
-        (it may be stopping: it leaves etcd a moment after it stops). The node's region is
-        its home now (`SandboxRegions`: its snapshots go to that region's store)."""
-        tried: set[str] = set(avoid)
-        while True:
-            member = self.choose(spec, tried, where.user_region())
-            self._placing[member.node_id] = self._placing.get(member.node_id, 0.0) + spec.limits.memory_mb
-            try:
-                rec = await make(member)
-            except NodeUnreachable as e:
-                log.warning("placing on %s failed (%s); trying another node", member.node_id, e)
-                tried.add(member.node_id)
-                continue
-            finally:
-                self._placing[member.node_id] -= spec.limits.memory_mb
-            self.placements.place(member.node_id, rec)
-            if member.info.region:
-                self.homes.record(rec.id, member.info.region)
-                self._homes[rec.id] = member.info.region
-            where.served_in(member.info.region)
-            return rec
-
-    def recovering(self, sandbox_id: str) -> asyncio.Lock:
-        """Held while the sandbox moves between nodes (a resume, a drain's or a region move)."""
-        return self._recovering.setdefault(sandbox_id, asyncio.Lock())
-
-    async def _settled(self, sandbox_id: str) -> None:
-        """Wait while the sandbox moves (its node would wake it where it is leaving): between
-        nodes here, or to another region by any replica."""
-        await self.moving.wait(sandbox_id)
-        lock = self._recovering.get(sandbox_id)
-        if lock is not None and lock.locked():
-            async with lock:
-                pass
-
-    async def _recover(self, sandbox_id: str) -> SandboxRecord:
-        """Resume a lost sandbox on a live node from its last checkpoint."""
-        async with self.recovering(sandbox_id):
-            if self.node_of(sandbox_id) is not None:  # another request brought it back meanwhile
-                return await self._remote(sandbox_id).wake(sandbox_id)
-            placement = self.placements.get(sandbox_id)
-            if placement is None:
-                raise SandboxNotFound(f"sandbox {sandbox_id} not found")
-            if not placement.away and placement.node in self.members:
-                where.served_in(self.members[placement.node].info.region)
-                return await self.members[placement.node].remote.wake(sandbox_id)
-            started = time.monotonic()
-            if self.adopt_lost is None:
-                rec = await self.adopt(placement.record, placement.checkpoint)
-            else:
-                rec = await self.adopt_lost(placement)
-            log.info("sandbox %s resumed on %s from checkpoint %s in %.2f s (lost %.1f s of work)", sandbox_id,
-                     self.node_of(sandbox_id), placement.checkpoint, time.monotonic() - started,
-                     placement.lost_work_s or 0.0)  # fmt: skip
-            return rec
 
     async def kill(self, sandbox_id: str) -> None:
         remote = self._holder(sandbox_id)
@@ -495,11 +161,6 @@ class Fleet:
         return await self._remote(sandbox_id).resize(sandbox_id, limits)
 
     # ---- capacity and usage --------------------------------------------------------------
-
-    def _any(self) -> RemoteNode:
-        for member in self.members.values():
-            return member.remote
-        raise RuntimeFailure("no node is live in the cluster")
 
     def capacity(self) -> dict[str, float]:
         total = {"cpu": 0.0, "memory_mb": 0.0}

@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable
 
 from cloche.cluster.election import Term
 from cloche.cluster.etcd import EtcdUnavailable
-from cloche.fleet.fleet import DRAINING, Fleet, Member
+from cloche.fleet.fleet import Fleet
+from cloche.fleet.members import DRAINING, Member
 from cloche.node.errors import RuntimeFailure
 from cloche.node.records import SandboxRecord
 from cloche.scheduler.errors import SchedulerError

@@ -23,7 +23,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from cloche.fleet.fleet import Fleet, Member
+from cloche.fleet.fleet import Fleet
+from cloche.fleet.members import Member
 from cloche.fleet.placements import Placement
 from cloche.fleet.sandbox_regions import SandboxRegions
 from cloche.node.errors import SandboxNotFound
