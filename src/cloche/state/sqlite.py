@@ -133,7 +133,7 @@ class SqliteEngine:
         db = self._connect()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
-        self._writes = GroupWriter(db, self.max_group, self.stats, self._ns_ids, self._notify)
+        self._writes = GroupWriter(db, self.max_group, self.stats, self._ns_ids, self._notify, writes.sweep_expired)
         self._writes.start()
 
     async def close(self) -> None:

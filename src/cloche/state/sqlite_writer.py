@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from cloche.state.engine import OpsCounter, Unavailable
-from cloche.state.sqlite_writes import sweep_expired
 
 EXPIRY_SWEEP_S = 30.0
 # The writer thread lets the GIL go around every SQLite call and must take it back from a
@@ -61,16 +60,18 @@ def _resolve(reqs: list[_Request]) -> None:
 class GroupWriter:
     """The writer thread on `db`. Each write is `fn(writer, db, *args)`; `ns_ids` (tenant,
     namespace) -> id is shared with the engine's readers and grows as a group commits;
-    `on_commit` gets the namespaces whose log an acknowledged write appended to."""
+    `on_commit` gets the namespaces whose log an acknowledged write appended to; `sweep`
+    turns expired values into tombstones."""
 
     def __init__(self, db: sqlite3.Connection, max_group: int, stats: OpsCounter, ns_ids: dict[tuple[str, str], int],
-                 on_commit: Callable[[Keys], None]) -> None:  # fmt: skip
+                 on_commit: Callable[[Keys], None], sweep: Callable[..., int]) -> None:  # fmt: skip
         self.db = db
         self.max_group = max_group
         self.stats = stats
         self.ns_ids = ns_ids
         self._new_ns: dict[tuple[str, str], int] = {}
         self._on_commit = on_commit
+        self._sweep = sweep  # run every EXPIRY_SWEEP_S in a group of its own or with others
         self._q: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="cloche-state-writer", daemon=True)
 
@@ -100,7 +101,7 @@ class GroupWriter:
             try:
                 first = self._q.get(timeout=max(0.1, next_sweep - time.monotonic()))
             except queue.Empty:
-                first = _Request(sweep_expired, (), None, None, False)  # type: ignore[arg-type]
+                first = _Request(self._sweep, (), None, None, False)  # type: ignore[arg-type]
             if first is None:
                 break
             group = [first]
@@ -116,7 +117,7 @@ class GroupWriter:
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + EXPIRY_SWEEP_S
                 if first.fut is not None:
-                    group.append(_Request(sweep_expired, (), None, None, False))  # type: ignore[arg-type]
+                    group.append(_Request(self._sweep, (), None, None, False))  # type: ignore[arg-type]
             self._run_group(db, group)
         db.close()
 
