@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from unittest import mock
 
 import pytest
+from hypothesis import settings
 
 from cloche.cluster.local.weed import WeedS3
 from cloche.node.net.node import NetConfig
@@ -32,6 +33,12 @@ from tests.netlab import EgressGuard, FakeInternet
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 INIT_BINARY = REPO / "src" / "cloche" / "_bin" / "cloche-init"
+
+
+# Hypothesis's per-example deadline (200 ms) is a timing test: on a shared 2-core machine
+# it fails on load, not on bugs. Speed is measured by bench/, not here.
+settings.register_profile("cloche", deadline=None)
+settings.load_profile("cloche")
 
 
 # Tests (by node id prefix: a directory, a module or a test) that need the host to themselves, so a
