@@ -1,8 +1,9 @@
 """A sandbox's envd home on a real etcd, and the forwarding between replicas over real
 HTTP: the first replica to ask becomes the home, the others learn it; a restarted home
 takes its old claim back at once; a closed home's claim goes and the next asker takes
-it; a forward streams both ways; and a forwarded request is served where it lands, so
-even replicas that disagree about the home never pass a request round in a loop."""
+it; a stopped sandbox's home is released; a forward streams both ways; and a forwarded
+request is served where it lands, so even replicas that disagree about the home never
+pass a request round in a loop."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def test_the_first_asker_is_home_and_a_restarted_home_takes_its_claim_back(etcd_
             assert await b.vacated("sb_1", taken)
             now = await b.home("sb_1")
             assert (now.url, now.mine) == ("http://b", True)
+            await a.release("sb_1")  # not a's: left alone
+            assert (await etcd.get(PREFIX + "sb_1")) is not None
+            await b.release("sb_1")  # the sandbox stopped: no key is left behind
+            assert (await etcd.get(PREFIX + "sb_1")) is None
             await asyncio.gather(a.close(), b.close())
 
     asyncio.run(main())

@@ -1,7 +1,8 @@
 """A sandbox's envd calls on a cluster, whichever replica they reach: a command started
 through one replica is fed, listed, attached to and killed through the other (both
-forward to the sandbox's home replica), and when the home replica dies the next call
-claims a new home and works (the commands died with the old home, as with envd)."""
+forward to the sandbox's home replica, whose claim goes when the sandbox does), and when
+the home replica dies the next call claims a new home and works (the commands died with
+the old home, as with envd)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from e2b import CommandExitException, Sandbox
 
 from cloche.cluster.etcd import Etcd
+from cloche.cluster.local.process import wait_for
 from cloche.e2b.home import PREFIX
 from tests.clustermode.conftest import Cluster, ClusterServer
 
@@ -32,6 +34,22 @@ def through(cluster: Cluster, key: str, replica: int, sandbox_id: str) -> Sandbo
     return Sandbox.connect(sandbox_id, api_url=url, sandbox_url=url, api_key=key)
 
 
+def holder(cluster: Cluster, sandbox_id: str) -> str:
+    """The URL etcd names as the sandbox's envd home ("" when it has none)."""
+
+    async def held() -> str:
+        async with Etcd(cluster.local.etcd.endpoint) as etcd:  # type: ignore[union-attr]
+            entry = await etcd.get(PREFIX + sandbox_id)
+        return entry.value.decode() if entry is not None else ""
+
+    return asyncio.run(held())
+
+
+def home_of(cluster: Cluster, sandbox_id: str) -> int:
+    """Which replica is the sandbox's envd home."""
+    return [cluster.url(i) for i in range(2)].index(holder(cluster, sandbox_id))
+
+
 def test_a_command_started_on_one_replica_is_reached_through_the_other(cluster: Cluster, key: str) -> None:
     url = cluster.url(0)
     with Sandbox.create(timeout=300, api_url=url, sandbox_url=url, api_key=key) as first:
@@ -51,17 +69,7 @@ def test_a_command_started_on_one_replica_is_reached_through_the_other(cluster: 
         with pytest.raises(CommandExitException):
             sleeper.wait()
         assert sleeper.pid not in {p.pid for p in first.commands.list()}
-
-
-def home_of(cluster: Cluster, sandbox_id: str) -> int:
-    """Which replica etcd names the sandbox's envd home."""
-
-    async def held() -> str:
-        async with Etcd(cluster.local.etcd.endpoint) as etcd:  # type: ignore[union-attr]
-            entry = await etcd.get(PREFIX + sandbox_id)
-        return entry.value.decode() if entry is not None else ""
-
-    return [cluster.url(i) for i in range(2)].index(asyncio.run(held()))
+    wait_for("the killed sandbox's home released", lambda: holder(cluster, first.sandbox_id) == "", 30)
 
 
 def test_when_the_home_replica_dies_the_next_call_claims_a_new_home(cluster: Cluster, key: str) -> None:

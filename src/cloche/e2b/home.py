@@ -7,7 +7,8 @@ client-proxy gives a sandbox affinity to its envd. The first replica that serves
 request claims `envd/<sandbox id>` in etcd (create-if-absent, under its session lease,
 valued with its advertised URL); the others forward to it (`server.affinity`). When the
 home dies its lease lapses, the key goes, and the next request claims a new home (the
-processes died with the old one, as envd's die with a restarted envd).
+processes died with the old one, as envd's die with a restarted envd). When the sandbox
+stops (its processes end with it), its home gives the claim up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from cloche.cluster.etcd import Entry, Etcd
+from cloche.cluster.etcd import Entry, Etcd, EtcdUnavailable
 from cloche.cluster.session import Fenced, Session
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,16 @@ class Homes:
                 return True
             await asyncio.sleep(POLL_S)
         return False
+
+    async def release(self, sandbox_id: str) -> None:
+        """The sandbox stopped, and its envd processes with it: give its home up (if this
+        replica holds it), so etcd keeps no key for a sandbox that may never come back."""
+        revision = self._held.pop(sandbox_id, None)
+        if revision is not None:
+            try:
+                await self.etcd.delete_if(PREFIX + sandbox_id, revision)
+            except (EtcdUnavailable, TimeoutError) as exc:  # it goes with this replica's lease
+                log.warning("envd home of %s not released (%s)", sandbox_id, exc)
 
     async def close(self) -> None:
         """Give every claim up at once (revoking the lease deletes them)."""

@@ -17,6 +17,7 @@ from fastapi import Request
 from cloche.control.errors import ApiError
 from cloche.control.traffic import TrafficTokens
 from cloche.e2b.errors import E2bError, gone
+from cloche.e2b.home import Homes
 from cloche.e2b.interpreter import KernelRegistry
 from cloche.e2b.procs import ProcessRegistry
 from cloche.e2b.store import E2bRow, E2bStore
@@ -34,8 +35,9 @@ JUPYTER_PORT = 49999
 class E2bState:
     """What the E2B layer keeps per server, hung off the app (`app.state.e2b`)."""
 
-    def __init__(self, c: Context) -> None:
+    def __init__(self, c: Context, homes: Homes | None = None) -> None:
         self.c = c
+        self.homes = homes  # cluster mode: which replica serves each sandbox's envd calls
         self.store = E2bStore(c.store)
         self.traffic = TrafficTokens(c.settings.data_dir / "traffic-key")  # E2B's token is cloche's
         self.processes = ProcessRegistry()
@@ -54,6 +56,8 @@ class E2bState:
         self.watchers.drop(sandbox_id)
         self.kernels.drop(sandbox_id)
         self.processes.drop(sandbox_id)
+        if self.homes is not None:
+            await self.homes.release(sandbox_id)
 
     def forget(self, sandbox_id: str) -> None:
         """The sandbox is gone for good."""
@@ -66,7 +70,7 @@ def e2b_state(request: Request) -> E2bState:
     app = request.app
     st = getattr(app.state, "e2b", None)
     if st is None or st.c is not ctx(request):
-        st = app.state.e2b = E2bState(ctx(request))
+        st = app.state.e2b = E2bState(ctx(request), getattr(app.state, "envd_homes", None))
     return st
 
 
