@@ -155,8 +155,8 @@ class SandboxService:
                                regions=tuple(req.regions))  # fmt: skip
             spec.validate()
             if self.region is not None and spec.regions and self.region not in spec.regions:
-                raise ApiError(503, "region_full", f"this server's one node is in region {self.region!r}, not "
-                               f"in {', '.join(spec.regions)}, where the sandbox's data must stay")  # fmt: skip
+                raise ApiError(400, "unknown_region", f"this server's one node is in region {self.region!r}, "
+                               f"not in {', '.join(spec.regions)}, where the sandbox's data must stay")  # fmt: skip
             # the scheduler admits (quotas, fair queue up to wait_s, preemption) and places
             near = req.region or where.user_region()  # the user's, for the latency-aware placement
             admission = self.scheduler.admit(tenant, spec, req.wait_s, near) if self.scheduler else unscheduled()

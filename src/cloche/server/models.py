@@ -27,8 +27,11 @@ Omittable = Annotated[M, Body(default_factory=dict, validate_default=True)]
 Isolation = Literal["runc", "gvisor"]
 # Data residency: the only regions where it runs (and, with per-region stores, keeps its
 # snapshots); placement never leaves them, and answers 503 region_full when they are full.
-Regions = Annotated[list[Annotated[str, Field(min_length=1, max_length=63)]], Field(max_length=32)]
-REGIONS_HELP = "data residency (cluster mode): it runs only in these regions, 503 region_full when they have no room"
+REGION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # us-east-1, eu, local
+RegionName = Annotated[str, Field(pattern=REGION_PATTERN)]
+Regions = Annotated[list[RegionName], Field(max_length=32)]
+REGIONS_HELP = ("data residency: it runs only in these regions (503 region_full when they have no room; "
+                "400 unknown_region on one machine whose node is in none of them)")
 
 
 class TenantCreate(Strict):
@@ -165,7 +168,7 @@ class SandboxCreate(Strict):
         None, ge=0, le=3600, description="seconds to wait for room (then 503 + Retry-After); default: the server's"
     )
     region: str | None = Field(
-        None, max_length=63, description="the user's region (client-location hint): placed close to it"
+        None, pattern=REGION_PATTERN, description="the user's region (client-location hint): placed close to it"
     )
     regions: Regions = Field(default_factory=list, description=REGIONS_HELP)
     network: Network | None = Field(None, description='"internet", "none" or a policy; default: the server\'s')
@@ -358,7 +361,7 @@ class AgentList(BaseModel):
 
 
 class AgentMove(BaseModel):
-    region: str = Field(min_length=1, max_length=64, description="the region to move the agent to")
+    region: str = Field(pattern=REGION_PATTERN, description="the region to move the agent to")
 
 
 class AgentMoved(BaseModel):
