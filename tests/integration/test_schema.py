@@ -32,5 +32,5 @@ def test_no_server_errors_for_generated_requests(server: Server, tmp_path: Path)
          "--suppress-health-check", "all", "--phases", "examples,coverage,fuzzing,stateful"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )  # fmt: skip
-    failures = proc.stdout[proc.stdout.find("FAILURES"):][:6000] if "FAILURES" in proc.stdout else proc.stdout[-6000:]
+    failures = proc.stdout[proc.stdout.find("FAILURES") :][:6000] if "FAILURES" in proc.stdout else proc.stdout[-6000:]
     assert proc.returncode == 0, failures + proc.stderr[-2000:]
