@@ -14,12 +14,16 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from cloche.node import cgroups
 from cloche.node.runtime import node_key
 from tests.integration.conftest import Server
 
 KILLS = 50
+# 50 restarts of a server that takes ~3.5 s to answer: ~150 s alone, over the suite's 300 s
+# per test under a full parallel run's load.
+pytestmark = pytest.mark.timeout(900)
 
 
 class Load:
