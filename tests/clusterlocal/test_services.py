@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import psycopg
 import pytest
@@ -83,6 +84,18 @@ def test_weed_creates_a_bucket_and_stops(root: Path) -> None:
         weed.kill()
     assert child is not None and gone(child)
     assert not list(Path("/tmp").glob(f"seaweedfs-*-grpc-{weed.s3_grpc}.sock"))
+
+
+def test_a_weed_not_up_in_time_is_started_again_on_other_ports(root: Path) -> None:
+    """The first start is given no time at all: it is killed, and the second one serves."""
+    with mock.patch("cloche.cluster.local.weed.FIRST_START_S", 0.0):
+        weed = WeedS3(root / "weed")
+    try:
+        assert weed.child is not None and weed.child.alive()
+        assert weed.bucket("second-start") == weed.blob_url("second-start")
+        assert (root / "weed" / "weed.log").read_text().count("Start Seaweed Master") >= 2
+    finally:
+        weed.kill()
 
 
 def test_missing_etcd_is_named_with_its_package(root: Path) -> None:
