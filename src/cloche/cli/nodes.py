@@ -72,6 +72,7 @@ def node_gc(
     else:
         failures = orphans.remove(found, run_root=run_root, force_unknown=force_unknown,
                                   on_done=lambda o, action: done.append((o, action)))  # fmt: skip
+        orphans.drop_ownerless_claims(run_root)
     if as_json:
         ui.print_json([{**o.to_json(), "action": action} for o, action in done])
     elif done:

@@ -9,6 +9,7 @@ cloche node on the host shares, so two nodes never hand out the same one.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 FIRST_UID = 1 << 24
@@ -48,6 +49,22 @@ class HostClaims:
             os.unlink(self.root / str(index))
         except FileNotFoundError:
             pass
+
+    @staticmethod
+    def drop_ownerless(root: Path, settle_s: float) -> int:
+        """Remove markers that name no owner and are older than `settle_s`: a node killed
+        between creating a marker and writing its key into it (`allocate`, microseconds
+        apart) left it, and no node can ever reclaim it as its own."""
+        dropped = 0
+        for path in root.iterdir() if root.is_dir() else ():
+            try:
+                info = path.stat()
+                if info.st_size == 0 and time.time() - info.st_mtime > settle_s:
+                    path.unlink()
+                    dropped += 1
+            except OSError:
+                continue
+        return dropped
 
     def owned_by(self, owner: str) -> list[int]:
         """Indices whose marker names `owner` (what a crashed node left claimed)."""

@@ -34,12 +34,13 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from cloche.node.orphans.model import ORDER, RUN_ROOT, SETTLE_S, Failure, Orphan
+from cloche.node.orphans.model import CLAIM_DIRS, ORDER, RUN_ROOT, SETTLE_S, Failure, Orphan
 from cloche.node.orphans.removal import remove
 from cloche.node.orphans.scan import cgroup_paths, containers, find_orphans, mounts_under
+from cloche.node.uids import HostClaims
 
-__all__ = ["ORDER", "Failure", "Orphan", "cgroup_paths", "collect", "containers", "find_orphans", "mounts_under",
-           "remove"]  # fmt: skip
+__all__ = ["ORDER", "Failure", "Orphan", "cgroup_paths", "collect", "containers", "drop_ownerless_claims",
+           "find_orphans", "mounts_under", "remove"]  # fmt: skip
 
 log = logging.getLogger("cloche.node.orphans")
 
@@ -54,6 +55,15 @@ def collect(run_root: Path = RUN_ROOT, *, skip: Iterable[str] = (), include_unkn
 
     found = find_orphans(run_root, skip=skip, include_unknown=include_unknown, settle_s=settle_s)
     failures = remove(found, run_root=run_root, force_unknown=include_unknown, on_done=logged)
+    drop_ownerless_claims(run_root, settle_s)
     for f in failures:
         log.warning("could not remove %s %s of node %s: %s", f.orphan.kind, f.orphan.name, f.orphan.key, f.error)
     return failures
+
+
+def drop_ownerless_claims(run_root: Path = RUN_ROOT, settle_s: float = SETTLE_S) -> int:
+    """Claim markers that name no node (left by a kill -9 mid-allocation), removed."""
+    dropped = sum(HostClaims.drop_ownerless(run_root / sub, settle_s) for sub in CLAIM_DIRS)
+    if dropped:
+        log.info("removed %d claim markers that named no node", dropped)
+    return dropped
