@@ -28,20 +28,39 @@ class Follower:
     def __init__(self, mover: Mover, rule: FollowRule) -> None:
         self.mover = mover
         self.rule = rule
-        self._counting: set[asyncio.Task[None]] = set()  # notes of awake agents' requests, in flight
+        self._counting: set[asyncio.Task[None]] = set()  # one task per sandbox with requests to count
+        self._pending: dict[str, list[tuple[str, float]]] = {}  # sandbox id -> (region, when) not yet written
 
-    async def _count(self, sandbox_id: str, region: str) -> None:
+    def _later(self, sandbox_id: str, region: str) -> None:
+        """Count a request of an awake agent off the request's path: one task per sandbox
+        writes what piled up meanwhile in one go, so a burst of requests is a few
+        PostgreSQL writes in a thread, not one each."""
+        queued = self._pending.get(sandbox_id)
+        if queued is not None:
+            queued.append((region, time.time()))
+            return
+        self._pending[sandbox_id] = [(region, time.time())]
+        task = asyncio.create_task(self._count(sandbox_id))
+        self._counting.add(task)
+        task.add_done_callback(self._counting.discard)
+
+    async def _count(self, sandbox_id: str) -> None:
         try:
-            await asyncio.to_thread(self._note, sandbox_id, region)
+            while notes := self._pending[sandbox_id]:
+                self._pending[sandbox_id] = []
+                await asyncio.to_thread(self._note, sandbox_id, notes)
         except Exception:  # a request's region left uncounted is no reason to fail anything
-            log.exception("could not count a request of sandbox %s from %s", sandbox_id, region)
+            log.exception("could not count the requests of sandbox %s", sandbox_id)
+        finally:
+            self._pending.pop(sandbox_id, None)
 
-    def _note(self, sandbox_id: str, region: str | None) -> SandboxRegion:
-        """The agent's row, with a request from `region` counted (read and written in
+    def _note(self, sandbox_id: str, notes: list[tuple[str, float]]) -> SandboxRegion:
+        """The agent's row, with the requests in `notes` counted (read and written in
         PostgreSQL: off the event loop, and for an awake agent off the request's path)."""
         row = self.mover.regions.get(sandbox_id)
-        if region is not None:
-            row.history.note(region, time.time())
+        if notes:
+            for region, at in notes:
+                row.history.note(region, at)
             self.mover.regions.noted(sandbox_id, row.history)
         return row
 
@@ -56,11 +75,9 @@ class Follower:
             return None
         if not asleep:  # nothing to decide: the request goes on while its region is counted
             if region is not None:
-                task = asyncio.create_task(self._count(sandbox_id, region))
-                self._counting.add(task)
-                task.add_done_callback(self._counting.discard)
+                self._later(sandbox_id, region)
             return None
-        row = await asyncio.to_thread(self._note, sandbox_id, region)
+        row = await asyncio.to_thread(self._note, sandbox_id, [] if region is None else [(region, time.time())])
         now = time.time()
         current = self.mover.region_of(sandbox_id)
         if current is None:
