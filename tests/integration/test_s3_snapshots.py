@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from cloche.cluster.local.weed import WeedS3
 from cloche.snapshots import tree
-from cloche.snapshots.blobstore import CachedBlobStore, S3BlobStore, open_store
+from cloche.snapshots.blobstore import BlobStoreUnavailable, CachedBlobStore, S3BlobStore, open_store
 from cloche.snapshots.store import SnapshotCorrupt, SnapshotStore, WriteStats
 
 pytestmark = pytest.mark.offline  # a weed server on loopback; no node, no sandbox
@@ -70,7 +70,7 @@ def test_kill_during_upload_leaves_no_manifest_pointing_at_a_missing_chunk(weed,
             weed.kill()
 
     remote.s3.meta.events.register("after-call.s3.PutObject", kill_after_ten)
-    with pytest.raises(BotoCoreError):  # the server is gone, retries and all
+    with pytest.raises(BlobStoreUnavailable):  # the server is gone, retries and all
         store.put_manifest(tree.capture(ws, 0, store, None, WriteStats()), WriteStats())
     acknowledged = next(puts) - 1
     assert acknowledged >= 10

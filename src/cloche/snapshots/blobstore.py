@@ -19,6 +19,10 @@ class BlobNotFound(KeyError):
     pass
 
 
+class BlobStoreUnavailable(OSError):
+    """The blob store did not answer, after its client's retries (S3 down or unreachable)."""
+
+
 class BlobStore(Protocol):
     def has(self, key: str) -> bool: ...
 
@@ -140,8 +144,18 @@ class S3BlobStore:
             return True
         except FileNotFoundError:  # obstore's "not found"
             return False
+        except obstore.exceptions.BaseError as exc:
+            raise BlobStoreUnavailable(f"S3 bucket {self.bucket}: {exc}") from exc
 
     def put(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            self._put(key, data)
+        except BotoCoreError as exc:  # unreachable, after botocore's retries (an S3 error answer stays a ClientError)
+            raise BlobStoreUnavailable(f"S3 bucket {self.bucket}: {exc}") from exc
+
+    def _put(self, key: str, data: bytes) -> None:
         if len(data) < self.MULTIPART_BYTES:
             self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="CRC32")
         else:
@@ -155,6 +169,8 @@ class S3BlobStore:
             return obstore.get(self.reads, key).bytes().to_bytes()
         except FileNotFoundError:
             raise BlobNotFound(key) from None
+        except obstore.exceptions.BaseError as exc:
+            raise BlobStoreUnavailable(f"S3 bucket {self.bucket}: {exc}") from exc
 
     def refetch(self, key: str) -> bytes:
         return self.get(key)
