@@ -1,10 +1,10 @@
 """The replica's async HTTP client for one node's API, on aiohttp.
 
 Why aiohttp and not httpx (which the SDK and the sync reads use): every exec, wake and
-file call a replica routes to a node pays this client once, and the client was most of
-that hop. One small JSON POST over TLS on loopback: 1.1-1.7 ms (p50) through
-httpx.AsyncClient, 0.41 ms through aiohttp, 0.3 ms on a raw socket. A node's exec,
-the two clients interleaved against one cluster node: p50 5.6 ms (httpx) vs 3.0 ms.
+file call a replica routes to a node pays this client once, and with httpx.AsyncClient
+the client was most of that hop. BENCHMARKS.md "Cluster mode" (bench/cluster_bench.py)
+has the hop: `RemoteNode.exec` against `NodeRuntime.exec` in the same run, +2.54 ms
+added with httpx, +0.72 ms with aiohttp.
 
 `request` reads a whole answer into a `Reply` (the shape `remote_streams.answer` reads,
 as it reads an httpx response); `stream` hands out a response to read in chunks. A

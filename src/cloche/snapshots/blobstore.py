@@ -107,8 +107,9 @@ class S3BlobStore:
 
     Reads (GET and HEAD) go through obstore (Rust, no GIL held while it waits or parses),
     with the credentials boto3 resolved: a resume reads one GET per 64 KiB chunk, and
-    boto3 spends about 1.6 ms of Python per request. 1,600 GETs of 64 KiB from SeaweedFS,
-    8 threads: 3.9 s (2.6 s CPU) through boto3, 1.9 s (0.6 s CPU) through obstore. Every
+    boto3's Python per request, under the GIL, was most of a resume from S3
+    (bench/cluster_bench.py: 100 MB from S3 took 9.0x the time from file:// with boto3
+    reads, 3.04x with obstore; BENCHMARKS.md "Cluster mode"). Every
     blob read is a chunk or a manifest, each checked against its SHA-256 by the snapshot
     store, so a GET needs no checksum of its own."""
 
