@@ -6,7 +6,10 @@ and the channel reconnects on its own within a second of etcd coming back).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aetcd
@@ -20,6 +23,8 @@ CHANNEL_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
 }
+
+log = logging.getLogger(__name__)
 
 EtcdUnavailable = aetcd.exceptions.ClientError
 """Raised by any etcd call that fails: etcd unreachable, too slow for the deadline, or refusing."""
@@ -135,3 +140,20 @@ class Etcd:
                 yield Change(deleted, _entry(kv, self.prefix), event.kv.mod_revision)
         finally:
             await watch.cancel()
+
+    async def follow(self, prefix: str, revision: int, apply: Callable[[Change], Awaitable[None]],
+                     relist: Callable[[], Awaitable[int]], retry_s: float) -> None:  # fmt: skip
+        """Hand every change under `prefix` after `revision` to `apply`, forever: when the
+        stream breaks, wait `retry_s`, let `relist` read the keys again (it returns the
+        revision it read at) and watch on from there. What every watcher of a key range
+        (nodes, moves) needs, so a restarted etcd is caught up with, not missed."""
+        while True:
+            try:
+                async for change in self.watch(prefix, revision + 1):
+                    await apply(change)
+                    revision = change.revision
+            except Exception as e:  # a broken stream: list again, then watch from there
+                log.warning("watch of %s broke (%s); listing again", prefix, e)
+            await asyncio.sleep(retry_s)
+            with contextlib.suppress(EtcdUnavailable, TimeoutError):
+                revision = await relist()

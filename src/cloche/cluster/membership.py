@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from cloche.cluster.etcd import Etcd, EtcdUnavailable
+from cloche.cluster.etcd import Change, Etcd, EtcdUnavailable
 from cloche.cluster.session import DEFAULT_MARGIN, DEFAULT_TTL, FenceCallback, Session
 
 log = logging.getLogger(__name__)
@@ -192,14 +192,8 @@ class NodeWatcher:
         return revision
 
     async def _watch(self, revision: int) -> None:
-        while True:
-            try:
-                async for change in self.etcd.watch(NODES, revision + 1):
-                    node_id = change.entry.key[len(NODES) :]
-                    await self._set(node_id, None if change.deleted else NodeInfo.from_json(change.entry.value))
-                    revision = change.revision
-            except Exception as e:  # a broken stream: list again, then watch from there
-                log.warning("node watch broke (%s); listing again", e)
-            await asyncio.sleep(RETRY_INTERVAL)
-            with contextlib.suppress(EtcdUnavailable, TimeoutError):
-                revision = await self._relist()
+        await self.etcd.follow(NODES, revision, self._apply, self._relist, RETRY_INTERVAL)
+
+    async def _apply(self, change: Change) -> None:
+        node_id = change.entry.key[len(NODES) :]
+        await self._set(node_id, None if change.deleted else NodeInfo.from_json(change.entry.value))

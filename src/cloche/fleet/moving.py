@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from cloche.cluster.etcd import Etcd, EtcdUnavailable
+from cloche.cluster.etcd import Change, Etcd, EtcdUnavailable
 
 log = logging.getLogger("cloche.fleet.moving")
 MOVING = "moving/"  # etcd: /cloche/moving/<sandbox id> while it moves
@@ -91,17 +91,11 @@ class Moving:
         return revision
 
     async def _watch(self, revision: int) -> None:
-        while True:
-            try:
-                async for change in self.etcd.watch(MOVING, revision + 1):
-                    sandbox_id = change.entry.key[len(MOVING) :]
-                    if change.deleted:
-                        self._ended(sandbox_id)
-                    else:
-                        self._moving.setdefault(sandbox_id, asyncio.Event())
-                    revision = change.revision
-            except Exception as e:  # a broken stream: list again, then watch from there
-                log.warning("moves watch broke (%s); listing again", e)
-            await asyncio.sleep(RETRY_S)
-            with contextlib.suppress(EtcdUnavailable, TimeoutError):
-                revision = await self._relist()
+        await self.etcd.follow(MOVING, revision, self._apply, self._relist, RETRY_S)
+
+    async def _apply(self, change: Change) -> None:
+        sandbox_id = change.entry.key[len(MOVING) :]
+        if change.deleted:
+            self._ended(sandbox_id)
+        else:
+            self._moving.setdefault(sandbox_id, asyncio.Event())
