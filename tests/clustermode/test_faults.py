@@ -30,6 +30,16 @@ while true; do echo "$id $(date +%s.%N)" >> /workspace/beats; sleep 0.05; done
 START_BEAT = "setsid sh /workspace/beat.sh </dev/null >/dev/null 2>&1 &"
 
 
+def beating_and_checkpointed(cluster: Cluster, sb: Any) -> None:
+    """Start the heartbeat in `sb` (a created with on_resume=START_BEAT) and return once
+    it beats and the leader has checkpointed the sandbox since."""
+    sb.files.write("/workspace/beat.sh", BEAT.encode())
+    sb.exec(START_BEAT)
+    wait_for("heartbeats", lambda: sb.files.read("/workspace/beats").count(b"\n") > 5, 30)
+    since = time.time()
+    wait_for("a checkpoint", lambda: cluster.local.checkpoint_at(sb.id) > since, 30)
+
+
 class RelayThread:
     """tests/cluster/relay.py's relay on an event loop of its own, for a sync test."""
 
@@ -112,11 +122,7 @@ def test_a_partitioned_node_fences_before_another_node_serves_its_sandbox(
         for other in made:
             other.kill()
         try:
-            sb.files.write("/workspace/beat.sh", BEAT.encode())
-            sb.exec(START_BEAT)
-            wait_for("heartbeats", lambda: sb.files.read("/workspace/beats").count(b"\n") > 5, 30)
-            since = time.time()
-            wait_for("a checkpoint", lambda: cluster.local.checkpoint_at(sb.id) > since, 30)
+            beating_and_checkpointed(cluster, sb)
             upper = Path("/run/cloche") / _key(agent) / sb.id / "disk" / "upper" / "workspace" / "beats"
 
             relay.cut()  # node-p still runs and answers the servers, but cannot renew its lease

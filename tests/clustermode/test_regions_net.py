@@ -26,7 +26,7 @@ from cloche.scheduler.scorers.latency import LatencyMatrix
 from tests.cluster.history import History
 from tests.clustermode.conftest import Cluster, running_cluster
 from tests.clustermode.test_cluster import api, node_of
-from tests.clustermode.test_faults import BEAT, START_BEAT, intervals
+from tests.clustermode.test_faults import START_BEAT, beating_and_checkpointed, intervals
 
 DELAY_MS = 40.0
 
@@ -113,11 +113,7 @@ def test_a_region_cut_off_by_nftables_fences_and_its_sandbox_fails_over_once(clu
     with cluster.client(0) as c:  # and eu's, which the cut leaves connected, serves it from then on
         sb = c.sandboxes.get(created.id)
         try:
-            sb.files.write("/workspace/beat.sh", BEAT.encode())
-            sb.exec(START_BEAT)
-            wait_for("heartbeats", lambda: sb.files.read("/workspace/beats").count(b"\n") > 5, 30)
-            since = time.time()
-            wait_for("a checkpoint", lambda: cluster.local.checkpoint_at(sb.id) > since, 30)
+            beating_and_checkpointed(cluster, sb)
             upper = Path("/run/cloche") / node_key(node.root) / sb.id / "disk" / "upper" / "workspace" / "beats"
 
             us.cut()  # node-2 runs on, but nothing reaches it and it reaches nothing
