@@ -3,7 +3,7 @@
 Why it exists: control (sandboxes, agents, files, exec, ingress) is written against one
 `Node`. In a cluster the sandboxes are spread over many, each reached over its node API
 (`RemoteNode`). The fleet follows etcd's live node set (`NodeWatcher`), keeps a
-`RemoteNode` per member, places each new sandbox on the member with the most room, and
+`RemoteNode` per member, places each new sandbox on a member (fleet/placing.py), and
 routes every later call to the node that holds the sandbox. Placement is latency-aware
 and keeps data residency (fleet/scoring.py): close to the request's user (fleet/where.py),
 or to the sandbox's home region when it resumes after a loss, and only in the regions
