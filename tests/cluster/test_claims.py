@@ -70,6 +70,26 @@ def test_fencing_tokens_grow_across_release_reclaim_and_expiry(etcd_server: Etcd
     asyncio.run(main())
 
 
+def test_a_retried_claim_whose_answer_was_lost_is_still_the_claimants(etcd_server: EtcdServer, prefix: str) -> None:
+    """A deadline can fire after etcd committed the claim; the retry must not find the
+    instance "held" by its own claimant, or the key stays locked while the lease lives."""
+
+    async def main() -> None:
+        async with (
+            Etcd(etcd_server.endpoint, prefix=prefix) as etcd,
+            Session(etcd, ttl=TTL, margin=MARGIN) as s1,
+            Session(etcd, ttl=TTL, margin=MARGIN) as s2,
+        ):
+            first = await claim(etcd, s1, "chat", "k", "n1")
+            assert await claim(etcd, s1, "chat", "k", "n1") == first, "same session, same node: the same claim"
+            with pytest.raises(InstanceHeld):
+                await claim(etcd, s1, "chat", "k", "n2")  # another node sharing a lease is not the holder
+            with pytest.raises(InstanceHeld):
+                await claim(etcd, s2, "chat", "k", "n1")  # nor is the same node under an older or newer lease
+
+    asyncio.run(main())
+
+
 def test_a_fenced_session_cannot_claim(etcd_server: EtcdServer, prefix: str) -> None:
     async def main() -> None:
         async with Etcd(etcd_server.endpoint, prefix=prefix) as etcd:

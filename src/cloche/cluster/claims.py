@@ -44,11 +44,14 @@ def _claim(app: str, key: str, entry: Entry) -> Claim:
 
 async def claim(etcd: Etcd, session: Session, app: str, key: str, node: str) -> Claim:
     """Claim the instance `(app, key)` for `node`, under `session`'s lease. Raises
-    `InstanceHeld` if someone holds it, and `Fenced` if the session may no longer act."""
+    `InstanceHeld` if someone holds it, and `Fenced` if the session may no longer act.
+    A claim this very session already holds is returned as held: that is a retry whose
+    first answer was lost (a deadline hit after etcd committed), and refusing it would
+    lock the instance for as long as the session lives."""
     session.check()
     created, entry = await etcd.create(instance_key(app, key), json.dumps({"node": node}).encode(), lease=session.lease)
     held = _claim(app, key, entry)
-    if not created:
+    if not created and not (entry.lease == session.lease and held.node == node):
         raise InstanceHeld(held)
     session.check()  # the lease may have fenced while the transaction was in flight
     return held
