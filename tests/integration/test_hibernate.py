@@ -105,7 +105,10 @@ def test_second_hibernate_writes_only_what_changed(node):
     node.sh(rec.id, "head -c 200000 /dev/urandom | dd of=/workspace/data bs=1 seek=7000000 conv=notrunc status=none")
     node.run(node.rt.hibernate(rec.id, keep_local=False))
     second = node.rt.get(rec.id).last_hibernate
-    assert second["bytes_written"] <= 0.03 * 20_000_000, second
+    # the changed chunks plus the filesystem's metadata and journal blocks, whose number
+    # varies with when ext4 commits (bench/hibernate_bench.py measures the exact figure)
+    assert second["bytes_written"] <= 0.05 * 20_000_000, second
+    assert second["chunks_reused"] > 10 * second["chunks_written"], second
     node.run(node.rt.wake(rec.id))
     assert node.sh(rec.id, "wc -c < /workspace/data").stdout.strip() == b"20000000"
     node.kill(rec.id)

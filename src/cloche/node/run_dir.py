@@ -45,6 +45,8 @@ def stage_binaries(source_dir: Path, bin_dir: Path) -> None:
     bin_dir.mkdir(exist_ok=True)
     os.chmod(bin_dir, 0o755)
     for src in source_dir.iterdir():
+        if not src.is_file():  # a __pycache__ a byte-compiler left beside cloche_state.py
+            continue
         staging = bin_dir / f".{src.name}.{os.getpid()}"
         shutil.copy2(src, staging)
         os.chmod(staging, 0o755)
