@@ -16,6 +16,8 @@ from pathlib import Path
 
 from results import OWN_NODE_KEYS
 
+from cloche.tlsdefault import default_tls
+
 DATA_PARENT = Path(os.environ.get("BENCH_DATA_DIR", "/var/tmp"))
 UNLIMITED = {"CLOCHE_RATE_PER_S": "10000000", "CLOCHE_RATE_BURST": "10000000", "CLOCHE_MAX_SANDBOXES": "100000",
              "CLOCHE_MAX_CPU": "100000", "CLOCHE_MAX_MEMORY_MB": "100000000"}  # fmt: skip
@@ -49,7 +51,7 @@ class BenchServer:
             if self.proc.poll() is not None:
                 raise RuntimeError("cloche up exited: " + (self.data / "server.log").read_text()[-2000:])
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=default_tls()).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -16,7 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cloche.tlsdefault import default_tls
 from tests.conftest import Node
+
+
+def crash_rounds(default: int) -> int:
+    """How many kill -9 rounds a crash test runs: `default` in `make test` (each round
+    restarts a server, ~2.5 s of CPU), CLOCHE_CRASH_KILLS for a longer soak."""
+    return int(os.environ.get("CLOCHE_CRASH_KILLS", default))
 
 
 def free_port() -> int:
@@ -37,7 +44,7 @@ class Api:
         return self.url
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60,
+        return httpx.Client(base_url=self.url, timeout=60, verify=default_tls(),
                             headers={"Authorization": f"Bearer {key or self.admin_key}"})  # fmt: skip
 
     def tenant(self, **quotas: object) -> tuple[str, str]:
@@ -71,7 +78,7 @@ class Server(Api):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cloche up exited: {self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=default_tls()).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.05)

@@ -14,6 +14,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from cloche.tlsdefault import default_tls
+
 Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
@@ -77,7 +79,7 @@ class _Backend(httpcore.AsyncNetworkBackend):
 
 
 def agent_transport(connect: Connect) -> httpx.AsyncHTTPTransport:
-    transport = httpx.AsyncHTTPTransport(uds="agent.sock")
+    transport = httpx.AsyncHTTPTransport(uds="agent.sock", verify=default_tls())  # never used: plain HTTP
     # httpx takes no network backend; its pool is rebuilt with the same settings and ours
     transport._pool = httpcore.AsyncConnectionPool(uds="agent.sock", network_backend=_Backend(connect))
     return transport

@@ -14,6 +14,8 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
+from cloche.tlsdefault import default_tls
+
 from .. import _api, _flows
 from .._base import CHUNK_SIZE, DEFAULT_TIMEOUT, BaseClient, ProgressCallback, memory_chunks, read_chunk
 from .._sse import ExecEventDecoder
@@ -50,7 +52,8 @@ class AsyncSender(BaseClient):
     ) -> None:
         super().__init__(url, api_key, timeout)
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._default_headers(), timeout=timeout, transport=transport
+            base_url=self.url, headers=self._default_headers(), timeout=timeout, transport=transport,
+            verify=default_tls(),
         )
 
     async def close(self) -> None:

@@ -13,6 +13,8 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
+from cloche.tlsdefault import default_tls
+
 from .. import _api, _flows
 from .._base import CHUNK_SIZE, DEFAULT_TIMEOUT, BaseClient, ProgressCallback, memory_chunks, read_chunk
 from .._sse import ExecEventDecoder
@@ -46,7 +48,8 @@ class Sender(BaseClient):
     ) -> None:
         super().__init__(url, api_key, timeout)
         self._http = httpx.Client(
-            base_url=self.url, headers=self._default_headers(), timeout=timeout, transport=transport
+            base_url=self.url, headers=self._default_headers(), timeout=timeout, transport=transport,
+            verify=default_tls(),
         )
 
     def close(self) -> None:
