@@ -37,6 +37,7 @@ from cloche.server.routes import exec as exec_routes
 from cloche.server.routes import state as state_routes
 from cloche.server.shutdown import Drain, DrainGate
 from cloche.store.db import Store
+from cloche.store.engine import IntegrityError
 
 
 def ensure_admin_key(store: Store, settings: Settings) -> str:
@@ -46,17 +47,26 @@ def ensure_admin_key(store: Store, settings: Settings) -> str:
         key = path.read_text().strip()
         if store.authenticate(key) is not None:
             return key
-    admin = store.tenant_by_name("admin")
-    if admin is None:
-        _, _, key = store.create_tenant("admin", settings.max_sandboxes, settings.max_cpu,
-                                        settings.max_memory_mb, is_admin=True)  # fmt: skip
-    else:
-        _, key = store.add_key(admin.id)
+    key = _new_admin_key(store, settings)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
     os.chmod(path, 0o600)
     return key
+
+
+def _new_admin_key(store: Store, settings: Settings) -> str:
+    """A new key of the admin tenant, which is created first if no server made it yet."""
+    admin = store.tenant_by_name("admin")
+    if admin is None:
+        try:
+            return store.create_tenant("admin", settings.max_sandboxes, settings.max_cpu, settings.max_memory_mb,
+                                       is_admin=True)[2]  # fmt: skip
+        except IntegrityError:  # another replica, starting on the same database, made it first
+            admin = store.tenant_by_name("admin")
+            if admin is None:
+                raise
+    return store.add_key(admin.id)[1]
 
 
 def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
