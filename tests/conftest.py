@@ -62,6 +62,21 @@ SERIAL = {
 }
 
 
+# The parallel phase's longest modules (wall seconds summed over their tests, measured in a
+# full `make test` run), heaviest first. They are collected first, so pytest-xdist hands
+# them out at the start instead of one of them running alone at the end: the phase's wall
+# time then comes near its total test time divided by the workers.
+LONGEST_FIRST = (
+    "tests/integration/test_schema.py",  # ~210 s
+    "tests/integration/test_cli.py",  # ~160 s
+    "tests/integration/test_cli_agents.py",  # ~120 s
+    "tests/integration/test_cli_network.py",  # ~115 s
+    "tests/adversarial/test_crash.py",  # ~70 s
+    "tests/integration/test_hibernate_api.py",  # ~60 s
+    "tests/integration/test_secrets.py",  # ~55 s
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "offline: the test starts no node, server or sandbox (see `internet`)")
     config.addinivalue_line("markers", "serial: the test needs the host to itself (see SERIAL)")
@@ -71,6 +86,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.nodeid.startswith(prefix) for prefix in SERIAL):
             item.add_marker(pytest.mark.serial)
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    # a stable sort: every other module keeps its place, the leak check stays last
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
 
 
 def mark_offline(items: list[pytest.Item], directory: Path, *, but: tuple[str, ...] = ()) -> None:
