@@ -87,13 +87,17 @@ def test_weed_creates_a_bucket_and_stops(root: Path) -> None:
 
 
 def test_a_weed_not_up_in_time_is_started_again_on_other_ports(root: Path) -> None:
-    """The first start is given no time at all: it is killed, and the second one serves."""
-    with mock.patch("cloche.cluster.local.weed.FIRST_START_S", 0.0):
+    """The first starts are given no time at all: each is killed, its log kept for a
+    post-mortem, and the last one (with the full time) serves."""
+    kept = root / "failed-starts"
+    with mock.patch("cloche.cluster.local.weed.FIRST_START_S", 0.0), \
+            mock.patch("cloche.cluster.local.weed.FAILED_LOGS", kept):  # fmt: skip
         weed = WeedS3(root / "weed")
     try:
         assert weed.child is not None and weed.child.alive()
         assert weed.bucket("second-start") == weed.blob_url("second-start")
-        assert (root / "weed" / "weed.log").read_text().count("Start Seaweed Master") >= 2
+        assert len(list(kept.iterdir())) == 2, "each given-up start left its log"
+        assert "Start Seaweed Master" in (root / "weed" / "weed.log").read_text()
     finally:
         weed.kill()
 

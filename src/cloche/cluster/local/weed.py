@@ -9,17 +9,21 @@ test can take S3 away in the middle of an upload and bring it back with its data
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
 import sysconfig
+import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from cloche.cluster.local.process import Cancelled, Child, MissingService, free_ports
 
-FIRST_START_S = 90.0  # a first start that takes longer is given up and tried again on other ports
+FIRST_START_S = 30.0  # a start that takes longer is given up and tried again on other ports
+FAILED_LOGS = Path(tempfile.gettempdir()) / "cloche-weed-failed-starts"  # kept for a post-mortem
 # weed names its gRPC unix sockets after the gRPC ports, in /tmp whatever TMPDIR says.
 _SOCKETS = ("master", "volume", "filer", "s3")
 
@@ -45,18 +49,20 @@ class WeedS3:
         (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
         self.binary = weed_binary()
         self.child: Child | None = None
-        # Seen once in a parallel test run: weed ran on, but its S3 gateway had not answered
-        # after 180 s (the same test passed at once when run again). So a first start that
-        # is not up within FIRST_START_S is given up, and weed is started once more on
-        # other ports (same data), with the full 180 s.
-        for timeout in (FIRST_START_S, 180.0):
+        # Seen now and then in full parallel test runs: weed runs on, its master announcing
+        # filer "ring updates" again and again, and its S3 gateway never answers (the same
+        # test passes at once alone). A healthy start takes ~4 s, so a start not up within
+        # FIRST_START_S is given up (its log kept, see `_keep_log`) and weed is started
+        # again on other ports (same data), then once more with the full 180 s.
+        for timeout in (FIRST_START_S, FIRST_START_S, 180.0):
             self._pick_ports()
             try:
                 self.start(timeout, cancelled)
                 return
             except RuntimeError:
-                if timeout != FIRST_START_S:
-                    raise
+                if timeout != 180.0:
+                    continue
+                raise
 
     def _pick_ports(self) -> None:
         self.master, self.master_grpc, self.volume, self.volume_grpc, self.filer, self.filer_grpc, self.s3, \
@@ -84,20 +90,37 @@ class WeedS3:
         """Start weed and return once its S3 gateway answers an authenticated request
         (or raise Cancelled, weed killed, once `cancelled` is set)."""
         self.child = Child("weed", self._argv(), self.root / "weed.log", cwd=self.root)
-        probe = self.client(max_attempts=1)
+        # short deadlines: a gateway that accepts and then hangs must not hold a probe for
+        # botocore's default 60 s
+        probe = self.client(max_attempts=1, connect_timeout=2, read_timeout=5)
+        last: list[BaseException] = []
 
         def answers() -> bool:
             try:
                 probe.list_buckets()
                 return True
-            except Exception:
+            except Exception as e:
+                last[:] = [e]
                 return False
 
         try:
             self.child.wait_ready(answers, timeout, cancelled)
-        except (RuntimeError, Cancelled):
+        except Cancelled:
             self.kill()
             raise
+        except RuntimeError as e:
+            kept = self._keep_log()
+            self.kill()
+            probed = repr(last[0]) if last else "none answered yet"
+            raise RuntimeError(f"{e}\nthe last S3 probe: {probed}; the whole log: {kept}") from e
+
+    def _keep_log(self) -> Path:
+        """A copy of a failed start's log, outside the data directory its owner removes."""
+        FAILED_LOGS.mkdir(exist_ok=True)
+        kept = FAILED_LOGS / f"weed-{time.strftime('%Y%m%dT%H%M%S')}-{self.s3}.log"
+        with contextlib.suppress(OSError):
+            shutil.copyfile(self.root / "weed.log", kept)
+        return kept
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no flush, no goodbye (weed's SIGTERM takes 15 s)."""
@@ -112,13 +135,15 @@ class WeedS3:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def client(self, max_attempts: int = 3) -> Any:
+    def client(self, max_attempts: int = 3, **timeouts: float) -> Any:
+        """A boto3 S3 client of this server (`timeouts`: botocore's connect_timeout, read_timeout)."""
         import boto3
         from botocore.config import Config
 
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
                             aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
-                            config=Config(retries={"mode": "standard", "max_attempts": max_attempts}))  # fmt: skip
+                            config=Config(retries={"mode": "standard", "max_attempts": max_attempts},
+                                          **timeouts))  # fmt: skip
 
     def credentials(self) -> dict[str, str]:
         """The environment that points boto3's default credential chain at this server."""
