@@ -86,6 +86,20 @@ def test_weed_creates_a_bucket_and_stops(root: Path) -> None:
     assert not list(Path("/tmp").glob(f"seaweedfs-*-grpc-{weed.s3_grpc}.sock"))
 
 
+def test_a_weed_started_by_a_process_pointed_at_another_s3_serves_its_own_clients(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The tests' processes carry another weed's credentials in AWS_*: weed would take
+    them for an admin identity of its own, which shadowed its configured key."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "cloche-other")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-this-servers-secret")
+    weed = WeedS3(root / "weed")
+    try:
+        assert weed.bucket("own") == weed.blob_url("own")
+        assert "AWS environment variables" not in (root / "weed" / "weed.log").read_text()
+    finally:
+        weed.kill()
+
+
 def test_a_weed_not_up_in_time_is_started_again_on_other_ports(root: Path) -> None:
     """The first starts are given no time at all: each is killed, its log kept for a
     post-mortem, and the last one (with the full time) serves."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import sysconfig
@@ -43,17 +44,17 @@ class WeedS3:
         self.root = root
         self.data = root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
-        self.access_key, self.secret_key = "cloche-test", secrets.token_hex(16)
+        # a key of its own: several servers run side by side in a test run, and a client
+        # of one must never be taken for a client of another
+        self.access_key, self.secret_key = f"cloche-{secrets.token_hex(4)}", secrets.token_hex(16)
         identity = {"name": "cloche", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}]}  # fmt: skip
         (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
         self.binary = weed_binary()
         self.child: Child | None = None
-        # Seen now and then in full parallel test runs: weed runs on, its master announcing
-        # filer "ring updates" again and again, and its S3 gateway never answers (the same
-        # test passes at once alone). A healthy start takes ~4 s, so a start not up within
-        # FIRST_START_S is given up (its log kept, see `_keep_log`) and weed is started
-        # again on other ports (same data), then once more with the full 180 s.
+        # A healthy start takes ~4 s; one not up within FIRST_START_S is given up (its log
+        # kept, see `_keep_log`) and weed is started again on other ports (same data), then
+        # once more with the full 180 s.
         for timeout in (FIRST_START_S, FIRST_START_S, 180.0):
             self._pick_ports()
             try:
@@ -89,7 +90,11 @@ class WeedS3:
     def start(self, timeout: float = 180.0, cancelled: threading.Event | None = None) -> None:
         """Start weed and return once its S3 gateway answers an authenticated request
         (or raise Cancelled, weed killed, once `cancelled` is set)."""
-        self.child = Child("weed", self._argv(), self.root / "weed.log", cwd=self.root)
+        # weed adds an admin identity of its own from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY:
+        # inherited from a process pointed at another weed, that identity shadowed this
+        # one's key in s3.json, and every request (the readiness probe's too) was refused
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.child = Child("weed", self._argv(), self.root / "weed.log", cwd=self.root, env=env)
         # short deadlines: a gateway that accepts and then hangs must not hold a probe for
         # botocore's default 60 s
         probe = self.client(max_attempts=1, connect_timeout=2, read_timeout=5)
