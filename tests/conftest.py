@@ -13,7 +13,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from unittest import mock
@@ -133,17 +133,36 @@ def suite_network() -> NetConfig:
 
 
 class LoopThread:
+    """An event loop running in a daemon thread, for blocking callers."""
+
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 120) -> T:
+        """Run ``coro`` on the loop and wait for its result (or its exception)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """``agen`` as a blocking iterator; closing it closes ``agen`` on the loop."""
+        try:
+            while True:
+                try:
+                    item = self.run(anext(agen), None)  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            close = getattr(agen, "aclose", None)
+            if close is not None:
+                self.run(close(), None)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class Node:

@@ -10,51 +10,18 @@ sender, its streams, its flow driver) with the same assertions.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from cloche import AsyncClient, Client
+from tests.conftest import LoopThread
 
 FACES = ("sync", "async")
 """The two faces, as test parameters."""
-
-
-class LoopThread:
-    """An event loop running in a daemon thread, for blocking callers."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coro`` on the loop and wait for its result (or its exception)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def iterate(self, agen: AsyncIterator[Any]) -> Iterator[Any]:
-        """``agen`` as a blocking iterator; closing it closes ``agen`` on the loop."""
-        try:
-            while True:
-                try:
-                    item = self.run(anext(agen))  # type: ignore[arg-type]
-                except StopAsyncIteration:
-                    return
-                yield item
-        finally:
-            close = getattr(agen, "aclose", None)
-            if close is not None:
-                self.run(close())
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
 
 
 def _is_sdk(value: Any) -> bool:
