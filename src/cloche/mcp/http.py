@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
 PATH = "/mcp"
+log = logging.getLogger(__name__)
 
 
 class Loopback(httpx.AsyncBaseTransport):
@@ -94,6 +96,8 @@ class _LazyManager:
                 self._manager = mcp.session_manager
                 self._ready.set()
                 await self._stop.wait()
+        except Exception:
+            log.exception("the MCP server failed to start")
         finally:
             self._ready.set()
 
