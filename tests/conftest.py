@@ -67,7 +67,6 @@ SERIAL = {
 # them out at the start instead of one of them running alone at the end: the phase's wall
 # time then comes near its total test time divided by the workers.
 LONGEST_FIRST = (
-    "tests/integration/test_schema.py",  # ~210 s
     "tests/integration/test_cli.py",  # ~160 s
     "tests/integration/test_cli_agents.py",  # ~120 s
     "tests/integration/test_cli_network.py",  # ~115 s

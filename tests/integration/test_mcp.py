@@ -166,3 +166,14 @@ def test_http_needs_a_key(server: Server):
         r = httpx.post(f"{server.url}/mcp", json=hello, headers={**accept, **headers})
         assert r.status_code == 401, r.text
         assert r.json()["error"]["code"] == "unauthorized", r.text
+
+
+def test_http_is_post_only_as_a_stateless_server(server: Server):
+    """No session, so no server stream to GET (it would hang, empty) and none to DELETE:
+    both are 405 at once, in the API's error shape, as the MCP spec has it."""
+    _, key = server.tenant()
+    with server.client(key) as c:
+        for method in ("GET", "DELETE"):
+            r = c.request(method, "/mcp", headers={"Accept": "text/event-stream"}, timeout=10)
+            assert r.status_code == 405, r.text
+            assert r.headers["allow"] == "POST" and r.json()["error"]["code"], r.text

@@ -10,13 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.integration.conftest import Server
-
-# ~200 s on an idle 2-core machine for the whole API (it grows with every route): the
-# suite's 300 s per test is too tight under a full parallel run's load.
-pytestmark = pytest.mark.timeout(900)
 
 
 def test_no_server_errors_for_generated_requests(server: Server, tmp_path: Path):

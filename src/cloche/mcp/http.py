@@ -127,7 +127,10 @@ def router() -> APIRouter:
 
     mcp_router = APIRouter(lifespan=running)
 
-    @mcp_router.api_route(PATH, methods=["GET", "POST", "DELETE"], response_class=Response, tags=["mcp"],
+    # POST only: a stateless server has no session for a GET stream to deliver anything
+    # to (the SDK would hold it open, empty, until the client gives up), nor one to DELETE;
+    # the MCP spec has such a server answer both with 405
+    @mcp_router.api_route(PATH, methods=["POST"], response_class=Response, tags=["mcp"],
                           summary="MCP over streamable HTTP (Authorization: Bearer <key>)")  # fmt: skip
     async def mcp_endpoint(_: CurrentTenant) -> Response:
         """The Model Context Protocol endpoint: every tool call acts with this request's key."""
