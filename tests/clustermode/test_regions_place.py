@@ -143,7 +143,9 @@ def test_a_drain_parks_a_pinned_sandbox_rather_than_move_it_out_of_its_region(ge
             [sys.executable, "-m", "cloche.cli", "node", "drain", "--etcd", geo.local.etcd.endpoint,  # type: ignore[union-attr]
              "--node-id", target, "--timeout-s", "120"], capture_output=True, text=True, timeout=180)  # fmt: skip
         assert drain.returncode == 0, drain.stderr
-        parked = _api(geo, "GET", f"/v1/sandboxes/{small['id']}").json()
+        got = _api(geo, "GET", f"/v1/sandboxes/{small['id']}")
+        assert got.status_code == 200, got.text
+        parked = got.json()
         assert parked["node"] == "" and parked["state"] == "hibernated"  # not in us, where there is room
         _api(geo, "DELETE", f"/v1/sandboxes/{full['id']}")
         ran = _api(geo, "POST", f"/v1/sandboxes/{small['id']}/exec", "us", json={"cmd": "echo back"})

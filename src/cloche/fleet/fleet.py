@@ -64,7 +64,7 @@ class Fleet(FleetPlacing):
         remote = self._holder(sandbox_id)
         if remote is not None:
             return remote.get(sandbox_id)
-        if sandbox_id in self._lost:
+        if self.is_away(sandbox_id):
             return self._lost[sandbox_id]
         placed = self.placements.get(sandbox_id) if self.moving.active(sandbox_id) else None
         if placed is not None:  # between two regions (another replica moves it): asleep until it lands
@@ -85,7 +85,7 @@ class Fleet(FleetPlacing):
 
     async def kill(self, sandbox_id: str) -> None:
         remote = self._holder(sandbox_id)
-        if remote is None and sandbox_id not in self._lost:
+        if remote is None and not self.is_away(sandbox_id):
             raise SandboxNotFound(f"sandbox {sandbox_id} not found")
         if remote is not None:
             await remote.kill(sandbox_id)

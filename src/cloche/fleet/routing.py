@@ -9,6 +9,7 @@ through `_remote`/`_holder` here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ class FleetRouting(FleetMembers):
             return None
         return placed.node if self.members[placed.node].remote.fetch(sandbox_id) else None
 
+    def is_away(self, sandbox_id: str) -> bool:
+        """Whether the sandbox is on no node (lost, or parked by a drain). The set is read
+        again every REFRESH_S; one that left its node since (a drain just parked it, and
+        the node's event already took it off the node) is asked of its placement, so it
+        is never "not found" in between."""
+        if sandbox_id in self._lost:
+            return True
+        placed = self.placements.get(sandbox_id)
+        if placed is None or not placed.away:
+            return False
+        self._lost[sandbox_id] = replace(placed.record, state="hibernated", snapshot=placed.checkpoint)
+        return True
+
     def lost_ids(self) -> list[str]:
         """The sandboxes on no node now (their node was lost, or a drain parked them)."""
         return list(self._lost)
@@ -75,7 +89,7 @@ class FleetRouting(FleetMembers):
         remote = self._holder(sandbox_id, serving=True)
         if remote is not None:
             return remote
-        if sandbox_id in self._lost:
+        if self.is_away(sandbox_id):
             raise InvalidState(f"sandbox {sandbox_id} was on a node that was lost; wake it to resume it "
                                "from its last checkpoint")  # fmt: skip
         raise SandboxNotFound(f"sandbox {sandbox_id} not found")
