@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cloche.client import Client, Conflict
+from cloche.client import Client, Conflict, ServerError
 from cloche.cluster.local.process import wait_for
 from cloche.examples import memo_app
 from cloche.fleet.placements import PlacementTable
@@ -104,7 +104,14 @@ def test_an_explicit_move_keeps_files_and_state_and_copies_only_what_is_missing(
     def meanwhile(replica: int) -> None:  # through either replica: it waits, then is served where it went
         with cluster.client(replica) as c:
             asked = time.monotonic()
-            answers[replica] = (asked, recalled(c, "alice"), time.monotonic())
+            try:
+                answer = recalled(c, "alice")
+            except ServerError as e:
+                # both replicas may start the woken agent's server at once (docs/cluster.md
+                # Limits): the losing invoke is told to come again, and is served then
+                assert e.code == "agent_crashed", e
+                answer = recalled(c, "alice")
+            answers[replica] = (asked, answer, time.monotonic())
 
     answers: dict[int, tuple[float, str, float]] = {}
     mover = threading.Thread(target=move)
