@@ -26,6 +26,7 @@ from cloche import __version__
 from cloche.cluster.etcd import Etcd, EtcdUnavailable
 from cloche.cluster.membership import NodeInfo, NodeRegistration
 from cloche.config import Settings
+from cloche.constants import SERVER_KEEP_ALIVE_S
 from cloche.fleet.drain import undrain
 from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeRuntime
@@ -86,6 +87,7 @@ def serve(data_dir: Path, cluster_dir: Path, host: str, port: int, names: list[s
             config = uvicorn.Config(create_app(rt, credentials, on_shutdown, guard), host=host, port=port,
                                     log_level="warning", ssl_certfile=directory / tls.SERVER_CERT,
                                     ssl_keyfile=directory / tls.SERVER_KEY,
+                                    timeout_keep_alive=SERVER_KEEP_ALIVE_S,
                                     timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))  # fmt: skip
             await uvicorn.Server(config).serve()
 

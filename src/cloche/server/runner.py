@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from cloche.config import Settings
+from cloche.constants import SERVER_KEEP_ALIVE_S
 from cloche.server import access
 from cloche.server.app import create_app
 from cloche.server.shutdown import Drain, DrainingServer
@@ -42,5 +43,6 @@ def serve(data_dir: Path, host: str, port: int, pool_size: int, **cluster: str) 
         access.to_stderr()
     drain = Drain()
     config = uvicorn.Config(create_app(settings, drain), host=host, port=port, log_level="warning", access_log=False,
+                            timeout_keep_alive=SERVER_KEEP_ALIVE_S,
                             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))  # fmt: skip
     DrainingServer(config, drain).run()
