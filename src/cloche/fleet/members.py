@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,7 @@ class FleetMembers:
             if node_id not in self.members:
                 await self._join(node_id, info)
         eventful = self.placements.eventful()
-        self._lost = {p.sandbox_id: replace(p.record, state="hibernated", snapshot=p.checkpoint)
-                      for p in eventful if p.away}  # fmt: skip
+        self._lost = {p.sandbox_id: p.asleep() for p in eventful if p.away}
         self._recovery = {p.sandbox_id: p.recovery() for p in eventful if p.lost_at is not None}
         with contextlib.suppress(EtcdUnavailable, TimeoutError):
             entries, _ = await self.etcd.list(DRAINING)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cloche.node.records import SandboxRecord
 from cloche.store.db import Store
@@ -38,6 +38,10 @@ class Placement:
     def away(self) -> bool:
         """Not on any node: it resumes from its checkpoint on its next wake."""
         return self.state != LIVE
+
+    def asleep(self) -> SandboxRecord:
+        """Its record as the API shows it while away: hibernated, at its checkpoint."""
+        return replace(self.record, state="hibernated", snapshot=self.checkpoint)
 
     def recovery(self) -> dict[str, float | str | None] | None:
         """The last loss as the API shows it (None if it never lost its node)."""

@@ -9,7 +9,6 @@ through `_remote`/`_holder` here.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ class FleetRouting(FleetMembers):
         placed = self.placements.get(sandbox_id)
         if placed is None or not placed.away:
             return False
-        self._lost[sandbox_id] = replace(placed.record, state="hibernated", snapshot=placed.checkpoint)
+        self._lost[sandbox_id] = placed.asleep()
         return True
 
     def lost_ids(self) -> list[str]:
