@@ -95,6 +95,10 @@ class ClusterServer(Api):
         self.admin_key = cluster.key
 
 
+LOGS = Path(tempfile.gettempdir()) / "clustermode-logs"
+_logs_cleared: list[bool] = []
+
+
 @contextlib.contextmanager
 def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",), env: dict[str, str] | None = None,
                     **options: Any) -> Iterator[Cluster]:  # fmt: skip
@@ -119,8 +123,10 @@ def running_cluster(nodes: int = 3, regions: tuple[str, ...] = ("local",), env: 
         loop.run(front.close())
         loop.stop()
         local.stop()
-        keep = Path(tempfile.gettempdir()) / "clustermode-logs" / root.name  # the processes' logs, for a post-mortem
-        shutil.rmtree(keep.parent, ignore_errors=True)
+        keep = LOGS / root.name  # the processes' logs, for a post-mortem
+        if not _logs_cleared:  # every cluster of this run keeps its logs; an earlier run's go
+            shutil.rmtree(LOGS, ignore_errors=True)
+            _logs_cleared.append(True)
         for log in root.glob("*/*.log"):
             (keep / log.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy(log, keep / log.parent.name / log.name)

@@ -14,6 +14,7 @@ wait for the writer), so a point read costs a few microseconds and no thread hop
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -150,11 +151,13 @@ class SqliteEngine:
     def integrity_ok(self) -> bool:
         return self._reader().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    async def _write(self, fn: Callable[..., Any], *args: Any, multi: bool = False,
-                     notify: tuple[str, str] | None = None) -> Any:  # fmt: skip
+    def _write(self, fn: Callable[..., Any], *args: Any, multi: bool = False,
+               notify: tuple[str, str] | None = None) -> asyncio.Future[Any]:  # fmt: skip
+        """The write queued for the writer thread; await it for its result. A plain
+        function, not a coroutine: the hot path saves two coroutine frames per write."""
         if self._closed or self._writes is None:
             raise RuntimeError("state engine is closed")
-        return await self._writes.submit(fn, *args, multi=multi, notify=notify)
+        return self._writes.submit(fn, args, multi, notify)
 
     # ---- the writer thread -------------------------------------------------------------
     # ---- readers ---------------------------------------------------------------------

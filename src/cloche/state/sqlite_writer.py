@@ -36,7 +36,7 @@ class _Request:
     __slots__ = ("fn", "args", "loop", "fut", "multi", "result", "error", "notify")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], loop: asyncio.AbstractEventLoop,
-                 fut: asyncio.Future[Any], multi: bool) -> None:  # fmt: skip
+                 fut: asyncio.Future[Any], multi: bool, notify: tuple[str, str] | None = None) -> None:  # fmt: skip
         self.fn = fn
         self.args = args
         self.loop = loop
@@ -44,7 +44,7 @@ class _Request:
         self.multi = multi
         self.result: Any = None
         self.error: BaseException | None = None
-        self.notify: tuple[str, str] | None = None
+        self.notify = notify
 
 
 def _resolve(reqs: list[_Request]) -> None:
@@ -84,14 +84,13 @@ class GroupWriter:
         self._q.put(None)
         await asyncio.to_thread(self._thread.join)
 
-    async def submit(self, fn: Callable[..., Any], *args: Any, multi: bool = False,
-                     notify: tuple[str, str] | None = None) -> Any:  # fmt: skip
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], multi: bool,
+               notify: tuple[str, str] | None) -> asyncio.Future[Any]:  # fmt: skip
+        """Queue `fn(writer, db, *args)`; the future resolves once its group is durable."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        req = _Request(fn, args, loop, fut, multi)
-        req.notify = notify
-        self._q.put(req)
-        return await fut
+        self._q.put(_Request(fn, args, loop, fut, multi, notify))
+        return fut
 
     def _run(self) -> None:
         db = self.db
