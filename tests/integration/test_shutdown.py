@@ -25,8 +25,10 @@ from tests.integration.conftest import Server
 RUN_ROOT = Path("/run/cloche")
 
 
-def leftovers(key: str) -> dict[str, list[str]]:
-    """Everything of node `key` still on the host (all lists empty: nothing)."""
+def leftovers(data_dir: Path) -> dict[str, list[str]]:
+    """Everything of the node on `data_dir` still on the host (all lists empty: nothing).
+    Only its own: other tests' nodes may run meanwhile (the serial phase's other lane)."""
+    key = node_key(data_dir)
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     loops = []
@@ -35,7 +37,7 @@ def leftovers(key: str) -> dict[str, list[str]]:
             backing = (dev / "loop" / "backing_file").read_text()
         except OSError:
             continue
-        if f"/{key}/" in backing or backing.strip().endswith("disk.img"):
+        if f"/{key}/" in backing or backing.startswith(f"{data_dir}/"):
             loops.append(dev.name)
     return {
         "containers": orphans.containers(RUN_ROOT, key),
@@ -48,8 +50,8 @@ def leftovers(key: str) -> dict[str, list[str]]:
     }
 
 
-def clean(key: str) -> bool:
-    return not any(leftovers(key).values())
+def clean(data_dir: Path) -> bool:
+    return not any(leftovers(data_dir).values())
 
 
 def make_sandboxes(server: Server, key: str, n: int) -> list[str]:
@@ -76,7 +78,7 @@ def check_files_after_restart(server: Server, key: str, ids: list[str]) -> None:
 def test_sigterm_drains_hibernates_and_exits_0(tmp_path):
     server = Server(tmp_path / "data", pool_size=1, env={"CLOCHE_SHUTDOWN_GRACE_S": "20"})
     server.start()
-    node = node_key(server.data_dir)
+    node = server.data_dir
     _, key = server.tenant()
     try:
         ids = make_sandboxes(server, key, 10)
@@ -109,7 +111,7 @@ def test_sigterm_drains_hibernates_and_exits_0(tmp_path):
 def test_sigterm_to_the_process_group_behaves_the_same(tmp_path):
     server = Server(tmp_path / "data", pool_size=1)
     server.start()
-    node = node_key(server.data_dir)
+    node = server.data_dir
     _, key = server.tenant()
     try:
         ids = make_sandboxes(server, key, 3)
@@ -127,7 +129,7 @@ def test_sigterm_to_the_process_group_behaves_the_same(tmp_path):
 def test_a_second_signal_forces_a_fast_exit_that_still_cleans_up(tmp_path):
     server = Server(tmp_path / "data", pool_size=1)
     server.start()
-    node = node_key(server.data_dir)
+    node = server.data_dir
     _, key = server.tenant()
     try:
         ids = make_sandboxes(server, key, 10)

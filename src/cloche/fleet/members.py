@@ -166,13 +166,19 @@ class FleetMembers:
         eventful = self.placements.eventful()
         self._lost = {p.sandbox_id: p.asleep() for p in eventful if p.away}
         self._recovery = {p.sandbox_id: p.recovery() for p in eventful if p.lost_at is not None}
-        with contextlib.suppress(EtcdUnavailable, TimeoutError):
-            entries, _ = await self.etcd.list(DRAINING)
-            self.draining = {e.key[len(DRAINING) :] for e in entries}
+        await self.read_draining()
         for member in list(self.members.values()):
             with contextlib.suppress(RuntimeFailure, RuntimeError):  # RuntimeError: lost (and closed) meanwhile
                 self._pools[member.node_id] = await asyncio.to_thread(member.remote.pool_status)
         self._pools = {n: p for n, p in self._pools.items() if n in self.members}
+
+    async def read_draining(self) -> None:
+        """Read the draining nodes from etcd (kept as they were while it does not answer).
+        A placement reads them first: a drain another replica finished a moment ago, since
+        this one's last refresh, must already keep the sandbox off that node."""
+        with contextlib.suppress(EtcdUnavailable, TimeoutError):
+            entries, _ = await self.etcd.list(DRAINING)
+            self.draining = {e.key[len(DRAINING) :] for e in entries}
 
     async def _refresh_loop(self) -> None:
         await self._synced.wait()

@@ -37,6 +37,7 @@ from cloche.cluster.local.replica import ServerReplica
 from cloche.cluster.local.table import Display
 from cloche.cluster.local.weed import WeedS3, weed_binary
 from cloche.fleet.placements import PlacementTable
+from cloche.nodeapi import tls
 from cloche.store.db import Store
 
 BUCKET = "cloche"
@@ -115,15 +116,15 @@ class LocalCluster:
         else:  # every region on loopback: measured, they would all look 1 ms apart; keep the configured matrix
             env["CLOCHE_RTT_PROBE_INTERVAL_S"] = "0"
         cluster_dir = self.root / "cluster"
-        # the first node alone (it makes the cluster CA the others share), then the rest
-        # together, then the servers, which find them all registered
-        for batch in (self.nodes[:1], self.nodes[1:]):
-            self._step()
-            for node in batch:
-                node.spawn(cluster_dir, self.etcd.endpoint, env, self.options.on_shutdown, self.options.pool_size)
-            for node in batch:
-                node.wait_ready(cancelled=self.cancelled)
-                self.event(f"{node.name} ({node.region}) ready on {node.host}:{node.port}")
+        # the cluster CA the nodes share is made here, so they all start together; then
+        # the servers, which find them all registered
+        tls.ensure_ca(cluster_dir)
+        self._step()
+        for node in self.nodes:
+            node.spawn(cluster_dir, self.etcd.endpoint, env, self.options.on_shutdown, self.options.pool_size)
+        for node in self.nodes:
+            node.wait_ready(cancelled=self.cancelled)
+            self.event(f"{node.name} ({node.region}) ready on {node.host}:{node.port}")
         self._step()
         for replica in self.replicas:
             replica.spawn(cluster_dir, self.etcd.endpoint, env)
