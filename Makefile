@@ -11,11 +11,9 @@ APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv u
 STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=20
-# The suite runs in parallel (pytest-xdist, a module per worker: some modules' tests build on the ones before), then the serial
-# tests (tests/conftest.py's SERIAL) in two lanes at once (whole clusters, and the host's network tests), each one test at a
-# time, then those that need the host to themselves, the leak check last.
+# The suite runs in parallel (pytest-xdist, a module per worker: some modules' tests build on the ones before), then the tests that need
+# the host to themselves (tests/conftest.py's SERIAL) one at a time, the leak check last.
 TEST_WORKERS ?= 4
-CLUSTER_LANE_LOG := /tmp/cloche-test-cluster-lane.log
 
 .PHONY: up test bench lint setup clean
 
@@ -72,11 +70,8 @@ test: setup
 	$(PY) -m tests.stale_runs
 	dsn=$$(scripts/postgres-test.sh) && export CLOCHE_TEST_PG_DSN=$$dsn && \
 	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests; parallel=$$?; \
-	$(PYTEST) -m clusters tests >$(CLUSTER_LANE_LOG) 2>&1 & lane=$$!; \
-	$(PYTEST) -m host tests; serial=$$?; \
-	wait $$lane; clusters=$$?; echo "---- the cluster lane, beside the serial tests above:"; cat $(CLUSTER_LANE_LOG); \
-	$(PYTEST) -m alone tests; alone=$$?; \
-	test $$parallel -eq 0 && test $$serial -eq 0 && test $$clusters -eq 0 && test $$alone -eq 0
+	$(PYTEST) -m serial tests; serial=$$?; \
+	test $$parallel -eq 0 && test $$serial -eq 0
 
 bench: setup
 	$(PY) bench/run.py

@@ -41,39 +41,25 @@ settings.register_profile("cloche", deadline=None)
 settings.load_profile("cloche")
 
 
-# Tests (by node id prefix: a directory, a module or a test) that must not run beside the
-# parallel phase's. `make test` runs them after it (pytest-xdist first, then these) in two
-# lanes at once, each one test at a time: "clusters", the whole clusters of
-# tests/clustermode/ (their nodes run with networking off, so they touch nothing the other
-# lane counts), and "host", the rest. Then "alone": what needs the host to itself, the leak
-# check last. The longest matching prefix decides; the reason is beside each.
+# Tests (by node id prefix: a directory, a module or a test) that need the host to themselves, so a
+# parallel run (`make test`: pytest-xdist, then these alone) runs them after the rest, one at a
+# time; the reason is beside each.
 SERIAL = {
-    "tests/clustermode/": ("clusters", "whole clusters (etcd, PostgreSQL, SeaweedFS, five cloche processes)"),
-    "tests/clustermode/test_regions_net.py": ("host", "a cluster in region namespaces joined by a relay: the "
-                                              "clusters lane's cluster runs beside it, not the other network tests"),
-    "tests/network/": ("host", "the one SOCKS proxy, the shared DNS and request logs, host-wide network inventories"),
-    "tests/e2b/test_network.py": ("host", "the SOCKS proxy and the shared request log"),
-    "tests/integration/test_sdk_network.py": ("host", "counts the fake DNS server's queries"),
-    "tests/netlab/test_netlab.py": ("host", "host-wide before/after inventories of the harness's network objects"),
-    "tests/clusterlocal/test_regions.py": ("host", "adds and removes network namespaces, veths and nftables tables"),
-    "tests/integration/test_shutdown.py": ("host", "counts the loop devices on its node's sandbox disks"),
-    "tests/unit/test_egress_proxy.py::test_https_injected": ("host", "times a relayed request (no 40 ms "
-                                                             "delayed-ACK stall)"),
-    "tests/unit/test_socks_tunnel.py": ("host", "counts connections to loopback ports another worker may pick"),
-    "tests/cluster/test_self_fencing.py": ("alone", "freezes and cuts etcd against the clock; under a full parallel "
-                                           "run the lease of the frozen node lapsed too late for its timings"),
-    "tests/adversarial/test_resources.py": ("alone", "CPU hogs and bombs; a neighbour's speed and the host's free "
-                                            "disk are measured"),
-    "tests/integration/test_node_gc.py": ("alone", "collects what nodes of unknown owners left, host-wide: a "
-                                          "cluster's node starting or stopping beside it shows up as such"),
-    "tests/zz_leakcheck/": ("alone", "after everything else: nothing of cloche's may remain on the host"),
+    "tests/cluster/test_self_fencing.py": "freezes and cuts etcd against the clock; under a full parallel run "
+    "the lease of the frozen node lapsed too late for its timings",
+    "tests/clustermode/": "whole clusters (etcd, PostgreSQL, SeaweedFS, five cloche processes): one at a time",
+    "tests/network/": "the one SOCKS proxy, the shared DNS and request logs, host-wide network inventories",
+    "tests/e2b/test_network.py": "the SOCKS proxy and the shared request log",
+    "tests/integration/test_sdk_network.py": "counts the fake DNS server's queries",
+    "tests/netlab/test_netlab.py": "host-wide before/after inventories of the harness's network objects",
+    "tests/clusterlocal/test_regions.py": "adds and removes network namespaces, veths and nftables tables",
+    "tests/integration/test_node_gc.py": "collects sandboxes of unknown owners",
+    "tests/integration/test_shutdown.py": "runs 10 sandboxes through SIGTERM against a 20 s drain deadline",
+    "tests/adversarial/test_resources.py": "CPU hogs and bombs; a neighbour's speed is measured against the host's",
+    "tests/unit/test_egress_proxy.py::test_https_injected": "times a relayed request (no 40 ms delayed-ACK stall)",
+    "tests/unit/test_socks_tunnel.py": "counts connections to loopback ports another worker may pick",
+    "tests/zz_leakcheck/": "after everything else: nothing of cloche's may remain on the host",
 }
-
-
-def serial_lane(nodeid: str) -> str | None:
-    """The lane of a serial test (None: it runs in the parallel phase)."""
-    prefixes = [prefix for prefix in SERIAL if nodeid.startswith(prefix)]
-    return SERIAL[max(prefixes, key=len)][0] if prefixes else None
 
 
 # The parallel phase's longest modules (wall seconds summed over their tests, measured in a
@@ -92,19 +78,13 @@ LONGEST_FIRST = (
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "offline: the test starts no node, server or sandbox (see `internet`)")
-    config.addinivalue_line("markers", "serial: the test runs after the parallel phase (see SERIAL)")
-    config.addinivalue_line("markers", "clusters: a serial test of the clusters lane (see SERIAL)")
-    config.addinivalue_line("markers", "host: a serial test of the host lane (see SERIAL)")
-    config.addinivalue_line("markers", "alone: a serial test that needs the host to itself (see SERIAL)")
-    config.addinivalue_line("markers", "networkless: its nodes run with networking off; it needs no fake internet")
+    config.addinivalue_line("markers", "serial: the test needs the host to itself (see SERIAL)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        lane = serial_lane(item.nodeid)
-        if lane is not None:
+        if any(item.nodeid.startswith(prefix) for prefix in SERIAL):
             item.add_marker(pytest.mark.serial)
-            item.add_marker(getattr(pytest.mark, lane))
     rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
     # a stable sort: every other module keeps its place, the leak check stays last
     items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
@@ -135,10 +115,8 @@ def internet(request: pytest.FixtureRequest) -> Iterator[FakeInternet | None]:
 
     One runs per host, shared by the test sessions (and pytest-xdist workers) that use it
     at the same time; a session with serial tests waits to have it alone. A session of
-    offline tests alone (unit tests, the engine conformance suite), or of networkless
-    ones (clusters whose nodes run with networking off), goes without it."""
-    if all(item.get_closest_marker("offline") or item.get_closest_marker("networkless")
-           for item in request.session.items):  # fmt: skip
+    offline tests alone (unit tests, the engine conformance suite) goes without it."""
+    if all(item.get_closest_marker("offline") for item in request.session.items):
         yield None
         return
     alone = any(item.get_closest_marker("serial") for item in request.session.items)

@@ -154,11 +154,8 @@ def server(cluster: Cluster) -> ClusterServer:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip what a suite's module here names in its `SKIP` (test name: why it cannot hold on a cluster).
-    Every test here is networkless: its cluster's processes run with CLUSTER_ENV."""
+    """Skip what a suite's module here names in its `SKIP` (test name: why it cannot hold on a cluster)."""
     for item in items:
-        if item.path.is_relative_to(HERE):
-            item.add_marker(pytest.mark.networkless)
         if isinstance(item, pytest.Function) and item.path.parent == HERE:
             reason = getattr(item.module, "SKIP", {}).get(item.originalname)
             if reason:

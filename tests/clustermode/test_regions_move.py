@@ -232,6 +232,9 @@ def test_an_agent_follows_its_user_on_its_next_wake(cluster: Cluster, client: Cl
 def test_an_agent_whose_region_is_lost_resumes_in_the_other_from_its_replica(cluster: Cluster, client: Client) -> None:
     digest, sandbox_id = remember(client, "carol")
     written = time.time()
+    # a change after `written`: the checkpoint that holds the blob may already have been
+    # taken (before `written`), and an unchanged sandbox gets no other
+    run(client, "carol", "date > /workspace/after")
     regions = SandboxRegions(Store(cluster.local.postgres.dsn))  # type: ignore[union-attr]
     try:
         wait_for("a replica of a checkpoint after the write",
