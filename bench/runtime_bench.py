@@ -404,8 +404,10 @@ async def bench_exec(n: int, callers: int, duration: float) -> list[Result]:
                                           goal=Goal(">=", 2000))  # fmt: skip
         results += await bench_throughput(rt, spread, callers, duration, "runtime.tput.4", "4 sandboxes",
                                           goal=Goal(">=", 1000))  # fmt: skip
+        # The same goal on a sandbox allowed every core: at cpu=1.0 the sandbox's own CPU per
+        # spawn caps it below 2,000/s whatever the supervisor does (the floor rows below).
         results += await bench_throughput(rt, [whole], callers, duration, "runtime.tput.whole",
-                                          f"1 sandbox with cpu={os.cpu_count()}")  # fmt: skip
+                                          f"1 sandbox with cpu={os.cpu_count()}", goal=Goal(">=", 2000))  # fmt: skip
         results += await spawn_floor(rt, rec.id, env_int("BENCH_FLOOR_N", 2000))
     return results
 
