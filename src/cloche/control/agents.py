@@ -346,7 +346,9 @@ class AgentService:
         try:
             return await client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            await self._forget_process(sandbox_id)
+            # Its server goes (killed if it still runs, its socket removed), so the next
+            # invoke starts a new one: a crashing process can still accept for a moment.
+            await self._stop_server(sandbox_id)
             raise ApiError(502, "agent_crashed", f"the agent failed to answer ({exc.__class__.__name__}); it "
                            f"will be restarted on the next invoke. Its output ends with:\n"
                            f"{self.log_tail(sandbox_id)}") from exc  # fmt: skip

@@ -174,8 +174,9 @@ class FleetMembers:
 
     async def read_draining(self) -> None:
         """Read the draining nodes from etcd (kept as they were while it does not answer).
-        A placement reads them first: a drain another replica finished a moment ago, since
-        this one's last refresh, must already keep the sandbox off that node."""
+        A placement and the node listing read them first: a drain another replica finished
+        a moment ago, since this one's last refresh, must already keep a sandbox off that
+        node and show it draining."""
         with contextlib.suppress(EtcdUnavailable, TimeoutError):
             entries, _ = await self.etcd.list(DRAINING)
             self.draining = {e.key[len(DRAINING) :] for e in entries}
