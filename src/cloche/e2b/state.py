@@ -11,18 +11,21 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from cloche.control.errors import ApiError
 from cloche.control.traffic import TrafficTokens
 from cloche.e2b.errors import E2bError, gone
-from cloche.e2b.home import Homes
 from cloche.e2b.interpreter import KernelRegistry
 from cloche.e2b.procs import ProcessRegistry
 from cloche.e2b.store import E2bRow, E2bStore
 from cloche.e2b.users import USER, User, resolve
 from cloche.e2b.watch import WatcherRegistry
+
+if TYPE_CHECKING:  # a cluster's (server/cluster_backend.py makes them): not loaded by `cloche up`
+    from cloche.e2b.home import Homes
 from cloche.node.api import Node, SandboxFiles
 from cloche.node.errors import FileError, RuntimeFailure
 from cloche.node.records import SandboxRecord

@@ -25,8 +25,7 @@ from cloche.mcp import http as mcp_http
 from cloche.scheduler.local import LocalScheduler
 from cloche.server import errors, ui
 from cloche.server.access import AccessLog
-from cloche.server.affinity import EnvdAffinity
-from cloche.server.backends import clustered, embedded
+from cloche.server.backends import embedded
 from cloche.server.context import Context
 from cloche.server.kvfast import KvFastPath
 from cloche.server.limits import BodyLimit
@@ -81,6 +80,8 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
         ensure_admin_key(store, settings)
         secret_service = SecretService(store, settings.secret_keys_path)  # resolve() is the egress proxy's lookup
         if settings.etcd:
+            from cloche.server.cluster_backend import clustered  # a replica only: see its docstring
+
             backend = clustered(settings, store)
         else:
             backend = embedded(settings, store, secret_service, lambda: drain.forced)
@@ -140,7 +141,10 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     app.include_router(e2b_router)  # E2B's API and in-sandbox protocol (cloche.e2b)
     app.add_middleware(BodyLimit, settings=settings)
     ui.install(app)  # the web dashboard at /ui (cloche.server.ui)
-    app.add_middleware(EnvdAffinity)  # a cluster's envd calls go to their sandbox's home replica
+    if settings.etcd:  # a cluster's envd calls go to their sandbox's home replica
+        from cloche.server.affinity import EnvdAffinity  # a replica only, as cluster_backend
+
+        app.add_middleware(EnvdAffinity)
     ports.install(app, settings)  # exposed ports: routes, and the ingress middleware
     app.add_middleware(RegionMiddleware, settings=settings)  # the user's region in, `cloche-region` out
     app.add_middleware(DrainGate, drain=drain)  # while stopping, nothing new gets in

@@ -6,6 +6,7 @@ it (`SandboxService.node`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -19,10 +20,12 @@ from cloche.control.sandboxes import SandboxService
 from cloche.control.secrets import SecretService
 from cloche.control.snapshots import SnapshotService
 from cloche.control.templates import TemplateService
-from cloche.fleet.fleet import Fleet
-from cloche.fleet.geo import Geo
 from cloche.metrics import Metrics
 from cloche.store.db import Store
+
+if TYPE_CHECKING:  # a cluster's parts: an embedded server does not load them
+    from cloche.fleet.fleet import Fleet
+    from cloche.fleet.geo import Geo
 
 
 @dataclass
