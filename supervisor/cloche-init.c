@@ -29,7 +29,7 @@
  * Wire format (both directions): 1 byte type, 4 byte big-endian length, payload.
  *   host -> sandbox: 'E' exec request, 'I' stdin bytes, 'C' close stdin,
  *                    'S' signal (u32), 'W' window size (u16 rows, u16 cols),
- *                    'K' kill process group (u32 pid, u32 signal), 'P' ping.
+ *                    'K' kill process group (u32 pid, u32 signal; ESRCH once the pid itself is gone), 'P' ping.
  *   sandbox -> host: 'S' started (u32 pid), 'O' stdout, 'E' stderr,
  *                    'X' exit (i32 exit code, i32 signal, u8 truncated, u8 timed out),
  *                    'K' kill result (i32 errno), 'P' pong.
@@ -345,6 +345,10 @@ static void handle_kill(unsigned char *payload, uint32_t len) {
     int err = 0;
     if (c.bad || pid <= 1) {
         err = EINVAL;
+    } else if (kill(pid, 0) < 0) {
+        /* The command itself is gone (its handler reaped it): members of its group that
+         * linger a moment (a child killed with it, not yet reaped by pid 1) are not it. */
+        err = errno;
     } else if (kill(-pid, sig) < 0 && kill(pid, sig) < 0) {
         err = errno;
     }

@@ -5,6 +5,7 @@ real node (real runc, real mounts). A remote node client will run this same modu
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import io
 import signal
@@ -198,6 +199,25 @@ def test_exec_streams_through_the_protocol(node, sandbox) -> None:
         return await n.signal(sandbox.id, stream.pid, signal.SIGKILL)
 
     assert node.run(background()) == 0
+
+
+def test_signalling_a_command_that_exited_is_esrch_even_while_its_group_lingers(node, sandbox) -> None:
+    """E2B's `commands.kill` of a finished command answers False: the pid is gone, even if
+    a process of its group (here a child it left behind) still runs."""
+    n: api.Node = node.rt
+
+    async def leave_a_child() -> int:
+        stream = await n.open_exec(sandbox.id, ExecRequest(cmd=["sh", "-c", "sleep 60 & echo started"], detach=True))
+        async for event in stream.events():
+            if event.kind == "exit":
+                break
+        await stream.close()
+        return stream.pid
+
+    pid = node.run(leave_a_child())
+    assert node.run(n.exec(sandbox.id, ExecRequest(cmd=["pgrep", "-g", str(pid), "sleep"]))).exit_code == 0
+    assert node.run(n.signal(sandbox.id, pid, signal.SIGKILL)) == errno.ESRCH
+    assert node.run(n.exec(sandbox.id, ExecRequest(cmd=["pkill", "-g", str(pid), "sleep"]))).exit_code == 0
 
 
 def test_ports_and_the_host_directory(node, sandbox) -> None:
