@@ -172,3 +172,15 @@ def remove_tree(parent: str) -> None:
             os.rmdir(path)
         except OSError:
             pass
+
+
+def remove_node_tree(node_key: str) -> None:
+    """A node's own cgroups, then the shared parent if no other node has any left. Never
+    the other nodes' empty ones: a sandbox's cgroup is empty for a moment while its runtime
+    makes it in one hierarchy after another, and removing it then fails that create."""
+    remove_tree(node_parent(node_key))
+    for root in hierarchies():
+        try:
+            os.rmdir(root / PARENT)
+        except OSError:  # another node's cgroups are still there (or it is gone already)
+            pass

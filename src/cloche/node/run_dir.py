@@ -66,11 +66,12 @@ def install_trust(bin_dir: Path, ca_pem: bytes) -> None:
 
 
 def remove(run: Path, drivers: dict[str, OciDriver]) -> None:
-    """With no live sandbox left, the node's runtime directory goes too."""
+    """With no live sandbox left, the node's runtime directory goes too (`run` is
+    /run/cloche/<node key>), and its cgroups."""
     for driver in drivers.values():
         driver.delete_all()
     shutil.rmtree(run, ignore_errors=True)
-    cgroups.remove_tree(f"/{cgroups.PARENT}")  # ours, and the shared parent once empty
+    cgroups.remove_node_tree(run.name)  # ours, and the shared parent once empty
 
 
 def _write_owner(path: Path, data_dir: Path) -> None:
