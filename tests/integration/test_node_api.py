@@ -215,7 +215,9 @@ def test_signalling_a_command_that_exited_is_esrch_even_while_its_group_lingers(
         return stream.pid
 
     pid = node.run(leave_a_child())
-    assert node.run(n.exec(sandbox.id, ExecRequest(cmd=["pgrep", "-g", str(pid), "sleep"]))).exit_code == 0
+    # the child runs `sleep` once it has exec'd, which may be a moment after the shell exited
+    lingering = ExecRequest(cmd=["sh", "-c", f"until pgrep -g {pid} -x sleep; do sleep 0.01; done"], timeout_s=10)
+    assert node.run(n.exec(sandbox.id, lingering)).exit_code == 0
     assert node.run(n.signal(sandbox.id, pid, signal.SIGKILL)) == errno.ESRCH
     assert node.run(n.exec(sandbox.id, ExecRequest(cmd=["pkill", "-g", str(pid), "sleep"]))).exit_code == 0
 
