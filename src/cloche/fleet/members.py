@@ -5,9 +5,11 @@ Following that set is its own job: etcd's live nodes (`NodeWatcher`) joined as a
 `RemoteNode` each (a node registers a moment before its API listens, so joining is
 retried), a lost node's sandboxes marked lost (`PlacementTable.lose`) and shown
 hibernated from their last checkpoint, a node that comes back reconciled with where its
-sandboxes went meanwhile, and the draining set and warm pools read again every
-`REFRESH_S`. The layers above (fleet/routing.py, fleet/placing.py, fleet/fleet.py) read
-this state; only this module changes it.
+sandboxes went meanwhile, the draining set followed by a watch of its etcd keys (a drain
+another replica finished a moment ago already keeps sandboxes off that node), and the
+lost sandboxes and warm pools read again every `REFRESH_S`. The layers above
+(fleet/routing.py, fleet/placing.py, fleet/fleet.py) read this state; only this module
+changes it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloche.cluster.etcd import Etcd, EtcdUnavailable
+from cloche.cluster.etcd import Change, Etcd
 from cloche.cluster.membership import NodeEvent, NodeInfo, NodeWatcher
 from cloche.fleet.moving import Moving
 from cloche.fleet.placements import PlacementTable
@@ -33,7 +35,7 @@ from cloche.nodeapi.tls import CA_CERT
 
 log = logging.getLogger("cloche.fleet")
 DRAINING = "draining/"  # etcd: /cloche/draining/<node id> while a node is being drained
-REFRESH_S = 1.0  # how often the lost sandboxes and the draining set are read again
+REFRESH_S = 1.0  # how often the lost sandboxes and warm pools are read again (and a broken watch retried)
 
 
 @dataclass
@@ -68,8 +70,12 @@ class FleetMembers:
     async def start(self) -> None:
         await self.watcher.start()
         await self.moving.start()
+        drained = await self._relist_draining()
         self._tasks = [asyncio.create_task(self._follow(), name="fleet-members"),
-                       asyncio.create_task(self._refresh_loop(), name="fleet-refresh")]  # fmt: skip
+                       asyncio.create_task(self._refresh_loop(), name="fleet-refresh"),
+                       asyncio.create_task(self.etcd.follow(DRAINING, drained, self._apply_draining,
+                                                            self._relist_draining, REFRESH_S),
+                                           name="fleet-draining")]  # fmt: skip
         await asyncio.wait_for(self._synced.wait(), 30)
 
     async def close(self) -> None:
@@ -157,7 +163,7 @@ class FleetMembers:
         await self.refresh()
 
     async def refresh(self) -> None:
-        """Read the lost sandboxes and the draining nodes again (other replicas change them),
+        """Read the lost sandboxes and the warm pools again (other replicas change them),
         and try again the registered nodes that did not answer yet (a node registers as it
         starts, a moment before its node API listens)."""
         for node_id, info in list(self.watcher.nodes.items()):
@@ -166,20 +172,22 @@ class FleetMembers:
         eventful = self.placements.eventful()
         self._lost = {p.sandbox_id: p.asleep() for p in eventful if p.away}
         self._recovery = {p.sandbox_id: p.recovery() for p in eventful if p.lost_at is not None}
-        await self.read_draining()
         for member in list(self.members.values()):
             with contextlib.suppress(RuntimeFailure, RuntimeError):  # RuntimeError: lost (and closed) meanwhile
                 self._pools[member.node_id] = await asyncio.to_thread(member.remote.pool_status)
         self._pools = {n: p for n, p in self._pools.items() if n in self.members}
 
-    async def read_draining(self) -> None:
-        """Read the draining nodes from etcd (kept as they were while it does not answer).
-        A placement and the node listing read them first: a drain another replica finished
-        a moment ago, since this one's last refresh, must already keep a sandbox off that
-        node and show it draining."""
-        with contextlib.suppress(EtcdUnavailable, TimeoutError):
-            entries, _ = await self.etcd.list(DRAINING)
-            self.draining = {e.key[len(DRAINING) :] for e in entries}
+    async def _relist_draining(self) -> int:
+        entries, revision = await self.etcd.list(DRAINING)
+        self.draining = {e.key[len(DRAINING) :] for e in entries}
+        return revision
+
+    async def _apply_draining(self, change: Change) -> None:
+        node_id = change.entry.key[len(DRAINING) :]
+        if change.deleted:
+            self.draining.discard(node_id)
+        else:
+            self.draining.add(node_id)
 
     async def _refresh_loop(self) -> None:
         await self._synced.wait()

@@ -85,7 +85,6 @@ class FleetPlacing(FleetRouting):
         (it may be stopping: it leaves etcd a moment after it stops). The node's region is
         its home now (`SandboxRegions`: its snapshots go to that region's store)."""
         tried: set[str] = set(avoid)
-        await self.read_draining()
         while True:
             member = self.choose(spec, tried, where.user_region())
             self._placing[member.node_id] = self._placing.get(member.node_id, 0.0) + spec.limits.memory_mb

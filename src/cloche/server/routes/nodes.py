@@ -18,7 +18,6 @@ async def list_nodes(request: Request, _: Admin) -> dict[str, list[dict[str, Any
     pools and the admission queue of every node."""
     c = ctx(request)
     if c.fleet is not None:
-        await c.fleet.read_draining()  # a drain another replica finished a moment ago shows at once
         return {"items": c.fleet.summary()}
     if c.sandboxes.scheduler is not None:
         return {"items": c.sandboxes.scheduler.nodes()}
