@@ -23,13 +23,13 @@ from cloche.e2b.procs import ProcessRegistry
 from cloche.e2b.store import E2bRow, E2bStore
 from cloche.e2b.users import USER, User, resolve
 from cloche.e2b.watch import WatcherRegistry
-
-if TYPE_CHECKING:  # a cluster's (server/cluster_backend.py makes them): not loaded by `cloche up`
-    from cloche.e2b.home import Homes
 from cloche.node.api import Node, SandboxFiles
 from cloche.node.errors import FileError, RuntimeFailure
 from cloche.node.records import SandboxRecord
 from cloche.server.context import Context, ctx
+
+if TYPE_CHECKING:  # a cluster's (server/cluster_backend.py makes them): not loaded by `cloche up`
+    from cloche.e2b.home import Homes
 
 ENVD_PORT = 49983
 JUPYTER_PORT = 49999
