@@ -9,7 +9,8 @@ forces a fast exit that still kills and unmounts everything the node owns.
 
 The same server class also ends its start by freezing what startup built (modules, the
 app, services, caches) out of the garbage collector: a full collection otherwise walks all
-of it while the event loop waits, which measured 85 ms stalls under KV load (p99 77 ms).
+of it while the event loop waits, stalling every request in flight (the tail of KV
+latency in BENCHMARKS.md).
 """
 
 from __future__ import annotations
