@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,7 +112,12 @@ def test_a_pinned_app_never_leaves_its_region_even_when_full_or_its_node_dies(ge
 
         # a's node dies: a resumes from its checkpoint, only in eu; b fills eu's other node
         a = _api(geo, "GET", "/v1/apps/resident/agents/a").json()
-        wait_for("a checkpoint of a", lambda: geo.local.checkpoint_at(a["sandbox_id"]) > 0, 10 * INTERVAL)
+        # a checkpoint taken after Tom was written: one may already have been taken between
+        # a's start and the write, so a change after `written` makes sure another comes
+        written = time.time()
+        assert _invoke(geo, "resident", "a", "hello", "us").status_code == 200
+        wait_for("a checkpoint of a after the write", lambda: geo.local.checkpoint_at(a["sandbox_id"]) > written,
+                 10 * INTERVAL)  # fmt: skip
         victim = a["node"]
         os.kill(geo.node(victim).child.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
         wait_for("a's node lost", lambda: _api(geo, "GET", f"/v1/sandboxes/{a['sandbox_id']}").json()["node"] == "",
