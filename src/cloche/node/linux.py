@@ -7,6 +7,7 @@ mounts need open_tree/mount_setattr/move_mount; neither is in Python 3.11's stdl
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 
@@ -45,15 +46,26 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
+OPENAT2_EAGAIN_TRIES = 16
+
+
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    """openat2(2): open `path` relative to `dirfd` with RESOLVE_* restrictions."""
+    """openat2(2): open `path` relative to `dirfd` with RESOLVE_* restrictions.
+
+    With RESOLVE_BENEATH or RESOLVE_IN_ROOT the kernel answers EAGAIN when a rename or a
+    mount anywhere on the host raced a ".." in the path, and asks the caller to retry (a
+    busy node mounts and unmounts sandbox disks all the time); so it is retried here."""
     how = struct.pack("QQQ", flags | os.O_CLOEXEC, mode, resolve)
     buf = ctypes.create_string_buffer(how, len(how))
-    rc = _libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), buf, len(how))
-    if rc < 0:
+    encoded = os.fsencode(path)
+    for _ in range(OPENAT2_EAGAIN_TRIES):
+        rc = _libc.syscall(SYS_OPENAT2, dirfd, encoded, buf, len(how))
+        if rc >= 0:
+            return rc
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return rc
+        if err != errno.EAGAIN:
+            break
+    raise OSError(err, os.strerror(err), path)
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str = "") -> None:
