@@ -7,11 +7,11 @@ stopped -> running (start again on the same disk); any -> deleted (nothing left)
 Durable pieces live under DATA (records, disk images); runtime pieces (bundle,
 mounts, supervisor socket, runc state) live under /run/cloche/<node key> (run_dir.py).
 This module decides *when*; collaborators do the work: provision.py builds and
-removes sandboxes, reconcile.py matches records with the host at start,
-snapshotting.py hibernates and snapshots, live_changes.py changes settings in place,
-idle.py applies the idle policy, drain.py brings sandboxes to rest at shutdown,
-announce.py tells listeners, and reach.py (the base class) is the way into a
-sandbox: files, exec, ports.
+removes sandboxes, reconcile.py matches records with the host at start, power.py
+stops, starts, pauses and resumes them, snapshotting.py hibernates and snapshots,
+live_changes.py changes settings in place, idle.py applies the idle policy, drain.py
+brings sandboxes to rest at shutdown, announce.py tells listeners, and reach.py (the
+base class) is the way into a sandbox: files, exec, ports.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterable, Callable
 
-from cloche.node import cgroups, disk, drivers, orphans, run_dir, supervisor
+from cloche.node import cgroups, disk, drivers, orphans, run_dir
 from cloche.node.announce import Announcer, SandboxListener
 from cloche.node.api import ExpireCallback, PoolStatus, SandboxEvents, TemplateInfo
 from cloche.node.config import NodeConfig, node_key
@@ -36,7 +36,7 @@ from cloche.node.net.firewall import Counters
 from cloche.node.net.node import NodeNetwork
 from cloche.node.net.policy import NetworkPolicy
 from cloche.node.pool import WarmPool
-from cloche.node.protocol import ExecRequest
+from cloche.node.power import PowerStates
 from cloche.node.provision import SandboxBuilder
 from cloche.node.reach import SandboxReach
 from cloche.node.reconcile import reconcile
@@ -100,6 +100,7 @@ class NodeRuntime(SandboxReach):
                                       disk_stock=self.disk_stock, cgroup_parent=self.cgroup_parent)  # fmt: skip
         self.snapshotter = Snapshotter(self.builder, self.snapshots, self.announcer.stopped)
         self.changes = LiveChanges(self.builder)
+        self.power = PowerStates(self.builder, self.announcer, self.prepare_exec)
         self.reaper = IdleReaper(self.table, self)
 
     # ---- startup and shutdown -------------------------------------------------------
@@ -307,46 +308,19 @@ class NodeRuntime(SandboxReach):
         self.table.forget_lock(sandbox_id)
 
     async def stop(self, sandbox_id: str) -> SandboxRecord:
-        """Kill the sandbox's processes and release its resources; keep its files."""
-        async with self.table.lock(sandbox_id):
-            rec = self.get(sandbox_id)
-            if rec.state != "stopped":
-                await self.announcer.stopped(sandbox_id)
-                await asyncio.to_thread(self.builder.teardown, sandbox_id)
-                rec.state = "stopped"
-                await asyncio.to_thread(self.records.save, rec)
-            return rec
+        return await self.power.stop(sandbox_id)
 
     async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
-        """Start a stopped or hibernated sandbox again (same id, limits, env and files):
-        on its own disk when the node still holds it, else from its snapshot."""
-        async with self.table.lock(sandbox_id):
-            rec = self.get(sandbox_id)
-            if rec.state in ("stopped", "hibernated"):
-                try:
-                    await asyncio.to_thread(self.builder.provision_and_run, rec, False)
-                except BaseException:
-                    await asyncio.to_thread(self.builder.teardown, sandbox_id)
-                    raise
-                rec.state = "running"
-                rec.last_active_at = time.time()
-                await asyncio.to_thread(self.records.save, rec)
-                await self.announcer.started(rec)
-                if rec.spec.on_resume:
-                    sock, req = self.prepare_exec(rec.id, ExecRequest(cmd=["/bin/sh", "-c", rec.spec.on_resume],
-                                                                      detach=True))  # fmt: skip
-                    session = await supervisor.open_session(sock, req)
-                    await session.close()
-            return rec
+        return await self.power.start(sandbox_id)
 
     async def wake(self, sandbox_id: str) -> SandboxRecord:
-        """Whatever state the sandbox sleeps in, make it running (waking is transparent)."""
-        rec = self.get(sandbox_id)
-        if rec.state == "paused":
-            return await self.resume(sandbox_id)
-        if rec.state in ("stopped", "hibernated"):
-            return await self.start_sandbox(sandbox_id)
-        return rec
+        return await self.power.wake(sandbox_id)
+
+    async def pause(self, sandbox_id: str) -> SandboxRecord:
+        return await self.power.pause(sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> SandboxRecord:
+        return await self.power.resume(sandbox_id)
 
     def touch(self, sandbox_id: str) -> None:
         """Record user activity (it postpones the idle policy)."""
@@ -374,30 +348,6 @@ class NodeRuntime(SandboxReach):
             return {r.snapshot for r in self.table.records.values() if r.snapshot} | self.pinned_manifests()
 
         return gc.collect(self.snapshots, live, grace_s)
-
-    async def pause(self, sandbox_id: str) -> SandboxRecord:
-        async with self.table.lock(sandbox_id):
-            rec = self.get(sandbox_id)
-            if rec.state == "paused":
-                return rec
-            if rec.state != "running":
-                raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; only a running one pauses")
-            await asyncio.to_thread(self.builder.driver(rec).pause, sandbox_id)
-            rec.state = "paused"
-            await asyncio.to_thread(self.records.save, rec)
-            return rec
-
-    async def resume(self, sandbox_id: str) -> SandboxRecord:
-        async with self.table.lock(sandbox_id):
-            rec = self.get(sandbox_id)
-            if rec.state == "paused":
-                await asyncio.to_thread(self.builder.driver(rec).resume, sandbox_id)
-                rec.state = "running"
-                rec.last_active_at = time.time()
-                await asyncio.to_thread(self.records.save, rec)
-            elif rec.state != "running":
-                raise InvalidState(f"sandbox {sandbox_id} is {rec.state}; it cannot be resumed")
-            return rec
 
     # ---- changes in place (live_changes.py) -------------------------------------------
 

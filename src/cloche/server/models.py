@@ -30,8 +30,10 @@ Isolation = Literal["runc", "gvisor"]
 REGION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # us-east-1, eu, local
 RegionName = Annotated[str, Field(pattern=REGION_PATTERN)]
 Regions = Annotated[list[RegionName], Field(max_length=32)]
-REGIONS_HELP = ("data residency: it runs only in these regions (503 region_full when they have no room; "
-                "400 unknown_region on one machine whose node is in none of them)")
+REGIONS_HELP = (
+    "data residency: it runs only in these regions (503 region_full when they have no room; "
+    "400 unknown_region on one machine whose node is in none of them)"
+)
 
 
 class TenantCreate(Strict):
@@ -86,7 +88,8 @@ Rule = str | RuleBody
 
 class HeaderTransform(Strict):
     headers: dict[str, str] | None = Field(
-        None, description='headers to set, e.g. {"Authorization": "Bearer ${secret:gh_token}"}')
+        None, description='headers to set, e.g. {"Authorization": "Bearer ${secret:gh_token}"}'
+    )
 
 
 class HostRule(Strict):
@@ -111,23 +114,29 @@ class NetworkBody(Strict):
     allow_out is given without deny_out (a pure allow list)."""
 
     egress: bool = Field(True, description="false: no egress at all (loopback only, like network: none)")
-    allow_out: list[Rule] | None = Field(None, max_length=256,
-                                         description='e.g. ["198.51.100.0/24", "api.example.com:443", "*.pypi.org"]')
+    allow_out: list[Rule] | None = Field(
+        None, max_length=256, description='e.g. ["198.51.100.0/24", "api.example.com:443", "*.pypi.org"]'
+    )
     deny_out: list[Rule] | None = Field(None, max_length=256)
     dns_servers: list[str] | None = Field(None, max_length=4, description="upstream resolvers for this sandbox")
     max_connections: int | None = Field(None, description="cap on concurrent outbound connections")
     egress_mbps: float | None = Field(None, description="upload bandwidth limit, Mbit/s")
     ingress_mbps: float | None = Field(None, description="download bandwidth limit, Mbit/s")
     public: bool = Field(False, description="exposed ports reachable without the traffic token")
-    mask_request_host: str | None = Field(None, max_length=253,
-                                          description="Host header sent to exposed ports (${PORT} is replaced)")
+    mask_request_host: str | None = Field(
+        None, max_length=253, description="Host header sent to exposed ports (${PORT} is replaced)"
+    )
     rules: dict[str, list[HostRule]] | None = Field(
-        None, description="per-host request transforms done by the node's egress proxy, outside the sandbox; "
-        "header values may name a secret as ${secret:NAME}; a host here must also be allowed by the policy")
+        None,
+        description="per-host request transforms done by the node's egress proxy, outside the sandbox; "
+        "header values may name a secret as ${secret:NAME}; a host here must also be allowed by the policy",
+    )
     egress_proxy: EgressProxyBody | None = Field(
-        None, description="tunnel the sandbox's outbound TCP through this SOCKS5 proxy (fails closed)")
-    https_ports: list[int] | None = Field(None, max_length=64,
-                                          description="exposed ports the ingress reaches over TLS (not verified)")
+        None, description="tunnel the sandbox's outbound TCP through this SOCKS5 proxy (fails closed)"
+    )
+    https_ports: list[int] | None = Field(
+        None, max_length=64, description="exposed ports the ingress reaches over TLS (not verified)"
+    )
 
 
 Network = Literal["none", "internet"] | NetworkBody
@@ -161,8 +170,9 @@ class SandboxCreate(Strict):
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     idle: IdleBody | None = None
     on_timeout: Literal["kill", "hibernate"] = "kill"
-    on_resume: str | None = Field(None, min_length=1, max_length=4096,
-                                  description="shell command run after waking from stopped or hibernated")
+    on_resume: str | None = Field(
+        None, min_length=1, max_length=4096, description="shell command run after waking from stopped or hibernated"
+    )
     snapshot: str | None = Field(None, max_length=64, description="id of a named snapshot to start from")
     wait_s: float | None = Field(
         None, ge=0, le=3600, description="seconds to wait for room (then 503 + Retry-After); default: the server's"
@@ -311,68 +321,6 @@ class SnapshotOut(BaseModel):
 
 class SnapshotList(BaseModel):
     items: list[SnapshotOut]
-
-
-class AppDeploy(Strict):
-    template: str | None = Field(None, max_length=63)
-    command: list[str] = Field(..., min_length=1, max_length=256,
-                               description="the agent's server; it must listen on $CLOCHE_AGENT_SOCKET")
-    cpu: float | None = Field(None, ge=MIN_CPU, le=MAX_CPU)
-    memory_mb: int | None = Field(None, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
-    disk_mb: int | None = Field(None, ge=MIN_DISK_MB, le=MAX_DISK_MB)
-    env: dict[str, str] = Field(default_factory=dict, max_length=256)
-    setup: list[str] | str | None = Field(None, description="run once in each new instance before the server starts")
-    idle: IdleBody | None = None
-    max_concurrency: int = Field(1, ge=1, le=1024, description="concurrent invocations per key")
-    startup_timeout_s: float = Field(30, gt=0, le=600)
-    restart: Literal["on_request", "always"] = Field(
-        "on_request", description="in a cluster, when an instance whose node was lost comes back: on its next "
-        "request, or at once (always)")
-    regions: Regions = Field(default_factory=list, description=REGIONS_HELP)
-
-
-class AppOut(BaseModel):
-    name: str
-    version: int
-    created_at: float
-    updated_at: float
-    spec: AppDeploy
-
-
-class AppList(BaseModel):
-    items: list[AppOut]
-
-
-class AgentOut(BaseModel):
-    key: str
-    app: str
-    sandbox_id: str
-    state: str
-    node: str
-    region: str = Field("", description='the region of its node ("" while it is on none)')
-    home_region: str | None = Field(None, description="the region it was first placed in")
-    app_version: int
-    created_at: float
-    last_active_at: float | None
-
-
-class AgentList(BaseModel):
-    items: list[AgentOut]
-
-
-class AgentMove(BaseModel):
-    region: str = Field(pattern=REGION_PATTERN, description="the region to move the agent to")
-
-
-class AgentMoved(BaseModel):
-    sandbox_id: str
-    source: str | None = Field(description="the region it was in (null: unknown)")
-    region: str
-    node: str
-    bytes_copied: int = Field(description="snapshot bytes copied to the region's store (only missing chunks)")
-    chunks_copied: int
-    seconds: float
-    phases: dict[str, float] = Field(description="seconds in each step: hibernate (off its node), copy, resume")
 
 
 class SecretCreate(Strict):

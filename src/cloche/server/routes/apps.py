@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from cloche.control.errors import ApiError
 from cloche.server.auth import CurrentTenant
 from cloche.server.context import ctx
-from cloche.server.models import AgentList, AgentMove, AgentMoved, AgentOut, AppDeploy, AppList, AppOut
+from cloche.server.models_apps import AgentList, AgentMove, AgentMoved, AgentOut, AppDeploy, AppList, AppOut
 from cloche.store.db import AppRow
 
 router = APIRouter(prefix="/v1/apps", tags=["agents"])
