@@ -12,12 +12,21 @@ STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=20
 # The suite runs in parallel (pytest-xdist, a module per worker: some modules' tests build on the ones before), then the tests that need
-# the host to themselves (tests/conftest.py's SERIAL) one at a time, the leak check last.
+# the host to themselves (tests/conftest.py's SERIAL) one at a time, the leak check last. Bytecode is cached for the run
+# (PYTHONDONTWRITEBYTECODE cleared): every worker collects every test module, and pytest, not allowed to cache them,
+# rewrites and compiles each one again in every process.
 TEST_WORKERS ?= 4
 
-.PHONY: up test bench lint setup clean
+.PHONY: up test bench lint setup bytecode clean
 
-setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/e2b-js $(INIT) $(STATE_CLIENT) $(STATE_PY) $(GVISOR_COMPAT)
+setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/e2b-js $(INIT) $(STATE_CLIENT) $(STATE_PY) $(GVISOR_COMPAT) bytecode
+
+# cloche's own modules compiled to .pyc, as pip does for an installed package but not for
+# this editable one: with PYTHONDONTWRITEBYTECODE set (containers often set it) every
+# process would otherwise compile ~200 modules from source at each start. Only changed
+# files are compiled again.
+bytecode: $(STAMP)/venv
+	@$(PY) -m compileall -q -j 0 src/cloche
 
 $(STAMP)/apt: Makefile
 	@mkdir -p $(STAMP)
@@ -69,6 +78,7 @@ test: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m tests.stale_runs
 	dsn=$$(scripts/postgres-test.sh) && export CLOCHE_TEST_PG_DSN=$$dsn && \
+	export PYTHONDONTWRITEBYTECODE= && \
 	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not serial" tests; parallel=$$?; \
 	$(PYTEST) -m serial tests; serial=$$?; \
 	test $$parallel -eq 0 && test $$serial -eq 0

@@ -31,7 +31,8 @@ sys.path.insert(0, str(BENCH))
 from results import Goal, Result, env_float, env_int, failed, log, percentile  # noqa: E402
 
 from cloche.state.postgres import PostgresEngine  # noqa: E402
-from cloche.state.sqlite import SqliteEngine  # noqa: E402
+from cloche.state.sqlite import SCHEMA, SqliteEngine  # noqa: E402
+from cloche.state.sqlite_writes import PUT_ANY  # noqa: E402
 
 DATA_PARENT = Path(os.environ.get("BENCH_DATA_DIR", "/var/tmp"))
 WRITERS = env_int("BENCH_STATE_WRITERS", 64)
@@ -50,7 +51,11 @@ DESCRIPTIONS = {
         "the same disk). Group commit: one writer thread commits every waiting put in one "
         "transaction (one fsync). Baseline: the same engine with max_group=1, i.e. one "
         "transaction and one fsync per put, measured in the same run. Reads: the same "
-        "writers' keys read back by the same number of concurrent readers."
+        "writers' keys read back by the same number of concurrent readers. SQLite alone: "
+        "the ceiling any engine on SQLite has here, measured in the same run: one thread, no "
+        f"event loop, the engine's own schema and upsert on a file of the same keys, {WRITERS} "
+        "puts per transaction (what the engine's writer gets), each transaction committed "
+        "with its fsync before the next begins."
     ),
     T_HTTP: (
         f"A real `cloche up` server process (uvicorn, one event loop), {WRITERS} keep-alive "
@@ -107,6 +112,34 @@ async def engine_figures(engine: Any, duration_s: float) -> dict[str, float]:
                 "group": group}  # fmt: skip
     finally:
         await engine.close()
+
+
+def sqlite_alone(path: Path, group: int, duration_s: float) -> float:
+    """Durable puts/s of SQLite by itself: `group` upserts per transaction, back to back."""
+    import sqlite3
+
+    db = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        nid = db.execute("INSERT INTO namespaces (tenant_id, name, created_at) VALUES ('bench', 'bench', 0) "
+                         "RETURNING id").fetchone()[0]  # fmt: skip
+        keys = [f"w{w}/k{k}" for k in range(KEYS_PER_WRITER) for w in range(WRITERS)]  # as the writers go
+        with db:
+            db.executemany(PUT_ANY.replace(" RETURNING version", ""), [(nid, k, VALUE, None) for k in keys])
+        puts, i = 0, 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < duration_s:
+            db.execute("BEGIN IMMEDIATE")
+            for _ in range(group):
+                db.execute(PUT_ANY, (nid, keys[i % len(keys)], VALUE, None)).fetchall()
+                i += 1
+            db.execute("COMMIT")
+            puts += group
+        return puts / (time.perf_counter() - start)
+    finally:
+        db.close()
 
 
 def pg_dsn() -> str:
@@ -409,13 +442,23 @@ def run() -> list[Result]:
                                   naive["puts_s"], "puts/s", label="naive"))  # fmt: skip
         except Exception as e:
             results.append(failed("state.sqlite.naive.puts", T_ENGINE, "SQLite naive puts/s", e, "puts/s"))
+        log("state: SQLite alone (no engine)")
+        alone = None
+        try:
+            alone = sqlite_alone(tmp / "alone.db", WRITERS, DURATION_S)
+            results.append(Result("state.sqlite.alone.puts", T_ENGINE,
+                                  f"SQLite alone: durable puts/s, {WRITERS} per transaction, one thread",
+                                  alone, "puts/s", label="alone"))  # fmt: skip
+        except Exception as e:
+            results.append(failed("state.sqlite.alone.puts", T_ENGINE, "SQLite alone puts/s", e, "puts/s"))
         log("state: SQLite group commit")
         try:
             g = asyncio.run(engine_figures(SqliteEngine(tmp / "group.db"), DURATION_S))
+            share = f" That is {g['puts_s'] / alone:.0%} of SQLite alone in the same run." if alone else ""
             results += [
                 Result("state.sqlite.puts", T_ENGINE, f"SQLite, group commit: durable puts/s ({WRITERS} writers)",
                        g["puts_s"], "puts/s", goal=Goal(">=", 50_000), baseline="state.sqlite.naive.puts",
-                       note=f"SQLite group commit: {g['group']:.0f} puts per commit (fsync) on average."),
+                       note=f"SQLite group commit: {g['group']:.0f} puts per commit (fsync) on average.{share}"),
                 Result("state.sqlite.put_p99", T_ENGINE, "SQLite, group commit: put latency p99", g["put_p99"], "ms"),
                 Result("state.sqlite.gets", T_ENGINE, f"SQLite: reads/s ({WRITERS} readers)", g["gets_s"], "reads/s"),
             ]  # fmt: skip
