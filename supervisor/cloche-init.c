@@ -24,7 +24,8 @@
  * reachable from the host (see src/cloche/node/gvisor.py). gVisor also has no
  * pidfd_open (ENOSYS), so a handler then waits for its command with a SIGCHLD self-pipe.
  *
- * It is a static C binary so that it runs in any template, busybox or distroless alike.
+ * It is a static C binary so that it runs in any template, busybox or distroless alike;
+ * so it also serves two helpers by name: `cloche-init userns` and `cloche-init once`.
  *
  * Wire format (both directions): 1 byte type, 4 byte big-endian length, payload.
  *   host -> sandbox: 'E' exec request, 'I' stdin bytes, 'C' close stdin,
@@ -48,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <grp.h>
@@ -692,8 +694,39 @@ static int listen_on(const char *path) {
     return 0;
 }
 
+/* `cloche-init once LOCK CMD ARG...`: exec CMD only while no other `once` on the file
+ * LOCK is alive, so that two callers racing to start the same server (two replicas
+ * answering a sleeping agent's first requests) start it once. The lock is an flock on
+ * LOCK kept across the exec: the server and the children it leaves the descriptor to hold
+ * it until they are all gone, and nothing stale survives them. When it is held, the
+ * caller is told so on stderr (ONCE_HELD) and the exit status is 75 (EX_TEMPFAIL). */
+#define ONCE_HELD "cloche-init once: held by a running process\n"
+static int run_once(int argc, char **argv) {
+    if (argc < 4) {
+        fputs("usage: cloche-init once LOCK CMD [ARG...]\n", stderr);
+        return 64;
+    }
+    int fd = open(argv[2], O_RDWR | O_CREAT | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        perror("cloche-init once: open");
+        return 71;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK) {
+            perror("cloche-init once: flock");
+            return 71;
+        }
+        fputs(ONCE_HELD, stderr);
+        return 75;
+    }
+    execvp(argv[3], argv + 3);
+    perror("cloche-init once: exec");
+    return 127;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "userns") == 0) return hold_userns();
+    if (argc > 1 && strcmp(argv[1], "once") == 0) return run_once(argc, argv);
     const char *listen_path = getenv("CLOCHE_LISTEN");
     if (listen_path && listen_on(listen_path) < 0) return 1;
     int probe = (int)syscall(SYS_pidfd_open, getpid(), 0);

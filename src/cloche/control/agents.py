@@ -26,6 +26,7 @@ from cloche.control.sandboxes import SandboxService
 from cloche.fleet import where
 from cloche.node.api import ExecStream
 from cloche.node.errors import RuntimeFailure, SandboxNotFound
+from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.protocol import ExecRequest
 from cloche.store.db import AgentRow, AppRow, Tenant
 from cloche.store.engine import IntegrityError
@@ -33,6 +34,13 @@ from cloche.store.engine import IntegrityError
 AGENT_SOCKET_NAME, AGENT_LOG_NAME = "agent.sock", "agent.log"  # in the sandbox's /.cloche/host
 AGENT_SOCKET = f"/.cloche/host/{AGENT_SOCKET_NAME}"
 AGENT_LOG = f"/.cloche/host/{AGENT_LOG_NAME}"
+# The agent's server runs under this lock (`cloche-init once`, supervisor/cloche-init.c):
+# of two starts at the same moment (two replicas waking the agent), one runs and the other
+# is told ONCE_HELD, waits for the first one's socket and starts again only if the holder
+# goes without ever listening.
+AGENT_LOCK = "/.cloche/host/agent.lock"
+ONCE_HELD = b"cloche-init once: held"
+RESTART_HELD_S = 0.1  # how often a start that found the lock held tries again
 LOG_TAIL_BYTES = 4000
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
               "authorization", "proxy-authorization", "content-length"}  # fmt: skip
@@ -57,6 +65,7 @@ class AgentProcess:
     session: ExecStream
     reader: asyncio.Task[None]
     exit_code: int | None = None
+    held: bool = False  # it did not start: another start of the agent's server holds its lock
 
 
 @dataclass
@@ -277,45 +286,57 @@ class AgentService:
             return  # started by us, alive, and answered before: skip the probe connection
         if await self._listening(sandbox_id):
             return
-        await self._stop_server(sandbox_id)
-        self.node.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
-        command = list(app.spec["command"])
-        wrapped = ["/bin/sh", "-c", f'exec "$@" >>{AGENT_LOG} 2>&1', "cloche-agent", *command]
-        session = await self.node.open_exec(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
-        proc = AgentProcess(session, asyncio.create_task(asyncio.sleep(0)))
-        proc.reader = asyncio.create_task(self._watch(proc))
-        self._procs[sandbox_id] = proc
+        await self._stop_server(sandbox_id, remove_socket=False)  # a stale socket goes under the lock
+        proc = await self._start_server(sandbox_id, list(app.spec["command"]))
         timeout = float(app.spec.get("startup_timeout_s") or 30)
         deadline = time.monotonic() + timeout
+        retry_at = time.monotonic() + RESTART_HELD_S
         while not await self._listening(sandbox_id):
-            if proc.exit_code is not None:
+            if proc.exit_code is not None and not proc.held:
                 raise ApiError(502, "agent_exited", f"the agent exited with {proc.exit_code} before opening "
                                f"its socket; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
             if time.monotonic() > deadline:
                 await self._stop_server(sandbox_id)
                 raise ApiError(504, "agent_not_ready", f"the agent did not listen on $CLOCHE_AGENT_SOCKET "
                                f"within {timeout:g} s; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
+            if proc.held and time.monotonic() >= retry_at:  # its holder may have gone without listening
+                proc = await self._start_server(sandbox_id, list(app.spec["command"]))
+                retry_at = time.monotonic() + RESTART_HELD_S
             await asyncio.sleep(0.005)
+
+    async def _start_server(self, sandbox_id: str, command: list[str]) -> AgentProcess:
+        """Start the app's command under the agent's lock, its output appended to the log."""
+        wrapped = [f"{BIN_DIR_PATH}/cloche-init", "once", AGENT_LOCK, "/bin/sh", "-c",
+                   f'rm -f {AGENT_SOCKET}; exec "$@" >>{AGENT_LOG} 2>&1', "cloche-agent", *command]  # fmt: skip
+        session = await self.node.open_exec(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
+        proc = AgentProcess(session, asyncio.create_task(asyncio.sleep(0)))
+        proc.reader = asyncio.create_task(self._watch(proc))
+        self._procs[sandbox_id] = proc
+        return proc
 
     async def _watch(self, proc: AgentProcess) -> None:
         try:
             async for event in proc.session.events():
-                if event.kind == "exit":
+                if event.kind == "stderr" and ONCE_HELD in event.data:
+                    proc.held = True
+                elif event.kind == "exit":
                     proc.exit_code = event.exit_code
         except RuntimeFailure:
             proc.exit_code = -1
         finally:
             await proc.session.close()
 
-    async def _stop_server(self, sandbox_id: str) -> None:
-        """Kill the agent's server process (a redeploy or a wedged agent)."""
+    async def _stop_server(self, sandbox_id: str, remove_socket: bool = True) -> None:
+        """Kill the agent's server process if we started it (a redeploy or a wedged agent)."""
         proc = self._procs.pop(sandbox_id, None)
         if proc and proc.exit_code is None and proc.session.pid:
             with contextlib.suppress(RuntimeFailure, OSError):
                 await self.node.signal(sandbox_id, proc.session.pid, 9)
         # A dying server may still accept for a moment: its socket goes now, so the next
-        # readiness check waits for the new server's socket.
-        self.node.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
+        # readiness check waits for the new server's socket. Not before a start: the socket
+        # may be another replica's new server's, and the start removes a stale one itself.
+        if remove_socket:
+            self.node.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
         client = self._clients.pop(sandbox_id, None)
         if client:
             await client.aclose()

@@ -1,0 +1,104 @@
+"""An agent's server is started once even when two replicas wake the agent at the same
+moment (control/agents.py under `cloche-init once`): each replica's AgentService probes
+the agent's socket, finds none yet, and starts the app's command; the second start must
+find the first one's lock, wait for its socket, and start nothing.
+
+Two AgentService objects over one real node stand for two replicas: in a cluster each
+replica has its own, and both reach the sandbox's node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from cloche.control.agents import AgentService
+from cloche.node.protocol import ExecRequest
+from cloche.store.rows import AppRow
+
+
+@pytest.fixture(scope="module")
+def node(tier_node):
+    """Each test runs on runc and on gVisor (whose sentry keeps the flock)."""
+    return tier_node
+
+
+# A server that counts its starts, then takes a moment before it listens: long enough for
+# both replicas to probe its socket and find nothing.
+SERVER = (
+    "import socket, time\n"
+    "open('/tmp/agent-starts', 'a').write('x')\n"
+    "time.sleep(0.5)\n"
+    "s = socket.socket(socket.AF_UNIX); s.bind('/.cloche/host/agent.sock'); s.listen()\n"
+    "while True: s.accept()[0].close()\n"
+)
+
+
+def _app() -> AppRow:
+    return AppRow(tenant_id="t", name="once", version=1, spec={"command": ["python3", "-c", SERVER]},
+                  created_at=time.time(), updated_at=time.time())  # fmt: skip
+
+
+def _starts(node, sandbox_id: str) -> str:
+    return node.sh(sandbox_id, "cat /tmp/agent-starts 2>/dev/null || true").stdout.decode()
+
+
+@pytest.fixture()
+def replicas(node):
+    services = [AgentService(SimpleNamespace(store=None, node=node.rt)) for _ in range(2)]  # type: ignore[arg-type]
+    yield services
+    for service in services:
+        for sandbox_id in list(service._procs):
+            node.run(service._stop_server(sandbox_id))
+
+
+def test_two_replicas_waking_an_agent_at_once_start_its_server_once(node, replicas) -> None:
+    sandbox = node.create()
+    try:
+        app = _app()
+
+        async def both() -> None:
+            await asyncio.gather(*(r._ensure_server(sandbox.id, app) for r in replicas))
+
+        node.run(both())
+        assert _starts(node, sandbox.id) == "x"  # one server, and both replicas reach it
+        assert sum(p.held for r in replicas for p in r._procs.values()) == 1
+
+        # Its starter stops it (a wedged server, a redeploy): the lock goes with it, and the
+        # other replica's next wake starts the server again.
+        starter = next(r for r in replicas if not r._procs[sandbox.id].held)
+        node.run(starter._stop_server(sandbox.id))
+        other = next(r for r in replicas if r is not starter)
+        node.run(other._ensure_server(sandbox.id, app))
+        assert _starts(node, sandbox.id) == "xx"
+    finally:
+        node.kill(sandbox.id)
+
+
+def test_once_runs_a_command_only_while_no_other_holds_the_lock(node, sandbox) -> None:
+    once = ["/.cloche/bin/cloche-init", "once", "/tmp/test.lock"]
+
+    async def hold() -> int:
+        stream = await node.rt.open_exec(sandbox.id, ExecRequest(cmd=[*once, "sleep", "60"], detach=True))
+        async for event in stream.events():
+            if event.kind == "start":
+                break
+        await stream.close()
+        return event.pid
+
+    holder = node.run(hold())
+    try:
+        deadline = time.monotonic() + 10
+        while (busy := node.run(node.rt.exec(sandbox.id, ExecRequest(cmd=[*once, "true"])))).exit_code == 0:
+            assert time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.01)
+        assert busy.exit_code == 75 and b"held" in busy.stderr
+    finally:
+        node.run(node.rt.signal(sandbox.id, holder, 9))
+    deadline = time.monotonic() + 10
+    while (free := node.run(node.rt.exec(sandbox.id, ExecRequest(cmd=[*once, "echo", "ran"])))).exit_code == 75:
+        assert time.monotonic() < deadline, "the lock outlived its holder"
+        time.sleep(0.01)
+    assert free.exit_code == 0 and free.stdout == b"ran\n"
