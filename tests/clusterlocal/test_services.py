@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,31 @@ def test_postgres_accepts_a_connection_and_keeps_data_across_restarts(root: Path
     try:
         with psycopg.connect(pg.dsn) as c:
             assert c.execute("SELECT v FROM kept").fetchall() == [("still here",)]
+    finally:
+        pg.stop()
+
+
+def test_postgres_moves_to_another_port_when_its_own_is_taken_before_it_binds(root: Path) -> None:
+    """The port picked at construction was free then; a socket that takes it before the
+    first start binds it (here a listener of the test's own) sends that start elsewhere."""
+    pg = PostgresServer(root / "pg")
+    picked = pg.port
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", picked))
+        taken.listen()
+        pg.start()
+        try:
+            assert pg.port != picked and f":{pg.port}/" in pg.dsn
+            with psycopg.connect(pg.dsn) as c:
+                assert c.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            pg.stop()
+    # from its first start on, clients know the port: a restart keeps it
+    moved = pg.port
+    pg.start()
+    try:
+        assert pg.port == moved
     finally:
         pg.stop()
 

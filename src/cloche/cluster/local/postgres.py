@@ -22,6 +22,7 @@ from cloche.cluster.local.netns import REGIONS_SUBNET
 from cloche.cluster.local.process import Child, MissingService, free_ports
 
 DATABASE = "cloche"
+BIND_ATTEMPTS = 3  # a first start whose port was taken before it bound tries other ports
 
 
 def postgres_bin() -> Path:
@@ -38,9 +39,16 @@ class PostgresServer:
     def __init__(self, root: Path, port: int | None = None) -> None:
         self.root = root
         self.bin = postgres_bin()
+        # A port picked here was free when picked; until PostgreSQL binds it (after initdb),
+        # any socket may take it, an outgoing connection's included. The first start then
+        # moves to another one (no client knows the port yet); a given port is kept.
+        self._movable = port is None
         self.port = port or free_ports(1)[0]
-        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
         self.child: Child | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
     def _as_owner(self) -> dict[str, Any]:
         """Popen arguments that drop root to the `postgres` user (nothing when not root)."""
@@ -76,13 +84,21 @@ class PostgresServer:
     def start(self, timeout: float = 60.0, cancelled: threading.Event | None = None) -> None:
         """Start the server and return once the database `cloche` accepts connections."""
         self._prepare()
-        settings = {"listen_addresses": "127.0.0.1", "port": str(self.port), "unix_socket_directories": "",
-                    "max_connections": "300"}  # fmt: skip
-        argv = [str(self.bin / "postgres"), "-D", str(self.root / "data")]
-        for name, value in settings.items():
-            argv += ["-c", f"{name}={value}"]
-        self.child = Child("PostgreSQL", argv, self.root / "postgres.log", **self._as_owner())
-        self.child.wait_ready(self._database_ready, timeout, cancelled)
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            settings = {"listen_addresses": "127.0.0.1", "port": str(self.port), "unix_socket_directories": "",
+                        "max_connections": "300"}  # fmt: skip
+            argv = [str(self.bin / "postgres"), "-D", str(self.root / "data")]
+            for name, value in settings.items():
+                argv += ["-c", f"{name}={value}"]
+            self.child = Child("PostgreSQL", argv, self.root / "postgres.log", **self._as_owner())
+            try:
+                self.child.wait_ready(self._database_ready, timeout, cancelled)
+                self._movable = False  # its clients know the port from now on
+                return
+            except RuntimeError as e:
+                if not self._movable or attempt == BIND_ATTEMPTS or "Address already in use" not in str(e):
+                    raise
+                self.port = free_ports(1)[0]
 
     def _database_ready(self) -> bool:
         """Whether the server answers; creates the database the first time it does."""
