@@ -699,7 +699,8 @@ static int listen_on(const char *path) {
  * answering a sleeping agent's first requests) start it once. The lock is an flock on
  * LOCK kept across the exec: the server and the children it leaves the descriptor to hold
  * it until they are all gone, and nothing stale survives them. When it is held, the
- * caller is told so on stderr (ONCE_HELD) and the exit status is 75 (EX_TEMPFAIL). */
+ * caller is told so on stderr (ONCE_HELD) and the exit status is 75 (EX_TEMPFAIL). LOCK
+ * holds the holder's pid (the command's, which the exec keeps). */
 #define ONCE_HELD "cloche-init once: held by a running process\n"
 static int run_once(int argc, char **argv) {
     if (argc < 4) {
@@ -719,6 +720,8 @@ static int run_once(int argc, char **argv) {
         fputs(ONCE_HELD, stderr);
         return 75;
     }
+    /* The holder's pid, for whoever must stop a holder it did not start. */
+    if (ftruncate(fd, 0) == 0) dprintf(fd, "%d\n", (int)getpid());
     execvp(argv[3], argv + 3);
     perror("cloche-init once: exec");
     return 127;

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from cloche.control.agents import AgentService
+from cloche.control.errors import ApiError
 from cloche.node.protocol import ExecRequest
 from cloche.store.rows import AppRow
 
@@ -36,9 +37,23 @@ SERVER = (
 )
 
 
-def _app() -> AppRow:
-    return AppRow(tenant_id="t", name="once", version=1, spec={"command": ["python3", "-c", SERVER]},
+def _app(**spec: object) -> AppRow:
+    return AppRow(tenant_id="t", name="once", version=1, spec={"command": ["python3", "-c", SERVER], **spec},
                   created_at=time.time(), updated_at=time.time())  # fmt: skip
+
+
+def _detached(node, sandbox_id: str, cmd: list[str]) -> int:
+    """Start `cmd` in the sandbox, left running; its pid."""
+
+    async def start() -> int:
+        stream = await node.rt.open_exec(sandbox_id, ExecRequest(cmd=cmd, detach=True))
+        async for event in stream.events():
+            if event.kind == "start":
+                break
+        await stream.close()
+        return event.pid
+
+    return node.run(start())
 
 
 def _starts(node, sandbox_id: str) -> str:
@@ -77,18 +92,25 @@ def test_two_replicas_waking_an_agent_at_once_start_its_server_once(node, replic
         node.kill(sandbox.id)
 
 
+def test_a_holder_that_never_listens_is_stopped_at_the_startup_timeout(node, replicas) -> None:
+    """A server started through a replica gone since, wedged before it listens: the replica
+    waiting for it answers 504 at the startup timeout and stops it, and the next wake starts
+    the agent's server."""
+    sandbox = node.create()
+    try:
+        _detached(node, sandbox.id, ["/.cloche/bin/cloche-init", "once", "/.cloche/host/agent.lock", "sleep", "600"])
+        with pytest.raises(ApiError) as timed_out:
+            node.run(replicas[0]._ensure_server(sandbox.id, _app(startup_timeout_s=1)))
+        assert timed_out.value.status == 504 and timed_out.value.code == "agent_not_ready"
+        node.run(replicas[0]._ensure_server(sandbox.id, _app()))
+        assert _starts(node, sandbox.id) == "x"
+    finally:
+        node.kill(sandbox.id)
+
+
 def test_once_runs_a_command_only_while_no_other_holds_the_lock(node, sandbox) -> None:
     once = ["/.cloche/bin/cloche-init", "once", "/tmp/test.lock"]
-
-    async def hold() -> int:
-        stream = await node.rt.open_exec(sandbox.id, ExecRequest(cmd=[*once, "sleep", "60"], detach=True))
-        async for event in stream.events():
-            if event.kind == "start":
-                break
-        await stream.close()
-        return event.pid
-
-    holder = node.run(hold())
+    holder = _detached(node, sandbox.id, [*once, "sleep", "60"])
     try:
         deadline = time.monotonic() + 10
         while (busy := node.run(node.rt.exec(sandbox.id, ExecRequest(cmd=[*once, "true"])))).exit_code == 0:

@@ -38,7 +38,8 @@ AGENT_LOG = f"/.cloche/host/{AGENT_LOG_NAME}"
 # of two starts at the same moment (two replicas waking the agent), one runs and the other
 # is told ONCE_HELD, waits for the first one's socket and starts again only if the holder
 # goes without ever listening.
-AGENT_LOCK = "/.cloche/host/agent.lock"
+AGENT_LOCK_NAME = "agent.lock"  # it holds the holder's pid, for a replica that must stop a server it did not start
+AGENT_LOCK = f"/.cloche/host/{AGENT_LOCK_NAME}"
 ONCE_HELD = b"cloche-init once: held"
 RESTART_HELD_S = 0.1  # how often a start that found the lock held tries again
 LOG_TAIL_BYTES = 4000
@@ -297,6 +298,8 @@ class AgentService:
                                f"its socket; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
             if time.monotonic() > deadline:
                 await self._stop_server(sandbox_id)
+                if proc.held:  # a server that never listened, started through a replica gone since
+                    await self._stop_holder(sandbox_id)
                 raise ApiError(504, "agent_not_ready", f"the agent did not listen on $CLOCHE_AGENT_SOCKET "
                                f"within {timeout:g} s; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
             if proc.held and time.monotonic() >= retry_at:  # its holder may have gone without listening
@@ -313,6 +316,13 @@ class AgentService:
         proc.reader = asyncio.create_task(self._watch(proc))
         self._procs[sandbox_id] = proc
         return proc
+
+    async def _stop_holder(self, sandbox_id: str) -> None:
+        """Kill whichever process holds the agent's lock, so that the next wake starts anew."""
+        pid = self.node.host_file_tail(sandbox_id, AGENT_LOCK_NAME, 32).strip()
+        if pid.isdigit():
+            with contextlib.suppress(RuntimeFailure, OSError):
+                await self.node.signal(sandbox_id, int(pid), 9)
 
     async def _watch(self, proc: AgentProcess) -> None:
         try:
