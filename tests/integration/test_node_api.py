@@ -251,6 +251,19 @@ def test_ports_and_the_host_directory(node, sandbox) -> None:
     assert n.host_file_tail(sandbox.id, "t.log", 4) == b""
 
 
+def test_a_planted_link_in_the_host_directory_never_reads_a_host_file(node, sandbox, tmp_path) -> None:
+    """The sandbox's root owns /.cloche/host: an agent's log replaced by a symlink to a host
+    file (or a FIFO) must read as nothing, not as the host file's tail (an agent's errors
+    quote its log to the tenant)."""
+    n: api.Node = node.rt
+    secret = tmp_path / "host-secret"
+    secret.write_text("host only\n")
+    node.sh(sandbox.id, f"ln -sf {secret} /.cloche/host/linked.log && mkfifo /.cloche/host/fifo.log")
+    assert n.host_file_tail(sandbox.id, "linked.log", 100) == b""
+    assert n.host_file_tail(sandbox.id, "fifo.log", 100) == b""  # answers at once, never waits for a writer
+    node.sh(sandbox.id, "rm -f /.cloche/host/linked.log /.cloche/host/fifo.log")
+
+
 def test_lifecycle_usage_and_events_through_the_protocol(node) -> None:
     n: api.Node = node.rt
     events = Recorder()

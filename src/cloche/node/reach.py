@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -124,13 +125,21 @@ class SandboxReach:
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     def host_file_tail(self, sandbox_id: str, name: str, nbytes: int) -> bytes:
+        # The sandbox's root owns the directory (as for connect_host): a planted symlink is
+        # not followed to a host file, and only a regular file is read (a FIFO never blocks).
         try:
-            with open(self.host_dir(sandbox_id) / name, "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - nbytes))
-                return f.read()
+            fd = os.open(self.host_dir(sandbox_id) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return b""
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return b""
+            return os.pread(fd, nbytes, max(0, st.st_size - nbytes))
+        except OSError:
+            return b""
+        finally:
+            os.close(fd)
 
     def remove_host_file(self, sandbox_id: str, name: str) -> None:
         (self.host_dir(sandbox_id) / name).unlink(missing_ok=True)
