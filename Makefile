@@ -23,7 +23,7 @@ setup: $(STAMP)/apt $(STAMP)/venv $(STAMP)/e2b-js $(INIT) $(STATE_CLIENT) $(STAT
 
 # cloche's own modules compiled to .pyc, as pip does for an installed package but not for
 # this editable one: with PYTHONDONTWRITEBYTECODE set (containers often set it) every
-# process would otherwise compile ~200 modules from source at each start. Only changed
+# process would otherwise compile every one of them from source at each start. Only changed
 # files are compiled again.
 bytecode: $(STAMP)/venv
 	@$(PY) -m compileall -q -j 0 src/cloche

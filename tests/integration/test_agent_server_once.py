@@ -14,8 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from cloche.control.agents import AgentService
+from cloche.control.agents import AGENT_LOCK, AGENT_SOCKET, AgentService
 from cloche.control.errors import ApiError
+from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.protocol import ExecRequest
 from cloche.store.rows import AppRow
 
@@ -26,13 +27,15 @@ def node(tier_node):
     return tier_node
 
 
+ONCE = f"{BIN_DIR_PATH}/cloche-init"  # the supervisor binary, in every sandbox
+
 # A server that counts its starts, then takes a moment before it listens: long enough for
 # both replicas to probe its socket and find nothing.
 SERVER = (
     "import socket, time\n"
     "open('/tmp/agent-starts', 'a').write('x')\n"
     "time.sleep(0.5)\n"
-    "s = socket.socket(socket.AF_UNIX); s.bind('/.cloche/host/agent.sock'); s.listen()\n"
+    f"s = socket.socket(socket.AF_UNIX); s.bind({AGENT_SOCKET!r}); s.listen()\n"
     "while True: s.accept()[0].close()\n"
 )
 
@@ -98,7 +101,7 @@ def test_a_holder_that_never_listens_is_stopped_at_the_startup_timeout(node, rep
     the agent's server."""
     sandbox = node.create()
     try:
-        _detached(node, sandbox.id, ["/.cloche/bin/cloche-init", "once", "/.cloche/host/agent.lock", "sleep", "600"])
+        _detached(node, sandbox.id, [ONCE, "once", AGENT_LOCK, "sleep", "600"])
         with pytest.raises(ApiError) as timed_out:
             node.run(replicas[0]._ensure_server(sandbox.id, _app(startup_timeout_s=1)))
         assert timed_out.value.status == 504 and timed_out.value.code == "agent_not_ready"
@@ -109,7 +112,7 @@ def test_a_holder_that_never_listens_is_stopped_at_the_startup_timeout(node, rep
 
 
 def test_once_runs_a_command_only_while_no_other_holds_the_lock(node, sandbox) -> None:
-    once = ["/.cloche/bin/cloche-init", "once", "/tmp/test.lock"]
+    once = [ONCE, "once", "/tmp/test.lock"]
     holder = _detached(node, sandbox.id, [*once, "sleep", "60"])
     try:
         deadline = time.monotonic() + 10
