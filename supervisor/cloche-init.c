@@ -25,7 +25,7 @@
  * pidfd_open (ENOSYS), so a handler then waits for its command with a SIGCHLD self-pipe.
  *
  * It is a static C binary so that it runs in any template, busybox or distroless alike;
- * so it also serves two helpers by name: `cloche-init userns` and `cloche-init once`.
+ * so it also serves helpers by name: `cloche-init userns`, `once` and `stop`.
  *
  * Wire format (both directions): 1 byte type, 4 byte big-endian length, payload.
  *   host -> sandbox: 'E' exec request, 'I' stdin bytes, 'C' close stdin,
@@ -700,7 +700,7 @@ static int listen_on(const char *path) {
  * LOCK kept across the exec: the server and the children it leaves the descriptor to hold
  * it until they are all gone, and nothing stale survives them. When it is held, the
  * caller is told so on stderr (ONCE_HELD) and the exit status is 75 (EX_TEMPFAIL). LOCK
- * holds the holder's pid (the command's, which the exec keeps). */
+ * holds the holder's pid (the command's, which the exec keeps), for `cloche-init stop`. */
 #define ONCE_HELD "cloche-init once: held by a running process\n"
 static int run_once(int argc, char **argv) {
     if (argc < 4) {
@@ -720,16 +720,34 @@ static int run_once(int argc, char **argv) {
         fputs(ONCE_HELD, stderr);
         return 75;
     }
-    /* The holder's pid, for whoever must stop a holder it did not start. */
     if (ftruncate(fd, 0) == 0) dprintf(fd, "%d\n", (int)getpid());
     execvp(argv[3], argv + 3);
     perror("cloche-init once: exec");
     return 127;
 }
 
+/* `cloche-init stop LOCK`: SIGKILL the command that holds LOCK through `once` (its
+ * process group, then itself), whoever started it; nothing when no one holds it. */
+static int run_stop(int argc, char **argv) {
+    if (argc != 3) {
+        fputs("usage: cloche-init stop LOCK\n", stderr);
+        return 64;
+    }
+    int fd = open(argv[2], O_RDONLY | O_NOFOLLOW);
+    if (fd < 0) return errno == ENOENT ? 0 : 71;
+    if (flock(fd, LOCK_SH | LOCK_NB) == 0) return 0; /* free: no command runs under it */
+    char buf[32] = {0};
+    int pid = pread(fd, buf, sizeof buf - 1, 0) > 0 ? atoi(buf) : 0;
+    if (pid <= 1) return 71;
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "userns") == 0) return hold_userns();
     if (argc > 1 && strcmp(argv[1], "once") == 0) return run_once(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "stop") == 0) return run_stop(argc, argv);
     const char *listen_path = getenv("CLOCHE_LISTEN");
     if (listen_path && listen_on(listen_path) < 0) return 1;
     int probe = (int)syscall(SYS_pidfd_open, getpid(), 0);

@@ -91,6 +91,13 @@ def test_two_replicas_waking_an_agent_at_once_start_its_server_once(node, replic
         other = next(r for r in replicas if r is not starter)
         node.run(other._ensure_server(sandbox.id, app))
         assert _starts(node, sandbox.id) == "xx"
+
+        # A replica stops a server the other one started (a redeploy or a failed answer
+        # through it): the server goes, and its next wake starts a new one at once instead
+        # of waiting behind the old one's lock until the startup timeout.
+        node.run(starter._stop_server(sandbox.id))
+        node.run(starter._ensure_server(sandbox.id, _app(startup_timeout_s=3)))
+        assert _starts(node, sandbox.id) == "xxx"
     finally:
         node.kill(sandbox.id)
 

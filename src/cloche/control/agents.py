@@ -25,7 +25,7 @@ from cloche.control.errors import ApiError, not_found
 from cloche.control.sandboxes import SandboxService
 from cloche.fleet import where
 from cloche.node.api import ExecStream
-from cloche.node.errors import RuntimeFailure, SandboxNotFound
+from cloche.node.errors import InvalidState, RuntimeFailure, SandboxNotFound
 from cloche.node.paths import BIN_DIR_PATH
 from cloche.node.protocol import ExecRequest
 from cloche.store.db import AgentRow, AppRow, Tenant
@@ -37,11 +37,12 @@ AGENT_LOG = f"/.cloche/host/{AGENT_LOG_NAME}"
 # The agent's server runs under this lock (`cloche-init once`, supervisor/cloche-init.c):
 # of two starts at the same moment (two replicas waking the agent), one runs and the other
 # is told ONCE_HELD, waits for the first one's socket and starts again only if the holder
-# goes without ever listening.
-AGENT_LOCK_NAME = "agent.lock"  # it holds the holder's pid, for a replica that must stop a server it did not start
-AGENT_LOCK = f"/.cloche/host/{AGENT_LOCK_NAME}"
+# goes without ever listening. `cloche-init stop` kills the holder, whichever replica
+# started it (a redeploy, a server that stopped answering).
+AGENT_LOCK = "/.cloche/host/agent.lock"
 ONCE_HELD = b"cloche-init once: held"
 RESTART_HELD_S = 0.1  # how often a start that found the lock held tries again
+CLOCHE_INIT = f"{BIN_DIR_PATH}/cloche-init"  # the supervisor binary, in every sandbox
 LOG_TAIL_BYTES = 4000
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
               "authorization", "proxy-authorization", "content-length"}  # fmt: skip
@@ -287,7 +288,8 @@ class AgentService:
             return  # started by us, alive, and answered before: skip the probe connection
         if await self._listening(sandbox_id):
             return
-        await self._stop_server(sandbox_id, remove_socket=False)  # a stale socket goes under the lock
+        # only ours: another replica's may be starting right now; a stale socket goes under the lock
+        await self._stop_own(sandbox_id)
         proc = await self._start_server(sandbox_id, list(app.spec["command"]))
         timeout = float(app.spec.get("startup_timeout_s") or 30)
         deadline = time.monotonic() + timeout
@@ -297,9 +299,7 @@ class AgentService:
                 raise ApiError(502, "agent_exited", f"the agent exited with {proc.exit_code} before opening "
                                f"its socket; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
             if time.monotonic() > deadline:
-                await self._stop_server(sandbox_id)
-                if proc.held:  # a server that never listened, started through a replica gone since
-                    await self._stop_holder(sandbox_id)
+                await self._stop_server(sandbox_id)  # ours, or one that never listened started through another replica
                 raise ApiError(504, "agent_not_ready", f"the agent did not listen on $CLOCHE_AGENT_SOCKET "
                                f"within {timeout:g} s; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
             if proc.held and time.monotonic() >= retry_at:  # its holder may have gone without listening
@@ -309,20 +309,13 @@ class AgentService:
 
     async def _start_server(self, sandbox_id: str, command: list[str]) -> AgentProcess:
         """Start the app's command under the agent's lock, its output appended to the log."""
-        wrapped = [f"{BIN_DIR_PATH}/cloche-init", "once", AGENT_LOCK, "/bin/sh", "-c",
+        wrapped = [CLOCHE_INIT, "once", AGENT_LOCK, "/bin/sh", "-c",
                    f'rm -f {AGENT_SOCKET}; exec "$@" >>{AGENT_LOG} 2>&1', "cloche-agent", *command]  # fmt: skip
         session = await self.node.open_exec(sandbox_id, ExecRequest(cmd=wrapped, detach=True))
         proc = AgentProcess(session, asyncio.create_task(asyncio.sleep(0)))
         proc.reader = asyncio.create_task(self._watch(proc))
         self._procs[sandbox_id] = proc
         return proc
-
-    async def _stop_holder(self, sandbox_id: str) -> None:
-        """Kill whichever process holds the agent's lock, so that the next wake starts anew."""
-        pid = self.node.host_file_tail(sandbox_id, AGENT_LOCK_NAME, 32).strip()
-        if pid.isdigit():
-            with contextlib.suppress(RuntimeFailure, OSError):
-                await self.node.signal(sandbox_id, int(pid), 9)
 
     async def _watch(self, proc: AgentProcess) -> None:
         try:
@@ -336,20 +329,25 @@ class AgentService:
         finally:
             await proc.session.close()
 
-    async def _stop_server(self, sandbox_id: str, remove_socket: bool = True) -> None:
-        """Kill the agent's server process if we started it (a redeploy or a wedged agent)."""
+    async def _stop_own(self, sandbox_id: str) -> None:
+        """Kill the agent's server if this replica started it and it still runs."""
         proc = self._procs.pop(sandbox_id, None)
         if proc and proc.exit_code is None and proc.session.pid:
             with contextlib.suppress(RuntimeFailure, OSError):
                 await self.node.signal(sandbox_id, proc.session.pid, 9)
-        # A dying server may still accept for a moment: its socket goes now, so the next
-        # readiness check waits for the new server's socket. Not before a start: the socket
-        # may be another replica's new server's, and the start removes a stale one itself.
-        if remove_socket:
-            self.node.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
         client = self._clients.pop(sandbox_id, None)
         if client:
             await client.aclose()
+
+    async def _stop_server(self, sandbox_id: str) -> None:
+        """Kill the agent's server whichever replica started it (a redeploy, a wedged or
+        crashing agent): the holder of its lock."""
+        await self._stop_own(sandbox_id)
+        with contextlib.suppress(RuntimeFailure, InvalidState, SandboxNotFound, OSError):  # no server left with it
+            await self.node.exec(sandbox_id, ExecRequest(cmd=[CLOCHE_INIT, "stop", AGENT_LOCK], timeout_s=10))
+        # A dying server may still accept for a moment: its socket goes now, so the next
+        # readiness check waits for the new server's socket.
+        self.node.remove_host_file(sandbox_id, AGENT_SOCKET_NAME)
 
     async def _forget_process(self, sandbox_id: str) -> None:
         proc = self._procs.pop(sandbox_id, None)
