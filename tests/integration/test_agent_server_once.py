@@ -122,10 +122,13 @@ def test_once_runs_a_command_only_while_no_other_holds_the_lock(node, sandbox) -
     once = [ONCE, "once", "/tmp/test.lock"]
     holder = _detached(node, sandbox.id, [*once, "sleep", "60"])
     try:
+        # the holder writes its pid once it has the lock; a probe started before that could
+        # take the lock first and leave the holder "held"
         deadline = time.monotonic() + 10
-        while (busy := node.run(node.rt.exec(sandbox.id, ExecRequest(cmd=[*once, "true"])))).exit_code == 0:
+        while node.sh(sandbox.id, "cat /tmp/test.lock 2>/dev/null || true").stdout.strip() != str(holder).encode():
             assert time.monotonic() < deadline, "the holder never took the lock"
             time.sleep(0.01)
+        busy = node.run(node.rt.exec(sandbox.id, ExecRequest(cmd=[*once, "true"])))
         assert busy.exit_code == 75 and b"held" in busy.stderr
     finally:
         node.run(node.rt.signal(sandbox.id, holder, 9))
