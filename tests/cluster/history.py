@@ -15,10 +15,13 @@ class History:
         self.events.append((time.monotonic(), holder, serving))
 
     def overlaps(self) -> list[tuple[float, set[str]]]:
-        """Every moment at which more than one holder was serving."""
+        """Every moment at which more than one holder was serving. At one instant starts
+        come before ends: a holder seen at one moment only (a checkpoint holding one line
+        of its heartbeat) starts and ends there, instead of ending before it starts and
+        serving on forever."""
         serving: set[str] = set()
         bad = []
-        for at, holder, on in sorted(self.events):
+        for at, holder, on in sorted(self.events, key=lambda event: (event[0], not event[2])):
             (serving.add if on else serving.discard)(holder)
             if len(serving) > 1:
                 bad.append((at, set(serving)))

@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cloche.cluster.local.node import NodeAgent
@@ -171,6 +172,11 @@ def test_etcd_and_postgresql_restart_and_the_cluster_recovers(cluster: Cluster) 
             fresh.kill()
 
             cluster.local.postgres.stop()
+            # while it is down: a short 503 to try again, not a 500 or a wait
+            down = httpx.get(cluster.url(0) + "/v1/sandboxes", headers={"Authorization": f"Bearer {cluster.key}"},
+                             timeout=30)  # fmt: skip
+            assert down.status_code == 503 and down.json()["error"]["code"] == "store_unavailable", down.text
+            assert down.headers["Retry-After"] == "1"
             cluster.local.postgres.start()
             state = c.state(f"pg-{sb.id}")
             wait_for("a state write", lambda: state.put("k", "v") or True, 60)

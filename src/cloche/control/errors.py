@@ -10,7 +10,8 @@ A `RuntimeFailure` that is none of the known kinds answers 500, not 502: the nod
 runtime is part of this server (runc failed, the supervisor closed the stream), so
 the failure is ours, not a bad answer from an upstream. 502 stays for what is a
 gateway's failure: the ingress when a sandbox's port does not answer, and E2B's
-envd proxy when the sandbox is gone (its SDKs read 502 as "sandbox not found")."""
+envd proxy when the sandbox is gone (its SDKs read 502 as "sandbox not found"). The
+control-plane database out of reach (`StoreUnavailable`) is 503: try again shortly."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from cloche.scheduler.errors import (
     SchedulerError,
 )
 from cloche.snapshots.store import SnapshotCorrupt
+from cloche.store.engine import StoreUnavailable
 
 
 class ApiError(Exception):
@@ -81,7 +83,8 @@ SCHEDULER_STATUS: dict[type[SchedulerError], int] = {
     NoCapacity: 503,
     RegionFull: 503,
 }
-KNOWN: tuple[type[Exception], ...] = (ApiError, SchedulerError, RuntimeFailure, SnapshotCorrupt)
+KNOWN: tuple[type[Exception], ...] = (ApiError, SchedulerError, RuntimeFailure, SnapshotCorrupt, StoreUnavailable)
+STORE_RETRY_AFTER_S = 1
 
 
 def status_of(exc: RuntimeFailure) -> int:
@@ -101,6 +104,8 @@ def problem(exc: Exception) -> Problem:
         return Problem(500, "snapshot_corrupt", f"{exc}; the sandbox keeps its previous snapshot and was not started")
     if isinstance(exc, RuntimeFailure):
         return Problem(status_of(exc), exc.code, str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return Problem(503, "store_unavailable", str(exc), {"Retry-After": str(STORE_RETRY_AFTER_S)})
     raise TypeError(f"no answer for {type(exc).__name__}") from exc
 
 

@@ -92,7 +92,7 @@ class Leader:
         """Checkpoint every running sandbox on every live node (`only_new`: those that have
         none yet, so a sandbox lost in its first interval does not lose its setup); how
         many were taken."""
-        new = self.fleet.placements.unchecked() if only_new else None
+        new = await asyncio.to_thread(self.fleet.placements.unchecked) if only_new else None
         jobs = [(m, r) for m in list(self.fleet.members.values()) for r in m.remote.list()
                 if new is None or r.id in new]  # fmt: skip
         done = await asyncio.gather(*(self._checkpoint(m, r) for m, r in jobs))
@@ -100,9 +100,10 @@ class Leader:
 
     async def _checkpoint(self, member: Member, rec: SandboxRecord) -> bool:
         if rec.state == "hibernated" and rec.snapshot:
-            placement = self.fleet.placements.get(rec.id)
+            placement = await asyncio.to_thread(self.fleet.placements.get, rec.id)
             if placement is not None and placement.checkpoint != rec.snapshot:
-                self.fleet.placements.checkpointed(rec.id, member.node_id, rec.snapshot, rec.updated_at)
+                await asyncio.to_thread(self.fleet.placements.checkpointed, rec.id, member.node_id, rec.snapshot,
+                                        rec.updated_at)  # fmt: skip
             return False
         if rec.state != "running":
             return False
@@ -113,7 +114,7 @@ class Leader:
             except RuntimeFailure as e:  # it stopped or went meanwhile
                 log.info("checkpoint of %s skipped: %s", rec.id, e)
                 return False
-            self.fleet.placements.checkpointed(rec.id, member.node_id, manifest, taken_at)
+            await asyncio.to_thread(self.fleet.placements.checkpointed, rec.id, member.node_id, manifest, taken_at)
             return True
 
     # ---- restart: always --------------------------------------------------------------------
@@ -123,7 +124,7 @@ class Leader:
         (the others come back on their next request); how many were started."""
         started = 0
         for sandbox_id in self.fleet.lost_ids():
-            if self.fleet.node_of(sandbox_id) is None and self._always(sandbox_id):
+            if self.fleet.node_of(sandbox_id) is None and await asyncio.to_thread(self._always, sandbox_id):
                 try:
                     await self.fleet.wake(sandbox_id)
                     started += 1
@@ -167,7 +168,7 @@ class Leader:
                 hibernated = await member.remote.hibernate(rec.id, keep_local=False)
                 if hibernated.snapshot is None:
                     return False
-                self.fleet.placements.park(rec.id, hibernated.snapshot)
+                await asyncio.to_thread(self.fleet.placements.park, rec.id, hibernated.snapshot)
                 await member.remote.kill(rec.id)
             except RuntimeFailure as e:
                 log.error("drain of %s: could not move %s (%s)", member.node_id, rec.id, e)

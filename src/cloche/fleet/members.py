@@ -104,7 +104,7 @@ class FleetMembers:
             member = self.members.pop(event.node_id, None)
             if member is not None:
                 await member.remote.close()
-            lost = self.placements.lose(event.node_id, time.time())
+            lost = await asyncio.to_thread(self.placements.lose, event.node_id, time.time())
             log.warning("node %s lost: %d sandboxes to resume elsewhere", event.node_id, lost)
             await self.refresh()
         elif event.node_id in self.members:
@@ -145,7 +145,7 @@ class FleetMembers:
         """A node that (re)joins may hold copies of sandboxes that moved while it was away:
         those go; those still placed on it are its own again."""
         for rec in remote.list():
-            placement = self.placements.get(rec.id)
+            placement = await asyncio.to_thread(self.placements.get, rec.id)
             if placement is None:
                 continue
             if placement.node != node_id:
@@ -153,13 +153,13 @@ class FleetMembers:
                 with contextlib.suppress(RuntimeFailure):
                     await remote.kill(rec.id)
             elif placement.away:  # back before anyone woke it elsewhere: its own again
-                self.placements.place(node_id, rec)
+                await asyncio.to_thread(self.placements.place, node_id, rec)
                 self._lost.pop(rec.id, None)
 
     async def _lose_absent(self) -> None:
         """Nodes with placements that are not live now were lost while no replica watched."""
-        for node in self.placements.live_nodes() - set(self.members):
-            self.placements.lose(node, time.time())
+        for node in await asyncio.to_thread(self.placements.live_nodes) - set(self.members):
+            await asyncio.to_thread(self.placements.lose, node, time.time())
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -169,7 +169,7 @@ class FleetMembers:
         for node_id, info in list(self.watcher.nodes.items()):
             if node_id not in self.members:
                 await self._join(node_id, info)
-        eventful = self.placements.eventful()
+        eventful = await asyncio.to_thread(self.placements.eventful)  # off the loop: PostgreSQL may be slow or away
         self._lost = {p.sandbox_id: p.asleep() for p in eventful if p.away}
         self._recovery = {p.sandbox_id: p.recovery() for p in eventful if p.lost_at is not None}
         for member in list(self.members.values()):

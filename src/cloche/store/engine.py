@@ -8,7 +8,8 @@ own: PostgreSQL gets `%s` placeholders, BIGINT for INTEGER (a snapshot's size do
 fit in 32 bits), DOUBLE PRECISION for REAL (PostgreSQL's REAL is 4 bytes: it would round
 timestamps to two minutes) and BYTEA for BLOB, plus its catalogue queries and row locks.
 Both engines raise :class:`IntegrityError` for a broken constraint, so callers catch
-one exception whichever database is behind the store.
+one exception whichever database is behind the store; PostgreSQL out of reach is
+:class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from urllib.parse import urlsplit, urlunsplit
 class IntegrityError(Exception):
     """A write broke a constraint: a name that is taken, a row that already exists,
     a reference to a row that does not."""
+
+
+class StoreUnavailable(ConnectionError):
+    """The database did not answer in time (down, or cut off by the network): the request
+    may be tried again; nothing it did was committed unless the database says otherwise."""
 
 
 class Row(tuple[Any, ...]):

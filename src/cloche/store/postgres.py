@@ -2,8 +2,15 @@
 
 A pool of psycopg 3 connections in autocommit mode: a lone statement commits by itself
 (durably: PostgreSQL flushes its WAL at commit by default), a transaction is an explicit
-block on one connection. The store's public surface stays synchronous, as with SQLite:
-callers that must not block an event loop already call it from a thread.
+block on one connection. The store's public surface stays synchronous, as with SQLite.
+
+Every wait on the network is bounded, because a replica's event loop makes some of these
+calls itself: a connection whose data goes unacknowledged for IO_TIMEOUT_S is dropped by
+the kernel (TCP_USER_TIMEOUT), an idle one is probed by TCP keep-alives, a new one must
+connect within CONNECT_TIMEOUT_S and a caller waits at most POOL_WAIT_S for a free one.
+Without that, a replica cut off from PostgreSQL by the network waited on one query until
+TCP gave up retransmitting (minutes), answering nothing meanwhile, not even a health
+check. Any of these failures is :class:`StoreUnavailable` (503 at the API).
 """
 
 from __future__ import annotations
@@ -15,10 +22,22 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cloche.store.engine import POSTGRES, Dialect, IntegrityError, Result, Row, where
+from cloche.store.engine import POSTGRES, Dialect, IntegrityError, Result, Row, StoreUnavailable, where
 
 CONNECT_TIMEOUT_S = 10.0
+IO_TIMEOUT_S = 5.0
+POOL_WAIT_S = 5.0
 POOL_MAX = 8
+# libpq's own settings on each connection (its connect_timeout is whole seconds)
+_BOUNDED = {"connect_timeout": 5, "tcp_user_timeout": int(IO_TIMEOUT_S * 1000), "keepalives": 1,
+            "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3}  # fmt: skip
+
+
+def _unreachable(sqlstate: str | None) -> bool:
+    """A failure of the connection itself: none answered (no SQLSTATE), a connection
+    exception (class 08) or the server going down under it (57P01-57P03: shutdown,
+    crash, still starting)."""
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
 
 
 def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
@@ -48,10 +67,12 @@ class PostgresEngine:
             url,
             min_size=1,
             max_size=POOL_MAX,
-            kwargs={"autocommit": True, "row_factory": _row_factory},
+            kwargs={"autocommit": True, "row_factory": _row_factory, **_BOUNDED},
             open=True,
             name="cloche-store",
+            timeout=POOL_WAIT_S,
         )
+        self._where = where(url)
         try:
             self._pool.wait(timeout=CONNECT_TIMEOUT_S)
         except PoolTimeout:
@@ -60,13 +81,26 @@ class PostgresEngine:
                                   f"within {CONNECT_TIMEOUT_S:g}s") from None  # fmt: skip
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> Result:
-        with self._pool.connection() as conn:
+        with self._reachable(), self._pool.connection() as conn:
             return _Tx(conn).execute(sql, args)
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._reachable(), self._pool.connection() as conn, conn.transaction():
             yield _Tx(conn)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """PostgreSQL out of reach (no free connection in time, a connection lost, not
+        made or ended by a shutdown) as StoreUnavailable; any other error passes as it is."""
+        try:
+            yield
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"PostgreSQL at {self._where}: no connection within {POOL_WAIT_S:g}s") from exc
+        except psycopg.OperationalError as exc:
+            if not _unreachable(exc.sqlstate):
+                raise
+            raise StoreUnavailable(f"PostgreSQL at {self._where}: {str(exc).strip() or type(exc).__name__}") from exc
 
     def close(self) -> None:
         self._pool.close()
