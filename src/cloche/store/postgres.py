@@ -7,7 +7,7 @@ block on one connection. The store's public surface stays synchronous, as with S
 Every wait on the network is bounded, because a replica's event loop makes some of these
 calls itself: a connection whose data goes unacknowledged for IO_TIMEOUT_S is dropped by
 the kernel (TCP_USER_TIMEOUT), an idle one is probed by TCP keep-alives, a new one must
-connect within CONNECT_TIMEOUT_S and a caller waits at most POOL_WAIT_S for a free one.
+connect within IO_TIMEOUT_S and a caller waits at most POOL_WAIT_S for a free one.
 Without that, a replica cut off from PostgreSQL by the network waited on one query until
 TCP gave up retransmitting (minutes), answering nothing meanwhile, not even a health
 check. Any of these failures is :class:`StoreUnavailable` (503 at the API).
@@ -24,13 +24,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cloche.store.engine import POSTGRES, Dialect, IntegrityError, Result, Row, StoreUnavailable, where
 
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0  # for the first connection, at start
 IO_TIMEOUT_S = 5.0
 POOL_WAIT_S = 5.0
 POOL_MAX = 8
 # libpq's own settings on each connection (its connect_timeout is whole seconds)
-_BOUNDED = {"connect_timeout": 5, "tcp_user_timeout": int(IO_TIMEOUT_S * 1000), "keepalives": 1,
-            "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3}  # fmt: skip
+_BOUNDED = {"connect_timeout": int(IO_TIMEOUT_S), "tcp_user_timeout": int(IO_TIMEOUT_S * 1000), "keepalives": 1,
+            "keepalives_idle": int(IO_TIMEOUT_S), "keepalives_interval": 1, "keepalives_count": 3}  # fmt: skip
 
 
 def _unreachable(sqlstate: str | None) -> bool:
