@@ -32,6 +32,7 @@ from cloche.node.records import SandboxRecord
 from cloche.nodeapi.auth import published_credential
 from cloche.nodeapi.client import RemoteNode
 from cloche.nodeapi.tls import CA_CERT
+from cloche.store.engine import StoreUnavailable
 
 log = logging.getLogger("cloche.fleet")
 DRAINING = "draining/"  # etcd: /cloche/draining/<node id> while a node is being drained
@@ -195,6 +196,8 @@ class FleetMembers:
             await asyncio.sleep(REFRESH_S)
             try:
                 await self.refresh()
+            except StoreUnavailable as e:  # cut off from PostgreSQL: said once a second, without a traceback
+                log.warning("fleet refresh: %s", e)
             except Exception:
                 log.exception("fleet refresh")
 
