@@ -13,3 +13,13 @@ SERVER_KEEP_ALIVE_S = 75
 longer than any of cloche's own clients keeps one for reuse (the replica's aiohttp pools to
 nodes, 60 s, and to other replicas, 30 s). A server that closed first (uvicorn's default is
 5 s) raced the next request on that connection: "Can not write request body"."""
+
+PG_IO_TIMEOUT_S = 5
+"""How long a PostgreSQL connection of cloche's (the control-plane store's, the state
+engine's) may wait on the network: to connect, and for data it sent to be acknowledged
+(TCP_USER_TIMEOUT); idle ones are probed by TCP keep-alives. A connection cut off by the
+network then fails within seconds, instead of when TCP gives up retransmitting (minutes)."""
+PG_CONNECTION_BOUNDS = {"connect_timeout": PG_IO_TIMEOUT_S, "tcp_user_timeout": PG_IO_TIMEOUT_S * 1000,
+                        "keepalives": 1, "keepalives_idle": PG_IO_TIMEOUT_S, "keepalives_interval": 1,
+                        "keepalives_count": 3}  # fmt: skip
+"""libpq's settings for that, on every connection."""

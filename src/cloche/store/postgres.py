@@ -5,9 +5,8 @@ A pool of psycopg 3 connections in autocommit mode: a lone statement commits by 
 block on one connection. The store's public surface stays synchronous, as with SQLite.
 
 Every wait on the network is bounded, because a replica's event loop makes some of these
-calls itself: a connection whose data goes unacknowledged for IO_TIMEOUT_S is dropped by
-the kernel (TCP_USER_TIMEOUT), an idle one is probed by TCP keep-alives, a new one must
-connect within IO_TIMEOUT_S and a caller waits at most POOL_WAIT_S for a free one.
+calls itself: every connection has `constants.PG_CONNECTION_BOUNDS` (a connection cut off
+fails within PG_IO_TIMEOUT_S), and a caller waits at most POOL_WAIT_S for a free one.
 Without that, a replica cut off from PostgreSQL by the network waited on one query until
 TCP gave up retransmitting (minutes), answering nothing meanwhile, not even a health
 check. Any of these failures is :class:`StoreUnavailable` (503 at the API).
@@ -22,15 +21,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from cloche.constants import PG_CONNECTION_BOUNDS
 from cloche.store.engine import POSTGRES, Dialect, IntegrityError, Result, Row, StoreUnavailable, where
 
 CONNECT_TIMEOUT_S = 10.0  # for the first connection, at start
-IO_TIMEOUT_S = 5.0
 POOL_WAIT_S = 5.0
 POOL_MAX = 8
-# libpq's own settings on each connection (its connect_timeout is whole seconds)
-_BOUNDED = {"connect_timeout": int(IO_TIMEOUT_S), "tcp_user_timeout": int(IO_TIMEOUT_S * 1000), "keepalives": 1,
-            "keepalives_idle": int(IO_TIMEOUT_S), "keepalives_interval": 1, "keepalives_count": 3}  # fmt: skip
 
 
 def _unreachable(sqlstate: str | None) -> bool:
@@ -67,7 +63,7 @@ class PostgresEngine:
             url,
             min_size=1,
             max_size=POOL_MAX,
-            kwargs={"autocommit": True, "row_factory": _row_factory, **_BOUNDED},
+            kwargs={"autocommit": True, "row_factory": _row_factory, **PG_CONNECTION_BOUNDS},
             open=True,
             name="cloche-store",
             timeout=POOL_WAIT_S,

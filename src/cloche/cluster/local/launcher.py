@@ -216,31 +216,41 @@ class LocalCluster:
         return 0.0 if placed is None or placed.checkpoint_at is None else placed.checkpoint_at
 
     def stop(self) -> None:
-        """Stop whatever runs: servers, then nodes (their sandboxes per --on-shutdown), then S3, PostgreSQL, etcd."""
+        """Stop whatever runs, a tier at a time and each tier's processes at once: the
+        servers, then the nodes (their sandboxes per --on-shutdown), then the relay and the
+        region namespaces, then S3, PostgreSQL and etcd."""
         if self._placements is not None:
             self._placements.store.close()
-        steps: list[tuple[str, Callable[[], None]]] = [(r.name, r.stop) for r in self.replicas]
         crashed = [n for n in self.nodes if n.crashed()]
-        steps += [(n.name, n.stop) for n in self.nodes if n not in crashed]
         # a node that died left its sandboxes behind: only the node itself, on its data dir, reconciles them
-        steps += [(f"{n.name} (restarted to clean up after its crash)", n.sweep) for n in crashed]
+        nodes = [(n.name, n.stop) for n in self.nodes if n not in crashed]
+        nodes += [(f"{n.name} (restarted to clean up after its crash)", n.sweep) for n in crashed]
+        network: list[tuple[str, Callable[[], None]]] = []
         if self.relay is not None:
-            steps.append(("the relay between regions", self.relay.kill))
+            network.append(("the relay between regions", self.relay.kill))
         if self.regions is not None:
-            steps.append(("the region namespaces", self.regions.remove))
+            network.append(("the region namespaces", self.regions.remove))
+        services: list[tuple[str, Callable[[], None]]] = []
         if self.weed is not None:
-            steps.append(("SeaweedFS", self.weed.kill))  # what it acknowledged is on disk; its SIGTERM takes 15 s
+            services.append(("SeaweedFS", self.weed.kill))  # what it acknowledged is on disk; its SIGTERM takes 15 s
         if self.postgres is not None:
-            steps.append(("PostgreSQL", self.postgres.stop))
+            services.append(("PostgreSQL", self.postgres.stop))
         if self.etcd is not None:
-            steps.append(("etcd", self.etcd.shutdown))
-        for name, stop in steps:
-            try:
-                stop()
-                self.event(f"{name} stopped")
-            except Exception as e:  # one that fails to stop must not keep the rest running
-                self.event(f"{name} did not stop cleanly: {e}")
+            services.append(("etcd", self.etcd.shutdown))
+        for tier in ([(r.name, r.stop) for r in self.replicas], nodes, network, services):
+            with ThreadPoolExecutor(max(1, len(tier)), thread_name_prefix="cluster-stop") as pool:
+                for name, stopped in zip([name for name, _ in tier], pool.map(self._stop_one, tier), strict=True):
+                    self.event(f"{name} stopped" if stopped is None else f"{name} did not stop cleanly: {stopped}")
         self.event("stopped")
+
+    @staticmethod
+    def _stop_one(step: tuple[str, Callable[[], None]]) -> Exception | None:
+        """Run one stop; its failure, returned: one that fails must not keep the rest running."""
+        try:
+            step[1]()
+        except Exception as e:
+            return e
+        return None
 
 
 async def supervise(cluster: LocalCluster, display: Display) -> None:

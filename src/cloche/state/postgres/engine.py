@@ -29,6 +29,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
 from cloche.cluster.pgfence import StaleFencingToken, check_token
+from cloche.constants import PG_CONNECTION_BOUNDS
 from cloche.state._wait import Waiters, notify_waiters, wait_for_entries
 from cloche.state.engine import (
     Appended,
@@ -88,8 +89,10 @@ class PostgresEngine:
         async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.set_autocommit(True)
 
+        # every connection bounded: one cut off by the network fails in seconds
         self._pool = AsyncConnectionPool(self.dsn, min_size=self.min_size, max_size=self.max_size, open=False,
-                                         configure=configure, timeout=30)  # fmt: skip
+                                         configure=configure, timeout=30,
+                                         kwargs=dict(PG_CONNECTION_BOUNDS))  # fmt: skip
         await self._pool.open(wait=True, timeout=30)
         async with self._pool.connection() as conn:
             await create_schema(conn)
