@@ -64,18 +64,38 @@ def test_no_loop_devices_on_sandbox_disks():
     assert backing == []
 
 
-def test_no_supervisor_processes():
-    procs = []
+def _processes() -> list[tuple[str, str, list[bytes]]]:
+    """(pid, executable, argv) of every process of the host that can be read."""
+    found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            exe = os.readlink(f"/proc/{pid}/exe")
+            found.append((pid, os.readlink(f"/proc/{pid}/exe"), Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")))
         except OSError:
             continue
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    return found
+
+
+def test_no_supervisor_processes():
+    procs = []
+    for pid, exe, argv in _processes():
         runsc_of_ours = argv[0] in (b"runsc-gofer", b"runsc-sandbox") and any(b"/run/cloche/" in a for a in argv)
         if "cloche-init" in exe or runsc_of_ours:
             procs.append((pid, exe))
+    assert procs == []
+
+
+def test_no_servers_nodes_or_services_the_tests_started():
+    """No cloche server, node or cluster, and no SeaweedFS, etcd or PostgreSQL a test
+    started: their data is in a `cloche-` directory (the suite's shared PostgreSQL,
+    scripts/postgres-test.sh's, runs on purpose; the host's own services are not ours)."""
+    shared_pg = os.environ.get("CLOCHE_PG_DIR", "/var/tmp/cloche-pg").encode()
+
+    def service_of_ours(argv: list[bytes]) -> bool:
+        return any(b"/cloche-" in a and not a.startswith(shared_pg) for a in argv)
+
+    procs = []
+    for pid, exe, argv in _processes():
+        cloche = b"cloche.cli" in argv or any(a.endswith(b"/bin/cloche") for a in argv[:2])
+        if cloche or (os.path.basename(exe) in ("weed", "etcd", "postgres") and service_of_ours(argv)):
+            procs.append((pid, b" ".join(argv[:4]).decode(errors="replace")))
     assert procs == []
