@@ -18,8 +18,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     mark_offline(items, Path(__file__).parent)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def etcd_server() -> Iterator[EtcdServer]:
+    """One etcd for this package's tests, stopped when they are done (before the leak check)."""
     with EtcdServer() as server:
         yield server
 

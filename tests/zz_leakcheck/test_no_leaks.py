@@ -1,7 +1,9 @@
-"""Runs last (its directory sorts last): after the whole suite, nothing of cloche's may
-remain on the host: no runc or runsc container (nor runsc's gofer and sandbox
-processes), mount, cgroup, loop device, netns, process or runtime directory. Every
-earlier module kills what it made; this proves it."""
+"""Runs last, in a pytest session of its own (`make test`; its directory also sorts last):
+after the whole suite, nothing of cloche's may remain on the host: no runc or runsc
+container (nor runsc's gofer and sandbox processes), mount, cgroup, loop device, netns,
+server, node or service process, or runtime directory. Every earlier module kills what
+it made; this proves it. In a session of its own, the other sessions' session-wide
+fixtures (an etcd, an S3 server) are gone too."""
 
 from __future__ import annotations
 
