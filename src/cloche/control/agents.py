@@ -290,7 +290,8 @@ class AgentService:
             return
         # only ours: another replica's may be starting right now; a stale socket goes under the lock
         await self._stop_own(sandbox_id)
-        proc = await self._start_server(sandbox_id, list(app.spec["command"]))
+        command = list(app.spec["command"])
+        proc = await self._start_server(sandbox_id, command)
         timeout = float(app.spec.get("startup_timeout_s") or 30)
         deadline = time.monotonic() + timeout
         retry_at = time.monotonic() + RESTART_HELD_S
@@ -303,7 +304,7 @@ class AgentService:
                 raise ApiError(504, "agent_not_ready", f"the agent did not listen on $CLOCHE_AGENT_SOCKET "
                                f"within {timeout:g} s; its output ends with:\n{self.log_tail(sandbox_id)}")  # fmt: skip
             if proc.held and time.monotonic() >= retry_at:  # its holder may have gone without listening
-                proc = await self._start_server(sandbox_id, list(app.spec["command"]))
+                proc = await self._start_server(sandbox_id, command)
                 retry_at = time.monotonic() + RESTART_HELD_S
             await asyncio.sleep(0.005)
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cloche.constants import PG_CONNECTION_BOUNDS
@@ -29,11 +30,14 @@ POOL_WAIT_S = 5.0
 POOL_MAX = 8
 
 
-def _unreachable(sqlstate: str | None) -> bool:
+_SERVER_GOING = (pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow)
+
+
+def _unreachable(exc: psycopg.OperationalError) -> bool:
     """A failure of the connection itself: none answered (no SQLSTATE), a connection
-    exception (class 08) or the server going down under it (57P01-57P03: shutdown,
-    crash, still starting)."""
-    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+    exception (class 08, which psycopg gives no common class) or the server going down
+    under it."""
+    return exc.sqlstate is None or exc.sqlstate.startswith("08") or isinstance(exc, _SERVER_GOING)
 
 
 def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
@@ -94,7 +98,7 @@ class PostgresEngine:
         except PoolTimeout as exc:
             raise StoreUnavailable(f"PostgreSQL at {self._where}: no connection within {POOL_WAIT_S:g}s") from exc
         except psycopg.OperationalError as exc:
-            if not _unreachable(exc.sqlstate):
+            if not _unreachable(exc):
                 raise
             raise StoreUnavailable(f"PostgreSQL at {self._where}: {str(exc).strip() or type(exc).__name__}") from exc
 

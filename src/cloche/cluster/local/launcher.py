@@ -239,8 +239,8 @@ class LocalCluster:
             services.append(("etcd", self.etcd.shutdown))
         for tier in ([(r.name, r.stop) for r in self.replicas], nodes, network, services):
             with ThreadPoolExecutor(max(1, len(tier)), thread_name_prefix="cluster-stop") as pool:
-                for name, stopped in zip([name for name, _ in tier], pool.map(self._stop_one, tier), strict=True):
-                    self.event(f"{name} stopped" if stopped is None else f"{name} did not stop cleanly: {stopped}")
+                for (name, _), failed in zip(tier, pool.map(self._stop_one, tier), strict=True):
+                    self.event(f"{name} stopped" if failed is None else f"{name} did not stop cleanly: {failed}")
         self.event("stopped")
 
     @staticmethod
