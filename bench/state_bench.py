@@ -32,7 +32,7 @@ from results import Goal, Result, env_float, env_int, failed, log, percentile  #
 
 from cloche.state.postgres import PostgresEngine  # noqa: E402
 from cloche.state.sqlite import SCHEMA, SqliteEngine  # noqa: E402
-from cloche.state.sqlite_writes import PUT_ANY  # noqa: E402
+from cloche.state.sqlite_writes import PUT_ANY, PUT_KNOWN  # noqa: E402
 
 DATA_PARENT = Path(os.environ.get("BENCH_DATA_DIR", "/var/tmp"))
 WRITERS = env_int("BENCH_STATE_WRITERS", 64)
@@ -53,9 +53,11 @@ DESCRIPTIONS = {
         "transaction and one fsync per put, measured in the same run. Reads: the same "
         "writers' keys read back by the same number of concurrent readers. SQLite alone: "
         "the ceiling any engine on SQLite has here, measured in the same run: one thread, no "
-        f"event loop, the engine's own schema and upsert on a file of the same keys, {WRITERS} "
-        "puts per transaction (what the engine's writer gets), each transaction committed "
-        "with its fsync before the next begins."
+        f"event loop, the engine's own schema on a file of the same keys, and the statement "
+        "the engine's writer runs for a put of a key whose version it knows (an update at "
+        f"that version, checked to change one row), {WRITERS} puts per transaction (what the "
+        "engine's writer gets), each transaction committed with its fsync before the next "
+        "begins."
     ),
     T_HTTP: (
         f"A real `cloche up` server process (uvicorn, one event loop), {WRITERS} keep-alive "
@@ -115,7 +117,7 @@ async def engine_figures(engine: Any, duration_s: float) -> dict[str, float]:
 
 
 def sqlite_alone(path: Path, group: int, duration_s: float) -> float:
-    """Durable puts/s of SQLite by itself: `group` upserts per transaction, back to back."""
+    """Durable puts/s of SQLite by itself: `group` puts of known keys per transaction, back to back."""
     import sqlite3
 
     db = sqlite3.connect(str(path), isolation_level=None)
@@ -128,12 +130,16 @@ def sqlite_alone(path: Path, group: int, duration_s: float) -> float:
         keys = [f"w{w}/k{k}" for k in range(KEYS_PER_WRITER) for w in range(WRITERS)]  # as the writers go
         with db:
             db.executemany(PUT_ANY.replace(" RETURNING version", ""), [(nid, k, VALUE, None) for k in keys])
+        versions = dict.fromkeys(keys, 1)
         puts, i = 0, 0
         start = time.perf_counter()
         while time.perf_counter() - start < duration_s:
             db.execute("BEGIN IMMEDIATE")
             for _ in range(group):
-                db.execute(PUT_ANY, (nid, keys[i % len(keys)], VALUE, None)).fetchall()
+                key = keys[i % len(keys)]
+                if db.execute(PUT_KNOWN, (VALUE, nid, key, versions[key])).rowcount != 1:
+                    raise RuntimeError(f"SQLite alone: {key} is not at the version it was given")
+                versions[key] += 1
                 i += 1
             db.execute("COMMIT")
             puts += group

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from cloche.state.engine import Conflict, InvalidArgument, InvalidName, Op, StateLimits, TooLarge
+from cloche.state.sqlite import SqliteEngine
 
 
 def test_versions_increase_and_survive_delete(backend, tenant):
@@ -27,6 +28,52 @@ def test_versions_increase_and_survive_delete(backend, tenant):
         assert (await e.kv_get(tenant, "ns", "empty")).value == b""
 
     backend.run(body)
+
+
+def test_plain_puts_continue_the_version_whatever_wrote_the_key_before(backend, tenant):
+    """A plain put after a delete, a conditional put, a committed or rolled-back batch or an
+    expiry gives exactly the next version (SQLite's writer remembers versions as hints)."""
+
+    async def body(e):
+        assert [await e.kv_put(tenant, "ns", "k", b"x") for _ in range(3)] == [1, 2, 3]
+        assert await e.kv_delete(tenant, "ns", "k") is True  # 4, a tombstone
+        assert await e.kv_put(tenant, "ns", "k", b"x") == 5
+        assert await e.kv_put(tenant, "ns", "k", b"x", if_match=5) == 6
+        assert await e.kv_put(tenant, "ns", "k", b"x") == 7
+        await e.batch(tenant, "ns", [Op("put", "k", b"b"), Op("put", "k", b"b")])  # 8, 9
+        assert await e.kv_put(tenant, "ns", "k", b"x") == 10
+        with pytest.raises(Conflict):  # rolled back: k stays at 10
+            await e.batch(tenant, "ns", [Op("put", "k", b"lost"), Op("check", "k", if_match=1)])
+        assert await e.kv_put(tenant, "ns", "k", b"x") == 11
+        assert await e.kv_put(tenant, "ns", "k", b"short", ttl_s=0.05) == 12
+        await asyncio.sleep(0.1)
+        assert await e.kv_get(tenant, "ns", "k") is None
+        assert await e.kv_put(tenant, "ns", "k", b"x") == 13
+        item = await e.kv_get(tenant, "ns", "k")
+        assert (item.value, item.version) == (b"x", 13)
+
+    backend.run(body)
+
+
+def test_a_wrong_version_hint_changes_nothing(tmp_path, tenant):
+    """SQLite's writer checks its remembered version against the row; a wrong one falls back."""
+
+    async def body():
+        e = SqliteEngine(tmp_path / "state.db")
+        await e.open()
+        try:
+            assert await e.kv_put(tenant, "ns", "k", b"one") == 1
+            hints = e._writes.known_versions
+            ((nid, key),) = hints
+            for wrong in (7, 0, 1):  # ahead, behind, and the version just overwritten below
+                hints[(nid, key)] = wrong
+                version = await e.kv_put(tenant, "ns", "k", b"x")
+                assert (await e.kv_get(tenant, "ns", "k")).version == version
+            assert version == 4
+        finally:
+            await e.close()
+
+    asyncio.run(body())
 
 
 def test_conditional_writes(backend, tenant):

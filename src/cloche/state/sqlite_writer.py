@@ -30,6 +30,9 @@ EXPIRY_SWEEP_S = 30.0
 # that; PUT /kv through HTTP: +40 % puts/s, p99 down by a third in A/B runs.
 SWITCH_INTERVAL_S = 0.0005
 Keys = set[tuple[str, str]]  # (tenant, namespace) pairs whose log grew
+# Versions the writer last wrote, kept as hints for unconditional puts (see
+# sqlite_writes.put_any); forgotten all at once past this many keys.
+KNOWN_VERSIONS_MAX = 65_536
 
 
 class _Request:
@@ -70,6 +73,7 @@ class GroupWriter:
         self.stats = stats
         self.ns_ids = ns_ids
         self._new_ns: dict[tuple[str, str], int] = {}
+        self.known_versions: dict[tuple[int, str], int] = {}  # (namespace id, key) -> version
         self._on_commit = on_commit
         self._sweep = sweep  # run every EXPIRY_SWEEP_S in a group of its own or with others
         self._q: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -156,6 +160,7 @@ class GroupWriter:
                 if r.error is None:
                     r.error = Unavailable(f"state store write failed: {failure}")
             self._new_ns.clear()
+            self.known_versions.clear()
         else:
             self.ns_ids.update(self._new_ns)
         self.stats.commits += 1
@@ -173,6 +178,12 @@ class GroupWriter:
                 loop.call_soon_threadsafe(_resolve, reqs)
         if notify:
             self._on_commit(notify)
+
+    def know_version(self, nid: int, key: str, version: int) -> None:
+        """Remember the version this writer just gave key: a hint, never trusted unchecked."""
+        if len(self.known_versions) >= KNOWN_VERSIONS_MAX:
+            self.known_versions.clear()
+        self.known_versions[(nid, key)] = version
 
     def ns_id(self, db: sqlite3.Connection, tenant: str, ns: str, create: bool) -> int | None:
         """The namespace id on the writer's connection, created on first write."""

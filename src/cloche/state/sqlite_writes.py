@@ -26,6 +26,11 @@ PUT_ANY = (
     "ON CONFLICT (ns_id, key) DO UPDATE SET value = excluded.value, version = kv.version + 1, "
     "expires_at = excluded.expires_at RETURNING version"
 )
+# put_any when the writer knows the key's version: the upsert's effect on a row at that
+# version, without RETURNING (which costs SQLite more than the update itself).
+PUT_KNOWN = (
+    "UPDATE kv SET value = ?, version = version + 1, expires_at = NULL WHERE ns_id = ? AND key = ? AND version = ?"
+)
 PUT_ABSENT = (
     "INSERT INTO kv (ns_id, key, value, version, expires_at) VALUES (?, ?, ?, 1, ?) "
     "ON CONFLICT (ns_id, key) DO UPDATE SET value = excluded.value, version = kv.version + 1, "
@@ -75,8 +80,18 @@ def put(w: GroupWriter, db: sqlite3.Connection, tenant: str, ns: str, op: Op, in
 
 
 def put_any(w: GroupWriter, db: sqlite3.Connection, tenant: str, ns: str, key: str, value: bytes) -> int:
+    """An unconditional put. When the writer remembers the key's version, it updates the row
+    at exactly that version and checks that one row changed: a stale or wrong hint changes
+    nothing and falls back to the upsert, so the hint can never give a wrong version."""
     nid = w.ns_ids.get((tenant, ns)) or w.ns_id(db, tenant, ns, create=True)
-    return db.execute(PUT_ANY, (nid, key, value, None)).fetchall()[0][0]
+    assert nid is not None  # created on first write
+    known = w.known_versions.get((nid, key))
+    if known is not None and db.execute(PUT_KNOWN, (value, nid, key, known)).rowcount == 1:
+        version = known + 1
+    else:
+        version = db.execute(PUT_ANY, (nid, key, value, None)).fetchall()[0][0]
+    w.know_version(nid, key, version)
+    return version
 
 
 def delete(w: GroupWriter, db: sqlite3.Connection, tenant: str, ns: str, op: Op,
