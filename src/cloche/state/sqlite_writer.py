@@ -2,8 +2,10 @@
 
 Why it exists: a durable write costs an fsync, and SQLite has one writer at a time. So
 `SqliteEngine` hands every write to this one writer thread through a queue. The writer
-takes every request that is waiting (up to `max_group`), runs them in ONE transaction
-and commits once, so concurrent writers share a single fsync; a request that fails (a
+runs a request as soon as it takes it, and every request that arrives meanwhile (up to
+`max_group`) joins the same transaction; it commits once when none is waiting, so
+concurrent writers share a single fsync, and the statements overlap the event loop
+handing over the next requests; a request that fails (a
 condition, a bad op in a batch) is rolled back to its own SAVEPOINT without touching the
 others. Nobody is answered before the commit that holds their write returns, so every
 acknowledged write is durable. The writes themselves are in state/sqlite_writes.py.
@@ -107,46 +109,60 @@ class GroupWriter:
                 first = _Request(self._sweep, (), None, None, False)  # type: ignore[arg-type]
             if first is None:
                 break
-            group = [first]
-            while len(group) < self.max_group:
-                try:
-                    r = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if r is None:
-                    stop = True
-                    break
-                group.append(r)
+            sweep = False
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + EXPIRY_SWEEP_S
-                if first.fut is not None:
-                    group.append(_Request(self._sweep, (), None, None, False))  # type: ignore[arg-type]
-            self._run_group(db, group)
+                sweep = first.fut is not None  # else `first` is the sweep
+            stop = self._run_group(db, first, sweep)
         db.close()
 
-    def _run_group(self, db: sqlite3.Connection, group: list[_Request]) -> None:
+    def _apply(self, db: sqlite3.Connection, r: _Request) -> BaseException | None:
+        """Run one request in the open transaction; the error that ended the transaction, if any."""
+        if r.multi:
+            db.execute("SAVEPOINT req")
+        try:
+            r.result = r.fn(self, db, *r.args)
+            if r.multi:
+                db.execute("RELEASE req")
+        except Exception as e:  # a condition, or a failing statement
+            r.error = e
+            if not db.in_transaction:  # SQLite rolled the whole transaction back
+                return e
+            if r.multi:
+                db.execute("ROLLBACK TO req")
+                db.execute("RELEASE req")
+        return None
+
+    def _run_group(self, db: sqlite3.Connection, first: _Request, sweep: bool) -> bool:
+        """Run `first`, then every request that arrived meanwhile (up to `max_group`), in one
+        transaction; commit once and answer them all. Each request runs as soon as it is
+        taken, so the statements overlap the event loop handing over the next requests.
+        True when the stop marker was taken."""
         self._new_ns = {}
+        group = [first]
+        stop = False
         failure: BaseException | None = None
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             failure = e
         if failure is None:
-            for r in group:
-                if r.multi:
-                    db.execute("SAVEPOINT req")
+            r = first
+            while True:
+                failure = self._apply(db, r)
+                if failure is not None or len(group) >= self.max_group:
+                    break
                 try:
-                    r.result = r.fn(self, db, *r.args)
-                    if r.multi:
-                        db.execute("RELEASE req")
-                except Exception as e:  # a condition, or a failing statement
-                    r.error = e
-                    if not db.in_transaction:  # SQLite rolled the whole transaction back
-                        failure = e
-                        break
-                    if r.multi:
-                        db.execute("ROLLBACK TO req")
-                        db.execute("RELEASE req")
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                group.append(r := nxt)
+            if failure is None and sweep:
+                group.append(_Request(self._sweep, (), None, None, False))  # type: ignore[arg-type]
+                failure = self._apply(db, group[-1])
             if failure is None:
                 try:
                     db.execute("COMMIT")
@@ -178,6 +194,7 @@ class GroupWriter:
                 loop.call_soon_threadsafe(_resolve, reqs)
         if notify:
             self._on_commit(notify)
+        return stop
 
     def know_version(self, nid: int, key: str, version: int) -> None:
         """Remember the version this writer just gave key: a hint, never trusted unchecked."""
