@@ -28,6 +28,7 @@ from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.node.spec import ISOLATIONS, IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
+from tests.cli_zygote import ZYGOTE
 from tests.netlab import EgressGuard, FakeInternet
 
 T = TypeVar("T")
@@ -105,6 +106,13 @@ def _pointed_at(inet: FakeInternet) -> Iterator[None]:
                                       # secure.test's CA, for the egress proxy
                                       "CLOCHE_EGRESS_UPSTREAM_CA_FILE": str(inet.ca_pem_path)}):  # fmt: skip
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_zygote() -> Iterator[None]:
+    """The CLI commands' zygote (tests/cli_zygote.py), if a test started it, goes with the session."""
+    yield
+    ZYGOTE.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

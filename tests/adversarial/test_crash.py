@@ -35,6 +35,7 @@ class Load:
         self.files: dict[tuple[str, str], bytes] = {}
         self.state: dict[str, tuple[int, bytes]] = {}
         self.counter = 0
+        self.state_acks = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
@@ -75,11 +76,22 @@ class Load:
             r = c.put(f"/v1/state/crash/kv/{key}", content=value)
             if r.status_code == 200:
                 with self.lock:
+                    self.state_acks += 1
                     version = r.json()["version"]
                     if key not in self.state or self.state[key][0] < version:
                         self.state[key] = (version, value)
         else:
             c.post(f"/v1/sandboxes/{sid}/hibernate")
+
+
+def _until_acknowledged(load: Load, files: int, states: int, timeout_s: float = 60) -> None:
+    """Wait until the load has this many more acknowledged files and state writes: on a
+    loaded machine a restarted server answers slowly, and a kill before anything was
+    acknowledged would prove nothing."""
+    want_files, want_states = len(load.files) + files, load.state_acks + states
+    deadline = time.monotonic() + timeout_s
+    while (len(load.files) < want_files or load.state_acks < want_states) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _node_leftovers(key: str) -> list[str]:
@@ -105,6 +117,7 @@ def test_kill_9_under_mixed_load_loses_nothing_acknowledged(tmp_path):
             workers = [threading.Thread(target=load.run) for _ in range(3)]
             for w in workers:
                 w.start()
+            _until_acknowledged(load, files=2, states=1)
             time.sleep(rng.uniform(0.1, 0.8))
             server.stop(signal.SIGKILL)
             load.stop.set()

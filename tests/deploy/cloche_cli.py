@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import re
-import subprocess
-import sys
+
+from tests.cli_zygote import run_cli
 
 # The commands the deployment files run, with the options they pass them.
 CONTRACT: dict[tuple[str, ...], frozenset[str]] = {
@@ -37,8 +37,7 @@ def split(argv: list[str]) -> tuple[tuple[str, ...], set[str]]:
 def live_options(path: tuple[str, ...]) -> frozenset[str] | None:
     """The options `cloche <path> --help` lists, or None when there is no such subcommand."""
     env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
-    done = subprocess.run([sys.executable, "-m", "cloche.cli", *path, "--help"], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+    done = run_cli([*path, "--help"], text=True, env=env, timeout=60)
     if done.returncode != 0:
         return None
     return frozenset(_OPTION.findall(done.stdout)) - {"--help"}

@@ -13,24 +13,19 @@ from pathlib import Path
 import pytest
 
 from cloche import Client, NotFound
+from tests.cli_zygote import run_cli
 from tests.integration.conftest import Server
 
 
 def cli(
     *args: str, url: str, key: str | None, input: bytes | str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m cloche.cli ARGS` with CLOCHE_URL/CLOCHE_API_KEY set."""
+    """Run `python -m cloche.cli ARGS` with CLOCHE_URL/CLOCHE_API_KEY set (tests/cli_zygote.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("CLOCHE_URL", "CLOCHE_API_KEY", "COLUMNS")}
     env.update(CLOCHE_URL=url, NO_COLOR="1")
     if key is not None:
         env["CLOCHE_API_KEY"] = key
-    proc = subprocess.run(
-        [sys.executable, "-m", "cloche.cli", *args],
-        input=input.encode() if isinstance(input, str) else input if input is not None else b"",
-        capture_output=True,
-        env=env,
-        timeout=timeout,
-    )
+    proc = run_cli(args, input=input, env=env, timeout=timeout)
     return subprocess.CompletedProcess(
         proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     )
@@ -38,7 +33,7 @@ def cli(
 
 def cli_bytes(*args: str, url: str, key: str) -> bytes:
     env = {**os.environ, "CLOCHE_URL": url, "CLOCHE_API_KEY": key}
-    proc = subprocess.run([sys.executable, "-m", "cloche.cli", *args], capture_output=True, env=env, timeout=120)
+    proc = run_cli(args, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

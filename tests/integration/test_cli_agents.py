@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.cli_zygote import run_cli
 from tests.integration.conftest import Server
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -25,15 +25,7 @@ def cloche(server: Server) -> Run:
     env.pop("COLUMNS", None)
 
     def run(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cloche.cli", *args],
-            env=env,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(args, env=env, input=input, text=True, timeout=timeout)
 
     return run
 

@@ -7,11 +7,11 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from cloche import AsyncClient, Client, Conflict, InvalidRequest
+from tests.cli_zygote import run_cli
 from tests.integration.conftest import Server
 
 
@@ -30,9 +30,7 @@ def client(server: Server, tenant: tuple[str, str]):
 def cli(server: Server, key: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("CLOCHE_URL", "CLOCHE_API_KEY", "COLUMNS")}
     env.update(CLOCHE_URL=server.url, CLOCHE_API_KEY=key, NO_COLOR="1")
-    return subprocess.run(
-        [sys.executable, "-m", "cloche.cli", *args], capture_output=True, text=True, env=env, timeout=180
-    )
+    return run_cli(args, text=True, env=env, timeout=180)
 
 
 def test_create_with_wait_and_region_reports_placement(client: Client):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import tarfile
 
 import cloche
+from tests.cli_zygote import run_cli
 from tests.integration.conftest import Server
 
 
@@ -65,8 +64,7 @@ def test_template_cli(server: Server, tmp_path):
     archive = tmp_path / "t.tar.gz"
     archive.write_bytes(_tar({"etc/motd": b"cli template\n"}))
     env = {**os.environ, "CLOCHE_URL": server.url, "CLOCHE_API_KEY": server.admin_key}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "cloche.cli", *a], env=env, capture_output=True,  # noqa: E731
-                                    text=True, timeout=120)  # fmt: skip
+    run = lambda *a: run_cli(a, env=env, text=True)  # noqa: E731
     assert run("template", "import", "cli-made", str(archive), "--on-base").stdout.strip() == "cli-made"
     listing = run("template", "ls").stdout
     assert "cli-made" in listing and "base" in listing

@@ -24,6 +24,7 @@ from cloche.node.spec import Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
 from cloche.nodeapi import tls
 from cloche.nodeapi.client import RemoteNode
+from tests.cli_zygote import run_cli
 from tests.conftest import LoopThread, Node
 from tests.integration.conftest import free_port
 
@@ -48,8 +49,7 @@ class Agent:
         return (self.data_dir / "nodeapi" / "credential").read_text().strip()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cloche.cli", "node", *args], capture_output=True, text=True,
-                              check=True, timeout=60)  # fmt: skip
+        return run_cli(["node", *args], text=True, check=True, timeout=60)
 
     def http(self, credential: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {credential}"} if credential is not None else {}

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 from cloche.store import migrations
 from cloche.store.connect import open_engine
+from tests.cli_zygote import run_cli
 
 
 def cloche(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cloche.cli", "db", *args], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return run_cli(["db", *args], text=True, timeout=60)
 
 
 def version(url: str) -> int:

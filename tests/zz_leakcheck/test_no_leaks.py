@@ -87,9 +87,10 @@ def test_no_supervisor_processes():
 
 
 def test_no_servers_nodes_or_services_the_tests_started():
-    """No cloche server, node or cluster, and no SeaweedFS, etcd or PostgreSQL a test
-    started: their data is in a `cloche-` directory (the suite's shared PostgreSQL,
-    scripts/postgres-test.sh's, runs on purpose; the host's own services are not ours)."""
+    """No cloche server, node, cluster or CLI command (nor the tests' CLI zygote and its
+    forks), and no SeaweedFS, etcd or PostgreSQL a test started: their data is in a
+    `cloche-` directory (the suite's shared PostgreSQL, scripts/postgres-test.sh's, runs on
+    purpose; the host's own services are not ours)."""
     shared_pg = os.environ.get("CLOCHE_PG_DIR", "/var/tmp/cloche-pg").encode()
 
     def service_of_ours(argv: list[bytes]) -> bool:
@@ -97,7 +98,8 @@ def test_no_servers_nodes_or_services_the_tests_started():
 
     procs = []
     for pid, exe, argv in _processes():
-        cloche = b"cloche.cli" in argv or any(a.endswith(b"/bin/cloche") for a in argv[:2])
+        ours = (b"cloche.cli", b"tests.cli_zygote")
+        cloche = any(a in argv for a in ours) or any(a.endswith(b"/bin/cloche") for a in argv[:2])
         if cloche or (os.path.basename(exe) in ("weed", "etcd", "postgres") and service_of_ours(argv)):
             procs.append((pid, b" ".join(argv[:4]).decode(errors="replace")))
     assert procs == []

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cloche.cli import ui
-from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect, piped_stdin
+from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect, piped_stdin, read_local
 from cloche.client.models import AgentInfo, AgentMove
 
 app = typer.Typer(help="Invoke, list, move and remove an app's per-key agents.", no_args_is_help=True)
@@ -47,10 +46,7 @@ def _invoke_body(data: str | None, message: str | None) -> tuple[bytes | None, s
     elif data in ("-", "@-"):
         body = sys.stdin.buffer.read()
     elif data.startswith("@"):
-        try:
-            body = Path(data[1:]).read_bytes()
-        except OSError as exc:
-            raise typer.BadParameter(f"cannot read {data[1:]}: {exc.strerror}", param_hint="--data") from None
+        body = read_local(data[1:], "--data")
     else:
         body = data.encode()
     if body is None:

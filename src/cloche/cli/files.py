@@ -82,18 +82,21 @@ def files_put(
 
     A PATH ending in / is a directory: the file keeps its local name there.
     """
-    if path.endswith("/") and local != "-":
-        path += Path(local).name
-    with connect(url, api_key) as client:
-        files = handle(client, sandbox_id).files
-        if local == "-":
-            result = files.write(path, sys.stdin.buffer.read())
-        else:
-            src = Path(local)
-            if src.is_dir():
-                raise typer.BadParameter(f"{local} is a directory; use `cloche files upload`", param_hint="LOCAL")
-            with src.open("rb") as f, ui.transfer(f"put {src.name}", src.stat().st_size) as advance:
-                result = files.write(path, f, on_progress=advance)
+    if local == "-":
+        with connect(url, api_key) as client:
+            result = handle(client, sandbox_id).files.write(path, sys.stdin.buffer.read())
+    else:
+        src = Path(local)
+        if src.is_dir():
+            raise typer.BadParameter(f"{local} is a directory; use `cloche files upload`", param_hint="LOCAL")
+        if path.endswith("/"):
+            path += src.name
+        try:
+            f = src.open("rb")
+        except OSError as e:
+            raise typer.BadParameter(f"cannot read {local}: {e.strerror}", param_hint="LOCAL") from None
+        with f, connect(url, api_key) as client, ui.transfer(f"put {src.name}", src.stat().st_size) as advance:
+            result = handle(client, sandbox_id).files.write(path, f, on_progress=advance)
     ui.err.print(f"wrote {ui.size(result.size)} to {result.path}", highlight=False)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -62,3 +63,11 @@ def piped_stdin() -> bool:
     except (OSError, ValueError):
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def read_local(path: str | Path, param_hint: str) -> bytes:
+    """A local file's bytes, or a usage error naming the file and the option it came from."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=param_hint) from None

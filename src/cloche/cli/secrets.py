@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cloche.cli import ui
-from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect
+from cloche.cli.options import JsonOpt, KeyOpt, UrlOpt, connect, read_local
 from cloche.client.models import SecretInfo
 
 app = typer.Typer(
@@ -42,7 +42,9 @@ def _secret_value(value: str | None, value_file: Path | None) -> str:
                      "prefer --value-file or stdin")  # fmt: skip
         return value
     if value_file is not None:
-        return _one_line(sys.stdin.read() if str(value_file) == "-" else value_file.read_text())
+        if str(value_file) == "-":
+            return _one_line(sys.stdin.read())
+        return _one_line(read_local(value_file, "--value-file").decode())
     if not sys.stdin.isatty():
         return _one_line(sys.stdin.read())
     return typer.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)

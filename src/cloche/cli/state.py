@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cloche.cli import ui
-from cloche.cli.options import JsonOpt, KeyOpt, SandboxId, UrlOpt, connect, piped_stdin
+from cloche.cli.options import JsonOpt, KeyOpt, SandboxId, UrlOpt, connect, piped_stdin, read_local
 from cloche.client.models import LogEntry
 
 app = typer.Typer(help="Durable state: a versioned KV and an append-only log per namespace.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def _value(value: str | None, file: Path | None, what: str) -> bytes:
     if file is not None:
         if value is not None:
             raise typer.BadParameter(f"give either {what} or --file", param_hint="--file")
-        return file.read_bytes()
+        return read_local(file, "--file")
     if value == "-" or (value is None and piped_stdin()):
         return sys.stdin.buffer.read()
     if value is None:

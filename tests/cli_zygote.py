@@ -1,0 +1,198 @@
+"""`python -m cloche.cli ARGS` for the tests, forked from a process that imported the SDK already.
+
+Why: the suite runs the CLI a few hundred times, and each run spends most of its CPU
+importing the SDK and its libraries (httpx, pydantic, Typer, rich) before it does
+anything. A zygote imports them once; every command is then a fork of it that runs
+`cloche.cli` as `python -m cloche.cli` does (runpy, as `__main__`), with the caller's
+argv, environment, working directory and stdin/stdout/stderr, and exits with the
+command's status. It stays a separate process with its own exit code and output, as
+the tests need, and nothing of the CLI itself is imported before the fork: the zygote
+checks that no `cloche.cli` module is loaded, so every module that reads the
+environment or the terminal when imported does so in the command's own process.
+
+One zygote per test process (each pytest-xdist worker), started on first use and
+stopped at the session's end (tests/conftest.py); it also exits when its parent goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PRELOAD = ("cloche.client", "typer", "rich.console", "rich.table", "rich.progress", "rich.live")
+
+
+# ---- the zygote process ---------------------------------------------------------------------------
+
+
+def _child(request: dict[str, object], fds: list[int]) -> None:
+    """In the fork: become `python -m cloche.cli ARGS` and exit with its status."""
+    code = 1
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["env"])  # type: ignore[arg-type]
+        os.chdir(str(request["cwd"]))
+        sys.argv = ["cloche", *request["args"]]  # type: ignore[misc]
+        import runpy
+
+        try:
+            runpy.run_module("cloche.cli", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if e.code is not None and not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(path: str) -> None:
+    """Accept commands on the unix socket at `path` until the parent goes away."""
+    for name in PRELOAD:
+        __import__(name)
+    loaded = sorted(m for m in sys.modules if m == "cloche.cli" or m.startswith("cloche.cli."))
+    if loaded:
+        raise SystemExit(f"cli_zygote: the preload imported {loaded}; the CLI must be imported in each command")
+    parent = os.getppid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path + ".tmp")
+    listener.listen(64)
+    os.rename(path + ".tmp", path)  # ready
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, None)
+    while os.getppid() == parent:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data is None:
+                conn, _ = listener.accept()
+                msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                pid = os.fork()
+                if pid == 0:
+                    sel.close()
+                    listener.close()
+                    conn.close()
+                    _child(json.loads(msg), fds)
+                for fd in fds:
+                    os.close(fd)
+                conn.send(str(pid).encode())
+                sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (pid, conn))
+            else:
+                pid, conn = key.data
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                _, status = os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):
+                    conn.send(str(os.waitstatus_to_exitcode(status)).encode())
+                conn.close()
+
+
+# ---- the tests' side ------------------------------------------------------------------------------
+
+
+class Zygote:
+    """The zygote of this test process: started on first `run`, stopped by `stop`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._path = ""
+
+    def _started(self) -> str:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._dir = tempfile.TemporaryDirectory(prefix="cloche-cli-zygote-")
+                self._path = str(Path(self._dir.name) / "sock")
+                repo = str(Path(__file__).resolve().parent.parent)
+                self._proc = subprocess.Popen([sys.executable, "-m", "tests.cli_zygote", self._path], cwd=repo)
+                deadline = time.monotonic() + 60
+                while not os.path.exists(self._path):
+                    if self._proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the CLI zygote did not start (exit {self._proc.poll()})")
+                    time.sleep(0.01)
+            return self._path
+
+    def run(self, args: list[str], *, env: Mapping[str, str], input: bytes = b"", timeout: float = 120,
+            cwd: str | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+        """Run `python -m cloche.cli ARGS` as `subprocess.run(..., capture_output=True)` would."""
+        argv = [sys.executable, "-m", "cloche.cli", *args]
+        request = {"args": list(args), "env": dict(env), "cwd": cwd or os.getcwd()}
+        with (
+            tempfile.TemporaryFile() as stdin,
+            tempfile.TemporaryFile() as stdout,
+            tempfile.TemporaryFile() as stderr,
+            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s,
+        ):
+            stdin.write(input)
+            stdin.seek(0)
+            s.settimeout(timeout)
+            s.connect(self._started())
+            socket.send_fds(s, [json.dumps(request).encode()], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
+            pid = int(s.recv(64))
+            try:
+                code = int(s.recv(64))
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(argv, timeout) from None
+            stdout.seek(0)
+            stderr.seek(0)
+            return subprocess.CompletedProcess(argv, code, stdout.read(), stderr.read())
+
+    @property
+    def pid(self) -> int | None:
+        """The zygote's process id, while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._proc is not None:
+                self._proc.kill()
+                self._proc.wait()
+                self._proc = None
+            if self._dir is not None:
+                self._dir.cleanup()
+                self._dir = None
+
+
+ZYGOTE = Zygote()
+
+
+def run_cli(args: list[str] | tuple[str, ...], *, env: Mapping[str, str] | None = None,
+            input: bytes | str | None = None, timeout: float = 120, text: bool = False, check: bool = False,
+            cwd: str | None = None) -> subprocess.CompletedProcess[Any]:  # fmt: skip
+    """`subprocess.run([sys.executable, "-m", "cloche.cli", *args], capture_output=True, ...)`
+    with the same `env`, `input`, `timeout`, `text` and `check`, run in a fork of the zygote."""
+    data = input.encode() if isinstance(input, str) else input or b""
+    done = ZYGOTE.run(list(args), env=os.environ if env is None else env, input=data, timeout=timeout, cwd=cwd)
+    if text:
+        done = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+    if check:
+        done.check_returncode()
+    return done
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
