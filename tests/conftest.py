@@ -48,7 +48,6 @@ settings.load_profile("cloche")
 SERIAL = {
     "tests/cluster/test_self_fencing.py": "freezes and cuts etcd against the clock; under a full parallel run "
     "the lease of the frozen node lapsed too late for its timings",
-    "tests/clustermode/": "whole clusters (etcd, PostgreSQL, SeaweedFS, five cloche processes): one at a time",
     "tests/network/": "the one SOCKS proxy, the shared DNS and request logs, host-wide network inventories",
     "tests/e2b/test_network.py": "the SOCKS proxy and the shared request log",
     "tests/integration/test_sdk_network.py": "counts the fake DNS server's queries",
@@ -63,11 +62,20 @@ SERIAL = {
 }
 
 
+# Tests (by node id prefix) that run in the parallel phase but on one worker, one after the
+# other: pytest-xdist (`--dist loadgroup`) hands each group to a single worker, and every
+# other module is a group of its own (as `--dist loadfile` would make it).
+TOGETHER = {
+    "tests/clustermode/": "whole clusters (etcd, PostgreSQL, SeaweedFS, five cloche processes): one at a time",
+}
+
+
 # The parallel phase's longest modules (wall seconds summed over their tests, measured in a
 # full `make test` run), heaviest first. They are collected first, so pytest-xdist hands
 # them out at the start instead of one of them running alone at the end: the phase's wall
 # time then comes near its total test time divided by the workers.
 LONGEST_FIRST = (
+    "tests/clustermode/",  # ~280 s, on one worker
     "tests/integration/test_cli.py",  # ~160 s
     "tests/integration/test_cli_agents.py",  # ~120 s
     "tests/integration/test_cli_network.py",  # ~115 s
@@ -86,9 +94,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.nodeid.startswith(prefix) for prefix in SERIAL):
             item.add_marker(pytest.mark.serial)
-    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+        group = next((prefix for prefix in TOGETHER if item.nodeid.startswith(prefix)), item.nodeid.partition("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
     # a stable sort: every other module keeps its place, the leak check stays last
-    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+    items.sort(key=rank)
 
 
 def mark_offline(items: list[pytest.Item], directory: Path, *, but: tuple[str, ...] = ()) -> None:

@@ -10,6 +10,7 @@ clean (nothing unasked-for buffered, not closed by the server, not idle too long
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -26,16 +27,15 @@ PoolKey = tuple[str, str, int, bool]
 T = TypeVar("T")
 
 
-def _sandbox_tls() -> ssl.SSLContext:
+@functools.cache
+def sandbox_tls() -> ssl.SSLContext:
     """TLS to a sandbox's own HTTPS server (E2B's `https_ports`): encrypted on the hop,
-    not verified, since the server's certificate is the sandbox's own, often self-signed."""
-    context = ssl.create_default_context()
+    not verified, since the server's certificate is the sandbox's own, often self-signed.
+    Made on first use, and without loading a trust store it would never consult."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-SANDBOX_TLS = _sandbox_tls()
 
 
 class Connection:
@@ -61,7 +61,7 @@ async def open_connection(ports: Ports, sandbox_id: str, port: int, tls: bool) -
     async with asyncio.timeout(CONNECT_TIMEOUT_S):
         reader, writer = await ports.connect(sandbox_id, port, HEAD_LIMIT)
         if tls:
-            await writer.start_tls(SANDBOX_TLS)
+            await writer.start_tls(sandbox_tls())
     return Connection(reader, writer)
 
 

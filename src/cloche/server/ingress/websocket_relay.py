@@ -21,7 +21,7 @@ from cloche.server.ingress.activity import Activity
 from cloche.server.ingress.headers import RESPONSE_DROP
 from cloche.server.ingress.rejections import connect_error, reject, send_response
 from cloche.server.ingress.targets import Target
-from cloche.server.ingress.upstream import CONNECT_TIMEOUT_S, SANDBOX_TLS, retry_refused
+from cloche.server.ingress.upstream import CONNECT_TIMEOUT_S, retry_refused, sandbox_tls
 
 WEBSOCKET_MAX_MESSAGE = 16 << 20  # as uvicorn's own limit on the client side
 
@@ -59,7 +59,7 @@ class WebSocketRelay:
     async def _connect(self, uri: str, scope: Scope, headers: list[tuple[bytes, bytes]]) -> ClientConnection:
         extra = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n != b"host"]
         return await connect(uri, host=self.address, port=self.target.port, additional_headers=extra,
-                             ssl=SANDBOX_TLS if self.tls else None,
+                             ssl=sandbox_tls() if self.tls else None,
                              user_agent_header=None, subprotocols=scope.get("subprotocols") or None,
                              compression=None, proxy=None, open_timeout=CONNECT_TIMEOUT_S, ping_interval=None,
                              max_size=WEBSOCKET_MAX_MESSAGE, close_timeout=5)  # fmt: skip
