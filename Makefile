@@ -12,7 +12,7 @@ STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=20
 # The suite runs in parallel (pytest-xdist, a module per worker: some modules' tests build on the ones before; the
-# modules of tests/conftest.py's TOGETHER share one worker), then the tests that need the host to themselves
+# modules of tests/conftest.py's TOGETHER share one worker; the longest start first, in LONGEST_FIRST's order), then the tests that need the host to themselves
 # (tests/conftest.py's SERIAL) one at a time, then the leak check in a session of its own, once
 # every other session's fixtures (servers, etcd, S3 of a whole session) are gone. Bytecode is cached for the run
 # (PYTHONDONTWRITEBYTECODE cleared): every worker collects every test module, and pytest, not allowed to cache them,
@@ -81,7 +81,7 @@ test: setup
 	$(PY) -m tests.stale_runs
 	dsn=$$(scripts/postgres-test.sh) && export CLOCHE_TEST_PG_DSN=$$dsn && \
 	export PYTHONDONTWRITEBYTECODE= && \
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup -m "not serial" tests; parallel=$$?; \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" tests; parallel=$$?; \
 	$(PYTEST) -m serial --ignore=tests/zz_leakcheck tests; serial=$$?; \
 	$(PYTEST) tests/zz_leakcheck; leaks=$$?; \
 	test $$parallel -eq 0 && test $$serial -eq 0 && test $$leaks -eq 0

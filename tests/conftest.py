@@ -63,25 +63,29 @@ SERIAL = {
 
 
 # Tests (by node id prefix) that run in the parallel phase but on one worker, one after the
-# other: pytest-xdist (`--dist loadgroup`) hands each group to a single worker, and every
-# other module is a group of its own (as `--dist loadfile` would make it).
+# other: with `--dist loadfile`, pytest-xdist hands each module to a single worker, and
+# the modules under each of these prefixes count as one (see pytest_xdist_make_scheduler).
 TOGETHER = {
     "tests/clustermode/": "whole clusters (etcd, PostgreSQL, SeaweedFS, five cloche processes): one at a time",
 }
 
 
-# The parallel phase's longest modules (wall seconds summed over their tests, measured in a
-# full `make test` run), heaviest first. They are collected first, so pytest-xdist hands
-# them out at the start instead of one of them running alone at the end: the phase's wall
-# time then comes near its total test time divided by the workers.
+# The parallel phase's longest modules (wall seconds summed over their tests, measured with
+# `--durations=0`; tests/clustermode/ when it ran alone), heaviest first. They are collected
+# first and `make test` keeps that order (`--no-loadscope-reorder`; pytest-xdist would
+# otherwise hand out the modules with the most tests first), so they start at once instead
+# of one of them running alone at the end: the phase's wall time then comes near its total
+# test time divided by the workers.
 LONGEST_FIRST = (
-    "tests/clustermode/",  # ~280 s, on one worker
-    "tests/integration/test_cli.py",  # ~160 s
-    "tests/integration/test_cli_agents.py",  # ~120 s
-    "tests/integration/test_cli_network.py",  # ~115 s
-    "tests/adversarial/test_crash.py",  # ~70 s
-    "tests/integration/test_hibernate_api.py",  # ~60 s
-    "tests/integration/test_secrets.py",  # ~55 s
+    "tests/clustermode/",  # ~260 s
+    "tests/adversarial/test_crash.py",  # ~85 s
+    "tests/integration/test_hibernate_api.py",  # ~65 s
+    "tests/integration/test_cli.py",  # ~60 s
+    "tests/state/test_crash.py",  # ~45 s
+    "tests/e2b/test_gvisor.py",  # ~45 s
+    "tests/integration/test_cli_network.py",  # ~45 s
+    "tests/integration/test_schema.py",  # ~45 s
+    "tests/integration/test_cli_agents.py",  # ~45 s
 )
 
 
@@ -94,14 +98,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.nodeid.startswith(prefix) for prefix in SERIAL):
             item.add_marker(pytest.mark.serial)
-        group = next((prefix for prefix in TOGETHER if item.nodeid.startswith(prefix)), item.nodeid.partition("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
 
     def rank(item: pytest.Item) -> int:
         return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
 
     # a stable sort: every other module keeps its place, the leak check stays last
     items.sort(key=rank)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the modules under each TOGETHER prefix as one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class TogetherScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((prefix for prefix in TOGETHER if nodeid.startswith(prefix)), super()._split_scope(nodeid))
+
+    return TogetherScheduling(config, log)
 
 
 def mark_offline(items: list[pytest.Item], directory: Path, *, but: tuple[str, ...] = ()) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cloche.cluster.local.process import free_ports
 from cloche.tlsdefault import default_tls
 from tests.conftest import Node
 
@@ -27,9 +27,8 @@ def crash_rounds(default: int) -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server a test starts (outside the ephemeral range: see free_ports)."""
+    return free_ports(1)[0]
 
 
 class Api:

@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 
 import pytest
 
+from cloche.cluster.local.process import free_ports
 from cloche.node.net.egress.socks import TunnelError, open_tunnel
 from cloche.node.net.rules import EgressProxy
 from tests.netlab import SOCKS_PASSWORD, SOCKS_USER, SocksProxy, TestPki
@@ -25,9 +25,7 @@ LOOPBACK = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @pytest.fixture(scope="module")

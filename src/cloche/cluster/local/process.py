@@ -7,6 +7,7 @@ SIGKILL to its whole process group) so nothing of it is left behind.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+MIN_PICKED_PORT = 10_000  # below it, the well-known and registered ports of the host's own services
 
 
 class Cancelled(Exception):
@@ -30,14 +33,38 @@ class MissingService(RuntimeError):
         self.install = install
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports free right now (held open together so none repeats)."""
-    held = []
+def _ephemeral_ports() -> range:
+    """The kernel's range of source ports for outgoing connections."""
     try:
-        for _ in range(n):
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free right now (held open together so none repeats).
+
+    They come from outside the kernel's ephemeral range: a port there can be taken as the
+    source port of any outgoing connection between the pick and the server's bind, and on
+    a busy machine one was (a replica failed with "address already in use")."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(MIN_PICKED_PORT, 65536) if p not in ephemeral]
+    held: list[socket.socket] = []
+    try:
+        for _ in range(100 * n):
+            if len(held) == n:
+                break
+            port = random.choice(candidates)
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
             held.append(s)
+        if len(held) < n:
+            raise RuntimeError(f"fewer than {n} free loopback ports outside the ephemeral range {ephemeral}")
         return [s.getsockname()[1] for s in held]
     finally:
         for s in held:
