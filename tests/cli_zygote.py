@@ -4,11 +4,14 @@ Why: the suite runs the CLI a few hundred times, and each run spends most of its
 importing the SDK and its libraries (httpx, pydantic, Typer, rich) before it does
 anything. A zygote imports them once; every command is then a fork of it that runs
 `cloche.cli` as `python -m cloche.cli` does (runpy, as `__main__`), with the caller's
-argv, environment, working directory and stdin/stdout/stderr, and exits with the
-command's status. It stays a separate process with its own exit code and output, as
-the tests need, and nothing of the CLI itself is imported before the fork: the zygote
-checks that no `cloche.cli` module is loaded, so every module that reads the
-environment or the terminal when imported does so in the command's own process.
+argv, environment, working directory and stdin/stdout/stderr (and no other open file),
+and exits with the command's status. It stays a separate process with its own exit code
+and output, as the tests need, and nothing of the CLI itself is imported before the
+fork: the zygote checks that no `cloche.cli` module is loaded, so every cloche module that
+reads the environment or the terminal when imported does so in the command's own process.
+What the zygote fixed when it started stays its: the interpreter's settings (PYTHON*
+variables, hash seed, sys.path) and what the preloaded libraries read on import. The
+command ends with os._exit after flushing stdout and stderr (no atexit handlers run).
 
 One zygote per test process (each pytest-xdist worker), started on first use and
 stopped at the session's end (tests/conftest.py); it also exits when its parent goes.
@@ -44,6 +47,7 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # only stdio, as subprocess's close_fds gives
         os.environ.clear()
         os.environ.update(request["env"])  # type: ignore[arg-type]
         os.chdir(str(request["cwd"]))
@@ -134,19 +138,21 @@ class Zygote:
                     time.sleep(0.01)
             return self._path
 
-    def run(self, args: list[str], *, env: Mapping[str, str], input: bytes = b"", timeout: float = 120,
+    def run(self, args: list[str], *, env: Mapping[str, str], input: bytes | None = None, timeout: float = 120,
             cwd: str | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-        """Run `python -m cloche.cli ARGS` as `subprocess.run(..., capture_output=True)` would."""
+        """Run `python -m cloche.cli ARGS` as `subprocess.run(..., capture_output=True)` would;
+        stdin is `input`, or /dev/null without it."""
         argv = [sys.executable, "-m", "cloche.cli", *args]
         request = {"args": list(args), "env": dict(env), "cwd": cwd or os.getcwd()}
         with (
-            tempfile.TemporaryFile() as stdin,
+            (tempfile.TemporaryFile() if input is not None else open(os.devnull, "rb")) as stdin,
             tempfile.TemporaryFile() as stdout,
             tempfile.TemporaryFile() as stderr,
             socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s,
         ):
-            stdin.write(input)
-            stdin.seek(0)
+            if input is not None:
+                stdin.write(input)
+                stdin.seek(0)
             s.settimeout(timeout)
             s.connect(self._started())
             socket.send_fds(s, [json.dumps(request).encode()], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
@@ -185,7 +191,7 @@ def run_cli(args: list[str] | tuple[str, ...], *, env: Mapping[str, str] | None 
             cwd: str | None = None) -> subprocess.CompletedProcess[Any]:  # fmt: skip
     """`subprocess.run([sys.executable, "-m", "cloche.cli", *args], capture_output=True, ...)`
     with the same `env`, `input`, `timeout`, `text` and `check`, run in a fork of the zygote."""
-    data = input.encode() if isinstance(input, str) else input or b""
+    data = input.encode() if isinstance(input, str) else input
     done = ZYGOTE.run(list(args), env=os.environ if env is None else env, input=data, timeout=timeout, cwd=cwd)
     if text:
         done = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())

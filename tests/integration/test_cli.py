@@ -25,7 +25,7 @@ def cli(
     env.update(CLOCHE_URL=url, NO_COLOR="1")
     if key is not None:
         env["CLOCHE_API_KEY"] = key
-    proc = run_cli(args, input=input, env=env, timeout=timeout)
+    proc = run_cli(args, input=b"" if input is None else input, env=env, timeout=timeout)
     return subprocess.CompletedProcess(
         proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     )

@@ -76,6 +76,25 @@ def test_a_wrong_version_hint_changes_nothing(tmp_path, tenant):
     asyncio.run(body())
 
 
+def test_a_failed_batch_in_a_new_namespace_leaves_no_namespace_behind(backend, tenant):
+    """The namespace a failed batch created is rolled back with it: the next namespace made
+    (another tenant's here) is not mixed up with it."""
+    other = tenant + "_other"
+
+    async def body(e):
+        with pytest.raises(Conflict):
+            await e.batch(tenant, "fresh", [Op("put", "a", b"mine"), Op("check", "a", if_match=7)])
+        assert await e.kv_put(other, "theirs", "a", b"theirs") == 1
+        assert await e.kv_put(tenant, "fresh", "b", b"mine") == 1
+        assert await e.kv_get(tenant, "fresh", "a") is None
+        assert (await e.kv_get(other, "theirs", "a")).value == b"theirs"
+        assert [i.key for i in (await e.kv_list(other, "theirs")).items] == ["a"]
+        assert [i.key for i in (await e.kv_list(tenant, "fresh")).items] == ["b"]
+        assert (await e.log_append(tenant, "fresh", b"entry")).seq == 1
+
+    backend.run(body)
+
+
 def test_conditional_writes(backend, tenant):
     async def body(e):
         assert await e.kv_put(tenant, "ns", "k", b"v1", if_none_match=True) == 1

@@ -17,9 +17,10 @@ from tests.cli_zygote import ZYGOTE, run_cli
 ENV = {**{k: v for k, v in os.environ.items() if k != "COLUMNS"}, "NO_COLOR": "1"}
 
 
-def real(args: list[str], env: dict[str, str] = ENV, input: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "cloche.cli", *args], env=env, input=input, capture_output=True,
-                          timeout=60)  # fmt: skip
+def real(args: list[str], env: dict[str, str] = ENV, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    stdin = subprocess.DEVNULL if input is None else None
+    return subprocess.run([sys.executable, "-m", "cloche.cli", *args], env=env, input=input, stdin=stdin,
+                          capture_output=True, timeout=60)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,15 @@ def test_the_environment_and_stdin_are_the_callers() -> None:
     args = ["files", "put", "sb_x", "-", "/workspace/f"]  # reads stdin, then connects
     forked, process = run_cli(args, env=env, input=b"data"), real(args, env, b"data")
     assert b"127.0.0.1:7" in forked.stderr
+    assert (forked.returncode, forked.stdout, forked.stderr) == (process.returncode, process.stdout, process.stderr)
+
+
+def test_without_input_stdin_is_not_a_pipe() -> None:
+    """No input is /dev/null, as the tests gave real processes: `state put` without a value
+    then asks for one instead of reading an empty stdin."""
+    args = ["state", "put", "ns", "key", "--url", "http://127.0.0.1:9"]
+    forked, process = run_cli(args, env=ENV), real(args)
+    assert forked.returncode == 2 and b"pipe it on stdin" in forked.stderr
     assert (forked.returncode, forked.stdout, forked.stderr) == (process.returncode, process.stdout, process.stderr)
 
 

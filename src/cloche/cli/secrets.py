@@ -44,7 +44,10 @@ def _secret_value(value: str | None, value_file: Path | None) -> str:
     if value_file is not None:
         if str(value_file) == "-":
             return _one_line(sys.stdin.read())
-        return _one_line(read_local(value_file, "--value-file").decode())
+        try:
+            return _one_line(read_local(value_file, "--value-file").decode())
+        except UnicodeDecodeError:
+            raise typer.BadParameter(f"{value_file} is not UTF-8 text", param_hint="--value-file") from None
     if not sys.stdin.isatty():
         return _one_line(sys.stdin.read())
     return typer.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)

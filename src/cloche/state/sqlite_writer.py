@@ -3,7 +3,8 @@
 Why it exists: a durable write costs an fsync, and SQLite has one writer at a time. So
 `SqliteEngine` hands every write to this one writer thread through a queue. The writer
 runs a request as soon as it takes it, and every request that arrives meanwhile (up to
-`max_group`) joins the same transaction; it commits once when none is waiting, so
+`max_group`) joins the same transaction; it commits once none is waiting (or at
+`max_group`), so
 concurrent writers share a single fsync, and the statements overlap the event loop
 handing over the next requests; a request that fails (a
 condition, a bad op in a batch) is rolled back to its own SAVEPOINT without touching the
@@ -117,10 +118,14 @@ class GroupWriter:
         db.close()
 
     def _apply(self, db: sqlite3.Connection, r: _Request) -> BaseException | None:
-        """Run one request in the open transaction; the error that ended the transaction, if any."""
-        if r.multi:
-            db.execute("SAVEPOINT req")
+        """Run one request in the open transaction; the error that ended the transaction, if any.
+
+        A request of several writes runs in a savepoint: when it fails, its writes are rolled
+        back, and so are the namespaces it created, in the ids the writer remembers."""
+        created = dict(self._new_ns) if r.multi else self._new_ns
         try:
+            if r.multi:
+                db.execute("SAVEPOINT req")
             r.result = r.fn(self, db, *r.args)
             if r.multi:
                 db.execute("RELEASE req")
@@ -129,8 +134,12 @@ class GroupWriter:
             if not db.in_transaction:  # SQLite rolled the whole transaction back
                 return e
             if r.multi:
-                db.execute("ROLLBACK TO req")
-                db.execute("RELEASE req")
+                self._new_ns = created
+                try:
+                    db.execute("ROLLBACK TO req")
+                    db.execute("RELEASE req")
+                except sqlite3.Error as failed:  # the transaction is in an unknown state: fail it
+                    return failed
         return None
 
     def _run_group(self, db: sqlite3.Connection, first: _Request, sweep: bool) -> bool:
