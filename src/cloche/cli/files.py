@@ -4,6 +4,7 @@ whole trees in and out as tar archives, with progress bars for the large ones.""
 from __future__ import annotations
 
 import io
+import os
 import sys
 import tarfile
 import tempfile
@@ -15,7 +16,7 @@ import typer
 from rich.table import Table
 
 from cloche.cli import ui
-from cloche.cli.options import JsonOpt, KeyOpt, SandboxId, UrlOpt, connect, handle
+from cloche.cli.options import JsonOpt, KeyOpt, SandboxId, UrlOpt, connect, handle, open_local
 from cloche.client.models import Entry
 
 app = typer.Typer(help="Read, write and list files inside a sandbox.", no_args_is_help=True)
@@ -91,11 +92,11 @@ def files_put(
             raise typer.BadParameter(f"{local} is a directory; use `cloche files upload`", param_hint="LOCAL")
         if path.endswith("/"):
             path += src.name
-        try:
-            f = src.open("rb")
-        except OSError as e:
-            raise typer.BadParameter(f"cannot read {local}: {e.strerror}", param_hint="LOCAL") from None
-        with f, connect(url, api_key) as client, ui.transfer(f"put {src.name}", src.stat().st_size) as advance:
+        with (
+            open_local(src, "LOCAL") as f,
+            connect(url, api_key) as client,
+            ui.transfer(f"put {src.name}", os.fstat(f.fileno()).st_size) as advance,
+        ):
             result = handle(client, sandbox_id).files.write(path, f, on_progress=advance)
     ui.err.print(f"wrote {ui.size(result.size)} to {result.path}", highlight=False)
 

@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 
@@ -65,9 +65,15 @@ def piped_stdin() -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
-def read_local(path: str | Path, param_hint: str) -> bytes:
-    """A local file's bytes, or a usage error naming the file and the option it came from."""
+def open_local(path: str | Path, param_hint: str) -> BinaryIO:
+    """A local file opened for reading, or a usage error naming the file and the option it came from."""
     try:
-        return Path(path).read_bytes()
+        return Path(path).open("rb")
     except OSError as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=param_hint) from None
+
+
+def read_local(path: str | Path, param_hint: str) -> bytes:
+    """A local file's bytes, or a usage error (see `open_local`)."""
+    with open_local(path, param_hint) as f:
+        return f.read()
