@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +82,13 @@ def serve(path: str) -> None:
     if loaded:
         raise SystemExit(f"cli_zygote: the preload imported {loaded}; the CLI must be imported in each command")
     parent = os.getppid()
+    try:
+        _accept(path, parent)
+    finally:  # the socket's directory goes with the zygote, however it ends
+        shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+
+def _accept(path: str, parent: int) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path + ".tmp")
     listener.listen(64)

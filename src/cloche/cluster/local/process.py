@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 MIN_PICKED_PORT = 10_000  # below it, the well-known and registered ports of the host's own services
+_PICKER = random.SystemRandom()  # not the `random` module's state, which a caller may have seeded
 
 
 class Cancelled(Exception):
@@ -49,13 +50,13 @@ def free_ports(n: int) -> list[int]:
     source port of any outgoing connection between the pick and the server's bind, and on
     a busy machine one was (a replica failed with "address already in use")."""
     ephemeral = _ephemeral_ports()
-    candidates = [p for p in range(MIN_PICKED_PORT, 65536) if p not in ephemeral]
+    candidates = [p for p in range(MIN_PICKED_PORT, 65536) if p not in ephemeral] or list(range(MIN_PICKED_PORT, 65536))
     held: list[socket.socket] = []
     try:
         for _ in range(100 * n):
             if len(held) == n:
                 break
-            port = random.choice(candidates)
+            port = _PICKER.choice(candidates)
             s = socket.socket()
             try:
                 s.bind(("127.0.0.1", port))
