@@ -12,9 +12,9 @@ STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=20
 # The suite runs in parallel (pytest-xdist, a module per worker: some modules' tests build on the ones before; the
-# modules of each group in tests/conftest.py's TOGETHER share a worker; the longest start first, in LONGEST_FIRST's order), then the tests that need the host to themselves
-# (tests/conftest.py's SERIAL) one at a time, then the leak check in a session of its own, once
-# every other session's fixtures (servers, etcd, S3 of a whole session) are gone. Bytecode is cached for the run
+# modules of each group in tests/conftest.py's TOGETHER share a worker; the longest start first, in LONGEST_FIRST's
+# order), then the tests that need the host to themselves (tests/conftest.py's SERIAL) one at a time, then the leak
+# check in a session of its own, once every other session's fixtures (servers, etcd, S3 of a whole session) are gone. Bytecode is cached for the run
 # (PYTHONDONTWRITEBYTECODE cleared): every worker collects every test module, and pytest, not allowed to cache them,
 # rewrites and compiles each one again in every process.
 TEST_WORKERS ?= 4

@@ -71,16 +71,14 @@ SERIAL = {
 # processes) start one at a time in each group: the modules with a cluster of their own in
 # one, the package's shared cluster and the region clusters in the other (~110 s and ~150 s
 # of tests, measured with `--durations=0`; as one group they were the phase's longest worker).
-TOGETHER = {
-    "tests/clustermode/test_cluster.py": "clusters of their own",
-    "tests/clustermode/test_faults.py": "clusters of their own",
-    "tests/clustermode/test_envd_home.py": "clusters of their own",
-    "tests/clustermode/": "the shared cluster and the region clusters",
-}
+TOGETHER = (
+    ("tests/clustermode/test_cluster.py", "tests/clustermode/test_faults.py", "tests/clustermode/test_envd_home.py"),
+    ("tests/clustermode/",),
+)
 
 
 # The parallel phase's longest modules (wall seconds summed over their tests, measured with
-# `--durations=0`; tests/clustermode/ when it ran alone), heaviest first. They are collected
+# `--durations=0` in a parallel run), heaviest first. They are collected
 # first and `make test` keeps that order (`--no-loadscope-reorder`; pytest-xdist would
 # otherwise hand out the modules with the most tests first), so they start at once instead
 # of one of them running alone at the end: the phase's wall time then comes near its total
@@ -123,8 +121,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class TogetherScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            group = next((TOGETHER[prefix] for prefix in TOGETHER if nodeid.startswith(prefix)), None)
-            return group or super()._split_scope(nodeid)
+            group = next((i for i, prefixes in enumerate(TOGETHER) if nodeid.startswith(prefixes)), None)
+            return super()._split_scope(nodeid) if group is None else f"together-{group}"
 
     return TogetherScheduling(config, log)
 

@@ -268,10 +268,13 @@ def test_sigkill_under_load(tmp_path_factory: pytest.TempPathFactory) -> None:
     except pytest.skip.Exception:
         pass  # no PostgreSQL outside CI: the SQLite half still runs (under CI=true pg_dsn fails)
     errors: dict[str, BaseException] = {}
+    # made here: the first mktemp of a session creates its base directory, and two threads
+    # doing that at once raced (FileExistsError)
+    data = {kind: tmp_path_factory.mktemp(f"crash-{kind}") / "data" for kind in runs}
 
     def one(kind: str) -> None:
         try:
-            crash_run(kind, tmp_path_factory.mktemp(f"crash-{kind}") / "data", runs[kind])
+            crash_run(kind, data[kind], runs[kind])
         except BaseException as e:  # noqa: BLE001 - reported below
             errors[kind] = e
 

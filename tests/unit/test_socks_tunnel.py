@@ -24,10 +24,6 @@ pytestmark = [
 LOOPBACK = "127.0.0.1"
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> TestPki:
     return TestPki(tmp_path_factory.mktemp("pki"))
@@ -35,7 +31,7 @@ def pki(tmp_path_factory) -> TestPki:
 
 @pytest.fixture(scope="module")
 def socks(pki) -> Iterator[SocksProxy]:
-    with SocksProxy(pki, LOOPBACK, free_port(), free_port(), server_name="socks.test") as proxy:
+    with SocksProxy(pki, LOOPBACK, *free_ports(2), server_name="socks.test") as proxy:
         yield proxy
 
 
@@ -156,7 +152,7 @@ def test_no_credentials_when_the_proxy_requires_them(socks):
 
 
 def test_proxy_down_fails_closed_without_connecting_directly():
-    dead = free_port()
+    (dead,) = free_ports(1)
 
     async def main():
         async with Counting() as dst:
@@ -172,7 +168,7 @@ def test_proxy_down_fails_closed_without_connecting_directly():
 def test_destination_refused_by_way_of_the_proxy(socks):
     async def main():
         with pytest.raises(TunnelError, match="SOCKS5 error"):
-            await echo_through(plain(socks), free_port())
+            await echo_through(plain(socks), free_ports(1)[0])
 
     asyncio.run(main())
 

@@ -4,12 +4,11 @@ Why it exists: a durable write costs an fsync, and SQLite has one writer at a ti
 `SqliteEngine` hands every write to this one writer thread through a queue. The writer
 runs a request as soon as it takes it, and every request that arrives meanwhile (up to
 `max_group`) joins the same transaction; it commits once none is waiting (or at
-`max_group`), so
-concurrent writers share a single fsync, and the statements overlap the event loop
-handing over the next requests; a request that fails (a
-condition, a bad op in a batch) is rolled back to its own SAVEPOINT without touching the
-others. Nobody is answered before the commit that holds their write returns, so every
-acknowledged write is durable. The writes themselves are in state/sqlite_writes.py.
+`max_group`), so concurrent writers share a single fsync, and the statements overlap the
+event loop handing over the next requests. A request that fails (a condition, a bad op
+in a batch) is rolled back to its own SAVEPOINT without touching the others. Nobody is
+answered before the commit that holds their write returns, so every acknowledged write
+is durable. The writes themselves are in state/sqlite_writes.py.
 """
 
 from __future__ import annotations
@@ -185,7 +184,6 @@ class GroupWriter:
                 if r.error is None:
                     r.error = Unavailable(f"state store write failed: {failure}")
             self._new_ns.clear()
-            self.known_versions.clear()
         else:
             self.ns_ids.update(self._new_ns)
         self.stats.commits += 1
