@@ -129,8 +129,9 @@ def sqlite_alone(path: Path, group: int, duration_s: float) -> float:
         nid = db.execute("INSERT INTO namespaces (tenant_id, name, created_at) VALUES ('bench', 'bench', 0) "
                          "RETURNING id").fetchone()[0]  # fmt: skip
         keys = [f"w{w}/k{k}" for k in range(KEYS_PER_WRITER) for w in range(WRITERS)]  # as the writers go
-        with db:
-            db.executemany(PUT_ANY.replace(" RETURNING version", ""), [(nid, k, VALUE, None) for k in keys])
+        db.execute("BEGIN")
+        db.executemany(PUT_ANY.replace(" RETURNING version", ""), [(nid, k, VALUE, None) for k in keys])
+        db.execute("COMMIT")
         versions = dict.fromkeys(keys, 1)
         puts, i = 0, 0
         start = time.perf_counter()
