@@ -28,7 +28,7 @@ from cloche.node.records import SandboxRecord
 from cloche.node.runtime import NodeConfig, NodeRuntime
 from cloche.node.spec import ISOLATIONS, IdlePolicy, Limits, SandboxSpec
 from cloche.node.supervisor import ExecResult
-from tests.cli_zygote import ZYGOTE
+from tests.cli_zygote import SERVER_ZYGOTE, ZYGOTE
 from tests.netlab import EgressGuard, FakeInternet
 
 T = TypeVar("T")
@@ -150,9 +150,10 @@ def _pointed_at(inet: FakeInternet) -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def cli_zygote() -> Iterator[None]:
-    """The CLI commands' zygote (tests/cli_zygote.py), if a test started it, goes with the session."""
+    """The zygotes of CLI commands and servers (tests/cli_zygote.py), if a test started them, go with the session."""
     yield
     ZYGOTE.stop()
+    SERVER_ZYGOTE.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

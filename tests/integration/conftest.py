@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from cloche.cluster.local.process import free_ports
 from cloche.tlsdefault import default_tls
+from tests.cli_zygote import SERVER_ZYGOTE, Forked
 from tests.conftest import Node
 
 
@@ -61,17 +61,14 @@ class Server(Api):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.pool_size = pool_size
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Forked | None = None
         self.log = data_dir / "server.log"
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cloche.cli", "up", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--pool-size", str(self.pool_size)],
-            stdout=logf, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-        )  # fmt: skip
+        args = ["up", "--data-dir", str(self.data_dir), "--port", str(self.port), "--pool-size", str(self.pool_size)]
+        with open(self.log, "ab") as logf:  # forked from a zygote that preloaded the server's libraries
+            self.proc = SERVER_ZYGOTE.spawn(args, env=self.env, output=logf.fileno(), setsid=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
