@@ -10,13 +10,9 @@ indexes are then verified with amcheck's bt_index_check (heapallindexed).
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,7 +22,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloche.tlsdefault import default_tls
 from tests.integration.conftest import Server, crash_rounds
 from tests.state.conftest import pg_dsn
 
@@ -143,79 +138,11 @@ def verify(url: str, key: str, ns: str, writers: list[Writer]) -> None:
         assert len(set(entries.values())) == len(entries), "an idempotent retry appended twice"
 
 
-ZYGOTE = """
-import os, signal, sys
-from pathlib import Path
-from cloche.server.runner import serve   # the slow part (imports), paid once
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-log = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-for line in sys.stdin:
-    pid = os.fork()
-    if pid == 0:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        serve(Path(sys.argv[1]), "127.0.0.1", int(sys.argv[2]), 0)
-        os._exit(0)
-    print(pid, flush=True)
-"""
-
-
-class ForkedServer(Server):
-    """The real server (`cloche.server.runner.serve`), each incarnation forked from a
-    process that has already imported it: a restart costs the server's own startup, not
-    Python's imports, so many kills fit in the time budget."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
-        super().__init__(data_dir, pool_size=0, env=env)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-c", ZYGOTE, str(data_dir), str(self.port), str(self.log)]
-        self.zygote = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env, text=True)
-        self.pid = 0
-
-    def start(self) -> None:
-        assert self.zygote.stdin and self.zygote.stdout
-        self.zygote.stdin.write("spawn\n")
-        self.zygote.stdin.flush()
-        self.pid = int(self.zygote.stdout.readline())
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1, verify=default_tls()).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.02)
-        else:
-            raise RuntimeError("server did not become healthy: " + self.log.read_text()[-3000:])
-        self.admin_key = (self.data_dir / "admin-key").read_text().strip()
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        os.kill(self.pid, sig)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return 0
-            time.sleep(0.005)
-        os.kill(self.pid, signal.SIGKILL)
-        return 0
-
-    def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.stop()
-        assert self.zygote.stdin
-        self.zygote.stdin.close()
-        self.zygote.wait(10)
-
-
 def crash_run(kind: str, data: Path, dsn: str) -> None:
     env = {"CLOCHE_RATE_PER_S": "1000000", "CLOCHE_RATE_BURST": "1000000"}
     if kind == "postgres":
         env["CLOCHE_STATE_DSN"] = dsn
-    srv = ForkedServer(data, env=env)
+    srv = Server(data, pool_size=0, env=env)  # each incarnation forked: a restart costs no imports
     srv.start()
     _, key = srv.tenant()
     ns = "crash-" + uuid.uuid4().hex[:8]
@@ -243,7 +170,8 @@ def crash_run(kind: str, data: Path, dsn: str) -> None:
         verify(srv.url, key, ns, writers)
     finally:
         stop.set()
-        srv.close()
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.stop()
         srv.wipe()
     if kind == "sqlite":
         db = sqlite3.connect(str(data / "state.db"))

@@ -39,6 +39,7 @@ log = logging.getLogger("cloche.access")
 NOTES = "cloche.access"  # scope key: what the request's handlers tell the log (note())
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _ids = random.Random(os.urandom(16))  # request ids need to be unique, not secret: no syscall per request
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(16)))  # a forked server: ids of its own
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
