@@ -10,7 +10,7 @@ STATE_PY := src/cloche/_bin/cloche_state.py
 APT_PACKAGES := runc runsc busybox-static e2fsprogs gcc libc6-dev python3-venv util-linux postgresql wrk nftables conntrack iproute2 dante-server chromium etcd-server
 STAMP := .cloche-setup
 E2B_JS := tests/e2b/js
-PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=20
+PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider -p no:schemathesis --durations=20
 # The suite runs in parallel (pytest-xdist, a module per worker: some modules' tests build on the ones before; the
 # modules of each group in tests/conftest.py's TOGETHER share a worker; the longest start first, in LONGEST_FIRST's
 # order), then the tests that need the host to themselves (tests/conftest.py's SERIAL) one at a time, then the leak

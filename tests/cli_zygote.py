@@ -14,12 +14,12 @@ variables, hash seed, sys.path) and what the preloaded libraries read on import.
 command ends with os._exit after flushing stdout and stderr (no atexit handlers run).
 
 Servers (`cloche up`, tests/integration/conftest.py's Server) start the same way from a
-second zygote, which preloads the server itself (SERVER_PRELOAD: none of its modules reads
-a CLOCHE_ setting on import, which the zygote checks): a start to `/healthz` then costs
-0.4-0.6 s of CPU instead of 1.4-1.8 s (measured by hand, networking off, three of each),
-and the suite starts servers about a hundred times. `Zygote.spawn` returns at once with a `Forked`
-handle (pid, poll, wait, send_signal, kill); the zygote reaps the server and reports its
-exit status.
+second zygote, which imports the server itself first (SERVER_PRELOAD; the zygote refuses a
+preload that reads a CLOCHE_ setting on import, which every fork would then share). A
+start to `/healthz` then costs 0.4-0.6 s of CPU instead of 1.4-1.8 s (by hand, networking
+off, three of each), and a parallel phase of `make test` forked 124 servers (counted by
+hand). `Zygote.spawn` returns at once with a `Forked` handle (pid, poll, wait,
+send_signal, kill); the zygote reaps the server and reports its exit status.
 
 One zygote of each kind per test process (each pytest-xdist worker), started on first
 use and stopped at the session's end (tests/conftest.py); it also exits when its parent
