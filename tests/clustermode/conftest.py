@@ -39,10 +39,6 @@ CLUSTER_ENV = {
     "CLOCHE_CHECKPOINT_INTERVAL_S": "2",
     "CLOCHE_NETWORK": "0",
 }
-# The region clusters' nodes reach etcd through a delaying relay, another process that a
-# loaded machine can stall too: a 4 s lease let a node fence under the parallel phase's
-# load (its keep-alive missed the 2.5 s to its fence). Theirs is twice as long.
-REGION_LEASE = {"CLOCHE_LEASE_TTL_S": "8", "CLOCHE_LEASE_MARGIN_S": "3"}
 
 
 HERE = Path(__file__).parent

@@ -27,16 +27,15 @@ from cloche.examples import memo_app
 from cloche.fleet.placements import PlacementTable
 from cloche.fleet.sandbox_regions import SandboxRegions
 from cloche.store.db import Store
-from tests.clustermode.conftest import CLUSTER_ENV, REGION_LEASE, Cluster, running_cluster
+from tests.clustermode.conftest import CLUSTER_ENV, Cluster, running_cluster
 
-TTL = float(REGION_LEASE["CLOCHE_LEASE_TTL_S"])
+TTL = float(CLUSTER_ENV["CLOCHE_LEASE_TTL_S"])
 INTERVAL = float(CLUSTER_ENV["CLOCHE_CHECKPOINT_INTERVAL_S"])
 FOLLOW = {  # a small rule: 3 requests, 60 % of them from one region, no cooldown
     "CLOCHE_FOLLOW_MIN_REQUESTS": "3",
     "CLOCHE_FOLLOW_THRESHOLD": "0.6",
     "CLOCHE_FOLLOW_COOLDOWN_S": "0",
     "CLOCHE_FOLLOW_WINDOW_S": "600",
-    **REGION_LEASE,
 }
 STATE_CLI = "/.cloche/bin/cloche-state"
 OTHER = {"eu": "us", "us": "eu"}

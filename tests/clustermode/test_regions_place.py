@@ -21,16 +21,15 @@ import pytest
 
 from cloche.cluster.local.process import wait_for
 from cloche.examples import memo_app
-from tests.clustermode.conftest import CLUSTER_ENV, REGION_LEASE, Cluster, running_cluster
+from tests.clustermode.conftest import CLUSTER_ENV, Cluster, running_cluster
 from tests.clustermode.test_cluster import _undrain
 
-TTL = float(REGION_LEASE["CLOCHE_LEASE_TTL_S"])
+TTL = float(CLUSTER_ENV["CLOCHE_LEASE_TTL_S"])
 INTERVAL = float(CLUSTER_ENV["CLOCHE_CHECKPOINT_INTERVAL_S"])
 EU, US = {"node-1", "node-3"}, {"node-2", "node-4"}
 # The replicas' scheduler sees the cluster as one node of the host's memory: room for the
 # large pinned agents below, so that the fleet's own placement is what refuses them.
-ENV = {"CLOCHE_REGION": "us", "CLOCHE_NODE_MEMORY_MB": str(1 << 20), "CLOCHE_MAX_MEMORY_MB": str(1 << 20),
-       **REGION_LEASE}
+ENV = {"CLOCHE_REGION": "us", "CLOCHE_NODE_MEMORY_MB": str(1 << 20), "CLOCHE_MAX_MEMORY_MB": str(1 << 20)}
 
 
 @pytest.fixture(scope="module")
