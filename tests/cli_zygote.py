@@ -17,7 +17,7 @@ Servers (`cloche up`, tests/integration/conftest.py's Server) start the same way
 second zygote, which imports the server itself first (SERVER_PRELOAD; the zygote refuses a
 preload that reads a CLOCHE_ setting on import, which every fork would then share). A
 start to `/healthz` then costs 0.4-0.6 s of CPU instead of 1.4-1.8 s (by hand, networking
-off, three of each), and a parallel phase of `make test` forked 124 servers (counted by
+off, three of each), and a parallel phase of `make test` forked about 120 servers (counted by
 hand). `Zygote.spawn` returns at once with a `Forked` handle (pid, poll, wait,
 send_signal, kill); the zygote reaps the server and reports its exit status.
 
