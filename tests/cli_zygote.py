@@ -11,7 +11,8 @@ fork: the zygote checks that no `cloche.cli` module is loaded, so every cloche m
 reads the environment or the terminal when imported does so in the command's own process.
 What the zygote fixed when it started stays its: the interpreter's settings (PYTHON*
 variables, hash seed, sys.path) and what the preloaded libraries read on import. The
-command ends with os._exit after flushing stdout and stderr (no atexit handlers run).
+command ends as a process of its own would (threads joined, atexit handlers run, stdout
+and stderr flushed), then with os._exit, so that nothing of the zygote's runs in it.
 
 Servers (`cloche up`, tests/integration/conftest.py's Server) start the same way from a
 second zygote, which imports the server itself first (SERVER_PRELOAD; the zygote refuses a
@@ -28,6 +29,7 @@ goes.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -40,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,13 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
 
             traceback.print_exc()
     finally:
+        # The interpreter's own exit steps, as a process of its own would take them (threads
+        # joined, then atexit handlers: logging.shutdown flushes a server's access log), but
+        # not the zygote's `finally`, which would remove its socket directory: os._exit.
+        with contextlib.suppress(Exception):
+            threading._shutdown()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            atexit._run_exitfuncs()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
         with contextlib.suppress(Exception):
@@ -88,24 +97,43 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
         os._exit(code)
 
 
-class _Watched(dict[str, str]):
-    """os.environ while the zygote preloads: a copy that records the names read."""
+class _Watched(MutableMapping[str, str]):
+    """os.environ while the zygote preloads: a view of it that records the names read. A
+    module that keeps it (`from os import environ`) keeps a live view, which in each
+    command shows the command's own environment."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        super().__init__(environ)
+    def __init__(self, environ: MutableMapping[str, str]) -> None:
+        self._environ = environ
         self.read: set[str] = set()
 
     def __getitem__(self, key: str) -> str:
         self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        self.read.add(key)
-        return super().get(key, default)
+        return self._environ[key]
 
     def __contains__(self, key: object) -> bool:
         self.read.add(str(key))
-        return super().__contains__(key)
+        return key in self._environ
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._environ[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._environ[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+    def copy(self) -> dict[str, str]:  # a copy of all of it (wsgiref's, on import) reads no setting
+        return dict(self._environ)
+
+    def items(self) -> ItemsView[str, str]:
+        return self._environ.items()
+
+    def values(self) -> ValuesView[str]:
+        return self._environ.values()
 
 
 def serve(path: str, preload: list[str]) -> None:
@@ -141,7 +169,11 @@ def _accept(path: str, parent: int) -> None:
         for key, _ in sel.select(timeout=1.0):
             if key.data is None:
                 conn, _ = listener.accept()
-                msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                try:
+                    msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                except OSError:  # the caller went away mid-request: nothing was started
+                    conn.close()
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     sel.close()
@@ -150,8 +182,11 @@ def _accept(path: str, parent: int) -> None:
                     _child(json.loads(msg), fds)
                 for fd in fds:
                     os.close(fd)
-                conn.send(str(pid).encode())
-                sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (pid, conn))
+                try:
+                    conn.send(str(pid).encode())
+                except OSError:  # the caller went away: nobody would ever stop the command
+                    os.kill(pid, signal.SIGKILL)
+                sel.register(os.pidfd_open(pid), selectors.EVENT_READ, (pid, conn))  # reaped all the same
             else:
                 pid, conn = key.data
                 sel.unregister(key.fd)
@@ -177,32 +212,42 @@ class Forked:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self._conn.settimeout(0)  # not MSG_DONTWAIT: under a timeout, Python waits it out
-            try:
-                self._ended(self._conn.recv(64))
-            except BlockingIOError:
-                pass
+            self._receive(0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            self._conn.settimeout(timeout)
-            try:
-                self._ended(self._conn.recv(64))
-            except TimeoutError:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
-        assert self.returncode is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self._receive(left if self._conn.fileno() >= 0 else min(0.05, left or 0.05))
         return self.returncode
 
-    def _ended(self, status: bytes) -> None:
-        if not status:
-            raise RuntimeError(f"the zygote of process {self.pid} went away: its exit status is lost")
-        self.returncode = int(status)
+    def _receive(self, timeout: float | None) -> None:
+        """The exit status, if the zygote sends it within `timeout`. Once the zygote is gone
+        (the session's end), the process only counts as ended (-9) when it no longer exists."""
+        if self._conn.fileno() < 0:
+            if timeout:
+                time.sleep(timeout)
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self.returncode = -9
+            return
+        self._conn.settimeout(timeout)  # not MSG_DONTWAIT: under a timeout, Python waits it out
+        try:
+            status = self._conn.recv(64)
+        except (BlockingIOError, TimeoutError):
+            return
+        if status:
+            self.returncode = int(status)
         self._conn.close()
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # reaped since, its status on the way
+                os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

@@ -198,3 +198,19 @@ def test_access_log_can_be_switched_off(tmp_path: Path):
     finally:
         s.stop()
     assert access_entries(s) == []
+
+
+def test_the_requests_just_before_a_stop_are_in_the_access_log(tmp_path: Path):
+    """Lines are written in batches every few ms; a SIGTERM right after the last request
+    still leaves every line in the log, the stop's own included."""
+    s = Server(tmp_path / "data", pool_size=0, env={"CLOCHE_NETWORK": "0"})
+    s.start()
+    ids = [f"last-{i}-{time.monotonic_ns()}" for i in range(5)]
+    try:
+        with s.client() as admin:
+            for rid in ids:
+                assert admin.get("/v1/sandboxes", headers={"X-Request-Id": rid}).status_code == 200
+    finally:
+        assert s.stop() == 0
+    logged = {e.get("request_id") for e in access_entries(s)}
+    assert set(ids) <= logged
