@@ -6,11 +6,13 @@ SIGKILL to its whole process group) so nothing of it is left behind.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +21,12 @@ from typing import Any
 
 MIN_PICKED_PORT = 10_000  # below it, the well-known and registered ports of the host's own services
 _PICKER = random.SystemRandom()  # not the `random` module's state, which a caller may have seeded
+# Host-wide reservations of picked ports: a lock file per port, held by the process that
+# picked it (see _reserve). It keeps the last PORT_LOCKS_HELD; an older pick is long bound.
+PORT_LOCKS = Path(tempfile.gettempdir()) / "cloche-ports"
+PORT_LOCKS_HELD = 256
+_held: list[int] = []  # the lock fds this process holds, oldest first
+_held_lock = threading.Lock()
 
 
 class Cancelled(Exception):
@@ -43,8 +51,31 @@ def _ephemeral_ports() -> range:
     return range(low, high + 1)
 
 
+def _reserve(port: int) -> bool:
+    """Take `port`'s host-wide lock, unless another pick holds it. Between a pick and the
+    bind of the process it is for, the port is free, so another process's pick could take
+    it too: two clusters started at once in two test workers did, and a replica's port was
+    answered by the other cluster's SeaweedFS. Every pick takes the port's lock first."""
+    try:
+        PORT_LOCKS.mkdir(exist_ok=True)
+        fd = os.open(PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # no place for locks (another user's directory): the pick goes unreserved
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    with _held_lock:
+        _held.append(fd)
+        while len(_held) > PORT_LOCKS_HELD:
+            os.close(_held.pop(0))
+    return True
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports free right now (held open together so none repeats).
+    """n distinct loopback ports free right now (held open together so none repeats), each
+    reserved host-wide for a while (_reserve) so that no other process picks it.
 
     They come from outside the kernel's ephemeral range: a port there can be taken as the
     source port of any outgoing connection between the pick and the server's bind, and on
@@ -61,6 +92,9 @@ def free_ports(n: int) -> list[int]:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
+                s.close()
+                continue
+            if not _reserve(port):
                 s.close()
                 continue
             held.append(s)
