@@ -16,11 +16,11 @@ and stderr flushed), then with os._exit, so that nothing of the zygote's runs in
 
 Servers (`cloche up`, tests/integration/conftest.py's Server) start the same way from a
 second zygote, which imports the server itself first (SERVER_PRELOAD; the zygote refuses a
-preload that reads a CLOCHE_ setting on import, which every fork would then share). A
-start to `/healthz` then costs 0.4-0.6 s of CPU instead of 1.4-1.8 s (by hand, networking
-off, three of each), and a parallel phase of `make test` forked about 120 servers (counted by
-hand). `Zygote.spawn` returns at once with a `Forked` handle (pid, poll, wait,
-send_signal, kill); the zygote reaps the server and reports its exit status.
+preload that reads a CLOCHE_ setting on import, which every fork would then share): a
+start then pays the server's own startup, not the imports that were most of its CPU, and
+the suite starts servers over a hundred times. `Zygote.spawn` returns at once with a
+`Forked` handle (pid, poll, wait, send_signal, kill); the zygote reaps the process and
+reports its exit status. `Zygote.run` is `spawn` and `wait` with the output captured.
 
 One zygote of each kind per test process (each pytest-xdist worker), started on first
 use and stopped at the session's end (tests/conftest.py); it also exits when its parent
@@ -249,9 +249,6 @@ class Forked:
             with contextlib.suppress(ProcessLookupError):  # reaped since, its status on the way
                 os.kill(self.pid, sig)
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
@@ -285,41 +282,39 @@ class Zygote:
             cwd: str | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
         """Run `python -m cloche.cli ARGS` as `subprocess.run(..., capture_output=True)` would;
         stdin is `input`, or /dev/null without it."""
-        argv = [sys.executable, "-m", "cloche.cli", *args]
-        request = {"args": list(args), "env": dict(env), "cwd": cwd or os.getcwd()}
         with (
-            (tempfile.TemporaryFile() if input is not None else open(os.devnull, "rb")) as stdin,
+            (tempfile.TemporaryFile() if input is not None else contextlib.nullcontext()) as stdin,
             tempfile.TemporaryFile() as stdout,
             tempfile.TemporaryFile() as stderr,
-            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s,
         ):
             if input is not None:
                 stdin.write(input)
                 stdin.seek(0)
-            s.settimeout(timeout)
-            s.connect(self._started())
-            socket.send_fds(s, [json.dumps(request).encode()], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
-            pid = int(s.recv(64))
+            proc = self.spawn(args, env=env, stdin=None if stdin is None else stdin.fileno(), stdout=stdout.fileno(),
+                              stderr=stderr.fileno(), cwd=cwd)  # fmt: skip
             try:
-                code = int(s.recv(64))
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                raise subprocess.TimeoutExpired(argv, timeout) from None
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+                raise subprocess.TimeoutExpired(proc.args, timeout) from None
             stdout.seek(0)
             stderr.seek(0)
-            return subprocess.CompletedProcess(argv, code, stdout.read(), stderr.read())
+            return subprocess.CompletedProcess(proc.args, code, stdout.read(), stderr.read())
 
-    def spawn(self, args: list[str], *, env: Mapping[str, str], output: int, setsid: bool = False) -> Forked:
-        """Start `python -m cloche.cli ARGS` as `subprocess.Popen(..., stdin=DEVNULL,
-        stdout=output, stderr=STDOUT, start_new_session=setsid)` would, and return at once."""
-        request = {"args": list(args), "env": dict(env), "cwd": os.getcwd(), "setsid": setsid}
+    def spawn(self, args: list[str], *, env: Mapping[str, str], stdout: int, stderr: int, stdin: int | None = None,
+              cwd: str | None = None, setsid: bool = False) -> Forked:  # fmt: skip
+        """Start `python -m cloche.cli ARGS` as `subprocess.Popen(..., stdin=stdin or DEVNULL,
+        stdout=stdout, stderr=stderr, cwd=cwd, start_new_session=setsid)` would, and return at once."""
+        request = {"args": list(args), "env": dict(env), "cwd": cwd or os.getcwd(), "setsid": setsid}
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             conn.settimeout(60)
             conn.connect(self._started())
-            with open(os.devnull, "rb") as stdin:
-                socket.send_fds(conn, [json.dumps(request).encode()], [stdin.fileno(), output, output])
+            with open(os.devnull, "rb") as devnull:
+                fds = [devnull.fileno() if stdin is None else stdin, stdout, stderr]
+                socket.send_fds(conn, [json.dumps(request).encode()], fds)
             pid = int(conn.recv(64))
         except BaseException:
             conn.close()

@@ -68,7 +68,7 @@ class Server(Api):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = ["up", "--data-dir", str(self.data_dir), "--port", str(self.port), "--pool-size", str(self.pool_size)]
         with open(self.log, "ab") as logf:  # forked from a zygote that imported the server already
-            self.proc = SERVER_ZYGOTE.spawn(args, env=self.env, output=logf.fileno(), setsid=True)
+            self.proc = SERVER_ZYGOTE.spawn(args, env=self.env, stdout=logf.fileno(), stderr=logf.fileno(), setsid=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

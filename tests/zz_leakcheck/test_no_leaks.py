@@ -87,10 +87,10 @@ def test_no_supervisor_processes():
 
 
 def test_no_servers_nodes_or_services_the_tests_started():
-    """No cloche server, node, cluster or CLI command (nor the tests' CLI zygote and its
-    forks), and no SeaweedFS, etcd or PostgreSQL a test started: their data is in a
-    `cloche-` directory (the suite's shared PostgreSQL, scripts/postgres-test.sh's, runs on
-    purpose; the host's own services are not ours)."""
+    """No cloche server, node, cluster or CLI command (nor the tests' zygotes, for CLI
+    commands and servers, and their forks), and no SeaweedFS, etcd or PostgreSQL a test
+    started: their data is in a `cloche-` directory (the suite's shared PostgreSQL,
+    scripts/postgres-test.sh's, runs on purpose; the host's own services are not ours)."""
     shared_pg = os.environ.get("CLOCHE_PG_DIR", "/var/tmp/cloche-pg").encode()
 
     def service_of_ours(argv: list[bytes]) -> bool:

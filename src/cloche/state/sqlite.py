@@ -6,8 +6,8 @@ it commits once, so concurrent writers share a single fsync; a request's conditi
 checked inside that transaction, and a request that fails (a condition, a bad op in a
 batch) is rolled back to its own SAVEPOINT without touching the others. Nobody is
 answered before the commit that holds their write returns, so every acknowledged write
-is durable. The writer is
-state/sqlite_writer.py, what each write does to the tables state/sqlite_writes.py.
+is durable. The writer is state/sqlite_writer.py, what each write does to the tables
+state/sqlite_writes.py.
 
 Reads run inline on the caller's thread on a connection of their own (WAL readers never
 wait for the writer), so a point read costs a few microseconds and no thread hop.
